@@ -1,0 +1,187 @@
+/* exec.c - the executor of compiled programs. */
+#include "exec.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "base.h"
+
+struct RtExec {
+    const RtProgram *prog;
+    RtVarStore *vars;
+    unsigned char *arena;
+    void *workspace;
+    void ***pointers; /* per step, its resolved argument pointers */
+};
+
+void rt_program_free(RtProgram *p)
+{
+    for (int i = 0; i < p->nsteps; i++) {
+        free(p->steps[i].args);
+        free(p->steps[i].shapes);
+    }
+    free(p->steps);
+    free(p->inputs);
+    free(p->outputs);
+    free(p->kernels);
+    memset(p, 0, sizeof *p);
+}
+
+static void *resolve(RtExec *e, RtSlot slot)
+{
+    if (slot.region == RT_REGION_VAR)
+        return rt_var_data(e->vars, (int)slot.offset);
+    BOCB_ASSERT(slot.offset < e->prog->arena_bytes);
+    return e->arena + slot.offset;
+}
+
+RtExec *rt_exec_create(const RtProgram *prog, RtVarStore *vars)
+{
+    RtExec *e = xcalloc(1, sizeof *e);
+    e->prog = prog;
+    e->vars = vars;
+    e->arena = xmalloc_aligned(prog->arena_bytes ? prog->arena_bytes : 64);
+    /* Zeroed so that a program reading a slot it never wrote is at least
+     * deterministic; the planner never lets that happen. */
+    memset(e->arena, 0, prog->arena_bytes);
+    e->workspace = xmalloc_aligned(prog->workspace_bytes ? prog->workspace_bytes : 64);
+    e->pointers = xcalloc((size_t)prog->nsteps + 1, sizeof *e->pointers);
+    for (int i = 0; i < prog->nsteps; i++) {
+        const RtStep *s = &prog->steps[i];
+        e->pointers[i] = xcalloc((size_t)s->nargs + 1, sizeof(void *));
+        for (int j = 0; j < s->nargs; j++)
+            e->pointers[i][j] = resolve(e, s->args[j]);
+    }
+    return e;
+}
+
+void rt_exec_destroy(RtExec *e)
+{
+    if (!e)
+        return;
+    for (int i = 0; i < e->prog->nsteps; i++)
+        free(e->pointers[i]);
+    free(e->pointers);
+    free(e->arena);
+    free(e->workspace);
+    free(e);
+}
+
+static const RtPort *find_port(const RtPort *ports, int n, const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(ports[i].name, name) == 0)
+            return &ports[i];
+    return NULL;
+}
+
+void *rt_exec_input(RtExec *e, const char *name)
+{
+    const RtPort *p = find_port(e->prog->inputs, e->prog->ninputs, name);
+    return p ? resolve(e, p->slot) : NULL;
+}
+
+const void *rt_exec_output(const RtExec *e, const char *name)
+{
+    const RtPort *p = find_port(e->prog->outputs, e->prog->noutputs, name);
+    BOCB_ASSERT(p);
+    return resolve((RtExec *)e, p->slot);
+}
+
+static RtConv2d conv_of(const RtStep *s, const Shape *x, const Shape *w, int64_t batch)
+{
+    RtConv2d cv = {
+        .n = shape_dim(x, 0, batch), .c = x->dims[1], .h = x->dims[2], .w = x->dims[3],
+        .k = w->dims[0], .r = w->dims[2], .s = w->dims[3],
+        .stride_h = s->attr.conv.stride[0], .stride_w = s->attr.conv.stride[1],
+        .pad_h = s->attr.conv.pad[0], .pad_w = s->attr.conv.pad[1],
+        .dil_h = s->attr.conv.dilation[0], .dil_w = s->attr.conv.dilation[1],
+        .groups = s->attr.conv.groups,
+    };
+    BOCB_ASSERT(rt_conv2d_infer(&cv));
+    return cv;
+}
+
+static RtPool2d pool_of(const RtStep *s, const Shape *x, int64_t batch)
+{
+    RtPool2d pl = {
+        .n = shape_dim(x, 0, batch), .c = x->dims[1], .h = x->dims[2], .w = x->dims[3],
+        .kernel_h = s->attr.pool.kernel[0], .kernel_w = s->attr.pool.kernel[1],
+        .stride_h = s->attr.pool.stride[0], .stride_w = s->attr.pool.stride[1],
+        .pad_h = s->attr.pool.pad[0], .pad_w = s->attr.pool.pad[1],
+    };
+    BOCB_ASSERT(rt_pool2d_infer(&pl));
+    return pl;
+}
+
+static void run_step(RtExec *e, const RtStep *s, void **p, int64_t batch)
+{
+    const Shape *sh = s->shapes;
+    DType dt = s->dtype;
+    switch (s->kind) {
+    case RT_STEP_KERNEL: {
+        int64_t extent = s->attr.kernel.outer_extent;
+        if (s->attr.kernel.outer_times_batch)
+            extent *= batch;
+        e->prog->kernels[s->attr.kernel.index](p, batch, 0, extent);
+        return;
+    }
+    case RT_STEP_MATMUL: {
+        bool ta = s->attr.matmul.trans_a, tb = s->attr.matmul.trans_b;
+        int64_t m = shape_dim(&sh[2], 0, batch), n = shape_dim(&sh[2], 1, batch);
+        int64_t k = shape_dim(&sh[0], ta ? 0 : 1, batch);
+        rt_matmul(dt, ta, tb, m, n, k, p[0], p[1], p[2], 0.0);
+        return;
+    }
+    case RT_STEP_CONV2D: {
+        RtConv2d cv = conv_of(s, &sh[0], &sh[1], batch);
+        rt_conv2d_forward(dt, &cv, p[0], p[1], p[2], e->workspace);
+        return;
+    }
+    case RT_STEP_CONV2D_GRAD_INPUT: {
+        RtConv2d cv = conv_of(s, &sh[2], &sh[1], batch);
+        rt_conv2d_grad_input(dt, &cv, p[0], p[1], p[2], e->workspace);
+        return;
+    }
+    case RT_STEP_CONV2D_GRAD_WEIGHT: {
+        RtConv2d cv = conv_of(s, &sh[0], &sh[2], batch);
+        rt_conv2d_grad_weight(dt, &cv, p[0], p[1], p[2], e->workspace);
+        return;
+    }
+    case RT_STEP_MAXPOOL2D: {
+        RtPool2d pl = pool_of(s, &sh[0], batch);
+        rt_maxpool2d_forward(dt, &pl, p[0], p[1]);
+        return;
+    }
+    case RT_STEP_MAXPOOL2D_GRAD: {
+        RtPool2d pl = pool_of(s, &sh[0], batch);
+        rt_maxpool2d_grad(dt, &pl, p[0], p[1], p[2]);
+        return;
+    }
+    case RT_STEP_CROSS_ENTROPY:
+        rt_cross_entropy(dt, shape_dim(&sh[0], 0, batch), sh[0].dims[1], p[0], p[1], p[2]);
+        return;
+    case RT_STEP_CROSS_ENTROPY_GRAD:
+        rt_cross_entropy_grad(dt, shape_dim(&sh[0], 0, batch), sh[0].dims[1], p[0], p[1],
+                              p[2], p[3]);
+        return;
+    case RT_STEP_REDUCE_SUM: {
+        int64_t dims[SHAPE_MAX_RANK];
+        for (int i = 0; i < sh[0].rank; i++)
+            dims[i] = shape_dim(&sh[0], i, batch);
+        rt_reduce_sum(dt, sh[0].rank, dims, s->attr.axes, p[0], p[1]);
+        return;
+    }
+    case RT_STEP_COPY:
+        memmove(p[1], p[0], (size_t)shape_numel(&sh[0], batch) * dtype_size(dt));
+        return;
+    }
+    BOCB_UNREACHABLE("step kind");
+}
+
+void rt_exec_run(RtExec *e, int64_t batch)
+{
+    BOCB_ASSERT(batch >= 1 && batch <= e->prog->max_batch);
+    for (int i = 0; i < e->prog->nsteps; i++)
+        run_step(e, &e->prog->steps[i], e->pointers[i], batch);
+}

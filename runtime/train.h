@@ -1,0 +1,74 @@
+/* train.h - the training loop: epochs, shuffled batches, evaluation, logs.
+ *
+ * The loop drives any executor through RtRunner, so the JIT-compiled
+ * program and the reference interpreter train through exactly the same
+ * code: same shuffling, same batches, same learning rate, same metrics.
+ */
+#ifndef BOCB_TRAIN_H
+#define BOCB_TRAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "data.h"
+#include "shape.h"
+#include "vars.h"
+
+/* One executor of a compiled cell: a training-step graph (inputs x,
+ * labels, lr, step; outputs loss, logits) and an evaluation graph (inputs
+ * x, labels; outputs loss, logits) over the same variables. */
+typedef struct RtRunner {
+    void *self;
+    DType dtype; /* of x, lr, step and the outputs */
+    RtVarStore *vars;
+    int64_t max_batch, max_eval_batch;
+    /* Returns the buffer of input `name` of the training or evaluation
+     * graph, sized for its maximum batch. */
+    void *(*input)(void *self, bool train, const char *name);
+    void (*run)(void *self, bool train, int64_t batch);
+    const void *(*output)(void *self, bool train, const char *name);
+} RtRunner;
+
+typedef struct RtTrainConfig {
+    const char *label; /* "mlp / sgd(lr=0.05)" for log lines */
+    int64_t epochs;
+    int64_t batch, eval_batch;
+    int64_t max_steps; /* 0 = no limit */
+    int64_t log_every;
+    uint64_t seed;
+    double lr;
+    FILE *log;         /* progress lines; NULL = silent */
+    bool log_is_tty;   /* rewrite one line in place instead of printing many */
+} RtTrainConfig;
+
+typedef struct RtEpochResult {
+    int64_t epoch;
+    int64_t steps;       /* cumulative */
+    double train_loss;   /* mean over the epoch's steps */
+    double train_accuracy;
+    double test_loss;
+    double test_accuracy;
+    double seconds;      /* training time of the epoch, evaluation excluded */
+} RtEpochResult;
+
+typedef struct RtTrainResult {
+    RtEpochResult *epochs;
+    int nepochs;
+    float *step_losses;  /* the loss of every step, in order */
+    int64_t nsteps;
+    bool diverged;       /* stopped at a non-finite loss */
+    int64_t diverged_step;
+} RtTrainResult;
+
+/* Trains from the runner's current variables (the caller resets them) and
+ * evaluates on `test` after every epoch. */
+void rt_train(const RtTrainConfig *cfg, RtRunner *runner, const DataSplits *data,
+              RtTrainResult *result);
+void rt_train_result_free(RtTrainResult *r);
+
+/* Evaluates the runner on a whole dataset; returns mean loss and accuracy. */
+void rt_evaluate(RtRunner *runner, const DataSplits *data, const Dataset *ds,
+                 int64_t eval_batch, double *loss, double *accuracy);
+
+#endif
