@@ -1,0 +1,55 @@
+/* diag.h - source files, locations and diagnostics.
+ *
+ * Every token, AST node and IR node carries a SrcLoc. A diagnostic prints
+ *
+ *     file:line:col: error: message
+ *         source line
+ *         ^~~~~~
+ *
+ * and the compiler keeps going, so one run reports every error it can find.
+ * The caller decides the exit status from diag_error_count(). Diagnostics go
+ * to stderr unless diag_set_stream() redirects them (tests, the REPL).
+ */
+#ifndef BOCB_DIAG_H
+#define BOCB_DIAG_H
+
+#include <stdio.h>
+
+#include "../runtime/base.h"
+
+/* A span in a registered source file. Lines and columns are 1-based;
+ * end_line/end_col is the last character of the span (inclusive). file is
+ * 0 for "no location" (command-line values, synthesized nodes). */
+typedef struct SrcLoc {
+    int file;
+    int line, col;
+    int end_line, end_col;
+} SrcLoc;
+
+extern const SrcLoc NO_LOC;
+
+/* Registers a source text (copied) under a display path and returns its
+ * file id (>= 1). */
+int src_register(const char *path, const char *text, size_t len);
+/* Reads a file and registers it. Returns its id, or 0 with errno set when
+ * the file cannot be read (the caller reports the error). */
+int src_load(const char *path);
+const char *src_path(int file);
+const char *src_text(int file);
+size_t src_length(int file);
+
+/* Returns a span that covers both a and b (same file assumed). */
+SrcLoc loc_join(SrcLoc a, SrcLoc b);
+
+void diag_error(SrcLoc loc, const char *fmt, ...) BOCB_PRINTF(2, 3);
+void diag_warning(SrcLoc loc, const char *fmt, ...) BOCB_PRINTF(2, 3);
+/* A note attached to the previous diagnostic ("previous definition here"). */
+void diag_note(SrcLoc loc, const char *fmt, ...) BOCB_PRINTF(2, 3);
+void diag_verror(SrcLoc loc, const char *fmt, va_list ap);
+
+int diag_error_count(void);
+/* Forgets the error count (the REPL does this after each input). */
+void diag_reset_count(void);
+void diag_set_stream(FILE *stream);
+
+#endif
