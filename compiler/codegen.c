@@ -1,0 +1,813 @@
+/* codegen.c - LLVM IR for fused kernels.
+ *
+ * Every kernel becomes two functions:
+ *
+ *     void @SYM(ptr %args, i64 %batch, i64 %begin, i64 %end)
+ *     internal void @SYM.body(ptr noalias %a0, ..., i64 %batch, i64 %begin, i64 %end)
+ *
+ * @SYM has the RtKernelFn signature. It loads each argument's base pointer
+ * once and calls @SYM.body, which is always inlined. The split lets the
+ * pointers carry `noalias`, which the inliner turns into alias scopes on
+ * every load and store, so the vectoriser needs no run-time overlap checks.
+ * `noalias` is valid because the fusion pass passes a distinct buffer for
+ * every argument, and an argument that is both loaded and stored is one
+ * pointer.
+ *
+ * @SYM.body has these blocks:
+ *
+ *     entry    extents and strides, times the batch size where a KDim says
+ *              so. It returns when the iteration space is empty.
+ *     hoisted  the uniform instructions, computed once.
+ *     dN       the loop over axis N, outermost first and tested at the
+ *              bottom, because the entry check guarantees one iteration.
+ *              Loop N < rank-1 keeps one row pointer per argument and adds
+ *              the argument's stride at the end of every iteration, so no
+ *              loop multiplies an index by a stride except the innermost.
+ *              The innermost loop addresses element `row + i * stride`,
+ *              which is `row + i` for a unit stride: the form the loop
+ *              vectoriser handles best.
+ *     dN.end   the exit of loop N.
+ *
+ * Arithmetic follows kernel_eval exactly (see kernel.c for the semantics):
+ * no fast-math flags, so no contraction into FMA and no reassociation.
+ * exp, log, pow and tanh are calls to the C library marked `nobuiltin`,
+ * not LLVM intrinsics, because LLVM rewrites intrinsics in ways that change
+ * the result: pow(x, 2.0) becomes x * x, which differs from glibc's powf
+ * for subnormal results, and a constant operand is folded with the host's
+ * double-precision function, rounded to float afterwards. The calls are
+ * also marked `memory(none)`, since the kernels never read errno.
+ */
+#include "codegen.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <llvm-c/Analysis.h>
+#include <llvm-c/Core.h>
+#include <llvm-c/Error.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/TargetMachine.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+
+#include "../runtime/base.h"
+
+typedef struct Codegen {
+    LLVMContextRef ctx;
+    LLVMModuleRef module;
+    LLVMBuilderRef builder;
+    LLVMTypeRef t_void, t_i1, t_i8, t_i32, t_i64, t_f32, t_f64, t_ptr;
+} Codegen;
+
+/* The state of one kernel while its body is built. */
+typedef struct KernelGen {
+    Codegen *cg;
+    const Kernel *k;
+    LLVMValueRef fn;
+    LLVMValueRef batch, begin, end;
+    LLVMValueRef *base;                      /* per argument */
+    LLVMValueRef extents[KERNEL_MAX_RANK];
+    LLVMValueRef *strides;                   /* [arg * rank + axis] */
+    bool *streamed;    /* per argument: accessed at a different element per point */
+    LLVMValueRef *values;                    /* per instruction */
+} KernelGen;
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static LLVMTypeRef value_type(Codegen *cg, DType dt)
+{
+    switch (dt) {
+    case DT_F32: return cg->t_f32;
+    case DT_F64: return cg->t_f64;
+    case DT_I32: return cg->t_i32;
+    case DT_BOOL: return cg->t_i1;
+    }
+    BOCB_UNREACHABLE("dtype");
+}
+
+/* Returns the type of an element in memory: a bool is one byte. */
+static LLVMTypeRef memory_type(Codegen *cg, DType dt)
+{
+    return dt == DT_BOOL ? cg->t_i8 : value_type(cg, dt);
+}
+
+static bool is_float(DType dt)
+{
+    return dt == DT_F32 || dt == DT_F64;
+}
+
+static LLVMValueRef const_i64(Codegen *cg, int64_t v)
+{
+    return LLVMConstInt(cg->t_i64, (unsigned long long)v, true);
+}
+
+static LLVMAttributeRef enum_attr(Codegen *cg, const char *name, uint64_t value)
+{
+    unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
+    BOCB_ASSERT(kind != 0);
+    return LLVMCreateEnumAttribute(cg->ctx, kind, value);
+}
+
+static void add_fn_attr(Codegen *cg, LLVMValueRef fn, const char *name)
+{
+    LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, enum_attr(cg, name, 0));
+}
+
+/* Adds attribute `name` to parameter `index` (0-based) of fn. */
+static void add_param_attr(Codegen *cg, LLVMValueRef fn, int index, const char *name)
+{
+    LLVMAddAttributeAtIndex(fn, (LLVMAttributeIndex)index + 1, enum_attr(cg, name, 0));
+}
+
+/* Calls an overloaded LLVM intrinsic such as "llvm.maximum". */
+static LLVMValueRef call_intrinsic(Codegen *cg, const char *name,
+                                   LLVMTypeRef *overloads, int noverloads,
+                                   LLVMValueRef *args, int nargs)
+{
+    unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+    BOCB_ASSERT(id != 0);
+    LLVMValueRef fn = LLVMGetIntrinsicDeclaration(cg->module, id, overloads,
+                                                  (size_t)noverloads);
+    LLVMTypeRef fty = LLVMIntrinsicGetType(cg->ctx, id, overloads, (size_t)noverloads);
+    return LLVMBuildCall2(cg->builder, fty, fn, args, (unsigned)nargs, "");
+}
+
+static LLVMValueRef call_unary_intrinsic(Codegen *cg, const char *name, LLVMValueRef x)
+{
+    LLVMTypeRef type = LLVMTypeOf(x);
+    return call_intrinsic(cg, name, &type, 1, &x, 1);
+}
+
+static LLVMValueRef call_binary_intrinsic(Codegen *cg, const char *name,
+                                          LLVMValueRef x, LLVMValueRef y)
+{
+    LLVMTypeRef type = LLVMTypeOf(x);
+    LLVMValueRef args[2] = {x, y};
+    return call_intrinsic(cg, name, &type, 1, args, 2);
+}
+
+/* Calls a C library math function (expf, pow, ...) whose parameters and
+ * result all have the type of args[0]. See the file comment for why this
+ * is a `nobuiltin` call and not an intrinsic. */
+static LLVMValueRef call_libm(Codegen *cg, const char *name, LLVMValueRef *args,
+                              int nargs)
+{
+    LLVMTypeRef type = LLVMTypeOf(args[0]);
+    LLVMTypeRef params[2] = {type, type};
+    LLVMTypeRef fty = LLVMFunctionType(type, params, (unsigned)nargs, false);
+    LLVMValueRef fn = LLVMGetNamedFunction(cg->module, name);
+    if (!fn) {
+        fn = LLVMAddFunction(cg->module, name, fty);
+        add_fn_attr(cg, fn, "nounwind");
+    }
+    LLVMValueRef call = LLVMBuildCall2(cg->builder, fty, fn, args, (unsigned)nargs, "");
+    const char *attrs[] = {"nobuiltin", "nounwind", "willreturn"};
+    for (size_t i = 0; i < BOCB_ARRAY_LEN(attrs); i++)
+        LLVMAddCallSiteAttribute(call, LLVMAttributeFunctionIndex,
+                                 enum_attr(cg, attrs[i], 0));
+    /* memory(none) is the `memory` attribute with the value 0. */
+    LLVMAddCallSiteAttribute(call, LLVMAttributeFunctionIndex,
+                             enum_attr(cg, "memory", 0));
+    return call;
+}
+
+static LLVMValueRef float_const(LLVMTypeRef type, double value)
+{
+    return LLVMConstReal(type, value);
+}
+
+/* ---- instructions ------------------------------------------------------- */
+
+static LLVMValueRef emit_load(KernelGen *g, DType dt, LLVMValueRef ptr, const char *name)
+{
+    Codegen *cg = g->cg;
+    LLVMValueRef v = LLVMBuildLoad2(cg->builder, memory_type(cg, dt), ptr, name);
+    LLVMSetAlignment(v, (unsigned)dtype_size(dt));
+    if (dt == DT_BOOL)
+        v = LLVMBuildICmp(cg->builder, LLVMIntNE, v, LLVMConstInt(cg->t_i8, 0, false),
+                          name);
+    return v;
+}
+
+static void emit_store(KernelGen *g, DType dt, LLVMValueRef ptr, LLVMValueRef v)
+{
+    Codegen *cg = g->cg;
+    if (dt == DT_BOOL)
+        v = LLVMBuildZExt(cg->builder, v, cg->t_i8, "");
+    LLVMValueRef st = LLVMBuildStore(cg->builder, v, ptr);
+    LLVMSetAlignment(st, (unsigned)dtype_size(dt));
+}
+
+static LLVMValueRef emit_const(Codegen *cg, DType dt, double imm)
+{
+    switch (dt) {
+    case DT_F32:
+    case DT_F64:
+        return float_const(value_type(cg, dt), imm);
+    case DT_I32:
+        return LLVMConstInt(cg->t_i32, (unsigned long long)(int64_t)imm, true);
+    case DT_BOOL:
+        return LLVMConstInt(cg->t_i1, imm != 0, false);
+    }
+    BOCB_UNREACHABLE("dtype");
+}
+
+static LLVMValueRef emit_batch(KernelGen *g, DType dt, const char *name)
+{
+    Codegen *cg = g->cg;
+    if (is_float(dt))
+        return LLVMBuildSIToFP(cg->builder, g->batch, value_type(cg, dt), name);
+    BOCB_ASSERT(dt == DT_I32);
+    return LLVMBuildTrunc(cg->builder, g->batch, cg->t_i32, name);
+}
+
+/* sign(x): -1 or +1 for nonzero x, +0.0 for either zero, x for a NaN. */
+static LLVMValueRef emit_sign(Codegen *cg, DType dt, LLVMValueRef x, const char *name)
+{
+    LLVMBuilderRef b = cg->builder;
+    LLVMTypeRef type = value_type(cg, dt);
+    if (is_float(dt)) {
+        LLVMValueRef zero = float_const(type, 0.0);
+        LLVMValueRef zero_or_nan = LLVMBuildSelect(
+            b, LLVMBuildFCmp(b, LLVMRealOEQ, x, zero, ""), zero, x, "");
+        LLVMValueRef neg = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, x, zero, ""),
+                                           float_const(type, -1.0), zero_or_nan, "");
+        return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, x, zero, ""),
+                               float_const(type, 1.0), neg, name);
+    }
+    LLVMValueRef zero = LLVMConstInt(type, 0, true);
+    LLVMValueRef neg = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, x, zero, ""),
+                                       LLVMConstInt(type, (unsigned long long)-1, true),
+                                       zero, "");
+    return LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, x, zero, ""),
+                           LLVMConstInt(type, 1, true), neg, name);
+}
+
+static LLVMValueRef emit_unary(Codegen *cg, KOp op, DType dt, LLVMValueRef x,
+                               const char *name)
+{
+    LLVMBuilderRef b = cg->builder;
+    bool f32 = dt == DT_F32;
+    switch (op) {
+    case K_NEG:
+        if (is_float(dt))
+            return LLVMBuildFNeg(b, x, name);
+        return LLVMBuildSub(b, LLVMConstInt(cg->t_i32, 0, false), x, name);
+    case K_ABS:
+        if (is_float(dt))
+            return call_unary_intrinsic(cg, "llvm.fabs", x);
+        else {
+            /* The i1 false: abs(INT32_MIN) wraps to INT32_MIN, not poison. */
+            LLVMValueRef args[2] = {x, LLVMConstInt(cg->t_i1, 0, false)};
+            LLVMTypeRef type = cg->t_i32;
+            return call_intrinsic(cg, "llvm.abs", &type, 1, args, 2);
+        }
+    case K_SIGN:
+        return emit_sign(cg, dt, x, name);
+    case K_SQRT:
+        return call_unary_intrinsic(cg, "llvm.sqrt", x);
+    case K_FLOOR:
+        return call_unary_intrinsic(cg, "llvm.floor", x);
+    case K_EXP:
+        return call_libm(cg, f32 ? "expf" : "exp", &x, 1);
+    case K_LOG:
+        return call_libm(cg, f32 ? "logf" : "log", &x, 1);
+    case K_TANH:
+        return call_libm(cg, f32 ? "tanhf" : "tanh", &x, 1);
+    case K_NOT:
+        return LLVMBuildXor(b, x, LLVMConstInt(cg->t_i1, 1, false), name);
+    default:
+        BOCB_UNREACHABLE("unary op");
+    }
+}
+
+/* i32 division as kernel_eval defines it: x / 0 = 0 and INT32_MIN / -1 =
+ * INT32_MIN. Both cases divide by 1 instead, because sdiv by zero or that
+ * overflow is undefined (and traps on x86). */
+static LLVMValueRef emit_div_i32(Codegen *cg, LLVMValueRef x, LLVMValueRef y,
+                                 const char *name)
+{
+    LLVMBuilderRef b = cg->builder;
+    LLVMTypeRef t = cg->t_i32;
+    LLVMValueRef zero = LLVMConstInt(t, 0, true);
+    LLVMValueRef one = LLVMConstInt(t, 1, true);
+    LLVMValueRef by_zero = LLVMBuildICmp(b, LLVMIntEQ, y, zero, "");
+    LLVMValueRef overflow = LLVMBuildAnd(
+        b, LLVMBuildICmp(b, LLVMIntEQ, x, LLVMConstInt(t, (unsigned long long)INT32_MIN, true), ""),
+        LLVMBuildICmp(b, LLVMIntEQ, y, LLVMConstInt(t, (unsigned long long)-1, true), ""), "");
+    LLVMValueRef divisor = LLVMBuildSelect(b, LLVMBuildOr(b, by_zero, overflow, ""), one, y, "");
+    LLVMValueRef quotient = LLVMBuildSDiv(b, x, divisor, "");
+    return LLVMBuildSelect(b, by_zero, zero, quotient, name);
+}
+
+static LLVMValueRef emit_arith(Codegen *cg, KOp op, DType dt, LLVMValueRef x,
+                               LLVMValueRef y, const char *name)
+{
+    LLVMBuilderRef b = cg->builder;
+    bool fp = is_float(dt);
+    switch (op) {
+    case K_ADD:
+        return fp ? LLVMBuildFAdd(b, x, y, name) : LLVMBuildAdd(b, x, y, name);
+    case K_SUB:
+        return fp ? LLVMBuildFSub(b, x, y, name) : LLVMBuildSub(b, x, y, name);
+    case K_MUL:
+        return fp ? LLVMBuildFMul(b, x, y, name) : LLVMBuildMul(b, x, y, name);
+    case K_DIV:
+        return fp ? LLVMBuildFDiv(b, x, y, name) : emit_div_i32(cg, x, y, name);
+    case K_POW: {
+        LLVMValueRef args[2] = {x, y};
+        return call_libm(cg, dt == DT_F32 ? "powf" : "pow", args, 2);
+    }
+    case K_MAX:
+        return call_binary_intrinsic(cg, fp ? "llvm.maximum" : "llvm.smax", x, y);
+    case K_MIN:
+        return call_binary_intrinsic(cg, fp ? "llvm.minimum" : "llvm.smin", x, y);
+    default:
+        BOCB_UNREACHABLE("arithmetic op");
+    }
+}
+
+/* Compares like C: a float comparison with a NaN operand is false, except
+ * `!=` (unordered-or-not-equal), which is true. bool compares as 0 < 1. */
+static LLVMValueRef emit_compare(Codegen *cg, KOp op, DType dt, LLVMValueRef x,
+                                 LLVMValueRef y, const char *name)
+{
+    LLVMBuilderRef b = cg->builder;
+    if (is_float(dt)) {
+        LLVMRealPredicate pred;
+        switch (op) {
+        case K_LT: pred = LLVMRealOLT; break;
+        case K_LE: pred = LLVMRealOLE; break;
+        case K_GT: pred = LLVMRealOGT; break;
+        case K_GE: pred = LLVMRealOGE; break;
+        case K_EQ: pred = LLVMRealOEQ; break;
+        case K_NE: pred = LLVMRealUNE; break;
+        default: BOCB_UNREACHABLE("comparison op");
+        }
+        return LLVMBuildFCmp(b, pred, x, y, name);
+    }
+    bool is_signed = dt == DT_I32;
+    LLVMIntPredicate pred;
+    switch (op) {
+    case K_LT: pred = is_signed ? LLVMIntSLT : LLVMIntULT; break;
+    case K_LE: pred = is_signed ? LLVMIntSLE : LLVMIntULE; break;
+    case K_GT: pred = is_signed ? LLVMIntSGT : LLVMIntUGT; break;
+    case K_GE: pred = is_signed ? LLVMIntSGE : LLVMIntUGE; break;
+    case K_EQ: pred = LLVMIntEQ; break;
+    case K_NE: pred = LLVMIntNE; break;
+    default: BOCB_UNREACHABLE("comparison op");
+    }
+    return LLVMBuildICmp(b, pred, x, y, name);
+}
+
+static LLVMValueRef emit_cast(Codegen *cg, DType to, DType from, LLVMValueRef x,
+                              const char *name)
+{
+    LLVMBuilderRef b = cg->builder;
+    LLVMTypeRef type = value_type(cg, to);
+    if (to == from)
+        return x;
+    if (to == DT_BOOL) {
+        if (is_float(from))
+            return LLVMBuildFCmp(b, LLVMRealUNE, x, float_const(LLVMTypeOf(x), 0.0), name);
+        return LLVMBuildICmp(b, LLVMIntNE, x, LLVMConstInt(LLVMTypeOf(x), 0, false), name);
+    }
+    if (from == DT_BOOL)
+        return is_float(to) ? LLVMBuildUIToFP(b, x, type, name)
+                            : LLVMBuildZExt(b, x, type, name);
+    if (is_float(to) && is_float(from))
+        return to == DT_F64 ? LLVMBuildFPExt(b, x, type, name)
+                            : LLVMBuildFPTrunc(b, x, type, name);
+    if (is_float(to))
+        return LLVMBuildSIToFP(b, x, type, name);
+    /* float to i32: saturating, NaN to 0, as kernel_eval defines it. */
+    LLVMTypeRef overloads[2] = {cg->t_i32, LLVMTypeOf(x)};
+    return call_intrinsic(cg, "llvm.fptosi.sat", overloads, 2, &x, 1);
+}
+
+/* Emits instruction i. elem[a] is the element pointer of argument a at the
+ * current point; uniform loads read the base pointer instead. */
+static LLVMValueRef emit_instr(KernelGen *g, int i, LLVMValueRef *elem)
+{
+    Codegen *cg = g->cg;
+    const Kernel *k = g->k;
+    const KInstr *in = &k->instrs[i];
+    char name[32];
+    snprintf(name, sizeof name, "v%d", i);
+    LLVMValueRef a = in->a >= 0 ? g->values[in->a] : NULL;
+    LLVMValueRef b = in->b >= 0 ? g->values[in->b] : NULL;
+    DType dt = in->dtype;
+
+    switch (in->op) {
+    case K_LOAD:
+        return emit_load(g, dt, in->uniform ? g->base[in->arg] : elem[in->arg], name);
+    case K_CONST:
+        return emit_const(cg, dt, in->imm);
+    case K_BATCH:
+        return emit_batch(g, dt, name);
+    case K_NEG: case K_ABS: case K_SIGN: case K_SQRT: case K_EXP:
+    case K_LOG: case K_TANH: case K_FLOOR: case K_NOT:
+        return emit_unary(cg, in->op, dt, a, name);
+    case K_CAST:
+        return emit_cast(cg, dt, k->instrs[in->a].dtype, a, name);
+    case K_ADD: case K_SUB: case K_MUL: case K_DIV: case K_POW:
+    case K_MAX: case K_MIN:
+        return emit_arith(cg, in->op, dt, a, b, name);
+    case K_LT: case K_LE: case K_GT: case K_GE: case K_EQ: case K_NE:
+        return emit_compare(cg, in->op, k->instrs[in->a].dtype, a, b, name);
+    case K_AND:
+        return LLVMBuildAnd(cg->builder, a, b, name);
+    case K_OR:
+        return LLVMBuildOr(cg->builder, a, b, name);
+    case K_SELECT:
+        return LLVMBuildSelect(cg->builder, g->values[in->c], a, b, name);
+    case K_STORE:
+        emit_store(g, dt, elem[in->arg], a);
+        return NULL;
+    }
+    BOCB_UNREACHABLE("KOp");
+}
+
+/* ---- the loop nest ------------------------------------------------------ */
+
+static LLVMValueRef emit_kdim(KernelGen *g, KDim d, const char *name)
+{
+    LLVMValueRef value = const_i64(g->cg, d.value);
+    if (!d.times_batch)
+        return value;
+    if (d.value == 1)
+        return g->batch;
+    return LLVMBuildMul(g->cg->builder, g->batch, value, name);
+}
+
+static bool stride_is_const(KDim d, int64_t value)
+{
+    return !d.times_batch && d.value == value;
+}
+
+/* Returns the address of element `index * stride` past `row`. */
+static LLVMValueRef element_ptr(KernelGen *g, int arg, int axis, LLVMValueRef row,
+                                LLVMValueRef index)
+{
+    Codegen *cg = g->cg;
+    KDim s = g->k->args[arg].strides[axis];
+    if (stride_is_const(s, 0))
+        return row;
+    LLVMValueRef offset = index;
+    if (!stride_is_const(s, 1))
+        offset = LLVMBuildMul(cg->builder, index, g->strides[arg * g->k->rank + axis], "");
+    return LLVMBuildInBoundsGEP2(cg->builder, memory_type(cg, g->k->args[arg].dtype),
+                                 row, &offset, 1, "");
+}
+
+/* Emits the non-uniform instructions at the point whose element pointers
+ * are elem[]. */
+static void emit_point(KernelGen *g, LLVMValueRef *elem)
+{
+    for (int i = 0; i < g->k->ninstrs; i++)
+        if (!g->k->instrs[i].uniform)
+            g->values[i] = emit_instr(g, i, elem);
+}
+
+/* Emits the loop over `axis` and everything inside it, starting in the
+ * current block and leaving the builder in the loop's exit block. row[a]
+ * points at argument a's element where every axis >= `axis` is 0. */
+static void emit_loop(KernelGen *g, int axis, LLVMValueRef *row)
+{
+    Codegen *cg = g->cg;
+    LLVMBuilderRef b = cg->builder;
+    const Kernel *k = g->k;
+    bool innermost = axis == k->rank - 1;
+    LLVMValueRef lo = axis == 0 ? g->begin : const_i64(cg, 0);
+    LLVMValueRef hi = axis == 0 ? g->end : g->extents[axis];
+    LLVMBasicBlockRef preheader = LLVMGetInsertBlock(b);
+
+    /* Row pointers at the first iteration, for loops that keep them. */
+    LLVMValueRef *first = xcalloc((size_t)k->nargs + 1, sizeof *first);
+    if (!innermost)
+        for (int a = 0; a < k->nargs; a++)
+            if (g->streamed[a])
+                first[a] = axis == 0 ? element_ptr(g, a, 0, row[a], lo) : row[a];
+
+    char label[32];
+    snprintf(label, sizeof label, "d%d", axis);
+    LLVMBasicBlockRef header = LLVMAppendBasicBlockInContext(cg->ctx, g->fn, label);
+    LLVMBuildBr(b, header);
+    LLVMPositionBuilderAtEnd(b, header);
+    snprintf(label, sizeof label, "i%d", axis);
+    LLVMValueRef index = LLVMBuildPhi(b, cg->t_i64, label);
+
+    LLVMValueRef *cur = xcalloc((size_t)k->nargs + 1, sizeof *cur);
+    LLVMValueRef *phis = xcalloc((size_t)k->nargs + 1, sizeof *phis);
+    if (innermost) {
+        for (int a = 0; a < k->nargs; a++)
+            if (g->streamed[a])
+                cur[a] = element_ptr(g, a, axis, row[a], index);
+        emit_point(g, cur);
+    } else {
+        for (int a = 0; a < k->nargs; a++) {
+            if (!g->streamed[a])
+                continue;
+            if (stride_is_const(k->args[a].strides[axis], 0)) {
+                cur[a] = first[a];
+                continue;
+            }
+            phis[a] = LLVMBuildPhi(b, cg->t_ptr, "");
+            cur[a] = phis[a];
+        }
+        emit_loop(g, axis + 1, cur);
+    }
+
+    /* The latch: the current block, after everything the loop contains. */
+    LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
+    LLVMValueRef next = LLVMBuildNSWAdd(b, index, const_i64(cg, 1), "");
+    for (int a = 0; a < k->nargs; a++) {
+        if (!phis[a])
+            continue;
+        LLVMValueRef stride = g->strides[a * k->rank + axis];
+        LLVMValueRef advanced = LLVMBuildGEP2(b, memory_type(cg, k->args[a].dtype),
+                                              phis[a], &stride, 1, "");
+        LLVMValueRef values[2] = {first[a], advanced};
+        LLVMBasicBlockRef blocks[2] = {preheader, latch};
+        LLVMAddIncoming(phis[a], values, blocks, 2);
+    }
+    LLVMValueRef again = LLVMBuildICmp(b, LLVMIntSLT, next, hi, "");
+    snprintf(label, sizeof label, "d%d.end", axis);
+    LLVMBasicBlockRef exit = LLVMAppendBasicBlockInContext(cg->ctx, g->fn, label);
+    LLVMBuildCondBr(b, again, header, exit);
+    LLVMValueRef index_values[2] = {lo, next};
+    LLVMBasicBlockRef index_blocks[2] = {preheader, latch};
+    LLVMAddIncoming(index, index_values, index_blocks, 2);
+    LLVMPositionBuilderAtEnd(b, exit);
+
+    free(phis);
+    free(cur);
+    free(first);
+}
+
+/* Marks which arguments the loops address per point, and returns for each
+ * argument whether the kernel loads it. */
+static bool *classify_args(KernelGen *g)
+{
+    const Kernel *k = g->k;
+    bool *loaded = xcalloc((size_t)k->nargs + 1, sizeof *loaded);
+    for (int i = 0; i < k->ninstrs; i++) {
+        const KInstr *in = &k->instrs[i];
+        if (in->op == K_LOAD)
+            loaded[in->arg] = true;
+        if ((in->op == K_LOAD || in->op == K_STORE) && !in->uniform)
+            g->streamed[in->arg] = true;
+    }
+    return loaded;
+}
+
+static void emit_body(KernelGen *g)
+{
+    Codegen *cg = g->cg;
+    LLVMBuilderRef b = cg->builder;
+    const Kernel *k = g->k;
+
+    LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(cg->ctx, g->fn, "entry");
+    LLVMBasicBlockRef hoisted = LLVMAppendBasicBlockInContext(cg->ctx, g->fn, "hoisted");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(cg->ctx, g->fn, "done");
+    LLVMPositionBuilderAtEnd(b, entry);
+
+    char name[32];
+    for (int d = 0; d < k->rank; d++) {
+        snprintf(name, sizeof name, "extent%d", d);
+        g->extents[d] = emit_kdim(g, k->extents[d], name);
+    }
+    for (int a = 0; a < k->nargs; a++)
+        for (int d = 0; d < k->rank; d++) {
+            snprintf(name, sizeof name, "stride%d.%d", a, d);
+            g->strides[a * k->rank + d] = emit_kdim(g, k->args[a].strides[d], name);
+        }
+
+    /* Run nothing, not even the hoisted loads, when no point exists. */
+    LLVMValueRef nonempty = LLVMBuildICmp(b, LLVMIntSLT, g->begin, g->end, "");
+    for (int d = 1; d < k->rank; d++)
+        nonempty = LLVMBuildAnd(b, nonempty,
+                                LLVMBuildICmp(b, LLVMIntSGT, g->extents[d],
+                                              const_i64(cg, 0), ""), "");
+    LLVMBuildCondBr(b, nonempty, hoisted, done);
+
+    LLVMPositionBuilderAtEnd(b, hoisted);
+    for (int i = 0; i < k->ninstrs; i++)
+        if (k->instrs[i].uniform)
+            g->values[i] = emit_instr(g, i, NULL);
+    emit_loop(g, 0, g->base);
+    LLVMBuildBr(b, done);
+
+    LLVMMoveBasicBlockAfter(done, LLVMGetLastBasicBlock(g->fn));
+    LLVMPositionBuilderAtEnd(b, done);
+    LLVMBuildRetVoid(b);
+}
+
+/* Adds @SYM.body to the module and returns it. */
+static LLVMValueRef build_body(Codegen *cg, const Kernel *k, const char *symbol)
+{
+    int nparams = k->nargs + 3;
+    LLVMTypeRef *params = xcalloc((size_t)nparams, sizeof *params);
+    for (int a = 0; a < k->nargs; a++)
+        params[a] = cg->t_ptr;
+    params[k->nargs] = params[k->nargs + 1] = params[k->nargs + 2] = cg->t_i64;
+    LLVMTypeRef fty = LLVMFunctionType(cg->t_void, params, (unsigned)nparams, false);
+    free(params);
+
+    char *name = xasprintf("%s.body", symbol);
+    LLVMValueRef fn = LLVMAddFunction(cg->module, name, fty);
+    free(name);
+    LLVMSetLinkage(fn, LLVMInternalLinkage);
+    add_fn_attr(cg, fn, "alwaysinline");
+    add_fn_attr(cg, fn, "nounwind");
+
+    KernelGen g;
+    memset(&g, 0, sizeof g);
+    g.cg = cg;
+    g.k = k;
+    g.fn = fn;
+    g.base = xcalloc((size_t)k->nargs + 1, sizeof *g.base);
+    g.strides = xcalloc((size_t)k->nargs * (size_t)k->rank + 1, sizeof *g.strides);
+    g.streamed = xcalloc((size_t)k->nargs + 1, sizeof *g.streamed);
+    g.values = xcalloc((size_t)k->ninstrs + 1, sizeof *g.values);
+    bool *loaded = classify_args(&g);
+
+    for (int a = 0; a < k->nargs; a++) {
+        g.base[a] = LLVMGetParam(fn, (unsigned)a);
+        char pname[16];
+        snprintf(pname, sizeof pname, "a%d", a);
+        LLVMSetValueName2(g.base[a], pname, strlen(pname));
+        add_param_attr(cg, fn, a, "noalias");
+        add_param_attr(cg, fn, a, "nocapture");
+        if (!k->args[a].written)
+            add_param_attr(cg, fn, a, "readonly");
+        else if (!loaded[a])
+            add_param_attr(cg, fn, a, "writeonly");
+    }
+    g.batch = LLVMGetParam(fn, (unsigned)k->nargs);
+    g.begin = LLVMGetParam(fn, (unsigned)k->nargs + 1);
+    g.end = LLVMGetParam(fn, (unsigned)k->nargs + 2);
+    LLVMSetValueName2(g.batch, "batch", 5);
+    LLVMSetValueName2(g.begin, "begin", 5);
+    LLVMSetValueName2(g.end, "end", 3);
+
+    emit_body(&g);
+
+    free(loaded);
+    free(g.values);
+    free(g.streamed);
+    free(g.strides);
+    free(g.base);
+    return fn;
+}
+
+/* Adds @SYM, the RtKernelFn entry point, which calls @SYM.body. */
+static void build_kernel(Codegen *cg, const Kernel *k, const char *symbol)
+{
+    LLVMValueRef body = build_body(cg, k, symbol);
+
+    LLVMTypeRef params[4] = {cg->t_ptr, cg->t_i64, cg->t_i64, cg->t_i64};
+    LLVMTypeRef fty = LLVMFunctionType(cg->t_void, params, 4, false);
+    LLVMValueRef fn = LLVMAddFunction(cg->module, symbol, fty);
+    add_fn_attr(cg, fn, "nounwind");
+    add_param_attr(cg, fn, 0, "noalias");
+    add_param_attr(cg, fn, 0, "nocapture");
+    add_param_attr(cg, fn, 0, "readonly");
+    LLVMValueRef args = LLVMGetParam(fn, 0);
+    LLVMSetValueName2(args, "args", 4);
+    LLVMSetValueName2(LLVMGetParam(fn, 1), "batch", 5);
+    LLVMSetValueName2(LLVMGetParam(fn, 2), "begin", 5);
+    LLVMSetValueName2(LLVMGetParam(fn, 3), "end", 3);
+
+    LLVMBuilderRef b = cg->builder;
+    LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+    int ncall = k->nargs + 3;
+    LLVMValueRef *call_args = xcalloc((size_t)ncall, sizeof *call_args);
+    for (int a = 0; a < k->nargs; a++) {
+        LLVMValueRef index = const_i64(cg, a);
+        LLVMValueRef slot = LLVMBuildInBoundsGEP2(b, cg->t_ptr, args, &index, 1, "");
+        char name[16];
+        snprintf(name, sizeof name, "a%d", a);
+        call_args[a] = LLVMBuildLoad2(b, cg->t_ptr, slot, name);
+        LLVMSetAlignment(call_args[a], sizeof(void *));
+    }
+    for (int j = 0; j < 3; j++)
+        call_args[k->nargs + j] = LLVMGetParam(fn, (unsigned)j + 1);
+    LLVMBuildCall2(b, LLVMGlobalGetValueType(body), body, call_args, (unsigned)ncall, "");
+    LLVMBuildRetVoid(b);
+    free(call_args);
+}
+
+/* ---- modules ------------------------------------------------------------ */
+
+LLVMTargetMachineRef codegen_host_target_machine(char **error)
+{
+    if (LLVMInitializeNativeTarget() || LLVMInitializeNativeAsmPrinter() ||
+        LLVMInitializeNativeAsmParser()) {
+        *error = xstrdup("LLVM has no native target for this host");
+        return NULL;
+    }
+    char *triple = LLVMGetDefaultTargetTriple();
+    char *message = NULL;
+    LLVMTargetRef target;
+    if (LLVMGetTargetFromTriple(triple, &target, &message)) {
+        *error = xasprintf("LLVM target lookup failed for %s: %s", triple,
+                           message ? message : "unknown error");
+        LLVMDisposeMessage(message);
+        LLVMDisposeMessage(triple);
+        return NULL;
+    }
+    char *cpu = LLVMGetHostCPUName();
+    char *features = LLVMGetHostCPUFeatures();
+    LLVMTargetMachineRef tm = LLVMCreateTargetMachine(
+        target, triple, cpu, features, LLVMCodeGenLevelAggressive, LLVMRelocPIC,
+        LLVMCodeModelDefault);
+    if (!tm)
+        *error = xasprintf("LLVM could not create a target machine for %s (cpu %s)",
+                           triple, cpu);
+    LLVMDisposeMessage(features);
+    LLVMDisposeMessage(cpu);
+    LLVMDisposeMessage(triple);
+    return tm;
+}
+
+LLVMModuleRef codegen_build_module(LLVMContextRef ctx, LLVMTargetMachineRef tm,
+                                   Kernel *const *kernels, int n,
+                                   const char *const *symbols)
+{
+    Codegen cg;
+    memset(&cg, 0, sizeof cg);
+    cg.ctx = ctx;
+    cg.module = LLVMModuleCreateWithNameInContext("bocb_kernels", ctx);
+    cg.builder = LLVMCreateBuilderInContext(ctx);
+    cg.t_void = LLVMVoidTypeInContext(ctx);
+    cg.t_i1 = LLVMInt1TypeInContext(ctx);
+    cg.t_i8 = LLVMInt8TypeInContext(ctx);
+    cg.t_i32 = LLVMInt32TypeInContext(ctx);
+    cg.t_i64 = LLVMInt64TypeInContext(ctx);
+    cg.t_f32 = LLVMFloatTypeInContext(ctx);
+    cg.t_f64 = LLVMDoubleTypeInContext(ctx);
+    cg.t_ptr = LLVMPointerTypeInContext(ctx, 0);
+
+    char *triple = LLVMGetTargetMachineTriple(tm);
+    LLVMSetTarget(cg.module, triple);
+    LLVMDisposeMessage(triple);
+    LLVMTargetDataRef layout = LLVMCreateTargetDataLayout(tm);
+    LLVMSetModuleDataLayout(cg.module, layout);
+    LLVMDisposeTargetData(layout);
+
+    for (int i = 0; i < n; i++) {
+        /* Computes the uniform flags the build relies on; a no-op when the
+         * caller already finalized the kernel. */
+        kernel_finalize(kernels[i]);
+        build_kernel(&cg, kernels[i], symbols[i]);
+    }
+    LLVMDisposeBuilder(cg.builder);
+
+    char *message = NULL;
+    if (LLVMVerifyModule(cg.module, LLVMReturnStatusAction, &message))
+        bocb_panic(__FILE__, __LINE__, "invalid LLVM IR for kernels: %s", message);
+    LLVMDisposeMessage(message);
+    return cg.module;
+}
+
+bool codegen_optimize(LLVMModuleRef module, LLVMTargetMachineRef tm, char **error)
+{
+    LLVMPassBuilderOptionsRef options = LLVMCreatePassBuilderOptions();
+    LLVMPassBuilderOptionsSetLoopVectorization(options, true);
+    LLVMPassBuilderOptionsSetSLPVectorization(options, true);
+    LLVMPassBuilderOptionsSetLoopInterleaving(options, true);
+    LLVMPassBuilderOptionsSetLoopUnrolling(options, true);
+    LLVMErrorRef err = LLVMRunPasses(module, "default<O3>", tm, options);
+    LLVMDisposePassBuilderOptions(options);
+    if (err) {
+        char *message = LLVMGetErrorMessage(err);
+        *error = xasprintf("LLVM optimisation failed: %s", message);
+        LLVMDisposeErrorMessage(message);
+        return false;
+    }
+    return true;
+}
+
+char *codegen_emit_llvm(Kernel *const *kernels, int n, bool optimize, char **error)
+{
+    LLVMTargetMachineRef tm = codegen_host_target_machine(error);
+    if (!tm)
+        return NULL;
+    LLVMContextRef ctx = LLVMContextCreate();
+    const char **symbols = xcalloc((size_t)n + 1, sizeof *symbols);
+    for (int i = 0; i < n; i++)
+        symbols[i] = kernels[i]->name;
+    LLVMModuleRef module = codegen_build_module(ctx, tm, kernels, n, symbols);
+    free(symbols);
+
+    char *result = NULL;
+    if (!optimize || codegen_optimize(module, tm, error)) {
+        char *text = LLVMPrintModuleToString(module);
+        result = xstrdup(text);
+        LLVMDisposeMessage(text);
+    }
+    LLVMDisposeModule(module);
+    LLVMContextDispose(ctx);
+    LLVMDisposeTargetMachine(tm);
+    return result;
+}

@@ -1,0 +1,285 @@
+/* eval.h - the compile-time evaluator shared by the lowering passes.
+ *
+ * Model bodies, optimizer rules, experiment settings and top-level
+ * constants are all evaluated by one small interpreter over Values. A
+ * Value is either known at compile time (a number, a list, a model) or a
+ * tensor, which is an IR node of the graph being built; arithmetic on
+ * numbers folds, arithmetic that involves a tensor emits IR. So running a
+ * model's body once with its hyperparameters bound *is* instantiating it.
+ *
+ * Errors are reported through diag at the offending expression and yield
+ * VAL_ERROR, a poison value that every consumer passes on silently, so one
+ * mistake produces one message and evaluation continues to find others.
+ */
+#ifndef BOCB_EVAL_H
+#define BOCB_EVAL_H
+
+#include "../lang/ast.h"
+#include "../lang/parse.h"
+#include "ir.h"
+
+typedef struct Value Value;
+typedef struct Builtin Builtin;
+typedef struct Lower Lower;
+
+typedef enum ValueKind {
+    VAL_ERROR, /* an error was already reported */
+    VAL_NONE,
+    VAL_NUMBER,
+    VAL_BOOL,
+    VAL_STRING,
+    VAL_SYMBOL,  /* a bare name in an experiment setting: backprop, unit */
+    VAL_LIST,
+    VAL_TUPLE,
+    VAL_TENSOR,
+    VAL_DECL,       /* a model, optimizer or data declaration */
+    VAL_BUILTIN,
+    VAL_CONFIGURED, /* a model or optimizer with arguments: sgd(lr = 0.05) */
+    VAL_DATA,       /* a data source: idx("dir", normalize = unit) */
+} ValueKind;
+
+/* Keyword arguments bound to a model or optimizer in an experiment. */
+typedef struct Configured {
+    const Decl *decl;
+    SrcLoc loc; /* where the experiment names it */
+    int nargs;
+    const char **names;
+    Value *values;
+    SrcLoc *locs;
+    const char *label; /* "sgd(lr=0.05, momentum=0.9)" */
+} Configured;
+
+typedef enum DataFormat {
+    DATA_IDX,
+} DataFormat;
+
+/* A data source as written in the program; the driver loads it. */
+typedef struct DataSpec {
+    DataFormat format;
+    const char *path;
+    int normalize; /* Normalize from runtime/data.h */
+    const char *name;
+    SrcLoc loc;
+} DataSpec;
+
+struct Value {
+    ValueKind kind;
+    SrcLoc loc;
+    union {
+        struct {
+            double value;
+            bool is_integer;
+        } number;
+        bool boolean;
+        const char *string; /* VAL_STRING, VAL_SYMBOL */
+        struct {
+            Value *items;
+            int n;
+        } list;
+        int tensor; /* node id in lower->graph */
+        const Decl *decl;
+        const Builtin *builtin;
+        Configured *configured;
+        DataSpec *data;
+    };
+};
+
+/* A name bound in a scope. */
+typedef struct Binding {
+    const char *name;
+    Value value;
+} Binding;
+
+typedef struct Scope {
+    struct Scope *parent;
+    VEC(Binding) bindings;
+} Scope;
+
+typedef enum EvalMode {
+    MODE_CONST,      /* top-level constants: numbers, strings, lists */
+    MODE_EXPERIMENT, /* experiment settings: names may be symbols */
+    MODE_MODEL,      /* a model body: builds the forward graph */
+    MODE_OPTIMIZER,  /* an optimizer rule: builds one parameter's update */
+} EvalMode;
+
+/* Signature of a builtin or of a declared model/optimizer, used to bind
+ * call arguments to parameters. */
+typedef struct Signature {
+    const char *what; /* "'linear'" or "model 'mlp'", for messages */
+    const char *const *names;
+    int nparams;
+    int nrequired; /* the first nrequired parameters have no default */
+} Signature;
+
+/* The arguments of a call, evaluated. */
+typedef struct CallArgs {
+    const Value *positional;
+    int npositional;
+    const char *const *kw_names;
+    const Value *kw_values;
+    const SrcLoc *kw_locs;
+    int nkw;
+    SrcLoc loc; /* the whole call */
+} CallArgs;
+
+/* A builtin receives its arguments bound to its parameters, in order;
+ * an optional parameter that was not given is VAL_NONE. */
+typedef Value (*BuiltinFn)(Lower *l, const Value *args, SrcLoc loc);
+
+struct Builtin {
+    const char *name;
+    const char *const *params; /* parameter names, NULL-terminated */
+    int nrequired;             /* the first nrequired have no default */
+    BuiltinFn fn;
+};
+
+typedef struct LayerCounter {
+    const char *kind;
+    int count;
+    int depth;
+} LayerCounter;
+
+/* The state of a lowering run. One Lower compiles one program; it is
+ * reused for every cell of an experiment. */
+struct Lower {
+    Arena *arena;
+    const Program *program;
+    Scope globals;          /* declarations and top-level constants */
+
+    /* The graph under construction (NULL outside models and optimizers). */
+    IrGraph *graph;
+    IrModule *module;
+    DType dtype;
+    bool training;
+    EvalMode mode;
+    Scope *scope;
+
+    /* Parameter naming: a stack of "mlp.block1" prefixes, with one layer
+     * counter table per level. */
+    StrBuf prefix;
+    VEC(LayerCounter) counters;
+    int depth;
+    VEC(int) vars_seen; /* variables named by the current instantiation */
+
+    /* Model bodies: the value of `return`, once executed. */
+    bool returned;
+    Value return_value;
+
+    bool model_failed; /* the last compile_cell failed in its model */
+
+    /* Optimizer rules: the parameter being updated and its state. */
+    int opt_param_var;
+    VEC(struct OptState { const char *name; int var; int read; }) opt_states;
+};
+
+/* ---- values --------------------------------------------------------------- */
+
+Value val_error(void);
+Value val_none(SrcLoc loc);
+Value val_number(double v, SrcLoc loc);
+Value val_tensor(int node, SrcLoc loc);
+/* Returns a name for the kind in messages: "a number", "a tensor", ... */
+const char *val_kind_name(const Value *v);
+/* Formats a compile-time value for labels and messages (arena string). */
+const char *val_format(Lower *l, const Value *v);
+
+/* Converts a compile-time value to an integer; reports an error naming
+ * `what` and returns false when it is not an integer in [min, max]. */
+bool val_to_int(const Value *v, const char *what, int64_t min, int64_t max,
+                int64_t *out);
+
+/* ---- scopes --------------------------------------------------------------- */
+
+void scope_set(Lower *l, Scope *s, const char *name, Value v);
+/* Finds `name` in s or its parents; returns NULL when absent. */
+Value *scope_find(Scope *s, const char *name);
+void scope_free(Scope *s);
+
+/* ---- evaluation ----------------------------------------------------------- */
+
+void lower_init(Lower *l, const Program *program, Arena *arena);
+void lower_free(Lower *l);
+
+Value eval_expr(Lower *l, const Expr *e);
+/* Executes statements until the block ends or a model body returns. */
+void exec_block(Lower *l, const Block *b);
+
+/* Binds call arguments to a signature: out[i] receives parameter i, or
+ * VAL_NONE with kind set when not given. Reports unknown, missing,
+ * repeated and surplus arguments; returns false after any of them. */
+bool bind_args(Lower *l, const Signature *sig, const CallArgs *args,
+               Value *out);
+
+/* Prints "; did you mean 'x'?" material: returns the closest candidate
+ * within a small edit distance, or NULL. */
+const char *closest_name(const char *name, const char *const *candidates, int n);
+/* Reports an unknown name, suggesting a close match from all scopes,
+ * declarations and builtins. */
+void report_unknown_name(Lower *l, const char *name, SrcLoc loc);
+
+/* ---- tensors -------------------------------------------------------------- */
+
+/* Returns the IR node of a tensor-like value (a number becomes a rank-0
+ * constant), or -1 after reporting that `v` is not a tensor. */
+int as_tensor(Lower *l, const Value *v, const char *what);
+/* Applies an elementwise binary op with numpy broadcasting, reporting a
+ * shape mismatch with both shapes at `loc`. */
+Value tensor_binary(Lower *l, IrOp op, const char *spelling, const Value *a,
+                    const Value *b, SrcLoc loc);
+Value tensor_unary(Lower *l, IrOp op, const Value *x, SrcLoc loc);
+/* Formats a node's shape as "[B, 256]" in the arena. */
+const char *shape_text(Lower *l, const Shape *s);
+
+/* ---- builtins (builtins.c) ------------------------------------------------ */
+
+const Builtin *builtin_find(const char *name);
+/* Returns all builtin names (for suggestions), NULL-terminated. */
+const char *const *builtin_names(void);
+Value call_builtin(Lower *l, const Builtin *b, const CallArgs *args);
+/* Creates a parameter (or, when the model is instantiated again for
+ * another graph, finds the existing one) called "<prefix>.<local>", and
+ * returns a read of it in l->graph. */
+int create_param(Lower *l, const char *local, Shape shape, IrInit init,
+                 double init_value, SrcLoc loc);
+/* Returns the name of the next layer of `kind` in the current model:
+ * `explicit_name` when given, else kind followed by a counter ("linear2"). */
+const char *layer_name(Lower *l, const char *kind, const Value *explicit_name);
+/* Returns the mean over the batch of the per-sample cross-entropy of
+ * logits [N, C] against i32 labels [N]. */
+Value lower_cross_entropy(Lower *l, int logits, int labels, SrcLoc loc);
+/* Pushes a naming level (a block instance); pop_prefix restores. */
+void push_prefix(Lower *l, const char *local);
+void pop_prefix(Lower *l, size_t saved_len);
+
+/* ---- models and optimizers ------------------------------------------------ */
+
+/* Instantiates a model on input tensor `x` (a node of l->graph) with the
+ * given keyword overrides (may be NULL), creating or reusing its
+ * parameters under `prefix`. Returns the output value (VAL_ERROR after
+ * reported errors). */
+Value instantiate_model(Lower *l, const Decl *model, const Value *x,
+                        const Configured *overrides, SrcLoc call_loc);
+/* Instantiates a model called from another model's body (a block):
+ * arguments bind to the model's parameters, the tensor input first. */
+Value call_block(Lower *l, const Decl *model, const CallArgs *args,
+                 const Value *explicit_name);
+
+/* Finds the declaration called `name` of kind `kind` among globals. */
+const Decl *find_decl(Lower *l, const char *name, DeclKind kind);
+
+/* Returns the signature of a model or optimizer declaration (arena). */
+Signature decl_signature(Lower *l, const Decl *d);
+
+/* Returns the index of a model's tensor input parameter, or -1. */
+int model_input_param(const Decl *model);
+
+/* Expands optimizer `opt` for parameter variable `param` with gradient
+ * node `grad`, appending its state variables and assignments to
+ * l->graph. `lr` and `step` are the graph's rank-0 inputs. Returns false
+ * after reported errors. (optim.c) */
+bool expand_optimizer(Lower *l, const Configured *opt, int param, int grad,
+                      int lr, int step);
+/* Executes `state NAME = init` in an optimizer rule. (optim.c) */
+void declare_state(Lower *l, const Stmt *s);
+
+#endif

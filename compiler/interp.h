@@ -1,0 +1,34 @@
+/* interp.h - the reference interpreter: runs an IR graph node by node.
+ *
+ * No fusion, no memory planning and no LLVM: each node gets a buffer of
+ * its own and is computed by a plain C loop or a runtime library kernel.
+ * It is the oracle that compiled execution is tested against, and the
+ * executor for f64 gradient checks. It lives in compiler/ because it reads
+ * the IR; runtime/ holds only what a compiled program needs.
+ */
+#ifndef BOCB_INTERP_H
+#define BOCB_INTERP_H
+
+#include <stdint.h>
+
+#include "../runtime/vars.h"
+#include "ir.h"
+
+typedef struct Interp Interp;
+
+/* Prepares to run `g` on `store`, whose variable i is module variable i.
+ * Neither is copied; both must outlive the interpreter. */
+Interp *interp_create(const IrGraph *g, RtVarStore *store);
+void interp_destroy(Interp *it);
+
+/* Binds graph input `index` to caller memory, read by interp_run. */
+void interp_bind_input(Interp *it, int index, const void *data);
+
+/* Evaluates the graph for `batch` samples, then applies its assignments
+ * to the variables. Outputs stay readable until the next run. */
+void interp_run(Interp *it, int64_t batch);
+
+/* Returns the data of the output called `name` from the last run. */
+const void *interp_output(const Interp *it, const char *name);
+
+#endif

@@ -1,0 +1,177 @@
+/* ir_print.c - the text form of the IR (--emit=ir) and Graphviz (--emit=dot).
+ *
+ * The text form is stable so that lit tests can match it:
+ *
+ *   graph train_step
+ *     var @mlp.linear1.weight : f32[256, 784] param uniform(0.0357142857)
+ *     %0 = input "x" : f32[B, 1, 28, 28]
+ *     %4 = matmul %3, %2 trans_b : f32[B, 256]
+ *     %9 = assign @mlp.linear1.weight, %8 : f32[256, 784]
+ *     output "loss" = %12
+ *
+ * Variables the graph touches come first, then one node per line with its
+ * attributes and result type, then the outputs. Numbers print in the
+ * shortest form that reads back to the same double.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ir.h"
+
+static void print_type(FILE *out, DType dt, const Shape *s)
+{
+    char buf[128];
+    fprintf(out, "%s%s", dtype_name(dt), shape_format(s, buf, sizeof buf));
+}
+
+static void print_pair(FILE *out, const char *name, const int64_t v[2])
+{
+    fprintf(out, " %s [%lld, %lld]", name, (long long)v[0], (long long)v[1]);
+}
+
+static void print_axes(FILE *out, uint32_t axes)
+{
+    fputs(" axes [", out);
+    bool first = true;
+    for (int i = 0; i < 32; i++) {
+        if (!(axes & (1u << i)))
+            continue;
+        fprintf(out, first ? "%d" : ", %d", i);
+        first = false;
+    }
+    fputc(']', out);
+}
+
+static void print_var_decl(FILE *out, const IrVar *v)
+{
+    char num[64];
+    fprintf(out, "  var @%s : ", v->name);
+    print_type(out, v->dtype, &v->shape);
+    fputs(v->kind == IR_VAR_PARAM ? " param" : " state", out);
+    switch (v->init) {
+    case IR_INIT_ZEROS:
+        fputs(" zeros", out);
+        break;
+    case IR_INIT_CONST:
+        format_double(num, sizeof num, v->init_value);
+        fprintf(out, " const(%s)", num);
+        break;
+    case IR_INIT_UNIFORM:
+        format_double(num, sizeof num, v->init_value);
+        fprintf(out, " uniform(%s)", num);
+        break;
+    }
+    fputc('\n', out);
+}
+
+static void print_node(FILE *out, const IrGraph *g, int id)
+{
+    const IrNode *n = &g->nodes[id];
+    const IrModule *m = g->module;
+    char num[64];
+
+    fprintf(out, "  %%%d = %s", id, ir_op_name(n->op));
+    switch (n->op) {
+    case IR_INPUT:
+        fprintf(out, " \"%s\"", g->inputs[n->attr.input].name);
+        break;
+    case IR_VAR:
+        fprintf(out, " @%s", m->vars[n->attr.var].name);
+        break;
+    case IR_CONST:
+        format_double(num, sizeof num, n->attr.value);
+        fprintf(out, " %s", num);
+        break;
+    case IR_ASSIGN:
+        fprintf(out, " @%s,", m->vars[n->attr.var].name);
+        break;
+    default:
+        break;
+    }
+    for (int i = 0; i < n->nin; i++)
+        fprintf(out, "%s %%%d", i > 0 ? "," : "", n->in[i]);
+
+    switch (n->op) {
+    case IR_MATMUL:
+        if (n->attr.matmul.trans_a)
+            fputs(" trans_a", out);
+        if (n->attr.matmul.trans_b)
+            fputs(" trans_b", out);
+        break;
+    case IR_CONV2D:
+    case IR_CONV2D_GRAD_INPUT:
+    case IR_CONV2D_GRAD_WEIGHT:
+        print_pair(out, "stride", n->attr.conv.stride);
+        print_pair(out, "pad", n->attr.conv.pad);
+        print_pair(out, "dilation", n->attr.conv.dilation);
+        fprintf(out, " groups %lld", (long long)n->attr.conv.groups);
+        break;
+    case IR_MAXPOOL2D:
+    case IR_MAXPOOL2D_GRAD:
+        print_pair(out, "kernel", n->attr.pool.kernel);
+        print_pair(out, "stride", n->attr.pool.stride);
+        print_pair(out, "pad", n->attr.pool.pad);
+        break;
+    case IR_SUM:
+        print_axes(out, n->attr.axes);
+        break;
+    default:
+        break;
+    }
+    fputs(" : ", out);
+    print_type(out, n->dtype, &n->shape);
+    fputc('\n', out);
+}
+
+void ir_print(FILE *out, const IrGraph *g)
+{
+    fprintf(out, "graph %s\n", g->name);
+
+    const IrModule *m = g->module;
+    bool *used = xcalloc((size_t)m->nvars + 1, sizeof *used);
+    for (int i = 0; i < g->nnodes; i++)
+        if (g->nodes[i].op == IR_VAR || g->nodes[i].op == IR_ASSIGN)
+            used[g->nodes[i].attr.var] = true;
+    for (int v = 0; v < m->nvars; v++)
+        if (used[v])
+            print_var_decl(out, &m->vars[v]);
+    free(used);
+
+    for (int i = 0; i < g->nnodes; i++)
+        print_node(out, g, i);
+    for (int i = 0; i < g->noutputs; i++)
+        fprintf(out, "  output \"%s\" = %%%d\n", g->outputs[i].name, g->outputs[i].node);
+}
+
+void ir_print_dot(FILE *out, const IrGraph *g)
+{
+    const IrModule *m = g->module;
+    char shape[128];
+
+    fprintf(out, "digraph \"%s\" {\n", g->name);
+    fputs("  node [shape=box, fontname=\"monospace\", fontsize=10];\n", out);
+    for (int i = 0; i < g->nnodes; i++) {
+        const IrNode *n = &g->nodes[i];
+        shape_format(&n->shape, shape, sizeof shape);
+        const char *style = "";
+        switch (ir_op_class(n->op)) {
+        case IR_CLASS_LEAF: style = ", style=filled, fillcolor=\"#e8f0fe\""; break;
+        case IR_CLASS_LIBRARY: style = ", style=filled, fillcolor=\"#fde8d8\""; break;
+        case IR_CLASS_EFFECT: style = ", style=filled, fillcolor=\"#e6f4ea\""; break;
+        default: break;
+        }
+        fprintf(out, "  n%d [label=\"%%%d %s", i, i, ir_op_name(n->op));
+        if (n->op == IR_VAR || n->op == IR_ASSIGN)
+            fprintf(out, " @%s", m->vars[n->attr.var].name);
+        else if (n->op == IR_INPUT)
+            fprintf(out, " %s", g->inputs[n->attr.input].name);
+        fprintf(out, "\\n%s%s\"%s];\n", dtype_name(n->dtype), shape, style);
+        for (int j = 0; j < n->nin; j++)
+            fprintf(out, "  n%d -> n%d;\n", n->in[j], i);
+    }
+    for (int i = 0; i < g->noutputs; i++) {
+        fprintf(out, "  out%d [label=\"%s\", shape=ellipse];\n", i, g->outputs[i].name);
+        fprintf(out, "  n%d -> out%d;\n", g->outputs[i].node, i);
+    }
+    fputs("}\n", out);
+}

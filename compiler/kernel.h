@@ -1,0 +1,117 @@
+/* kernel.h - a fused elementwise kernel: the unit of code generation.
+ *
+ * The fusion pass turns a group of elementwise IR nodes into a Kernel: a
+ * loop nest over an iteration space and a straight-line list of scalar
+ * instructions executed once per point of that space. Buffers are reached
+ * through arguments with per-dimension strides, where a zero stride is a
+ * broadcast. A Kernel knows nothing of the IR graph it came from, so the
+ * code generator, the reference evaluator (kernel_eval) and, later, the
+ * on-disk kernel cache depend only on this header.
+ *
+ * Extents and strides may scale with the batch size: an extent or stride
+ * with `times_batch` set is multiplied by the run-time batch size.
+ *
+ * Generated code has the signature of RtKernelFn:
+ *
+ *     void kernel(void *const *args, int64_t batch, int64_t begin, int64_t end);
+ *
+ * and runs the iterations whose outermost index lies in [begin, end), so
+ * a parallel-for can split the outermost dimension.
+ */
+#ifndef BOCB_KERNEL_H
+#define BOCB_KERNEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "../runtime/shape.h"
+
+enum { KERNEL_MAX_RANK = SHAPE_MAX_RANK };
+
+/* An extent or stride: value, or value * batch when times_batch is set. */
+typedef struct KDim {
+    int64_t value;
+    bool times_batch;
+} KDim;
+
+typedef enum KOp {
+    /* leaves */
+    K_LOAD,  /* element of argument `arg` at the current point */
+    K_CONST, /* imm, converted to dtype */
+    K_BATCH, /* the run-time batch size, converted to dtype */
+
+    /* unary, operand a */
+    K_NEG, K_ABS, K_SIGN, K_SQRT, K_EXP, K_LOG, K_TANH, K_FLOOR,
+    K_NOT,  /* bool */
+    K_CAST, /* a converted to dtype */
+
+    /* binary, operands a and b, same dtype */
+    K_ADD, K_SUB, K_MUL, K_DIV, K_POW, K_MAX, K_MIN,
+    K_LT, K_LE, K_GT, K_GE, K_EQ, K_NE, /* result bool */
+    K_AND, K_OR,                        /* bool operands */
+
+    /* ternary: c ? a : b with c bool (operand order: c in field c) */
+    K_SELECT,
+
+    /* effect: writes value `a` to argument `arg` at the current point */
+    K_STORE,
+} KOp;
+
+/* Returns a lower-case name for the op ("add", "select", ...). */
+const char *kop_name(KOp op);
+
+typedef struct KInstr {
+    KOp op;
+    DType dtype;  /* result dtype (for K_STORE: the stored dtype) */
+    int a, b, c;  /* operand instruction indices, -1 when unused */
+    int arg;      /* K_LOAD, K_STORE: argument index */
+    double imm;   /* K_CONST */
+    bool uniform; /* same value at every point: hoisted out of the loops */
+} KInstr;
+
+typedef struct KArg {
+    DType dtype;
+    bool written;                   /* the kernel stores to it */
+    KDim strides[KERNEL_MAX_RANK];  /* in elements; value 0 = broadcast */
+} KArg;
+
+typedef struct Kernel {
+    char name[64];
+    int rank;                       /* loop depth, >= 1 */
+    KDim extents[KERNEL_MAX_RANK];  /* outermost first */
+    KArg *args;
+    int nargs;
+    KInstr *instrs;
+    int ninstrs;
+    int cap_args, cap_instrs;
+} Kernel;
+
+/* Building. kernel_new() returns a heap kernel freed by kernel_free(). */
+Kernel *kernel_new(const char *name, int rank, const KDim *extents);
+void kernel_free(Kernel *k);
+int kernel_add_arg(Kernel *k, DType dtype, bool written, const KDim *strides);
+/* Appends an instruction and returns its index. Operands must precede it. */
+int kernel_add(Kernel *k, KOp op, DType dtype, int a, int b, int c);
+int kernel_load(Kernel *k, int arg);
+int kernel_const(Kernel *k, DType dtype, double value);
+int kernel_store(Kernel *k, int arg, int value);
+
+/* Computes the `uniform` flags and checks the kernel's invariants (operand
+ * order, dtypes, every written argument stored exactly once). Panics on a
+ * violation: a malformed kernel is a compiler bug. */
+void kernel_finalize(Kernel *k);
+
+/* Returns the number of iterations of the outermost loop for `batch`. */
+int64_t kernel_outer_extent(const Kernel *k, int64_t batch);
+
+/* Executes the kernel in C, one point at a time, with the same arithmetic
+ * as generated code (f32 ops in float, f64 in double, no contraction).
+ * It is the reference that generated code is tested against. */
+void kernel_eval(const Kernel *k, void *const *args, int64_t batch,
+                 int64_t begin, int64_t end);
+
+/* Prints the kernel in a stable text form (bocbc --emit=kernels). */
+void kernel_print(FILE *out, const Kernel *k);
+
+#endif

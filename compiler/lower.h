@@ -1,0 +1,74 @@
+/* lower.h - from a parsed program to IR: experiments and their cells.
+ *
+ * An experiment names data, one or more models, one or more optimizers and
+ * seeds; every (model, optimizer, seed) combination is a cell. Compiling a
+ * cell instantiates the model on the data's sample shape, appends the
+ * loss, differentiates it, and expands the optimizer for every parameter,
+ * giving two graphs over one set of variables: the training step and the
+ * evaluation pass.
+ */
+#ifndef BOCB_LOWER_H
+#define BOCB_LOWER_H
+
+#include <stdint.h>
+
+#include "eval.h"
+#include "ir.h"
+
+/* A `-D key=value` override of an experiment setting. */
+typedef struct Override {
+    const char *key;
+    const char *text; /* the whole "key=value" argument */
+} Override;
+
+typedef struct ExperimentSpec {
+    const Decl *decl;
+    const char *name;
+    DataSpec *data;
+    SrcLoc data_loc;
+    Configured **models;
+    int nmodels;
+    SrcLoc model_loc;
+    Configured **optimizers;
+    int noptimizers;
+    uint64_t *seeds;
+    int nseeds;
+    int64_t epochs;
+    int64_t batch;
+    int64_t eval_batch;
+    int64_t train_size; /* 0 = the whole split */
+    int64_t test_size;
+    int64_t max_steps;  /* 0 = no limit */
+    int64_t log_every;
+    const char *report_dir; /* NULL = no report files */
+} ExperimentSpec;
+
+/* What the model sees of the data: one sample's shape and the classes. */
+typedef struct DataShape {
+    int rank;
+    int64_t dims[3];
+    int classes;
+} DataShape;
+
+typedef struct CompiledCell {
+    IrModule module;
+    IrGraph *train; /* inputs x, labels, lr, step; outputs loss, logits */
+    IrGraph *eval;  /* inputs x, labels; outputs loss, logits */
+    double base_lr;
+} CompiledCell;
+
+/* Evaluates the settings of experiment `exp`, with `-D` overrides applied
+ * (an unknown key is an error). Returns false after reported errors. */
+bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
+                        int noverrides, ExperimentSpec *spec);
+
+/* Compiles one cell for data of shape `data` in element type `dtype`.
+ * Returns false after reported errors; `out` is then left empty. */
+bool compile_cell(Lower *l, const Configured *model, const Configured *opt,
+                  const DataShape *data, DType dtype, CompiledCell *out);
+/* Returns true when the last failed compile_cell failed in the model
+ * (the forward pass), false when it failed in the optimizer. */
+bool compile_cell_model_failed(const Lower *l);
+void compiled_cell_free(CompiledCell *cell);
+
+#endif

@@ -1,0 +1,177 @@
+/* run.c - the JIT and interpreter executors behind RtRunner. */
+#include "run.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void *jit_input(void *self, bool train, const char *name)
+{
+    CellRunner *r = self;
+    return rt_exec_input(r->exec[train], name);
+}
+
+static void jit_run(void *self, bool train, int64_t batch)
+{
+    CellRunner *r = self;
+    rt_exec_run(r->exec[train], batch);
+}
+
+static const void *jit_output(void *self, bool train, const char *name)
+{
+    CellRunner *r = self;
+    return rt_exec_output(r->exec[train], name);
+}
+
+static const IrGraph *graph_of(const CellRunner *r, bool train)
+{
+    return train ? r->cell->train : r->cell->eval;
+}
+
+static void *interp_input(void *self, bool train, const char *name)
+{
+    CellRunner *r = self;
+    int i = ir_find_input(graph_of(r, train), name);
+    return i < 0 ? NULL : r->inputs[train][i];
+}
+
+static void interp_run_graph(void *self, bool train, int64_t batch)
+{
+    CellRunner *r = self;
+    interp_run(r->interp[train], batch);
+}
+
+static const void *interp_out(void *self, bool train, const char *name)
+{
+    CellRunner *r = self;
+    return interp_output(r->interp[train], name);
+}
+
+void create_var_store(RtVarStore *store, const IrModule *m)
+{
+    rt_vars_init(store);
+    for (int i = 0; i < m->nvars; i++) {
+        const IrVar *v = &m->vars[i];
+        RtInit init = v->init == IR_INIT_ZEROS ? RT_INIT_ZEROS
+                      : v->init == IR_INIT_CONST ? RT_INIT_CONST
+                                                 : RT_INIT_UNIFORM;
+        int index = rt_vars_add(store, v->name, v->dtype, v->shape, init, v->init_value,
+                                v->kind == IR_VAR_PARAM);
+        BOCB_ASSERT(index == i);
+    }
+    rt_vars_allocate(store);
+}
+
+static bool create_jit(CellRunner *r, Jit *jit, int64_t batch, int64_t eval_batch,
+                       CellStats *stats, char **error)
+{
+    double t0 = now_seconds();
+    schedule_graph(r->cell->eval, eval_batch, &r->sched[0]);
+    schedule_graph(r->cell->train, batch, &r->sched[1]);
+    double t1 = now_seconds();
+
+    /* Both graphs' kernels go into one module: one O3 run, one link. */
+    int n = r->sched[0].nkernels + r->sched[1].nkernels;
+    Kernel **all = xcalloc((size_t)n + 1, sizeof *all);
+    RtKernelFn *fns = xcalloc((size_t)n + 1, sizeof *fns);
+    memcpy(all, r->sched[0].kernels, (size_t)r->sched[0].nkernels * sizeof *all);
+    memcpy(all + r->sched[0].nkernels, r->sched[1].kernels,
+           (size_t)r->sched[1].nkernels * sizeof *all);
+    bool ok = n == 0 || jit_compile(jit, all, n, fns, error);
+    if (ok) {
+        memcpy(r->sched[0].program.kernels, fns, (size_t)r->sched[0].nkernels * sizeof *fns);
+        memcpy(r->sched[1].program.kernels, fns + r->sched[0].nkernels,
+               (size_t)r->sched[1].nkernels * sizeof *fns);
+    }
+    free(all);
+    free(fns);
+    if (!ok)
+        return false;
+    double t2 = now_seconds();
+
+    for (int i = 0; i < 2; i++)
+        r->exec[i] = rt_exec_create(&r->sched[i].program, &r->vars);
+    r->runner.input = jit_input;
+    r->runner.run = jit_run;
+    r->runner.output = jit_output;
+
+    if (stats) {
+        stats->kernels = n;
+        stats->steps = r->sched[1].program.nsteps + r->sched[0].program.nsteps;
+        stats->schedule_seconds = t1 - t0;
+        stats->jit_seconds = t2 - t1;
+        stats->arena_bytes = r->sched[1].program.arena_bytes;
+        stats->eval_arena_bytes = r->sched[0].program.arena_bytes;
+        stats->workspace_bytes = r->sched[1].program.workspace_bytes > r->sched[0].program.workspace_bytes
+                                     ? r->sched[1].program.workspace_bytes
+                                     : r->sched[0].program.workspace_bytes;
+    }
+    return true;
+}
+
+static void create_interp(CellRunner *r, int64_t batch, int64_t eval_batch)
+{
+    for (int t = 0; t < 2; t++) {
+        const IrGraph *g = graph_of(r, t);
+        int64_t max = t ? batch : eval_batch;
+        r->interp[t] = interp_create(g, &r->vars);
+        r->inputs[t] = xcalloc((size_t)g->ninputs + 1, sizeof(void *));
+        for (int i = 0; i < g->ninputs; i++) {
+            const IrInput *in = &g->inputs[i];
+            size_t bytes = size_mul((size_t)shape_numel(&in->shape, max), dtype_size(in->dtype));
+            r->inputs[t][i] = xcalloc(bytes ? bytes : 1, 1);
+            interp_bind_input(r->interp[t], i, r->inputs[t][i]);
+        }
+    }
+    r->runner.input = interp_input;
+    r->runner.run = interp_run_graph;
+    r->runner.output = interp_out;
+}
+
+bool cell_runner_create(CellRunner *r, const CompiledCell *cell, Backend backend, Jit *jit,
+                        int64_t batch, int64_t eval_batch, CellStats *stats, char **error)
+{
+    memset(r, 0, sizeof *r);
+    if (stats)
+        memset(stats, 0, sizeof *stats);
+    r->cell = cell;
+    r->backend = backend;
+    create_var_store(&r->vars, &cell->module);
+
+    r->runner.self = r;
+    r->runner.vars = &r->vars;
+    r->runner.max_batch = batch;
+    r->runner.max_eval_batch = eval_batch;
+    r->runner.dtype = ir_node(cell->train, ir_find_output(cell->train, "logits"))->dtype;
+
+    if (backend == BACKEND_JIT) {
+        if (!create_jit(r, jit, batch, eval_batch, stats, error)) {
+            cell_runner_destroy(r);
+            return false;
+        }
+    } else {
+        create_interp(r, batch, eval_batch);
+    }
+    if (stats) {
+        stats->variable_bytes = r->vars.bytes;
+        stats->parameters = rt_vars_trainable_count(&r->vars);
+    }
+    return true;
+}
+
+void cell_runner_destroy(CellRunner *r)
+{
+    for (int t = 0; t < 2; t++) {
+        rt_exec_destroy(r->exec[t]);
+        if (r->sched[t].program.steps || r->sched[t].kernels)
+            schedule_free(&r->sched[t]);
+        interp_destroy(r->interp[t]);
+        if (r->inputs[t]) {
+            int n = graph_of(r, t)->ninputs;
+            for (int i = 0; i < n; i++)
+                free(r->inputs[t][i]);
+            free(r->inputs[t]);
+        }
+    }
+    rt_vars_free(&r->vars);
+    memset(r, 0, sizeof *r);
+}

@@ -1,0 +1,61 @@
+/* run.h - executors for a compiled cell: JIT-compiled program or interpreter.
+ *
+ * Both implement the runtime's RtRunner interface over one variable store,
+ * so the training loop cannot tell them apart. The JIT path schedules each
+ * graph (fusion, ordering, memory planning), compiles the kernels of both
+ * graphs as one LLVM module, and runs the steps; the interpreter path runs
+ * the IR node by node.
+ */
+#ifndef BOCB_RUN_H
+#define BOCB_RUN_H
+
+#include "../runtime/exec.h"
+#include "../runtime/train.h"
+#include "codegen.h"
+#include "interp.h"
+#include "lower.h"
+#include "schedule.h"
+
+typedef enum Backend {
+    BACKEND_JIT,
+    BACKEND_INTERP,
+} Backend;
+
+typedef struct CellStats {
+    int kernels;
+    int steps;
+    double schedule_seconds;
+    double jit_seconds;   /* IR build + O3 + machine code, this cell only */
+    size_t arena_bytes;   /* planned peak, training step and evaluation */
+    size_t eval_arena_bytes;
+    size_t workspace_bytes;
+    size_t variable_bytes;
+    int64_t parameters;   /* trainable elements */
+} CellStats;
+
+typedef struct CellRunner {
+    RtRunner runner;
+    Backend backend;
+    RtVarStore vars;
+    const CompiledCell *cell;
+    /* JIT */
+    Schedule sched[2]; /* [0] evaluation, [1] training step */
+    RtExec *exec[2];
+    /* interpreter */
+    Interp *interp[2];
+    void **inputs[2];  /* per graph input, sized for the maximum batch */
+} CellRunner;
+
+/* Builds an executor for `cell`, whose graphs run batches of at most
+ * `batch` (training) and `eval_batch` (evaluation). `jit` is needed for
+ * BACKEND_JIT. Returns false and sets *error (malloc'd) when code
+ * generation fails. */
+bool cell_runner_create(CellRunner *r, const CompiledCell *cell, Backend backend, Jit *jit,
+                        int64_t batch, int64_t eval_batch, CellStats *stats, char **error);
+void cell_runner_destroy(CellRunner *r);
+
+/* Creates a variable store whose variable i is module variable i, with
+ * memory allocated (values set later by rt_vars_reset). */
+void create_var_store(RtVarStore *store, const IrModule *m);
+
+#endif
