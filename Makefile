@@ -1,0 +1,120 @@
+# Makefile - the one entry point of bocb.
+#
+#   make            build build/bocbc
+#   make deps       install the Debian packages (apt, idempotent)
+#   make demo       deps + build + train the quickstart on Fashion-MNIST
+#   make check      deps + build + every test suite; last line "N passed, N failed"
+#   make bench      deps + build + timed runs of the quickstart models
+#   make install    install bocbc and the stdlib under PREFIX (/usr/local)
+#
+# Our own files build with -Wall -Wextra and no warnings; the flex output
+# gets three warnings switched off, for code we do not write.
+
+ifeq ($(origin CC),default)
+CC          := gcc
+endif
+LLVM_CONFIG ?= llvm-config-19
+PREFIX      ?= /usr/local
+BUILD       ?= build
+OPT         ?= -O2
+
+# `make check` drives lit through the Debian llvm-19-tools copy.
+LIT         ?= /usr/lib/llvm-19/build/utils/lit/lit.py
+LLVM_BINDIR ?= /usr/lib/llvm-19/bin
+
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wno-unused-parameter
+CPPFLAGS := -D_POSIX_C_SOURCE=200809L -Ilang -Icompiler -Iruntime -I$(BUILD)/gen \
+            -I/usr/include/x86_64-linux-gnu/openblas-pthread
+CFLAGS   ?= $(OPT) -g
+CFLAGS   += -std=c17 $(WARN) -fno-strict-aliasing -MMD -MP
+LLVM_CFLAGS := $(shell $(LLVM_CONFIG) --cflags 2>/dev/null)
+LLVM_LIBS   := $(shell $(LLVM_CONFIG) --ldflags --libs core orcjit native passes 2>/dev/null)
+LDLIBS   := $(LLVM_LIBS) -Wl,--no-as-needed -lopenblas -Wl,--as-needed -lz -lm -lpthread
+
+LANG_SRC     := $(wildcard lang/*.c)
+COMPILER_SRC := $(filter-out compiler/main.c,$(wildcard compiler/*.c))
+RUNTIME_SRC  := $(wildcard runtime/*.c)
+GEN_SRC      := $(BUILD)/gen/parser.c $(BUILD)/gen/lexer.c
+
+LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LANG_SRC) $(COMPILER_SRC) $(RUNTIME_SRC)) \
+           $(BUILD)/obj/gen/parser.o $(BUILD)/obj/gen/lexer.o
+LIB     := $(BUILD)/libbocb.a
+BOCBC   := $(BUILD)/bocbc
+
+UNIT_SRC  := $(wildcard tests/unit/*.c) $(wildcard tests/gradcheck/*.c)
+UNIT_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+
+.PHONY: all deps demo check check-unit check-lit bench install clean
+.DEFAULT_GOAL := all
+
+all: $(BOCBC)
+
+deps:
+	@tools/install-deps.sh
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	$(BOCBC) --jit examples/quickstart.bocb
+
+check: deps
+	@$(MAKE) --no-print-directory all tests
+	@BUILD=$(BUILD) LIT=$(LIT) LLVM_BINDIR=$(LLVM_BINDIR) tests/run.sh
+
+tests: $(BOCBC) $(UNIT_BINS)
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) bench/run.sh
+
+install: $(BOCBC)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/bocb
+	install -m 755 $(BOCBC) $(DESTDIR)$(PREFIX)/bin/bocbc
+	cp -r stdlib $(DESTDIR)$(PREFIX)/share/bocb/
+
+clean:
+	rm -rf $(BUILD)
+
+# ---- the compiler --------------------------------------------------------
+
+$(BOCBC): $(BUILD)/obj/compiler/main.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/gen/parser.c $(BUILD)/gen/parser.h: lang/parser.y
+	@mkdir -p $(BUILD)/gen
+	bison -Wall -Werror --header=$(BUILD)/gen/parser.h -o $(BUILD)/gen/parser.c $<
+
+$(BUILD)/gen/lexer.c $(BUILD)/gen/lexer.h: lang/lexer.l
+	@mkdir -p $(BUILD)/gen
+	flex --header-file=$(BUILD)/gen/lexer.h -o $(BUILD)/gen/lexer.c $<
+
+# Every object that may include the generated headers waits for them.
+$(patsubst %.c,$(BUILD)/obj/%.o,$(LANG_SRC)): $(BUILD)/gen/parser.h $(BUILD)/gen/lexer.h
+
+$(BUILD)/obj/gen/parser.o: $(BUILD)/gen/parser.c $(BUILD)/gen/lexer.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/obj/gen/lexer.o: $(BUILD)/gen/lexer.c $(BUILD)/gen/parser.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-unused-function -Wno-sign-compare \
+	    -Wno-missing-prototypes -c -o $@ $<
+
+# Only the code generator sees the LLVM headers.
+$(BUILD)/obj/compiler/codegen.o $(BUILD)/obj/compiler/jit.o: CPPFLAGS += $(LLVM_CFLAGS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+# ---- tests ----------------------------------------------------------------
+
+$(BUILD)/tests/%: tests/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB) -lcriterion $(LDLIBS)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,436 @@
+/* test_gradcheck.c - every VJP rule against central finite differences, in f64.
+ *
+ * Each test builds a small graph y = op(params...), reduces it to the scalar
+ * loss = sum(y * R) with a fixed random projection R (so every output
+ * element matters with a different weight), differentiates it with
+ * ad_backward, and runs both the gradient graph and the forward graph in
+ * the interpreter. Every parameter element (or 48 of them, spread over
+ * the tensor, for large ones) is compared with
+ * (loss(p + h) - loss(p - h)) / 2h, h = 1e-5.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <string.h>
+
+#include "../../compiler/autodiff.h"
+#include "../../compiler/interp.h"
+#include "../../compiler/run.h"
+#include "../../runtime/philox.h"
+
+enum { MAX_PARAMS = 4, MAX_CHECKED = 48 };
+
+typedef struct Check {
+    Arena arena;
+    IrModule module;
+    IrGraph *g;
+    int nparams;
+    int vars[MAX_PARAMS];
+    double low[MAX_PARAMS], high[MAX_PARAMS];
+    int nbound;             /* graph inputs with fixed data */
+    int bound_input[4];
+    const void *bound_data[4];
+    int64_t batch;          /* for graphs with a batch axis */
+    double rel_tol;
+} Check;
+
+static void check_init(Check *c)
+{
+    memset(c, 0, sizeof *c);
+    arena_init(&c->arena);
+    ir_module_init(&c->module, &c->arena);
+    c->g = ir_graph_new(&c->module, "gradcheck");
+    c->batch = 1;
+    c->rel_tol = 1e-6;
+}
+
+static void check_free(Check *c)
+{
+    ir_graph_free(c->g);
+    ir_module_free(&c->module);
+    arena_free(&c->arena);
+}
+
+/* A differentiated parameter of shape dims, with values U(low, high). */
+static int param(Check *c, double low, double high, int rank, const int64_t *dims)
+{
+    char name[32];
+    snprintf(name, sizeof name, "p%d", c->nparams);
+    int var = ir_module_add_var(&c->module, name, IR_VAR_PARAM, DT_F64, shape_make(rank, dims),
+                                IR_INIT_ZEROS, 0, -1, NO_LOC);
+    c->vars[c->nparams] = var;
+    c->low[c->nparams] = low;
+    c->high[c->nparams] = high;
+    c->nparams++;
+    return ir_var_read(c->g, var, NO_LOC);
+}
+
+#define DIMS(...) (sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), ((int64_t[]){__VA_ARGS__})
+
+/* A graph input whose data stays fixed while parameters are perturbed. */
+static int fixed_input(Check *c, const char *name, DType dt, Shape s, const void *data)
+{
+    int node = ir_input(c->g, name, dt, s, NO_LOC);
+    c->bound_input[c->nbound] = ir_node(c->g, node)->attr.input;
+    c->bound_data[c->nbound] = data;
+    c->nbound++;
+    return node;
+}
+
+static int labels(Check *c, int64_t n, const int32_t *values)
+{
+    return fixed_input(c, "labels", DT_I32, shape_make(1, &n), values);
+}
+
+static double run_loss(Interp *it)
+{
+    return *(const double *)interp_output(it, "loss");
+}
+
+static void fill_params(Check *c, RtVarStore *store)
+{
+    for (int p = 0; p < c->nparams; p++) {
+        double *data = rt_var_data(store, c->vars[p]);
+        const RtVar *v = &store->vars[c->vars[p]];
+        philox_fill_uniform_f64(philox_key(1234, (uint32_t)p), data, v->numel, c->low[p],
+                                c->high[p]);
+    }
+}
+
+/* Differentiates sum(y * R) and compares with finite differences. */
+static void finish(Check *c, int y)
+{
+    IrGraph *g = c->g;
+    Shape ys = ir_node(g, y)->shape;
+
+    int proj = ir_input(g, "proj", DT_F64, ys, NO_LOC);
+    int prod = ir_binary(g, IR_MUL, y, proj, NO_LOC);
+    uint32_t all = ys.rank ? (uint32_t)((1u << ys.rank) - 1) : 0;
+    int loss = ir_sum(g, prod, all, NO_LOC);
+    ir_add_output(g, "loss", loss);
+    IrGraph *forward = ir_graph_clone(g, "forward");
+
+    int grads[MAX_PARAMS];
+    cr_assert(ad_backward(g, loss, c->vars, c->nparams, grads), "no gradient graph");
+    for (int p = 0; p < c->nparams; p++) {
+        cr_assert(grads[p] >= 0, "parameter %d gets no gradient", p);
+        char name[16];
+        snprintf(name, sizeof name, "grad%d", p);
+        ir_add_output(g, name, grads[p]);
+    }
+    cr_assert(ir_verify(g));
+    cr_assert(ir_verify(forward));
+
+    RtVarStore store;
+    create_var_store(&store, &c->module);
+    fill_params(c, &store);
+    int64_t nproj = shape_numel(&ys, c->batch);
+    double *r = xcalloc((size_t)nproj + 1, sizeof(double));
+    philox_fill_uniform_f64(philox_key(99, 0), r, nproj, -1.0, 1.0);
+
+    Interp *full = interp_create(g, &store), *fwd = interp_create(forward, &store);
+    int proj_input = ir_node(g, proj)->attr.input;
+    interp_bind_input(full, proj_input, r);
+    interp_bind_input(fwd, proj_input, r);
+    for (int i = 0; i < c->nbound; i++) {
+        interp_bind_input(full, c->bound_input[i], c->bound_data[i]);
+        interp_bind_input(fwd, c->bound_input[i], c->bound_data[i]);
+    }
+    interp_run(full, c->batch);
+    double base = run_loss(full);
+    cr_assert(isfinite(base), "loss is not finite: %g", base);
+
+    const double h = 1e-5;
+    for (int p = 0; p < c->nparams; p++) {
+        char name[16];
+        snprintf(name, sizeof name, "grad%d", p);
+        const double *ad = interp_output(full, name);
+        double *value = rt_var_data(&store, c->vars[p]);
+        int64_t numel = store.vars[c->vars[p]].numel;
+        int64_t stride = numel > MAX_CHECKED ? numel / MAX_CHECKED : 1;
+        for (int64_t i = 0; i < numel; i += stride) {
+            double saved = value[i];
+            value[i] = saved + h;
+            interp_run(fwd, c->batch);
+            double up = run_loss(fwd);
+            value[i] = saved - h;
+            interp_run(fwd, c->batch);
+            double down = run_loss(fwd);
+            value[i] = saved;
+            double fd = (up - down) / (2 * h);
+            double scale = fmax(1.0, fmax(fabs(fd), fabs(ad[i])));
+            cr_expect(fabs(fd - ad[i]) <= c->rel_tol * scale,
+                      "param %d element %lld: autodiff %.12g, finite difference %.12g", p,
+                      (long long)i, ad[i], fd);
+        }
+    }
+
+    interp_destroy(full);
+    interp_destroy(fwd);
+    ir_graph_free(forward);
+    rt_vars_free(&store);
+    free(r);
+}
+
+/* ---- elementwise ---------------------------------------------------------- */
+
+static void unary_case(IrOp op, double low, double high)
+{
+    Check c;
+    check_init(&c);
+    int x = param(&c, low, high, DIMS(3, 5));
+    finish(&c, ir_unary(c.g, op, x, NO_LOC));
+    check_free(&c);
+}
+
+Test(gradcheck, neg) { unary_case(IR_NEG, -2, 2); }
+Test(gradcheck, abs) { unary_case(IR_ABS, -2, 2); }
+Test(gradcheck, sqrt) { unary_case(IR_SQRT, 0.5, 3); }
+Test(gradcheck, exp) { unary_case(IR_EXP, -2, 2); }
+Test(gradcheck, log) { unary_case(IR_LOG, 0.5, 3); }
+Test(gradcheck, tanh) { unary_case(IR_TANH, -2, 2); }
+Test(gradcheck, relu) { unary_case(IR_RELU, -2, 2); }
+
+static void binary_case(IrOp op, double low_a, double high_a, double low_b, double high_b)
+{
+    Check c;
+    check_init(&c);
+    int a = param(&c, low_a, high_a, DIMS(4, 3));
+    int b = param(&c, low_b, high_b, DIMS(4, 3));
+    finish(&c, ir_binary(c.g, op, a, b, NO_LOC));
+    check_free(&c);
+}
+
+Test(gradcheck, add) { binary_case(IR_ADD, -2, 2, -2, 2); }
+Test(gradcheck, sub) { binary_case(IR_SUB, -2, 2, -2, 2); }
+Test(gradcheck, mul) { binary_case(IR_MUL, -2, 2, -2, 2); }
+Test(gradcheck, div) { binary_case(IR_DIV, -2, 2, 0.5, 2); }
+Test(gradcheck, pow) { binary_case(IR_POW, 0.5, 2, -1, 2); }
+Test(gradcheck, max) { binary_case(IR_MAX, -2, 2, -2, 2); }
+Test(gradcheck, min) { binary_case(IR_MIN, -2, 2, -2, 2); }
+
+Test(gradcheck, select)
+{
+    Check c;
+    check_init(&c);
+    int a = param(&c, -2, 2, DIMS(4, 3));
+    int b = param(&c, -2, 2, DIMS(4, 3));
+    int cond = ir_binary(c.g, IR_GT, a, b, NO_LOC);
+    int sq = ir_binary(c.g, IR_MUL, a, a, NO_LOC);
+    finish(&c, ir_select(c.g, cond, sq, b, NO_LOC));
+    check_free(&c);
+}
+
+Test(gradcheck, same_operand_twice)
+{
+    Check c;
+    check_init(&c);
+    int a = param(&c, -2, 2, DIMS(6));
+    finish(&c, ir_binary(c.g, IR_MUL, a, a, NO_LOC));
+    check_free(&c);
+}
+
+/* ---- shapes and reductions ------------------------------------------------ */
+
+Test(gradcheck, broadcast_row)
+{
+    Check c;
+    check_init(&c);
+    int a = param(&c, -2, 2, DIMS(3));
+    finish(&c, ir_broadcast(c.g, a, shape_make(DIMS(4, 3)), NO_LOC));
+    check_free(&c);
+}
+
+Test(gradcheck, broadcast_column)
+{
+    Check c;
+    check_init(&c);
+    int a = param(&c, -2, 2, DIMS(4, 1));
+    finish(&c, ir_broadcast(c.g, a, shape_make(DIMS(4, 3)), NO_LOC));
+    check_free(&c);
+}
+
+Test(gradcheck, broadcast_scalar)
+{
+    Check c;
+    check_init(&c);
+    int a = param(&c, -2, 2, 0, NULL);
+    finish(&c, ir_broadcast(c.g, a, shape_make(DIMS(2, 3)), NO_LOC));
+    check_free(&c);
+}
+
+Test(gradcheck, broadcast_over_batch)
+{
+    Check c;
+    check_init(&c);
+    c.batch = 3;
+    int a = param(&c, -2, 2, DIMS(5));
+    Shape to = shape_make(DIMS(1, 5));
+    to.batch_axis = 0;
+    int b = ir_broadcast(c.g, a, to, NO_LOC);
+    /* Divide by the batch size, as a mean over the batch does. */
+    int n = ir_broadcast(c.g, ir_batch(c.g, DT_F64, NO_LOC), to, NO_LOC);
+    finish(&c, ir_binary(c.g, IR_DIV, b, n, NO_LOC));
+    check_free(&c);
+}
+
+Test(gradcheck, reshape)
+{
+    Check c;
+    check_init(&c);
+    int a = param(&c, -2, 2, DIMS(2, 6));
+    int r = ir_reshape(c.g, a, shape_make(DIMS(3, 4)), NO_LOC);
+    finish(&c, ir_binary(c.g, IR_MUL, r, r, NO_LOC));
+    check_free(&c);
+}
+
+static void sum_case(uint32_t axes)
+{
+    Check c;
+    check_init(&c);
+    int a = param(&c, -2, 2, DIMS(3, 4, 5));
+    int sq = ir_binary(c.g, IR_MUL, a, a, NO_LOC);
+    finish(&c, ir_sum(c.g, sq, axes, NO_LOC));
+    check_free(&c);
+}
+
+Test(gradcheck, sum_first_axis) { sum_case(1u); }
+Test(gradcheck, sum_middle_axis) { sum_case(2u); }
+Test(gradcheck, sum_last_axes) { sum_case(6u); }
+Test(gradcheck, sum_all_axes) { sum_case(7u); }
+
+/* ---- library ops ---------------------------------------------------------- */
+
+static void matmul_case(bool ta, bool tb)
+{
+    Check c;
+    check_init(&c);
+    int64_t m = 3, k = 4, n = 5;
+    int a = ta ? param(&c, -1, 1, DIMS(k, m)) : param(&c, -1, 1, DIMS(m, k));
+    int b = tb ? param(&c, -1, 1, DIMS(n, k)) : param(&c, -1, 1, DIMS(k, n));
+    finish(&c, ir_matmul(c.g, a, b, ta, tb, NO_LOC));
+    check_free(&c);
+}
+
+Test(gradcheck, matmul) { matmul_case(false, false); }
+Test(gradcheck, matmul_trans_a) { matmul_case(true, false); }
+Test(gradcheck, matmul_trans_b) { matmul_case(false, true); }
+Test(gradcheck, matmul_trans_both) { matmul_case(true, true); }
+
+static void conv_case(int64_t cout, int64_t stride, int64_t pad, int64_t dilation,
+                      int64_t groups)
+{
+    Check c;
+    check_init(&c);
+    int64_t cin = 4;
+    int x = param(&c, -1, 1, DIMS(2, cin, 6, 5));
+    int w = param(&c, -1, 1, DIMS(cout, cin / groups, 3, 2));
+    IrConvAttr attr = {.stride = {stride, stride}, .pad = {pad, pad},
+                       .dilation = {dilation, dilation}, .groups = groups};
+    finish(&c, ir_conv2d(c.g, x, w, attr, NO_LOC));
+    check_free(&c);
+}
+
+Test(gradcheck, conv2d) { conv_case(6, 1, 0, 1, 1); }
+Test(gradcheck, conv2d_stride_padding) { conv_case(6, 2, 1, 1, 1); }
+Test(gradcheck, conv2d_dilation) { conv_case(6, 1, 2, 2, 1); }
+Test(gradcheck, conv2d_groups) { conv_case(6, 1, 1, 1, 2); }
+Test(gradcheck, conv2d_depthwise) { conv_case(4, 1, 1, 1, 4); }
+
+static void pool_case(int64_t kernel, int64_t stride, int64_t pad)
+{
+    Check c;
+    check_init(&c);
+    int x = param(&c, -1, 1, DIMS(2, 3, 6, 7));
+    IrPoolAttr attr = {.kernel = {kernel, kernel}, .stride = {stride, stride},
+                       .pad = {pad, pad}};
+    finish(&c, ir_maxpool2d(c.g, x, attr, NO_LOC));
+    check_free(&c);
+}
+
+Test(gradcheck, max_pool2d) { pool_case(2, 2, 0); }
+Test(gradcheck, max_pool2d_overlapping_padded) { pool_case(3, 2, 1); }
+
+/* Ties have no derivative; the rule sends each window's gradient to its
+ * first maximum in row-major order, and nowhere else. */
+Test(gradcheck, max_pool2d_ties_first_element)
+{
+    Check c;
+    check_init(&c);
+    int x = param(&c, 0, 0, DIMS(1, 1, 2, 4));
+    IrPoolAttr attr = {.kernel = {2, 2}, .stride = {2, 2}, .pad = {0, 0}};
+    int y = ir_maxpool2d(c.g, x, attr, NO_LOC);
+    int loss = ir_sum(c.g, y, 15u, NO_LOC);
+    ir_add_output(c.g, "loss", loss);
+    int grad;
+    cr_assert(ad_backward(c.g, loss, c.vars, 1, &grad));
+    ir_add_output(c.g, "grad", grad);
+
+    RtVarStore store;
+    create_var_store(&store, &c.module);
+    /* Window 1 is all 7s; window 2 has a tie between its second and
+     * fourth elements. */
+    const double values[8] = {7, 7, 1, 5, 7, 7, 2, 5};
+    memcpy(rt_var_data(&store, c.vars[0]), values, sizeof values);
+    Interp *it = interp_create(c.g, &store);
+    interp_run(it, 1);
+    const double *g = interp_output(it, "grad");
+    const double expected[8] = {1, 0, 0, 1, 0, 0, 0, 0};
+    for (int i = 0; i < 8; i++)
+        cr_expect_eq(g[i], expected[i], "element %d: gradient %g, expected %g", i, g[i],
+                     expected[i]);
+    interp_destroy(it);
+    rt_vars_free(&store);
+    check_free(&c);
+}
+
+Test(gradcheck, cross_entropy)
+{
+    static const int32_t y[4] = {0, 3, 4, 1};
+    Check c;
+    check_init(&c);
+    int logits = param(&c, -3, 3, DIMS(4, 5));
+    finish(&c, ir_cross_entropy(c.g, logits, labels(&c, 4, y), NO_LOC));
+    check_free(&c);
+}
+
+/* Logits near 1e4 overflow exp() unless the row maximum is subtracted. */
+Test(gradcheck, cross_entropy_large_logits)
+{
+    static const int32_t y[3] = {2, 0, 1};
+    Check c;
+    check_init(&c);
+    c.rel_tol = 1e-5;
+    int logits = param(&c, 1e4 - 2, 1e4 + 2, DIMS(3, 4));
+    finish(&c, ir_cross_entropy(c.g, logits, labels(&c, 3, y), NO_LOC));
+    check_free(&c);
+}
+
+/* A two-layer perceptron with a mean cross-entropy over a symbolic batch:
+ * the rules composed, as the compiler composes them for a model. */
+Test(gradcheck, mlp_composite)
+{
+    static const int32_t y[3] = {1, 0, 2};
+    static const double xv[12] = {0.1, -0.4, 0.9, 0.3, -0.7, 0.2,
+                                  0.5, -0.1, 0.8, -0.6, 0.4, 0.0};
+    Check c;
+    check_init(&c);
+    c.batch = 3;
+    IrGraph *g = c.g;
+    int w1 = param(&c, -1, 1, DIMS(5, 4));
+    int b1 = param(&c, -1, 1, DIMS(5));
+    int w2 = param(&c, -1, 1, DIMS(3, 5));
+    Shape xs = shape_make(DIMS(1, 4)), ls = shape_make(DIMS(1));
+    xs.batch_axis = ls.batch_axis = 0;
+    int x = fixed_input(&c, "x", DT_F64, xs, xv);
+    int lab = fixed_input(&c, "labels", DT_I32, ls, y);
+
+    int h = ir_matmul(g, x, w1, false, true, NO_LOC);
+    h = ir_binary(g, IR_ADD, h, ir_broadcast(g, b1, ir_node(g, h)->shape, NO_LOC), NO_LOC);
+    h = ir_unary(g, IR_RELU, ir_unary(g, IR_TANH, h, NO_LOC), NO_LOC);
+    int logits = ir_matmul(g, h, w2, false, true, NO_LOC);
+    int ce = ir_cross_entropy(g, logits, lab, NO_LOC);
+    int total = ir_sum(g, ce, 1u, NO_LOC);
+    int mean = ir_binary(g, IR_DIV, total, ir_batch(g, DT_F64, NO_LOC), NO_LOC);
+    finish(&c, mean);
+    check_free(&c);
+}

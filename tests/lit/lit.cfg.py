@@ -1,0 +1,30 @@
+# lit configuration for bocb's compiler tests: each .bocb or .test file
+# holds RUN: lines that invoke bocbc and CHECK: patterns for FileCheck.
+import os
+import sys
+
+import lit.formats
+
+config.name = "bocb"
+config.test_format = lit.formats.ShTest(execute_external=False)
+config.suffixes = [".bocb", ".test"]
+# Helper scripts next to a test (x.test.py) are not tests themselves.
+config.excludes = ["Inputs"]
+config.test_source_root = os.path.dirname(__file__)
+
+build = lit_config.params.get("build", os.path.join(config.test_source_root, "..", "..", "build"))
+build = os.path.abspath(build)
+config.test_exec_root = os.path.join(build, "lit")
+
+llvm_bindir = lit_config.params.get("llvm_bindir", "/usr/lib/llvm-19/bin")
+config.environment["PATH"] = os.pathsep.join([llvm_bindir, os.environ.get("PATH", "")])
+config.environment["BOCB_STDLIB"] = os.path.abspath(
+    os.path.join(config.test_source_root, "..", "..", "stdlib"))
+# Diagnostics and tables must not depend on the terminal.
+config.environment["TERM"] = "dumb"
+
+config.substitutions.append(("%bocbc", os.path.join(build, "bocbc")))
+config.substitutions.append(("%examples", os.path.abspath(
+    os.path.join(config.test_source_root, "..", "..", "examples"))))
+config.substitutions.append(("%python", sys.executable))
+config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))
