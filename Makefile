@@ -104,6 +104,9 @@ $(BUILD)/obj/gen/lexer.o: $(BUILD)/gen/lexer.c $(BUILD)/gen/parser.h
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-unused-function -Wno-sign-compare \
 	    -Wno-missing-prototypes -c -o $@ $<
 
+# The runtime's kernels are hot loops that GCC vectorises only at -O3.
+$(patsubst %.c,$(BUILD)/obj/%.o,$(RUNTIME_SRC)): CFLAGS += -O3
+
 # Only the code generator sees the LLVM headers.
 $(BUILD)/obj/compiler/codegen.o $(BUILD)/obj/compiler/jit.o: CPPFLAGS += $(LLVM_CFLAGS)
 

@@ -275,18 +275,18 @@ static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpe
     return ok;
 }
 
-/* Parses and evaluates the value of a `-D key=value` override. */
+/* Parses and evaluates the value of a `-D key=value` override; messages
+ * point into the argument as typed. */
 static bool eval_override(Lower *l, const Override *ov, Value *out, SrcLoc *key_loc)
 {
+    size_t key_len = strlen(ov->key);
     int file = src_register("command line", ov->text, strlen(ov->text));
-    Module *m = parse_module(file, l->arena);
-    if (m->ndecls != 1 || m->decls[0]->kind != DECL_CONST) {
-        if (m->ndecls == 1 || diag_error_count() == 0)
-            diag_error(NO_LOC, "-D expects key=value, such as -D epochs=1, not '%s'", ov->text);
+    *key_loc = (SrcLoc){.file = file, .line = 1, .col = 1, .end_line = 1,
+                        .end_col = (int)key_len};
+    Expr *e = parse_expression(file, key_len + 1, l->arena);
+    if (!e)
         return false;
-    }
-    *key_loc = m->decls[0]->name_loc;
-    *out = eval_expr(l, m->decls[0]->value);
+    *out = eval_expr(l, e);
     return out->kind != VAL_ERROR;
 }
 

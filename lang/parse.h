@@ -10,6 +10,11 @@
  * Never returns NULL. All nodes are allocated in `arena`. */
 Module *parse_module(int file, Arena *arena);
 
+/* Parses bytes [offset, end) of a registered file as one expression (a
+ * `-D key=value` override's value). Returns NULL after reporting syntax
+ * errors. */
+Expr *parse_expression(int file, size_t offset, Arena *arena);
+
 /* A loaded program: the main module and everything it imports, each file
  * parsed once, in dependency order (imports before importers). */
 typedef struct Program {

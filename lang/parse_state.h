@@ -59,8 +59,13 @@ typedef struct ParseState {
     bool reached_eof;
     SrcLoc eof_loc;
 
+    /* A token to return before the first one of the text (0 = none):
+     * parse_expression starts the grammar at an expression this way. */
+    int start_token;
+
     /* Parser. */
     VEC(Decl *) decls;
+    Expr *expression; /* the result of parse_expression */
     /* An expression of the current statement hit AST_MAX_DEPTH and was
      * reported; cleared at each statement and declaration. */
     bool expr_depth_reported;

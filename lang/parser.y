@@ -114,6 +114,8 @@ static void push_decl(ParseState *ps, Decl *decl);
 /* The declaration order of the tokens is the order in which a message
  * lists them ("expected ',' or ')'"). */
 %token NEWLINE "newline"
+/* Returned first by the scanner for parse_expression; never in source. */
+%token START_EXPRESSION "start of an expression"
 /* Returned by the scanner after it has reported a lexical error. */
 %token INVALID "invalid token"
 %token <text> IDENT "identifier"
@@ -154,6 +156,8 @@ static void push_decl(ParseState *ps, Decl *decl);
 
 program
     : decl_list
+    | START_EXPRESSION expr     { PS->expression = $2; }
+    | START_EXPRESSION expr NEWLINE { PS->expression = $2; }
     ;
 
 decl_list
@@ -915,6 +919,7 @@ static int yyreport_syntax_error(const yypcontext_t *ctx, yyscan_t scanner)
     bool set[YYNTOKENS] = {false};
     for (int i = 0; i < nexpected; i++)
         set[expected[i]] = true;
+    set[YYSYMBOL_START_EXPRESSION] = false;
 
     const OpenBracket *opener = innermost_open_bracket(ps, found);
     bool closer_expected = opener && set[closer_symbol(opener->kind)];
@@ -1007,6 +1012,47 @@ static void report_unclosed_bracket(ParseState *ps)
     }
 }
 
+/* Runs the parser over bytes [offset, end) of a registered file. */
+static void run_parser(ParseState *ps, int file, size_t offset)
+{
+    yyscan_t scanner;
+    if (yylex_init_extra(ps, &scanner) != 0)
+        bocb_panic(__FILE__, __LINE__, "cannot create the scanner");
+    const char *text = src_text(file);
+    ps->offset = offset;
+    ps->col = 1;
+    for (size_t i = 0; i < offset; i++)
+        ps->col = text[i] == '\n' ? 1 : ps->col + 1;
+    YY_BUFFER_STATE buffer = yy_scan_bytes(text + offset, (int)(src_length(file) - offset),
+                                           scanner);
+    yyparse(scanner);
+    report_unclosed_bracket(ps);
+    yy_delete_buffer(buffer, scanner);
+    yylex_destroy(scanner);
+}
+
+Expr *parse_expression(int file, size_t offset, Arena *arena)
+{
+    Module scratch = {.path = src_path(file), .file = file};
+    size_t len = src_length(file);
+    BOCB_ASSERT(offset <= len);
+    if (len > INT_MAX) {
+        diag_error(NO_LOC, "%s: text too large to parse (%zu bytes)", scratch.path, len);
+        return NULL;
+    }
+    int errors = diag_error_count();
+    ParseState ps = {0};
+    ps.arena = arena;
+    ps.module = &scratch;
+    ps.file = file;
+    ps.line = 1;
+    ps.start_token = TOK_START_EXPRESSION;
+    run_parser(&ps, file, offset);
+    VEC_FREE(&ps.decls);
+    VEC_FREE(&ps.brackets);
+    return diag_error_count() == errors ? ps.expression : NULL;
+}
+
 Module *parse_module(int file, Arena *arena)
 {
     Module *m = arena_alloc(arena, sizeof *m);
@@ -1024,16 +1070,7 @@ Module *parse_module(int file, Arena *arena)
     ps.module = m;
     ps.file = file;
     ps.line = 1;
-    ps.col = 1;
-
-    yyscan_t scanner;
-    if (yylex_init_extra(&ps, &scanner) != 0)
-        bocb_panic(__FILE__, __LINE__, "cannot create the scanner");
-    YY_BUFFER_STATE buffer = yy_scan_bytes(src_text(file), (int)len, scanner);
-    yyparse(scanner);
-    report_unclosed_bracket(&ps);
-    yy_delete_buffer(buffer, scanner);
-    yylex_destroy(scanner);
+    run_parser(&ps, file, 0);
 
     m->ndecls = ps.decls.len;
     m->decls = arena_calloc(arena, (size_t)ps.decls.len, sizeof(Decl *));

