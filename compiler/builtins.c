@@ -81,9 +81,9 @@ static bool bool_arg(const Value *v, const char *what, bool fallback, bool *out)
     return true;
 }
 
-/* A rank-0 node holding the number of elements that `axes` of `shape`
- * cover; it involves the run-time batch size when a batch axis is among
- * them. */
+/* Returns a rank-0 node with the number of elements that `axes` of
+ * `shape` cover. When a batch axis is among them, the count is computed
+ * from the run-time batch size. */
 static int count_node(Lower *l, const Shape *shape, uint32_t axes, SrcLoc loc)
 {
     double count = 1;
@@ -382,9 +382,14 @@ static Value math_unary(Lower *l, const Value *x, IrOp op, double (*fold)(double
     return tensor_unary(l, op, x, loc);
 }
 
+/* As the IR's sign: -1 or +1, and zero or NaN unchanged. */
 static double sign_of(double x)
 {
-    return x > 0 ? 1 : x < 0 ? -1 : x;
+    if (x > 0)
+        return 1;
+    if (x < 0)
+        return -1;
+    return x == 0 ? 0 : x;
 }
 
 #define MATH_UNARY(NAME, OP, FOLD)                                            \
@@ -406,7 +411,8 @@ static Value math_binary(Lower *l, const Value *a, const Value *b, IrOp op,
 {
     if (a->kind == VAL_NUMBER && b->kind == VAL_NUMBER) {
         double x = a->number.value, y = b->number.value;
-        return val_number(op == IR_MAX ? (x > y ? x : y) : (x < y ? x : y), loc);
+        double larger = x > y ? x : y, smaller = x < y ? x : y;
+        return val_number(op == IR_MAX ? larger : smaller, loc);
     }
     if (!need_graph(l, name, loc))
         return val_error();

@@ -64,10 +64,10 @@ typedef struct RunRecord {
 
 static int report_errors(void)
 {
-    int n = diag_error_count();
+    int n = diag_reported_count();
     if (n)
         fprintf(stderr, "%d error%s generated.\n", n, n == 1 ? "" : "s");
-    return n ? 1 : 0;
+    return diag_error_count() ? 1 : 0;
 }
 
 static bool load_data(const ExperimentSpec *spec, DataSplits *splits)
@@ -251,12 +251,12 @@ static void print_stats(const Cell *c, const CellStats *st)
 {
     printf("stats %s / %s: %d kernels, %d steps, schedule %.1f ms, JIT %.1f ms, "
            "planned memory: arena %.2f MiB (evaluation %.2f MiB), variables %.2f MiB, "
-           "workspace %.2f MiB, %lld parameters\n",
+           "workspace %.2f MiB, %lld parameters, %.3f GFLOP per training step\n",
            c->model->label, c->optimizer->label, st->kernels, st->steps,
            1e3 * st->schedule_seconds, 1e3 * st->jit_seconds,
            (double)st->arena_bytes / 1048576.0, (double)st->eval_arena_bytes / 1048576.0,
            (double)st->variable_bytes / 1048576.0, (double)st->workspace_bytes / 1048576.0,
-           (long long)st->parameters);
+           (long long)st->parameters, st->train_flops / 1e9);
 }
 
 /* ---- running an experiment ------------------------------------------------ */

@@ -1,11 +1,14 @@
 /* driver.h - the compiler driver: from a .bocb file to results.
  *
- * The pass list of bocbc, in order: load and parse (lang/), bind
- * declarations and resolve the experiment (eval.c, experiment.c), load the
- * data, compile every cell (lowering, autodiff, optimizer expansion:
- * experiment.c), then for each cell and seed schedule and JIT-compile it
- * (schedule.c, jit.c) or interpret it (interp.c), train (runtime/train.c),
- * and report.
+ * The pass list of bocbc, in order:
+ *   1. load and parse the program (lang/);
+ *   2. bind declarations and resolve the experiment (eval.c, experiment.c);
+ *   3. load the data;
+ *   4. compile every cell: lowering, autodiff, optimizer expansion
+ *      (experiment.c, autodiff.c, optim.c);
+ *   5. for each cell and seed, schedule and JIT-compile it (schedule.c,
+ *      jit.c) or interpret it (interp.c), then train (runtime/train.c);
+ *   6. report.
  */
 #ifndef BOCB_DRIVER_H
 #define BOCB_DRIVER_H

@@ -4,8 +4,8 @@
  * Names resolve innermost first: the current scope and its parents, then
  * the program's declarations and constants, then builtins. In an
  * experiment, a name that resolves to nothing is a symbol (`backprop`,
- * `unit`) that the setting it is assigned to validates; everywhere else it
- * is an error with a suggestion.
+ * `unit`), and the setting it is assigned to validates it. Everywhere else
+ * an unresolved name is an error with a suggestion.
  */
 #include "eval.h"
 
@@ -197,9 +197,12 @@ static int edit_distance(const char *a, const char *b)
     for (size_t i = 1; i <= n; i++) {
         cur[0] = (int)i;
         for (size_t j = 1; j <= m; j++) {
-            int sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
-            int del = prev[j] + 1, ins = cur[j - 1] + 1;
-            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+            int best = prev[j - 1] + (a[i - 1] != b[j - 1]); /* substitution */
+            if (prev[j] + 1 < best)
+                best = prev[j] + 1; /* deletion */
+            if (cur[j - 1] + 1 < best)
+                best = cur[j - 1] + 1; /* insertion */
+            cur[j] = best;
         }
         memcpy(prev, cur, sizeof(int) * (m + 1));
     }

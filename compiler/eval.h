@@ -3,8 +3,8 @@
  * Model bodies, optimizer rules, experiment settings and top-level
  * constants are all evaluated by one small interpreter over Values. A
  * Value is either known at compile time (a number, a list, a model) or a
- * tensor, which is an IR node of the graph being built; arithmetic on
- * numbers folds, arithmetic that involves a tensor emits IR. So running a
+ * tensor, which is an IR node of the graph being built. Arithmetic on
+ * numbers folds, and arithmetic that involves a tensor emits IR. So running a
  * model's body once with its hyperparameters bound *is* instantiating it.
  *
  * Errors are reported through diag at the offending expression and yield

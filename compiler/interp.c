@@ -1,10 +1,10 @@
 /* interp.c - the reference interpreter.
  *
  * Scalar semantics match kernel_eval (compiler/kernel.c) exactly, so a
- * fused kernel and the nodes it came from compute the same bits: f32 ops
- * run in float with the float libm functions, f64 ops in double, max/min
- * propagate NaN and order -0 below +0, sign(NaN) is NaN, and relu(x) is
- * max(x, 0).
+ * fused kernel and the nodes it came from compute the same bits. f32 ops
+ * run in float with the float libm functions and f64 ops in double.
+ * max/min propagate NaN and order -0 below +0, sign(NaN) is NaN, and
+ * relu(x) is max(x, 0).
  *
  * Buffers are allocated when a node runs and freed after its last use, so
  * the interpreter's peak memory is about the live set rather than the sum
@@ -121,12 +121,20 @@ static void *workspace(Interp *it, size_t bytes)
             return signbit(a) ? a : b;                                        \
         return a < b ? a : b;                                                 \
     }                                                                         \
+    static T sign_##SUFFIX(T x)                                               \
+    {                                                                         \
+        if (x > 0)                                                            \
+            return (T)1;                                                      \
+        if (x < 0)                                                            \
+            return (T)-1;                                                     \
+        return x == 0 ? (T)0 : x; /* +0 for either zero; NaN unchanged */     \
+    }                                                                         \
     static T unary_##SUFFIX(IrOp op, T x)                                     \
     {                                                                         \
         switch (op) {                                                         \
         case IR_NEG: return -x;                                               \
         case IR_ABS: return FABS(x);                                          \
-        case IR_SIGN: return x > 0 ? (T)1 : x < 0 ? (T)-1 : x == 0 ? (T)0 : x; \
+        case IR_SIGN: return sign_##SUFFIX(x);                                \
         case IR_SQRT: return SQRT(x);                                         \
         case IR_EXP: return EXP(x);                                           \
         case IR_LOG: return LOG(x);                                           \
@@ -310,28 +318,14 @@ static void eval_broadcast(const Shape *from, const Shape *to, int64_t batch,
 static RtConv2d conv_params(const IrNode *n, const Shape *x, const Shape *w,
                             int64_t batch)
 {
-    RtConv2d cv = {
-        .n = shape_dim(x, 0, batch), .c = x->dims[1], .h = x->dims[2], .w = x->dims[3],
-        .k = w->dims[0], .r = w->dims[2], .s = w->dims[3],
-        .stride_h = n->attr.conv.stride[0], .stride_w = n->attr.conv.stride[1],
-        .pad_h = n->attr.conv.pad[0], .pad_w = n->attr.conv.pad[1],
-        .dil_h = n->attr.conv.dilation[0], .dil_w = n->attr.conv.dilation[1],
-        .groups = n->attr.conv.groups,
-    };
-    BOCB_ASSERT(rt_conv2d_infer(&cv));
-    return cv;
+    const IrConvAttr *c = &n->attr.conv;
+    return rt_conv2d_make(x, w, c->stride, c->pad, c->dilation, c->groups, batch);
 }
 
 static RtPool2d pool_params(const IrNode *n, const Shape *x, int64_t batch)
 {
-    RtPool2d pl = {
-        .n = shape_dim(x, 0, batch), .c = x->dims[1], .h = x->dims[2], .w = x->dims[3],
-        .kernel_h = n->attr.pool.kernel[0], .kernel_w = n->attr.pool.kernel[1],
-        .stride_h = n->attr.pool.stride[0], .stride_w = n->attr.pool.stride[1],
-        .pad_h = n->attr.pool.pad[0], .pad_w = n->attr.pool.pad[1],
-    };
-    BOCB_ASSERT(rt_pool2d_infer(&pl));
-    return pl;
+    const IrPoolAttr *p = &n->attr.pool;
+    return rt_pool2d_make(x, p->kernel, p->stride, p->pad, batch);
 }
 
 static void eval_library(Interp *it, const IrNode *n, void *const *in, void *out,

@@ -43,7 +43,8 @@ typedef struct ExperimentSpec {
     const char *report_dir; /* NULL = no report files */
 } ExperimentSpec;
 
-/* What the model sees of the data: one sample's shape and the classes. */
+/* The data as a model is compiled for it: one sample's shape and the
+ * number of classes. */
 typedef struct DataShape {
     int rank;
     int64_t dims[3];

@@ -100,6 +100,7 @@ static bool create_jit(CellRunner *r, Jit *jit, int64_t batch, int64_t eval_batc
         stats->schedule_seconds = t1 - t0;
         stats->jit_seconds = t2 - t1;
         stats->arena_bytes = r->sched[1].program.arena_bytes;
+        stats->train_flops = rt_program_flops(&r->sched[1].program, batch);
         stats->eval_arena_bytes = r->sched[0].program.arena_bytes;
         stats->workspace_bytes = r->sched[1].program.workspace_bytes > r->sched[0].program.workspace_bytes
                                      ? r->sched[1].program.workspace_bytes

@@ -3,7 +3,7 @@
  * Both implement the runtime's RtRunner interface over one variable store,
  * so the training loop cannot tell them apart. The JIT path schedules each
  * graph (fusion, ordering, memory planning), compiles the kernels of both
- * graphs as one LLVM module, and runs the steps; the interpreter path runs
+ * graphs as one LLVM module, and runs the steps. The interpreter path runs
  * the IR node by node.
  */
 #ifndef BOCB_RUN_H
@@ -31,6 +31,8 @@ typedef struct CellStats {
     size_t workspace_bytes;
     size_t variable_bytes;
     int64_t parameters;   /* trainable elements */
+    double train_flops;   /* matrix products and convolutions of one
+                             training step at the maximum batch */
 } CellStats;
 
 typedef struct CellRunner {

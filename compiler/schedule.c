@@ -1,13 +1,14 @@
 /* schedule.c - fusion, ordering and memory planning.
  *
  * Roles. Every node gets one:
- *   leaf    inputs and variable reads, which live in their own storage;
- *   scalar  rank-0 constants and arithmetic (a learning rate times a bias
- *           correction), recomputed inside every kernel that needs them,
- *           where the code generator hoists them out of the loops;
- *   fused   elementwise and broadcast nodes, grouped into kernels;
- *   alias   reshapes, which share their operand's storage;
- *   step    library ops and reductions, one step each;
+ *   leaf    inputs and variable reads, which live in their own storage.
+ *   scalar  rank-0 constants and arithmetic, such as a learning rate
+ *           times a bias correction. Every kernel that needs one
+ *           recomputes it, and the code generator hoists it out of the
+ *           loops.
+ *   fused   elementwise and broadcast nodes, grouped into kernels.
+ *   alias   reshapes, which share their operand's storage.
+ *   step    library ops and reductions, one step each.
  *   effect  assignments to variables.
  *
  * Fusion is greedy in node order: an elementwise node joins the kernel of
@@ -294,9 +295,9 @@ static bool consumed_outside(const Sched *s, int v)
         if (r == ROLE_FUSED && s->group[u] == s->group[v] && s->group[v] >= 0)
             continue;
         if (r == ROLE_FUSED || r == ROLE_SCALAR) {
-            /* A fused consumer in another kernel loads it; a scalar
-             * consumer recomputes from it, so v must exist in memory only
-             * if v is not itself recomputable. */
+            /* A fused consumer in another kernel loads v. A scalar
+             * consumer recomputes from v, so then v needs memory only if
+             * it is not recomputable itself. */
             if (s->role[v] == ROLE_SCALAR)
                 continue;
             return true;
@@ -1116,15 +1117,9 @@ void schedule_graph(const IrGraph *g, int64_t max_batch, Schedule *out)
             st->kind == RT_STEP_CONV2D_GRAD_WEIGHT) {
             const Shape *x = st->kind == RT_STEP_CONV2D_GRAD_INPUT ? &st->shapes[2] : &st->shapes[0];
             const Shape *w = st->kind == RT_STEP_CONV2D_GRAD_WEIGHT ? &st->shapes[2] : &st->shapes[1];
-            RtConv2d cv = {
-                .n = 1, .c = x->dims[1], .h = x->dims[2], .w = x->dims[3],
-                .k = w->dims[0], .r = w->dims[2], .s = w->dims[3],
-                .stride_h = st->attr.conv.stride[0], .stride_w = st->attr.conv.stride[1],
-                .pad_h = st->attr.conv.pad[0], .pad_w = st->attr.conv.pad[1],
-                .dil_h = st->attr.conv.dilation[0], .dil_w = st->attr.conv.dilation[1],
-                .groups = st->attr.conv.groups,
-            };
-            BOCB_ASSERT(rt_conv2d_infer(&cv));
+            /* The scratch buffer holds one image, so any batch size will do. */
+            RtConv2d cv = rt_conv2d_make(x, w, st->attr.conv.stride, st->attr.conv.pad,
+                                         st->attr.conv.dilation, st->attr.conv.groups, 1);
             size_t ws = rt_conv2d_workspace_bytes(st->dtype, &cv);
             if (ws > p->workspace_bytes)
                 p->workspace_bytes = ws;

@@ -217,9 +217,39 @@ static void report(const char *severity, SrcLoc loc, const char *fmt, va_list ap
     fflush(out);
 }
 
+/* Errors already printed, as "file:line:col:message", so that an error
+ * found again (in each iteration of an unrolled loop, or in each cell of
+ * an experiment that shares a model) is printed once. */
+static VEC(char *) printed_errors;
+static int reported_count;
+/* The last error was a repeat, so the notes that follow it are too. */
+static bool suppressing_notes;
+
+static bool seen_before(SrcLoc loc, const char *fmt, va_list ap)
+{
+    va_list copy;
+    va_copy(copy, ap);
+    char *message = xvasprintf(fmt, copy);
+    va_end(copy);
+    char *key = xasprintf("%d:%d:%d:%s", loc.file, loc.line, loc.col, message);
+    free(message);
+    for (int i = 0; i < printed_errors.len; i++) {
+        if (strcmp(printed_errors.data[i], key) == 0) {
+            free(key);
+            return true;
+        }
+    }
+    VEC_PUSH(&printed_errors, key);
+    return false;
+}
+
 void diag_verror(SrcLoc loc, const char *fmt, va_list ap)
 {
     error_count++;
+    suppressing_notes = seen_before(loc, fmt, ap);
+    if (suppressing_notes)
+        return;
+    reported_count++;
     report("error", loc, fmt, ap);
 }
 
@@ -235,12 +265,15 @@ void diag_warning(SrcLoc loc, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
+    suppressing_notes = false;
     report("warning", loc, fmt, ap);
     va_end(ap);
 }
 
 void diag_note(SrcLoc loc, const char *fmt, ...)
 {
+    if (suppressing_notes)
+        return;
     va_list ap;
     va_start(ap, fmt);
     report("note", loc, fmt, ap);
@@ -252,9 +285,19 @@ int diag_error_count(void)
     return error_count;
 }
 
+int diag_reported_count(void)
+{
+    return reported_count;
+}
+
 void diag_reset_count(void)
 {
     error_count = 0;
+    reported_count = 0;
+    suppressing_notes = false;
+    for (int i = 0; i < printed_errors.len; i++)
+        free(printed_errors.data[i]);
+    VEC_FREE(&printed_errors);
 }
 
 void diag_set_stream(FILE *s)

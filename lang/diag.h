@@ -47,7 +47,13 @@ void diag_warning(SrcLoc loc, const char *fmt, ...) BOCB_PRINTF(2, 3);
 void diag_note(SrcLoc loc, const char *fmt, ...) BOCB_PRINTF(2, 3);
 void diag_verror(SrcLoc loc, const char *fmt, va_list ap);
 
+/* Returns the number of errors reported so far, repeats included: a
+ * pass compares it before and after to learn whether it failed. */
 int diag_error_count(void);
+/* Returns the number of errors printed. An error with the same location
+ * and message as an earlier one is counted but not printed again, nor
+ * are its notes. */
+int diag_reported_count(void);
 /* Forgets the error count (the REPL does this after each input). */
 void diag_reset_count(void);
 void diag_set_stream(FILE *stream);

@@ -1,12 +1,12 @@
 /* base.h - allocation, arenas, growable arrays and invariant checks.
  *
  * Every layer of bocb (lang/, compiler/, runtime/) builds on this header.
- * Two failure channels are kept apart on purpose: a user's mistake (a bad
+ * Two failure channels are kept apart on purpose. A user's mistake (a bad
  * program, a bad data file) is reported by the caller with a located
- * message and a non-zero exit status, while a broken invariant of ours is a
+ * message and a non-zero exit status. A broken invariant of ours is a
  * BOCB_ASSERT, which stays on in release builds and names the failed
- * condition. Allocation failure is treated as fatal: a compiler or a
- * training run that cannot get memory has no useful way to continue.
+ * condition. Allocation failure is fatal, because a compiler or a training
+ * run that cannot get memory has no useful way to continue.
  */
 #ifndef BOCB_BASE_H
 #define BOCB_BASE_H

@@ -27,6 +27,36 @@ void rt_program_free(RtProgram *p)
     memset(p, 0, sizeof *p);
 }
 
+double rt_program_flops(const RtProgram *p, int64_t batch)
+{
+    double flops = 0;
+    for (int i = 0; i < p->nsteps; i++) {
+        const RtStep *s = &p->steps[i];
+        const Shape *sh = s->shapes;
+        switch (s->kind) {
+        case RT_STEP_MATMUL: {
+            int64_t k = shape_dim(&sh[0], s->attr.matmul.trans_a ? 0 : 1, batch);
+            flops += 2.0 * (double)shape_numel(&sh[2], batch) * (double)k;
+            break;
+        }
+        case RT_STEP_CONV2D:
+        case RT_STEP_CONV2D_GRAD_INPUT:
+        case RT_STEP_CONV2D_GRAD_WEIGHT: {
+            /* Every variant multiplies each output element by a C/g*R*S window. */
+            const Shape *y = s->kind == RT_STEP_CONV2D ? &sh[2]
+                             : s->kind == RT_STEP_CONV2D_GRAD_INPUT ? &sh[0] : &sh[1];
+            const Shape *w = s->kind == RT_STEP_CONV2D_GRAD_WEIGHT ? &sh[2] : &sh[1];
+            double window = (double)(w->dims[1] * w->dims[2] * w->dims[3]);
+            flops += 2.0 * (double)shape_numel(y, batch) * window;
+            break;
+        }
+        default:
+            break;
+        }
+    }
+    return flops;
+}
+
 static void *resolve(RtExec *e, RtSlot slot)
 {
     if (slot.region == RT_REGION_VAR)
@@ -90,28 +120,14 @@ const void *rt_exec_output(const RtExec *e, const char *name)
 
 static RtConv2d conv_of(const RtStep *s, const Shape *x, const Shape *w, int64_t batch)
 {
-    RtConv2d cv = {
-        .n = shape_dim(x, 0, batch), .c = x->dims[1], .h = x->dims[2], .w = x->dims[3],
-        .k = w->dims[0], .r = w->dims[2], .s = w->dims[3],
-        .stride_h = s->attr.conv.stride[0], .stride_w = s->attr.conv.stride[1],
-        .pad_h = s->attr.conv.pad[0], .pad_w = s->attr.conv.pad[1],
-        .dil_h = s->attr.conv.dilation[0], .dil_w = s->attr.conv.dilation[1],
-        .groups = s->attr.conv.groups,
-    };
-    BOCB_ASSERT(rt_conv2d_infer(&cv));
-    return cv;
+    return rt_conv2d_make(x, w, s->attr.conv.stride, s->attr.conv.pad, s->attr.conv.dilation,
+                          s->attr.conv.groups, batch);
 }
 
 static RtPool2d pool_of(const RtStep *s, const Shape *x, int64_t batch)
 {
-    RtPool2d pl = {
-        .n = shape_dim(x, 0, batch), .c = x->dims[1], .h = x->dims[2], .w = x->dims[3],
-        .kernel_h = s->attr.pool.kernel[0], .kernel_w = s->attr.pool.kernel[1],
-        .stride_h = s->attr.pool.stride[0], .stride_w = s->attr.pool.stride[1],
-        .pad_h = s->attr.pool.pad[0], .pad_w = s->attr.pool.pad[1],
-    };
-    BOCB_ASSERT(rt_pool2d_infer(&pl));
-    return pl;
+    return rt_pool2d_make(x, s->attr.pool.kernel, s->attr.pool.stride, s->attr.pool.pad,
+                          batch);
 }
 
 static void run_step(RtExec *e, const RtStep *s, void **p, int64_t batch)

@@ -81,6 +81,37 @@ void rt_matmul(DType dt, bool trans_a, bool trans_b, int64_t m, int64_t n,
 
 /* ---- Convolution ---------------------------------------------------------- */
 
+RtConv2d rt_conv2d_make(const Shape *x, const Shape *w, const int64_t stride[2],
+                        const int64_t pad[2], const int64_t dilation[2], int64_t groups,
+                        int64_t batch)
+{
+    BOCB_ASSERT(x->rank == 4 && w->rank == 4);
+    RtConv2d cv = {
+        .n = shape_dim(x, 0, batch), .c = x->dims[1], .h = x->dims[2], .w = x->dims[3],
+        .k = w->dims[0], .r = w->dims[2], .s = w->dims[3],
+        .stride_h = stride[0], .stride_w = stride[1],
+        .pad_h = pad[0], .pad_w = pad[1],
+        .dil_h = dilation[0], .dil_w = dilation[1],
+        .groups = groups,
+    };
+    BOCB_ASSERT(rt_conv2d_infer(&cv));
+    return cv;
+}
+
+RtPool2d rt_pool2d_make(const Shape *x, const int64_t kernel[2], const int64_t stride[2],
+                        const int64_t pad[2], int64_t batch)
+{
+    BOCB_ASSERT(x->rank == 4);
+    RtPool2d pl = {
+        .n = shape_dim(x, 0, batch), .c = x->dims[1], .h = x->dims[2], .w = x->dims[3],
+        .kernel_h = kernel[0], .kernel_w = kernel[1],
+        .stride_h = stride[0], .stride_w = stride[1],
+        .pad_h = pad[0], .pad_w = pad[1],
+    };
+    BOCB_ASSERT(rt_pool2d_infer(&pl));
+    return pl;
+}
+
 bool rt_conv2d_infer(RtConv2d *cv)
 {
     if (cv->n < 0 || cv->c < 1 || cv->h < 1 || cv->w < 1 || cv->k < 1 ||

@@ -35,6 +35,13 @@ typedef struct RtConv2d {
     int64_t groups;
 } RtConv2d;
 
+/* Builds the descriptor of a convolution of x by w (batch axes resolved
+ * for `batch`) with the given attributes, and fills p and q. Asserts that
+ * the result is valid: the compiler checks shapes before building one. */
+RtConv2d rt_conv2d_make(const Shape *x, const Shape *w, const int64_t stride[2],
+                        const int64_t pad[2], const int64_t dilation[2], int64_t groups,
+                        int64_t batch);
+
 /* Fills p and q from the other fields; returns false if the output would
  * be empty or a field is invalid (the compiler checks this before). */
 bool rt_conv2d_infer(RtConv2d *cv);
@@ -63,6 +70,10 @@ typedef struct RtPool2d {
 } RtPool2d;
 
 bool rt_pool2d_infer(RtPool2d *pl);
+/* Builds the descriptor of pooling x (batch axes resolved for `batch`)
+ * and fills p and q; asserts that the result is valid. */
+RtPool2d rt_pool2d_make(const Shape *x, const int64_t kernel[2], const int64_t stride[2],
+                        const int64_t pad[2], int64_t batch);
 void rt_maxpool2d_forward(DType dt, const RtPool2d *pl, const void *x, void *y);
 /* dx is overwritten: each dy element is added to the selected x element. */
 void rt_maxpool2d_grad(DType dt, const RtPool2d *pl, const void *x,

@@ -15,9 +15,9 @@
 #include "shape.h"
 #include "vars.h"
 
-/* One executor of a compiled cell: a training-step graph (inputs x,
- * labels, lr, step; outputs loss, logits) and an evaluation graph (inputs
- * x, labels; outputs loss, logits) over the same variables. */
+/* One executor of a compiled cell, running two graphs over the same
+ * variables. The training step has inputs x, labels, lr and step; the
+ * evaluation graph has inputs x and labels. Both output loss and logits. */
 typedef struct RtRunner {
     void *self;
     DType dtype; /* of x, lr, step and the outputs */

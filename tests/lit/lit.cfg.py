@@ -1,5 +1,5 @@
-# lit configuration for bocb's compiler tests: each .bocb or .test file
-# holds RUN: lines that invoke bocbc and CHECK: patterns for FileCheck.
+# lit configuration for bocb's compiler tests. Each .bocb or .test file
+# contains RUN: lines that invoke bocbc and CHECK: patterns for FileCheck.
 import os
 import sys
 

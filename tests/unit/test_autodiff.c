@@ -1,6 +1,6 @@
-/* test_autodiff.c - the autodiff pass's contract beyond numerics: ops without
- * a VJP rule are reported at their source locations, all of them in one
- * call; variables the loss does not depend on get no gradient. */
+/* test_autodiff.c - the autodiff pass's contract beyond numerics. Ops
+ * without a VJP rule are reported at their source locations, all of them
+ * in one call, and variables the loss does not depend on get no gradient. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
@@ -33,8 +33,8 @@ static SrcLoc at(int file, int line, int col, int len)
                     .end_col = col + len - 1};
 }
 
-/* Gradient ops have no VJP rules yet (they would be needed for
- * Hessian-vector products); differentiating through two of them must
+/* Gradient ops have no VJP rules yet, because only Hessian-vector
+ * products would need them. Differentiating through two of them must
  * report both, each at its own location. */
 Test(autodiff, missing_rules_all_reported)
 {

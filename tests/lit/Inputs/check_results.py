@@ -3,8 +3,8 @@
 
   check_results.py same STEPS_A STEPS_B [--rtol R] [--ignore-seed]
       the two steps.csv files have the same rows, and every loss agrees
-      within relative tolerance R (0 means bit-identical text); with
-      --ignore-seed, rows may come from runs with different seeds
+      within relative tolerance R (0, the default, means identical text).
+      With --ignore-seed, rows may come from runs with different seeds.
   check_results.py accuracy EPOCHS MODEL OPTIMIZER_PREFIX MIN
       the last epoch of that cell reached test accuracy >= MIN (0..1)
   check_results.py decreasing STEPS MODEL OPTIMIZER_PREFIX

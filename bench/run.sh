@@ -1,0 +1,74 @@
+#!/bin/sh
+# run.sh - `make bench`: training-step speed of the quickstart models.
+#
+# The MLP and the CNN of examples/quickstart.bocb train at batch 128 on
+# Fashion-MNIST, each with SGD with momentum and with AdamW. For each
+# pair, this times a fixed number of JIT-compiled training steps, then a
+# smaller number of steps in the reference interpreter. It prints ms/step,
+# images/s, GFLOP/s of the matrix products and convolutions, and the JIT's
+# speed-up over the interpreter. Times are
+# the training loop's own clock (evaluation and compilation excluded),
+# each the best of REPEATS runs.
+#
+# Environment: BUILD (default build), REPEATS (default 3), THREADS
+# (OpenBLAS threads, default: OpenBLAS's choice), STEPS_SCALE (multiplies
+# the step counts, default 1).
+set -eu
+
+BUILD=${BUILD:-build}
+REPEATS=${REPEATS:-3}
+STEPS_SCALE=${STEPS_SCALE:-1}
+BOCBC="$BUILD/bocbc"
+PROGRAM=examples/quickstart.bocb
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+
+threads_flag=""
+if [ -n "${THREADS:-}" ]; then
+    threads_flag="--threads $THREADS"
+fi
+
+# time_steps MODEL OPTIMIZER BACKEND STEPS -> prints "ms_per_step gflop_per_step"
+time_steps() {
+    best=""
+    for r in $(seq "$REPEATS"); do
+        dir="$OUT/$1-$3-$r"
+        # shellcheck disable=SC2086  # threads_flag is empty or two words
+        "$BOCBC" "--$3" $PROGRAM -q --stats $threads_flag -D "model=$1" \
+            -D "optimizer=$2" -D "steps=$4" -D test_size=128 --report "$dir" \
+            >"$dir.log" 2>&1 || { cat "$dir.log" >&2; exit 1; }
+        ms=$(python3 - "$dir/epochs.csv" <<'PY'
+import csv, sys
+row = list(csv.DictReader(open(sys.argv[1])))[-1]
+print(1000 * float(row["seconds"]) / int(row["steps"]))
+PY
+)
+        if [ -z "$best" ] || python3 -c "import sys; sys.exit(0 if $ms < $best else 1)"; then
+            best=$ms
+        fi
+    done
+    gflop=$(sed -n 's/.* \([0-9.]*\) GFLOP per training step.*/\1/p' "$OUT/$1-$3-1.log" | head -n 1)
+    echo "$best ${gflop:-0}"
+}
+
+echo "bocb bench: batch 128, best of $REPEATS runs, $(nproc) cores, OpenBLAS threads: ${THREADS:-default}"
+printf '%-5s %-9s %10s %10s %9s %14s %9s\n' model optimizer "JIT ms" "images/s" "GFLOP/s" "interp ms" speed-up
+
+for model in mlp cnn; do
+    if [ "$model" = mlp ]; then jit_steps=400; interp_steps=40; else jit_steps=60; interp_steps=6; fi
+    jit_steps=$((jit_steps * STEPS_SCALE))
+    interp_steps=$((interp_steps * STEPS_SCALE))
+    for optimizer in "sgd(lr=0.05, momentum=0.9)" "adamw(lr=1e-3, weight_decay=0.01)"; do
+        set -- $(time_steps "$model" "$optimizer" jit "$jit_steps")
+        jit_ms=$1 gflop=$2
+        set -- $(time_steps "$model" "$optimizer" interp "$interp_steps")
+        interp_ms=$1
+        python3 - "$model" "$optimizer" "$jit_ms" "$interp_ms" "$gflop" <<'PY'
+import sys
+model, optimizer, jit, interp, gflop = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:])
+name = optimizer.split("(")[0]
+print(f"{model:<5} {name:<9} {jit:10.2f} {128e3 / jit:10.0f} {gflop / jit * 1e3:9.1f}"
+      f" {interp:14.2f} {interp / jit:8.1f}x")
+PY
+    done
+done
