@@ -140,6 +140,13 @@ static Value bi_linear(Lower *l, const Value *args, SrcLoc loc)
         return val_error();
     }
     int64_t in_features = xs.dims[xs.rank - 1];
+    int64_t wdims[2] = {out_features, in_features};
+    Shape out = xs;
+    out.dims[out.rank - 1] = out_features;
+    if (!check_tensor_size(l, &out, "the output of linear", loc) ||
+        !check_tensor_size(l, &(Shape){.rank = 2, .batch_axis = -1, .dims = {out_features, in_features}},
+                           "the weight of linear", loc))
+        return val_error();
     const char *name = layer_name(l, "linear", &args[3]);
     double bound = 1.0 / sqrt((double)in_features);
 
@@ -151,7 +158,6 @@ static Value bi_linear(Lower *l, const Value *args, SrcLoc loc)
     flat.batch_axis = xs.batch_axis >= 0 ? 0 : -1;
     int h = ir_reshape(g, x, flat, loc);
 
-    int64_t wdims[2] = {out_features, in_features};
     int w = create_param(l, arena_printf(l->arena, "%s.weight", name), shape_make(2, wdims),
                          IR_INIT_UNIFORM, bound, loc);
     if (w < 0)
@@ -165,8 +171,6 @@ static Value bi_linear(Lower *l, const Value *args, SrcLoc loc)
         y = ir_binary(g, IR_ADD, y, ir_broadcast(g, b, ir_node(g, y)->shape, loc), loc);
     }
 
-    Shape out = xs;
-    out.dims[out.rank - 1] = out_features;
     return val_tensor(ir_reshape(g, y, out, loc), loc);
 }
 
@@ -209,11 +213,15 @@ static Value bi_conv2d(Lower *l, const Value *args, SrcLoc loc)
     int64_t wdims[4] = {out_channels, in_channels / groups, kernel[0], kernel[1]};
     Shape ws = shape_make(4, wdims), ys;
     const char *why;
+    if (!check_tensor_size(l, &ws, "the weight of conv2d", loc))
+        return val_error();
     if (!ir_conv2d_shape(&xs, &ws, &attr, &ys, &why)) {
         diag_error(loc, "%s (input %s, kernel %lldx%lld)", why, shape_text(l, &xs),
                    (long long)kernel[0], (long long)kernel[1]);
         return val_error();
     }
+    if (!check_tensor_size(l, &ys, "the output of conv2d", loc))
+        return val_error();
 
     const char *name = layer_name(l, "conv", &args[8]);
     double bound = 1.0 / sqrt((double)(wdims[1] * kernel[0] * kernel[1]));
@@ -288,17 +296,24 @@ static Value bi_reshape(Lower *l, const Value *args, SrcLoc loc)
     int64_t known = 1;
     for (int i = 0; i < out.rank; i++) {
         int64_t d;
-        if (!val_to_int(&dims->list.items[i], "a reshape dimension", -1, INT64_C(1) << 40, &d) ||
-            d == 0)
+        if (!val_to_int(&dims->list.items[i], "a reshape dimension", -1, SHAPE_MAX_ELEMENTS, &d))
             return val_error();
+        if (d == 0) {
+            diag_error(dims->list.items[i].loc, "reshape dimensions must be positive, or -1 "
+                       "first for the batch dimension");
+            return val_error();
+        }
         if (d == -1 && i != 0) {
             diag_error(dims->list.items[i].loc, "only the first dimension of reshape may "
                        "be -1 (the batch dimension)");
             return val_error();
         }
         out.dims[i] = d;
-        if (d > 0)
-            known *= d;
+        if (d > 0 && (__builtin_mul_overflow(known, d, &known) || known > SHAPE_MAX_ELEMENTS)) {
+            diag_error(dims->list.items[i].loc, "reshape to %s has more than 2^36 elements "
+                       "per sample", val_format(l, dims));
+            return val_error();
+        }
     }
     if (out.rank > 0 && out.dims[0] == -1) {
         int64_t total = shape_numel(&xs, 1);
@@ -342,6 +357,8 @@ static Value bi_max_pool2d(Lower *l, const Value *args, SrcLoc loc)
         diag_error(loc, "%s (input %s)", why, shape_text(l, &xs));
         return val_error();
     }
+    if (!check_tensor_size(l, &ys, "the output of max_pool2d", loc))
+        return val_error();
     return val_tensor(ir_maxpool2d(l->graph, x, attr, loc), loc);
 }
 
@@ -410,7 +427,12 @@ static Value math_binary(Lower *l, const Value *a, const Value *b, IrOp op,
                          const char *name, SrcLoc loc)
 {
     if (a->kind == VAL_NUMBER && b->kind == VAL_NUMBER) {
+        /* The same rule as the kernels: NaN wins, and -0 < +0. */
         double x = a->number.value, y = b->number.value;
+        if (isnan(x) || isnan(y))
+            return val_number(NAN, loc);
+        if (x == y)
+            return val_number((op == IR_MAX) == (signbit(x) != 0) ? y : x, loc);
         double larger = x > y ? x : y, smaller = x < y ? x : y;
         return val_number(op == IR_MAX ? larger : smaller, loc);
     }
@@ -558,9 +580,30 @@ static Value bi_len(Lower *l, const Value *args, SrcLoc loc)
     return val_error();
 }
 
+/* require(cond, "message"): a compile-time check, for rules that must
+ * reject a combination of hyperparameters (as torch.optim does). */
+static Value bi_require(Lower *l, const Value *args, SrcLoc loc)
+{
+    (void)l;
+    if (args[0].kind != VAL_BOOL) {
+        diag_error(args[0].loc, "the condition of require must be known at compile time, "
+                   "but it is %s", val_kind_name(&args[0]));
+        return val_error();
+    }
+    if (args[1].kind != VAL_STRING) {
+        diag_error(args[1].loc, "the message of require must be a string");
+        return val_error();
+    }
+    if (!args[0].boolean) {
+        diag_error(loc, "%s", args[1].string);
+        return val_error();
+    }
+    return val_none(loc);
+}
+
 static Value bi_idx(Lower *l, const Value *args, SrcLoc loc)
 {
-    if (args[0].kind != VAL_STRING) {
+    if (args[0].kind != VAL_STRING || !args[0].string[0]) {
         diag_error(args[0].loc, "idx() takes the path of a directory with IDX files");
         return val_error();
     }
@@ -619,6 +662,7 @@ static const Builtin builtins[] = {
     {"range", PARAMS("start", "stop", "step"), 1, bi_range},
     {"len", PARAMS("x"), 1, bi_len},
     {"idx", PARAMS("path", "normalize"), 1, bi_idx},
+    {"require", PARAMS("cond", "message"), 2, bi_require},
 };
 
 const Builtin *builtin_find(const char *name)
@@ -659,7 +703,7 @@ Value call_builtin(Lower *l, const Builtin *b, const CallArgs *args)
                    b->name);
         return val_error();
     }
-    if (b->fn == bi_idx && l->mode == MODE_MODEL) {
+    if (b->fn == bi_idx && (l->mode == MODE_MODEL || l->mode == MODE_OPTIMIZER)) {
         diag_error(args->loc, "'idx' declares data and belongs in a data declaration");
         return val_error();
     }

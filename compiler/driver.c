@@ -175,45 +175,76 @@ static int emit(const Options *opts, const Cell *cell, const ExperimentSpec *spe
 
 /* ---- reporting ------------------------------------------------------------ */
 
-static void write_reports(const ExperimentSpec *spec, const RunRecord *runs, int nruns)
+/* Returns `text` as a quoted CSV field (RFC 4180: quotes doubled), malloc'd. */
+static char *csv_field(const char *text)
 {
-    char *error = NULL;
-    if (!rt_make_dirs(spec->report_dir, &error)) {
-        fprintf(stderr, "bocbc: error: %s\n", error);
-        free(error);
-        return;
+    StrBuf sb = {0};
+    sb_append(&sb, "\"");
+    for (const char *p = text; *p; p++) {
+        if (*p == '"')
+            sb_append(&sb, "\"\"");
+        else
+            sb_appendn(&sb, p, 1);
     }
+    sb_append(&sb, "\"");
+    return sb.data;
+}
+
+/* Rewrites DIR/epochs.csv and DIR/steps.csv with every run so far.
+ * Returns false after printing why a file could not be written. */
+static bool write_reports(const ExperimentSpec *spec, const RunRecord *runs, int nruns)
+{
     StrBuf epochs = {0}, steps = {0};
     sb_append(&epochs, "experiment,model,optimizer,seed,epoch,steps,train_loss,"
-                       "train_accuracy,test_loss,test_accuracy,seconds\n");
-    sb_append(&steps, "model,optimizer,seed,step,loss\n");
+                       "train_accuracy,test_loss,test_accuracy,seconds,status\n");
+    sb_append(&steps, "experiment,model,optimizer,seed,step,loss\n");
     for (int i = 0; i < nruns; i++) {
         const RunRecord *r = &runs[i];
-        const char *model = r->cell->model->label, *opt = r->cell->optimizer->label;
+        char *model = csv_field(r->cell->model->label);
+        char *opt = csv_field(r->cell->optimizer->label);
         for (int e = 0; e < r->result.nepochs; e++) {
             const RtEpochResult *er = &r->result.epochs[e];
-            sb_printf(&epochs, "%s,\"%s\",\"%s\",%llu,%lld,%lld,%.6f,%.6f,%.6f,%.6f,%.3f\n",
+            bool last = e == r->result.nepochs - 1;
+            sb_printf(&epochs, "%s,%s,%s,%llu,%lld,%lld,%.6f,%.6f,%.6f,%.6f,%.3f,%s\n",
                       spec->name, model, opt, (unsigned long long)r->seed,
                       (long long)er->epoch, (long long)er->steps, er->train_loss,
-                      er->train_accuracy, er->test_loss, er->test_accuracy, er->seconds);
+                      er->train_accuracy, er->test_loss, er->test_accuracy, er->seconds,
+                      last && r->result.diverged ? "diverged" : "ok");
         }
         for (int64_t s = 0; s < r->result.nsteps; s++)
-            sb_printf(&steps, "\"%s\",\"%s\",%llu,%lld,%.9g\n", model, opt,
+            sb_printf(&steps, "%s,%s,%s,%llu,%lld,%.9g\n", spec->name, model, opt,
                       (unsigned long long)r->seed, (long long)s + 1,
                       (double)r->result.step_losses[s]);
+        free(model);
+        free(opt);
     }
     const char *names[2] = {"epochs.csv", "steps.csv"};
     StrBuf *bufs[2] = {&epochs, &steps};
+    bool ok = true;
     for (int i = 0; i < 2; i++) {
         char *path = xasprintf("%s/%s", spec->report_dir, names[i]);
+        char *error = NULL;
         if (!rt_write_file_atomic(path, bufs[i]->data, bufs[i]->len, &error)) {
             fprintf(stderr, "bocbc: error: %s\n", error);
             free(error);
-            error = NULL;
+            ok = false;
         }
         free(path);
         sb_free(bufs[i]);
     }
+    return ok;
+}
+
+/* Formats a loss for the table: fixed point, or scientific when huge. */
+static const char *format_metric(double v, char *buf, size_t size)
+{
+    if (isfinite(v) && fabs(v) < 1e5)
+        snprintf(buf, size, "%.4f", v);
+    else if (isnan(v))
+        snprintf(buf, size, "nan");
+    else
+        snprintf(buf, size, "%.3e", v);
+    return buf;
 }
 
 static void print_table(const ExperimentSpec *spec, const RunRecord *runs, int nruns)
@@ -232,18 +263,19 @@ static void print_table(const ExperimentSpec *spec, const RunRecord *runs, int n
         const RunRecord *r = &runs[i];
         printf("%-*s  %-*s  %4llu", wm, r->cell->model->label, wo, r->cell->optimizer->label,
                (unsigned long long)r->seed);
-        if (r->result.nepochs == 0) {
-            printf("  %6s  %9s  (diverged at step %lld)\n", "-", "-",
-                   (long long)r->result.diverged_step);
+        if (r->result.diverged) {
+            printf("  diverged at step %lld: %s\n", (long long)r->result.diverged_step,
+                   r->result.diverged_reason);
             continue;
         }
         const RtEpochResult *last = &r->result.epochs[r->result.nepochs - 1];
         double seconds = 0;
         for (int e = 0; e < r->result.nepochs; e++)
             seconds += r->result.epochs[e].seconds;
-        printf("  %6lld  %8.2f%%  %9.4f  %10.4f  %9.2f%s\n", (long long)last->epoch,
-               100 * last->test_accuracy, last->test_loss, last->train_loss,
-               seconds / r->result.nepochs, r->result.diverged ? "  diverged" : "");
+        char test_loss[32], train_loss[32];
+        printf("  %6lld  %8.2f%%  %9s  %10s  %9.2f\n", (long long)last->epoch,
+               100 * last->test_accuracy, format_metric(last->test_loss, test_loss, 32),
+               format_metric(last->train_loss, train_loss, 32), seconds / r->result.nepochs);
     }
 }
 
@@ -261,21 +293,39 @@ static void print_stats(const Cell *c, const CellStats *st)
 
 /* ---- running an experiment ------------------------------------------------ */
 
-static int run_cells(const Options *opts, const ExperimentSpec *spec, Cell *cells, int ncells,
-                     const DataSplits *splits)
-{
-    char *error = NULL;
-    Jit *jit = NULL;
-    if (opts->backend == BACKEND_JIT) {
-        jit = jit_create(&error);
-        if (!jit) {
-            fprintf(stderr, "bocbc: error: cannot initialise LLVM: %s\n", error);
-            free(error);
-            return 1;
-        }
-    }
+/* One experiment, compiled and ready to run. */
+typedef struct Job {
+    const Decl *decl;
+    ExperimentSpec spec;
+    DataSplits splits;
+    Cell *cells;
+    int ncells;
+    bool ready;
+} Job;
 
-    int nruns = ncells * spec->nseeds;
+/* Returns the machine's physical memory in bytes, the limit for planned
+ * memory. */
+static size_t machine_memory(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    if (pages <= 0 || page <= 0)
+        return SIZE_MAX;
+    return (size_t)pages * (size_t)page;
+}
+
+/* Trains every cell of a compiled job. Returns 1 when a report could not
+ * be written or code generation failed, else 0; diverged cells are
+ * results, not failures. */
+static int run_job(const Options *opts, Job *job, Jit *jit)
+{
+    const ExperimentSpec *spec = &job->spec;
+    const DataSplits *splits = &job->splits;
+    /* A batch larger than the data would only plan memory for nothing. */
+    int64_t batch = spec->batch < splits->train.count ? spec->batch : splits->train.count;
+    int64_t eval_batch = spec->eval_batch < splits->test.count ? spec->eval_batch
+                                                               : splits->test.count;
+    char *error = NULL;
+    int nruns = job->ncells * spec->nseeds;
     RunRecord *runs = xcalloc((size_t)nruns + 1, sizeof *runs);
     int done = 0, status = 0;
     bool tty = isatty(fileno(stdout));
@@ -288,80 +338,160 @@ static int run_cells(const Options *opts, const ExperimentSpec *spec, Cell *cell
            opts->backend == BACKEND_JIT ? "JIT" : "interpreter");
     fflush(stdout);
 
-    for (int c = 0; c < ncells && status == 0; c++) {
+    for (int c = 0; c < job->ncells && status == 0; c++) {
+        const Cell *cell = &job->cells[c];
         for (int s = 0; s < spec->nseeds && status == 0; s++) {
             CellRunner runner;
             CellStats stats;
-            if (!cell_runner_create(&runner, &cells[c].compiled, opts->backend, jit,
-                                    spec->batch, spec->eval_batch, &stats, &error)) {
-                fprintf(stderr, "bocbc: error: code generation failed for %s / %s: %s\n",
-                        cells[c].model->label, cells[c].optimizer->label, error);
+            if (!cell_runner_create(&runner, &cell->compiled, opts->backend, jit, batch,
+                                    eval_batch, machine_memory(), &stats, &error)) {
+                fprintf(stderr, "bocbc: error: %s / %s: %s\n", cell->model->label,
+                        cell->optimizer->label, error);
                 free(error);
                 status = 1;
                 break;
             }
             if (opts->stats)
-                print_stats(&cells[c], &stats);
+                print_stats(cell, &stats);
             rt_vars_reset(&runner.vars, spec->seeds[s]);
 
             RunRecord *r = &runs[done++];
-            r->cell = &cells[c];
+            r->cell = cell;
             r->seed = spec->seeds[s];
-            char *label = xasprintf("%s / %s%s", cells[c].model->label,
-                                    cells[c].optimizer->label,
-                                    spec->nseeds > 1 ? xasprintf(" / seed %llu",
-                                                                 (unsigned long long)r->seed)
-                                                     : "");
+            char *label = spec->nseeds > 1
+                              ? xasprintf("%s / %s / seed %llu", cell->model->label,
+                                          cell->optimizer->label, (unsigned long long)r->seed)
+                              : xasprintf("%s / %s", cell->model->label,
+                                          cell->optimizer->label);
             RtTrainConfig cfg = {
-                .label = label, .epochs = spec->epochs, .batch = spec->batch,
-                .eval_batch = spec->eval_batch, .max_steps = spec->max_steps,
+                .label = label, .epochs = spec->epochs, .batch = batch,
+                .eval_batch = eval_batch, .max_steps = spec->max_steps,
                 .log_every = spec->log_every, .seed = r->seed,
-                .lr = cells[c].compiled.base_lr, .log = opts->quiet ? NULL : stdout,
+                .lr = cell->compiled.base_lr, .log = opts->quiet ? NULL : stdout,
                 .log_is_tty = tty,
             };
             rt_train(&cfg, &runner.runner, splits, &r->result);
             free(label);
             cell_runner_destroy(&runner);
-            if (spec->report_dir)
-                write_reports(spec, runs, done);
+            if (spec->report_dir && !write_reports(spec, runs, done))
+                status = 1;
         }
     }
-    if (status == 0)
-        print_table(spec, runs, done);
+    print_table(spec, runs, done);
     for (int i = 0; i < done; i++)
         rt_train_result_free(&runs[i].result);
     free(runs);
-    jit_destroy(jit);
     return status;
 }
 
-static int run_experiment(const Options *opts, Lower *l, const Decl *exp)
+/* Resolves an experiment, loads its data and compiles its cells. Returns
+ * false after reported errors. */
+static bool prepare_job(const Options *opts, Lower *l, Job *job)
 {
-    ExperimentSpec spec;
-    if (!experiment_resolve(l, exp, opts->overrides, opts->noverrides, &spec))
-        return report_errors();
+    bool resolved = experiment_resolve(l, job->decl, opts->overrides, opts->noverrides,
+                                       &job->spec);
     if (opts->report_dir)
-        spec.report_dir = opts->report_dir;
+        job->spec.report_dir = opts->report_dir;
+    /* Even after errors, the valid models and optimizers are compiled, so
+     * that one run reports their mistakes too. */
+    if (!job->spec.data || !load_data(&job->spec, &job->splits))
+        return false;
 
-    DataSplits splits;
-    memset(&splits, 0, sizeof splits);
-    if (!load_data(&spec, &splits))
-        return report_errors();
-    DataShape shape = {.rank = splits.train.rank, .classes = splits.train.num_classes};
+    const Dataset *train = &job->splits.train;
+    DataShape shape = {.rank = train->rank, .classes = train->num_classes};
     for (int i = 0; i < shape.rank; i++)
-        shape.dims[i] = splits.train.sample_dims[i];
-    if (splits.test.num_classes > shape.classes)
-        shape.classes = splits.test.num_classes;
+        shape.dims[i] = train->sample_dims[i];
+    if (job->splits.test.num_classes > shape.classes)
+        shape.classes = job->splits.test.num_classes;
+    int errors = diag_error_count();
+    job->cells = compile_cells(l, &job->spec, &shape, &job->ncells);
+    job->ready = resolved && diag_error_count() == errors;
+    return job->ready;
+}
 
-    int ncells;
-    Cell *cells = compile_cells(l, &spec, &shape, &ncells);
-    int status = report_errors();
-    if (status == 0 && opts->emit != EMIT_NONE)
-        status = emit(opts, &cells[0], &spec);
-    else if (status == 0)
-        status = run_cells(opts, &spec, cells, ncells, &splits);
-    free_cells(cells, ncells);
-    data_splits_free(&splits);
+/* Checks, before anything trains, that every report directory can be
+ * created and that no two experiments write to the same one. */
+static bool check_report_dirs(const Job *jobs, int njobs)
+{
+    bool ok = true;
+    for (int i = 0; i < njobs; i++) {
+        const char *dir = jobs[i].spec.report_dir;
+        if (!dir)
+            continue;
+        for (int j = 0; j < i; j++) {
+            if (jobs[j].spec.report_dir && strcmp(jobs[j].spec.report_dir, dir) == 0) {
+                fprintf(stderr, "bocbc: error: experiments '%s' and '%s' would both write "
+                        "their reports to '%s'; give them different report directories, "
+                        "or run one at a time with -e NAME\n",
+                        jobs[j].spec.name, jobs[i].spec.name, dir);
+                ok = false;
+            }
+        }
+        char *error = NULL;
+        if (!rt_make_dirs(dir, &error)) {
+            fprintf(stderr, "bocbc: error: cannot write the reports of experiment '%s': %s\n",
+                    jobs[i].spec.name, error);
+            free(error);
+            ok = false;
+        }
+    }
+    return ok;
+}
+
+/* Compiles every selected experiment, reporting all errors, before any
+ * of them trains; then runs them in order. */
+static int run_experiments(const Options *opts, Lower *l, const Program *program)
+{
+    const Module *main = program->main;
+    Job *jobs = xcalloc((size_t)main->ndecls + 1, sizeof *jobs);
+    int njobs = 0;
+    for (int i = 0; i < main->ndecls; i++) {
+        const Decl *d = main->decls[i];
+        if (d->kind != DECL_EXPERIMENT)
+            continue;
+        if (opts->experiment && strcmp(opts->experiment, d->name) != 0)
+            continue;
+        jobs[njobs++].decl = d;
+    }
+    int status = 0;
+    if (njobs == 0) {
+        if (opts->experiment)
+            fprintf(stderr, "bocbc: error: %s has no experiment called '%s'\n", opts->input,
+                    opts->experiment);
+        else
+            fprintf(stderr, "bocbc: error: %s defines no experiment to run\n", opts->input);
+        status = 1;
+    }
+
+    bool ok = njobs > 0;
+    for (int i = 0; i < njobs; i++)
+        ok &= prepare_job(opts, l, &jobs[i]);
+    if (!ok || diag_error_count()) {
+        report_errors();
+        status = 1;
+    } else if (opts->emit != EMIT_NONE)
+        status = emit(opts, &jobs[0].cells[0], &jobs[0].spec);
+    else if (njobs > 0 && !check_report_dirs(jobs, njobs))
+        status = 1;
+    else if (njobs > 0) {
+        char *error = NULL;
+        Jit *jit = NULL;
+        if (opts->backend == BACKEND_JIT && !(jit = jit_create(&error))) {
+            fprintf(stderr, "bocbc: error: cannot initialise LLVM: %s\n", error);
+            free(error);
+            status = 1;
+        }
+        for (int i = 0; i < njobs && status == 0; i++)
+            status = run_job(opts, &jobs[i], jit);
+        jit_destroy(jit);
+    }
+
+    for (int i = 0; i < njobs; i++) {
+        if (jobs[i].cells)
+            free_cells(jobs[i].cells, jobs[i].ncells);
+        data_splits_free(&jobs[i].splits);
+    }
+    free(jobs);
     return status;
 }
 
@@ -389,32 +519,11 @@ int driver_main(const Options *opts)
     if (opts->threads > 0)
         rt_set_blas_threads(opts->threads);
 
+    /* Errors in declarations do not stop the experiments from being
+     * checked; run_experiments trains nothing once any error exists. */
     Lower l;
     lower_init(&l, program, &arena);
-    if (diag_error_count()) {
-        status = report_errors();
-        lower_free(&l);
-        goto done;
-    }
-
-    int found = 0;
-    for (int i = 0; i < program->main->ndecls && status == 0; i++) {
-        const Decl *d = program->main->decls[i];
-        if (d->kind != DECL_EXPERIMENT)
-            continue;
-        if (opts->experiment && strcmp(opts->experiment, d->name) != 0)
-            continue;
-        found++;
-        status = run_experiment(opts, &l, d);
-    }
-    if (status == 0 && found == 0) {
-        if (opts->experiment)
-            fprintf(stderr, "bocbc: error: %s has no experiment called '%s'\n", opts->input,
-                    opts->experiment);
-        else
-            fprintf(stderr, "bocbc: error: %s defines no experiment to run\n", opts->input);
-        status = 1;
-    }
+    status = run_experiments(opts, &l, program);
     lower_free(&l);
 
 done:

@@ -9,6 +9,7 @@
  */
 #include "eval.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,6 +132,25 @@ const char *val_format(Lower *l, const Value *v)
     return "<none>";
 }
 
+bool check_override_kind(Lower *l, const Decl *owner, const Param *p, const Value *given)
+{
+    if (!p->default_value || given->kind == VAL_ERROR)
+        return true;
+    ExprKind dk = p->default_value->kind;
+    /* Only literal defaults fix a kind; a computed default may be anything. */
+    bool number = dk == EX_NUMBER ||
+                  (dk == EX_UNARY && p->default_value->unary.operand->kind == EX_NUMBER);
+    bool boolean = dk == EX_BOOL;
+    const char *want = number ? "a number" : boolean ? "true or false" : NULL;
+    if (!want || (number && given->kind == VAL_NUMBER) || (boolean && given->kind == VAL_BOOL))
+        return true;
+    (void)l;
+    diag_error(given->loc, "'%s' of %s '%s' must be %s, but it is %s", p->name,
+               owner->kind == DECL_MODEL ? "model" : "optimizer", owner->name, want,
+               val_kind_name(given));
+    return false;
+}
+
 bool val_to_int(const Value *v, const char *what, int64_t min, int64_t max,
                 int64_t *out)
 {
@@ -140,12 +160,20 @@ bool val_to_int(const Value *v, const char *what, int64_t min, int64_t max,
         diag_error(v->loc, "%s must be an integer, but '%s' is not defined", what, v->string);
         return false;
     }
-    if (v->kind != VAL_NUMBER || !v->number.is_integer) {
-        diag_error(v->loc, "%s must be an integer, but it is %s", what,
-                   v->kind == VAL_NUMBER ? "not a whole number" : val_kind_name(v));
+    if (v->kind != VAL_NUMBER) {
+        diag_error(v->loc, "%s must be an integer, but it is %s", what, val_kind_name(v));
         return false;
     }
     double x = v->number.value;
+    if (x == x && x == floor(x) && (x < (double)min || x > (double)max)) {
+        diag_error(v->loc, "%s must be between %lld and %lld, but it is %.17g", what,
+                   (long long)min, (long long)max, x);
+        return false;
+    }
+    if (!v->number.is_integer) {
+        diag_error(v->loc, "%s must be an integer, but it is not a whole number", what);
+        return false;
+    }
     if (x < (double)min || x > (double)max) {
         diag_error(v->loc, "%s must be between %lld and %lld, but it is %.17g", what,
                    (long long)min, (long long)max, x);
@@ -233,6 +261,18 @@ const char *closest_name(const char *name, const char *const *candidates, int n)
 
 void report_unknown_name(Lower *l, const char *name, SrcLoc loc)
 {
+    /* The same message again: diagnostics count it but print it once. */
+    for (int i = 0; i < l->unknown_names.len; i++) {
+        SrcLoc seen = l->unknown_names.data[i].loc;
+        if (seen.file == loc.file && seen.line == loc.line && seen.col == loc.col) {
+            diag_error(loc, "%s", l->unknown_names.data[i].message);
+            return;
+        }
+    }
+    if (body_assigns(l->current_decl, name)) {
+        diag_error(loc, "'%s' is used before it is assigned", name);
+        return;
+    }
     VEC(const char *) names = {0};
     for (Scope *s = l->scope; s; s = s->parent)
         for (int i = 0; i < s->bindings.len; i++)
@@ -248,6 +288,15 @@ void report_unknown_name(Lower *l, const char *name, SrcLoc loc)
 }
 
 /* ---- tensors -------------------------------------------------------------- */
+
+bool check_tensor_size(Lower *l, const Shape *s, const char *what, SrcLoc loc)
+{
+    if (shape_size_ok(s))
+        return true;
+    diag_error(loc, "%s would have shape %s, more than 2^36 elements%s", what,
+               shape_text(l, s), s->batch_axis >= 0 ? " per sample" : "");
+    return false;
+}
 
 const char *shape_text(Lower *l, const Shape *s)
 {
@@ -760,6 +809,8 @@ static Value configure(Lower *l, const Decl *d, const CallArgs *args)
             diag_error(args->kw_locs[k], "'%s' is the tensor input of model '%s' and cannot be set",
                        args->kw_names[k], d->name);
             ok = false;
+        } else {
+            ok &= check_override_kind(l, d, &d->params[idx], &args->kw_values[k]);
         }
         for (int j = 0; j < k; j++) {
             if (strcmp(args->kw_names[j], args->kw_names[k]) == 0) {
@@ -956,10 +1007,26 @@ void pop_prefix(Lower *l, size_t saved_len)
     l->depth--;
 }
 
+/* Returns true when `name` can be one component of a parameter name: a
+ * letter or underscore, then letters, digits and underscores. */
+static bool valid_name_component(const char *name)
+{
+    if (!name[0] || !(isalpha((unsigned char)name[0]) || name[0] == '_'))
+        return false;
+    for (const char *p = name; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_')
+            return false;
+    return true;
+}
+
 const char *layer_name(Lower *l, const char *kind, const Value *explicit_name)
 {
-    if (explicit_name && explicit_name->kind == VAL_STRING)
-        return explicit_name->string;
+    if (explicit_name && explicit_name->kind != VAL_NONE && explicit_name->kind != VAL_ERROR) {
+        if (explicit_name->kind == VAL_STRING && valid_name_component(explicit_name->string))
+            return explicit_name->string;
+        diag_error(explicit_name->loc, "a layer name must be a string of letters, digits and "
+                   "underscores, such as \"head\"");
+    }
     for (int i = 0; i < l->counters.len; i++) {
         LayerCounter *c = &l->counters.data[i];
         if (c->depth == l->depth && strcmp(c->kind, kind) == 0)
@@ -1038,9 +1105,12 @@ static bool check_input_type(Lower *l, const Decl *model, const Param *p, int x,
         }
         want.dims[i] = n;
     }
-    if (t->dtype && strcmp(t->dtype, dtype_name(l->dtype)) != 0 &&
-        !(strcmp(t->dtype, "f32") == 0 || strcmp(t->dtype, "f64") == 0)) {
+    if (t->dtype && strcmp(t->dtype, "f32") != 0 && strcmp(t->dtype, "f64") != 0) {
         diag_error(t->loc, "unknown element type '%s'; expected f32 or f64", t->dtype);
+        ok = false;
+    } else if (t->dtype && strcmp(t->dtype, dtype_name(l->dtype)) != 0) {
+        diag_error(t->loc, "the input of model '%s' is declared %s, but experiments train "
+                   "in %s", model->name, t->dtype, dtype_name(l->dtype));
         ok = false;
     }
     if (ok && !shape_equal(&want, &s)) {
@@ -1058,8 +1128,10 @@ static Value run_model_body(Lower *l, const Decl *model, Value *bound, SrcLoc ca
     Scope scope = {.parent = &l->globals};
     Scope *saved_scope = l->scope;
     EvalMode saved_mode = l->mode;
+    const Decl *saved_decl = l->current_decl;
     l->scope = &scope;
     l->mode = MODE_MODEL;
+    l->current_decl = model;
     Value result = val_error();
 
     bool ok = true;
@@ -1102,6 +1174,7 @@ static Value run_model_body(Lower *l, const Decl *model, Value *bound, SrcLoc ca
     scope_free(&scope);
     l->scope = saved_scope;
     l->mode = saved_mode;
+    l->current_decl = saved_decl;
     return result;
 }
 
@@ -1133,8 +1206,13 @@ Value instantiate_model(Lower *l, const Decl *model, const Value *x,
     size_t saved = l->prefix.len;
     push_prefix(l, model->name);
     l->vars_seen.len = 0;
+    int errors = diag_error_count();
     Value r = run_model_body(l, model, bound, call_loc);
     pop_prefix(l, saved);
+    if (diag_error_count() != errors && overrides && overrides->nargs > 0 &&
+        overrides->loc.file)
+        diag_note(overrides->loc, "while instantiating model '%s', as configured here",
+                  model->name);
     return r;
 }
 
@@ -1154,9 +1232,15 @@ Value call_block(Lower *l, const Decl *model, const CallArgs *args,
     Value *bound = arena_calloc(l->arena, (size_t)model->nparams + 1, sizeof(Value));
     if (!bind_args(l, &sig, args, bound))
         return val_error();
-    for (int i = 0; i < model->nparams; i++)
+    bool kinds_ok = true;
+    for (int i = 0; i < model->nparams; i++) {
         if (bound[i].kind == VAL_ERROR)
             return val_error();
+        if (!model->params[i].type && bound[i].kind != VAL_NONE)
+            kinds_ok &= check_override_kind(l, model, &model->params[i], &bound[i]);
+    }
+    if (!kinds_ok)
+        return val_error();
 
     size_t saved = l->prefix.len;
     push_prefix(l, layer_name(l, model->name, explicit_name));
@@ -1186,6 +1270,31 @@ static const char *decl_kind_name(DeclKind k)
     case DECL_IMPORT: return "import";
     }
     return "declaration";
+}
+
+/* Checks what a declaration's header alone can tell: repeated parameter
+ * names, a model's tensor inputs, and names that hide builtins. */
+static void check_declaration(Lower *l, const Decl *d)
+{
+    (void)l;
+    if (builtin_find(d->name))
+        diag_warning(d->name_loc, "%s '%s' hides the builtin '%s'", decl_kind_name(d->kind),
+                     d->name, d->name);
+    int inputs = 0;
+    for (int i = 0; i < d->nparams; i++) {
+        const Param *p = &d->params[i];
+        for (int j = 0; j < i; j++) {
+            if (strcmp(d->params[j].name, p->name) == 0) {
+                diag_error(p->loc, "parameter '%s' is declared twice", p->name);
+                diag_note(d->params[j].loc, "first declared here");
+            }
+        }
+        if (!p->type)
+            continue;
+        if (d->kind == DECL_MODEL && ++inputs == 2)
+            diag_error(p->loc, "model '%s' has a second tensor input '%s'; a model takes one "
+                       "tensor input", d->name, p->name);
+    }
 }
 
 void lower_init(Lower *l, const Program *program, Arena *arena)
@@ -1225,6 +1334,8 @@ void lower_init(Lower *l, const Program *program, Arena *arena)
             scope_set(l, &l->globals, d->name, v);
         }
     }
+    for (int i = 0; i < seen.len; i++)
+        check_declaration(l, seen.data[i]);
     for (int i = 0; i < seen.len; i++) {
         const Decl *d = seen.data[i];
         if (d->kind != DECL_CONST)
@@ -1235,6 +1346,7 @@ void lower_init(Lower *l, const Program *program, Arena *arena)
         scope_set(l, &l->globals, d->name, v);
     }
     VEC_FREE(&seen);
+    resolve_names(l);
 }
 
 void lower_free(Lower *l)
@@ -1243,4 +1355,6 @@ void lower_free(Lower *l)
     sb_free(&l->prefix);
     VEC_FREE(&l->counters);
     VEC_FREE(&l->vars_seen);
+    VEC_FREE(&l->opt_states);
+    VEC_FREE(&l->unknown_names);
 }

@@ -166,9 +166,13 @@ struct Lower {
     Value return_value;
 
     bool model_failed; /* the last compile_cell failed in its model */
+    const Decl *current_decl; /* the model or optimizer being evaluated */
+    /* Unknown names reported by resolve_names, with their messages. */
+    VEC(struct ReportedName { SrcLoc loc; const char *message; }) unknown_names;
 
     /* Optimizer rules: the parameter being updated and its state. */
     int opt_param_var;
+    const Decl *opt_decl;
     VEC(struct OptState { const char *name; int var; int read; }) opt_states;
 };
 
@@ -182,6 +186,12 @@ Value val_tensor(int node, SrcLoc loc);
 const char *val_kind_name(const Value *v);
 /* Formats a compile-time value for labels and messages (arena string). */
 const char *val_format(Lower *l, const Value *v);
+
+/* Reports an argument `given` for parameter `p` of `owner` (a model or an
+ * optimizer) whose kind differs from the kind of the parameter's default
+ * value: a number for a number, a boolean for a boolean. Returns false
+ * after reporting. */
+bool check_override_kind(Lower *l, const Decl *owner, const Param *p, const Value *given);
 
 /* Converts a compile-time value to an integer; reports an error naming
  * `what` and returns false when it is not an integer in [min, max]. */
@@ -214,8 +224,16 @@ bool bind_args(Lower *l, const Signature *sig, const CallArgs *args,
  * within a small edit distance, or NULL. */
 const char *closest_name(const char *name, const char *const *candidates, int n);
 /* Reports an unknown name, suggesting a close match from all scopes,
- * declarations and builtins. */
+ * declarations and builtins; says "used before it is assigned" for a
+ * local of the current body, and nothing where resolve_names already
+ * reported the name. */
 void report_unknown_name(Lower *l, const char *name, SrcLoc loc);
+
+/* Checks every name in every model and optimizer body, executed or not,
+ * and reports the unknown ones. (resolve.c) */
+void resolve_names(Lower *l);
+/* Returns true when the body of `d` assigns `name` somewhere. */
+bool body_assigns(const Decl *d, const char *name);
 
 /* ---- tensors -------------------------------------------------------------- */
 
@@ -227,6 +245,9 @@ int as_tensor(Lower *l, const Value *v, const char *what);
 Value tensor_binary(Lower *l, IrOp op, const char *spelling, const Value *a,
                     const Value *b, SrcLoc loc);
 Value tensor_unary(Lower *l, IrOp op, const Value *x, SrcLoc loc);
+/* Reports a tensor whose element count is too large (see shape_size_ok)
+ * and returns false. `what` names it ("the output of conv2d"). */
+bool check_tensor_size(Lower *l, const Shape *s, const char *what, SrcLoc loc);
 /* Formats a node's shape as "[B, 256]" in the arena. */
 const char *shape_text(Lower *l, const Shape *s);
 

@@ -52,6 +52,9 @@ static bool record_setting(Lower *l, Setting *settings, const char *key, SrcLoc 
     }
     (void)l;
     settings[i] = (Setting){.set = true, .value = v, .loc = key_loc};
+    /* An override of one of `seed` and `seeds` replaces the other too. */
+    if (override && (strcmp(key, "seed") == 0 || strcmp(key, "seeds") == 0))
+        settings[setting_index(strcmp(key, "seed") == 0 ? "seeds" : "seed")].set = false;
     return true;
 }
 
@@ -76,6 +79,7 @@ static bool collect_choices(Lower *l, const Setting *s, const char *key, DeclKin
     const char *kind_name = kind == DECL_MODEL ? "model" : "optimizer";
     const Value *items = &s->value;
     int count = 1;
+    *n = 0;
     if (s->value.kind == VAL_ERROR)
         return false;
     if (s->value.kind == VAL_LIST) {
@@ -86,8 +90,10 @@ static bool collect_choices(Lower *l, const Setting *s, const char *key, DeclKin
             return false;
         }
     }
+    /* Invalid entries are reported and left out, so that the valid ones
+     * can still be compiled and checked. */
     *out = arena_calloc(l->arena, (size_t)count + 1, sizeof(Configured *));
-    *n = count;
+    *n = 0;
     bool ok = true;
     for (int i = 0; i < count; i++) {
         const Value *v = &items[i];
@@ -100,11 +106,11 @@ static bool collect_choices(Lower *l, const Setting *s, const char *key, DeclKin
             c->decl = v->decl;
             c->loc = v->loc;
             c->label = v->decl->name;
-            (*out)[i] = c;
+            (*out)[(*n)++] = c;
             continue;
         }
         if (v->kind == VAL_CONFIGURED && v->configured->decl->kind == kind) {
-            (*out)[i] = v->configured;
+            (*out)[(*n)++] = v->configured;
             continue;
         }
         if (v->kind == VAL_SYMBOL) {
@@ -302,10 +308,18 @@ bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
     EvalMode saved_mode = l->mode;
     l->mode = MODE_EXPERIMENT;
     bool ok = true;
+    const Stmt *report = NULL;
 
     for (int i = 0; i < exp->body.nstmts; i++) {
         const Stmt *s = exp->body.stmts[i];
         if (s->kind == ST_DIRECTIVE && strcmp(s->directive.keyword, "report") == 0) {
+            if (report) {
+                diag_error(s->loc, "'report' is given twice");
+                diag_note(report->loc, "first given here");
+                ok = false;
+                continue;
+            }
+            report = s;
             Value v = eval_expr(l, s->directive.value);
             if (v.kind == VAL_STRING && v.string[0])
                 spec->report_dir = v.string;
@@ -352,9 +366,21 @@ bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
 
 static double base_learning_rate(Lower *l, const Configured *opt)
 {
-    for (int k = 0; k < opt->nargs; k++)
-        if (strcmp(opt->names[k], "lr") == 0 && opt->values[k].kind == VAL_NUMBER)
+    for (int k = 0; k < opt->nargs; k++) {
+        if (strcmp(opt->names[k], "lr") != 0)
+            continue;
+        if (opt->values[k].kind == VAL_NUMBER && !(opt->values[k].number.value >= 0)) {
+            /* lr is a run-time input of the rule, so the check is here. */
+            diag_error(opt->values[k].loc, "the learning rate must be >= 0");
+            return NAN;
+        }
+        if (opt->values[k].kind == VAL_NUMBER)
             return opt->values[k].number.value;
+        if (opt->values[k].kind != VAL_ERROR)
+            diag_error(opt->values[k].loc, "the learning rate must be a number, but it is %s",
+                       val_kind_name(&opt->values[k]));
+        return NAN;
+    }
     for (int i = 0; i < opt->decl->nparams; i++) {
         const Param *p = &opt->decl->params[i];
         if (strcmp(p->name, "lr") == 0 && p->default_value) {
@@ -400,10 +426,17 @@ static bool build_forward(Lower *l, IrGraph *g, const Configured *model,
     want.dims[0] = 1;
     want.dims[1] = data->classes;
     Shape got = ir_node(g, out.tensor)->shape;
+    DType got_type = ir_node(g, out.tensor)->dtype;
+    if (got_type != l->dtype) {
+        diag_error(out.loc, "model '%s' returns %s values, but logits must be %s",
+                   model->decl->name, dtype_name(got_type), dtype_name(l->dtype));
+        return false;
+    }
     if (!shape_equal(&got, &want)) {
-        diag_error(out.loc, "model '%s' returns %s, but the data has %d classes, so "
+        diag_error(out.loc, "model '%s' returns %s, but the data has %d class%s, so "
                    "logits of shape %s are expected", model->decl->name,
-                   shape_text(l, &got), data->classes, shape_text(l, &want));
+                   shape_text(l, &got), data->classes, data->classes == 1 ? "" : "es",
+                   shape_text(l, &want));
         return false;
     }
     Value loss = lower_cross_entropy(l, out.tensor, labels, loc);
@@ -468,6 +501,8 @@ bool compile_cell(Lower *l, const Configured *model, const Configured *opt,
     l->graph = NULL;
     l->module = NULL;
     if (!ok) {
+        /* A failure without a message would hide a mistake from the user. */
+        BOCB_ASSERT(diag_error_count() > errors);
         compiled_cell_free(out);
         return false;
     }

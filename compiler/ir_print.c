@@ -143,12 +143,27 @@ void ir_print(FILE *out, const IrGraph *g)
         fprintf(out, "  output \"%s\" = %%%d\n", g->outputs[i].name, g->outputs[i].node);
 }
 
+/* Writes s with the characters that end or break a DOT string escaped. */
+static void print_dot_string(FILE *out, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            fputc('\\', out);
+        if (*s == '\n')
+            fputs("\\n", out);
+        else
+            fputc(*s, out);
+    }
+}
+
 void ir_print_dot(FILE *out, const IrGraph *g)
 {
     const IrModule *m = g->module;
     char shape[128];
 
-    fprintf(out, "digraph \"%s\" {\n", g->name);
+    fputs("digraph \"", out);
+    print_dot_string(out, g->name);
+    fputs("\" {\n", out);
     fputs("  node [shape=box, fontname=\"monospace\", fontsize=10];\n", out);
     for (int i = 0; i < g->nnodes; i++) {
         const IrNode *n = &g->nodes[i];
@@ -161,16 +176,21 @@ void ir_print_dot(FILE *out, const IrGraph *g)
         default: break;
         }
         fprintf(out, "  n%d [label=\"%%%d %s", i, i, ir_op_name(n->op));
-        if (n->op == IR_VAR || n->op == IR_ASSIGN)
-            fprintf(out, " @%s", m->vars[n->attr.var].name);
-        else if (n->op == IR_INPUT)
-            fprintf(out, " %s", g->inputs[n->attr.input].name);
+        if (n->op == IR_VAR || n->op == IR_ASSIGN) {
+            fputs(" @", out);
+            print_dot_string(out, m->vars[n->attr.var].name);
+        } else if (n->op == IR_INPUT) {
+            fputc(' ', out);
+            print_dot_string(out, g->inputs[n->attr.input].name);
+        }
         fprintf(out, "\\n%s%s\"%s];\n", dtype_name(n->dtype), shape, style);
         for (int j = 0; j < n->nin; j++)
             fprintf(out, "  n%d -> n%d;\n", n->in[j], i);
     }
     for (int i = 0; i < g->noutputs; i++) {
-        fprintf(out, "  out%d [label=\"%s\", shape=ellipse];\n", i, g->outputs[i].name);
+        fprintf(out, "  out%d [label=\"", i);
+        print_dot_string(out, g->outputs[i].name);
+        fputs("\", shape=ellipse];\n", out);
         fprintf(out, "  n%d -> out%d;\n", g->outputs[i].node, i);
     }
     fputs("}\n", out);

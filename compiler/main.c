@@ -76,12 +76,31 @@ static bool add_override(Options *o, const char *text)
     return true;
 }
 
+static void free_options(Options *o)
+{
+    for (int i = 0; i < o->noverrides; i++)
+        free((char *)o->overrides[i].key);
+    free(o->overrides);
+    free(o->include_dirs);
+}
+
+/* Parses the command line into *options and runs bocbc. */
+static int parse_and_run(int argc, char **argv, Options *options);
+
 int main(int argc, char **argv)
 {
     Options o;
     memset(&o, 0, sizeof o);
-    o.backend = BACKEND_JIT;
-    o.include_dirs = xcalloc((size_t)argc + 1, sizeof(char *));
+    int status = parse_and_run(argc, argv, &o);
+    free_options(&o);
+    return status;
+}
+
+static int parse_and_run(int argc, char **argv, Options *options)
+{
+    Options *o = options;
+    o->backend = BACKEND_JIT;
+    o->include_dirs = xcalloc((size_t)argc + 1, sizeof(char *));
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -93,24 +112,24 @@ int main(int argc, char **argv)
             printf("bocbc %s\n", BOCB_VERSION);
             return 0;
         } else if (strcmp(a, "--jit") == 0) {
-            o.backend = BACKEND_JIT;
+            o->backend = BACKEND_JIT;
         } else if (strcmp(a, "--interp") == 0) {
-            o.backend = BACKEND_INTERP;
+            o->backend = BACKEND_INTERP;
         } else if (strcmp(a, "--syntax-only") == 0) {
-            o.syntax_only = true;
+            o->syntax_only = true;
         } else if (strcmp(a, "--stats") == 0) {
-            o.stats = true;
+            o->stats = true;
         } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
-            o.quiet = true;
+            o->quiet = true;
         } else if (strncmp(a, "--emit=", 7) == 0) {
-            if (!parse_emit(a + 7, &o.emit))
+            if (!parse_emit(a + 7, &o->emit))
                 return fail_usage("unknown --emit value '%s'; expected ast, ir, dot, "
                                   "kernels or llvm", a + 7);
         } else if (strncmp(a, "-D", 2) == 0) {
             const char *text = a[2] ? a + 2 : next;
             if (!a[2])
                 i++;
-            if (!text || !add_override(&o, text))
+            if (!text || !add_override(o, text))
                 return fail_usage("-D expects KEY=VALUE, such as -D epochs=1, not '%s'",
                                   text ? text : "");
         } else if (strcmp(a, "-I") == 0 || (strncmp(a, "-I", 2) == 0 && a[2])) {
@@ -119,16 +138,16 @@ int main(int argc, char **argv)
                 i++;
             if (!dir)
                 return fail_usage("%s expects a directory", a);
-            o.include_dirs[o.ninclude_dirs++] = dir;
+            o->include_dirs[o->ninclude_dirs++] = dir;
         } else if (strcmp(a, "-e") == 0 || strcmp(a, "--experiment") == 0) {
             if (!next)
                 return fail_usage("%s expects an experiment name", a);
-            o.experiment = next;
+            o->experiment = next;
             i++;
         } else if (strcmp(a, "--report") == 0) {
             if (!next)
                 return fail_usage("%s expects a directory", a);
-            o.report_dir = next;
+            o->report_dir = next;
             i++;
         } else if (strcmp(a, "--threads") == 0) {
             char *end = NULL;
@@ -136,30 +155,26 @@ int main(int argc, char **argv)
             if (!next || *end || n < 1 || n > 1024)
                 return fail_usage("--threads expects a number from 1 to 1024, not '%s'",
                                   next ? next : "");
-            o.threads = (int)n;
+            o->threads = (int)n;
             i++;
         } else if (strcmp(a, "--repl") == 0 || strcmp(a, "-c") == 0 ||
                    strcmp(a, "-o") == 0) {
             return fail_usage("%s is not available in this version of bocbc", a);
         } else if (a[0] == '-' && a[1]) {
             return fail_usage("unknown option '%s'", a);
-        } else if (o.input) {
+        } else if (o->input) {
             return fail_usage("more than one input file given ('%s')", a);
         } else {
-            o.input = a;
+            o->input = a;
         }
     }
-    if (!o.input) {
+    if (!o->input) {
         usage(stderr);
         return 1;
     }
     char *stdlib_dir = driver_find_stdlib();
-    o.stdlib_dir = stdlib_dir;
-    int status = driver_main(&o);
+    o->stdlib_dir = stdlib_dir;
+    int status = driver_main(o);
     free(stdlib_dir);
-    for (int i = 0; i < o.noverrides; i++)
-        free((char *)o.overrides[i].key);
-    free(o.overrides);
-    free(o.include_dirs);
     return status;
 }

@@ -32,6 +32,16 @@ void declare_state(Lower *l, const Stmt *s)
             return;
         }
     }
+    if (l->opt_decl) {
+        for (int i = 0; i < l->opt_decl->nparams; i++) {
+            if (strcmp(l->opt_decl->params[i].name, name) == 0) {
+                diag_error(s->state.name_loc, "state '%s' would hide the hyperparameter of "
+                           "the same name", name);
+                diag_note(l->opt_decl->params[i].loc, "hyperparameter declared here");
+                return;
+            }
+        }
+    }
     Value init = eval_expr(l, s->state.init);
     if (init.kind != VAL_NUMBER) {
         if (init.kind != VAL_ERROR)
@@ -117,6 +127,9 @@ bool expand_optimizer(Lower *l, const Configured *opt, int param, int grad,
     l->scope = &scope;
     l->mode = MODE_OPTIMIZER;
     l->opt_param_var = param;
+    l->opt_decl = d;
+    const Decl *saved_decl = l->current_decl;
+    l->current_decl = d;
     l->opt_states.len = 0;
 
     bool ok = bind_hyperparameters(l, opt, lr, &scope);
@@ -132,6 +145,8 @@ bool expand_optimizer(Lower *l, const Configured *opt, int param, int grad,
 
     if (ok)
         exec_block(l, &d->body);
+    if (diag_error_count() != errors && opt->loc.file)
+        diag_note(opt->loc, "while expanding optimizer '%s', as configured here", d->name);
     ok = ok && diag_error_count() == errors;
     p = &l->module->vars[param]; /* state declarations may have moved it */
 
@@ -141,6 +156,9 @@ bool expand_optimizer(Lower *l, const Configured *opt, int param, int grad,
         Value *np = scope_find(&scope, "param");
         if (np->kind == VAL_TENSOR && np->tensor != param_read)
             ir_assign(g, param, np->tensor, d->name_loc);
+        else
+            diag_warning(d->name_loc, "optimizer '%s' never assigns 'param', so training "
+                         "leaves the parameters unchanged", d->name);
         for (int i = 0; i < l->opt_states.len; i++) {
             const struct OptState *st = &l->opt_states.data[i];
             Value *v = scope_find(&scope, st->name);
@@ -173,5 +191,6 @@ bool expand_optimizer(Lower *l, const Configured *opt, int param, int grad,
     scope_free(&scope);
     l->scope = saved_scope;
     l->mode = saved_mode;
+    l->current_decl = saved_decl;
     return ok;
 }

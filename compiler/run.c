@@ -61,15 +61,10 @@ void create_var_store(RtVarStore *store, const IrModule *m)
     rt_vars_allocate(store);
 }
 
-static bool create_jit(CellRunner *r, Jit *jit, int64_t batch, int64_t eval_batch,
-                       CellStats *stats, char **error)
+static bool create_jit(CellRunner *r, Jit *jit, CellStats *stats, char **error)
 {
-    double t0 = now_seconds();
-    schedule_graph(r->cell->eval, eval_batch, &r->sched[0]);
-    schedule_graph(r->cell->train, batch, &r->sched[1]);
-    double t1 = now_seconds();
-
     /* Both graphs' kernels go into one module: one O3 run, one link. */
+    double t0 = now_seconds();
     int n = r->sched[0].nkernels + r->sched[1].nkernels;
     Kernel **all = xcalloc((size_t)n + 1, sizeof *all);
     RtKernelFn *fns = xcalloc((size_t)n + 1, sizeof *fns);
@@ -86,25 +81,15 @@ static bool create_jit(CellRunner *r, Jit *jit, int64_t batch, int64_t eval_batc
     free(fns);
     if (!ok)
         return false;
-    double t2 = now_seconds();
 
     for (int i = 0; i < 2; i++)
         r->exec[i] = rt_exec_create(&r->sched[i].program, &r->vars);
     r->runner.input = jit_input;
     r->runner.run = jit_run;
     r->runner.output = jit_output;
-
     if (stats) {
         stats->kernels = n;
-        stats->steps = r->sched[1].program.nsteps + r->sched[0].program.nsteps;
-        stats->schedule_seconds = t1 - t0;
-        stats->jit_seconds = t2 - t1;
-        stats->arena_bytes = r->sched[1].program.arena_bytes;
-        stats->train_flops = rt_program_flops(&r->sched[1].program, batch);
-        stats->eval_arena_bytes = r->sched[0].program.arena_bytes;
-        stats->workspace_bytes = r->sched[1].program.workspace_bytes > r->sched[0].program.workspace_bytes
-                                     ? r->sched[1].program.workspace_bytes
-                                     : r->sched[0].program.workspace_bytes;
+        stats->jit_seconds = now_seconds() - t0;
     }
     return true;
 }
@@ -128,33 +113,82 @@ static void create_interp(CellRunner *r, int64_t batch, int64_t eval_batch)
     r->runner.output = interp_out;
 }
 
+/* Bytes of all variables of a module, or SIZE_MAX when that overflows. */
+static size_t module_variable_bytes(const IrModule *m)
+{
+    size_t total = 0;
+    for (int i = 0; i < m->nvars; i++) {
+        size_t bytes;
+        if (__builtin_mul_overflow((size_t)shape_numel(&m->vars[i].shape, 1),
+                                   dtype_size(m->vars[i].dtype), &bytes) ||
+            __builtin_add_overflow(total, bytes + 64, &total))
+            return SIZE_MAX;
+    }
+    return total;
+}
+
+static size_t add_saturating(size_t a, size_t b)
+{
+    size_t r;
+    return __builtin_add_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+
 bool cell_runner_create(CellRunner *r, const CompiledCell *cell, Backend backend, Jit *jit,
-                        int64_t batch, int64_t eval_batch, CellStats *stats, char **error)
+                        int64_t batch, int64_t eval_batch, size_t memory_limit,
+                        CellStats *stats, char **error)
 {
     memset(r, 0, sizeof *r);
     if (stats)
         memset(stats, 0, sizeof *stats);
     r->cell = cell;
     r->backend = backend;
-    create_var_store(&r->vars, &cell->module);
 
+    /* Plan first, so that a program too large for the machine is an error
+     * before anything is allocated. The interpreter allocates per node,
+     * and the plan is its estimate too. */
+    double t0 = now_seconds();
+    schedule_graph(cell->eval, eval_batch, &r->sched[0]);
+    schedule_graph(cell->train, batch, &r->sched[1]);
+    double t1 = now_seconds();
+    size_t workspace = r->sched[0].program.workspace_bytes > r->sched[1].program.workspace_bytes
+                           ? r->sched[0].program.workspace_bytes
+                           : r->sched[1].program.workspace_bytes;
+    size_t planned = add_saturating(module_variable_bytes(&cell->module), workspace);
+    planned = add_saturating(planned, r->sched[0].program.arena_bytes);
+    planned = add_saturating(planned, r->sched[1].program.arena_bytes);
+    if (planned > memory_limit) {
+        *error = xasprintf("the planned memory, %.2f GiB, is more than the %.2f GiB this "
+                           "machine has; reduce batch, eval_batch or the model",
+                           (double)planned / 1073741824.0,
+                           (double)memory_limit / 1073741824.0);
+        cell_runner_destroy(r);
+        return false;
+    }
+
+    create_var_store(&r->vars, &cell->module);
     r->runner.self = r;
     r->runner.vars = &r->vars;
     r->runner.max_batch = batch;
     r->runner.max_eval_batch = eval_batch;
     r->runner.dtype = ir_node(cell->train, ir_find_output(cell->train, "logits"))->dtype;
 
+    if (stats) {
+        stats->schedule_seconds = t1 - t0;
+        stats->steps = r->sched[1].program.nsteps + r->sched[0].program.nsteps;
+        stats->arena_bytes = r->sched[1].program.arena_bytes;
+        stats->eval_arena_bytes = r->sched[0].program.arena_bytes;
+        stats->workspace_bytes = workspace;
+        stats->train_flops = rt_program_flops(&r->sched[1].program, batch);
+        stats->variable_bytes = r->vars.bytes;
+        stats->parameters = rt_vars_trainable_count(&r->vars);
+    }
     if (backend == BACKEND_JIT) {
-        if (!create_jit(r, jit, batch, eval_batch, stats, error)) {
+        if (!create_jit(r, jit, stats, error)) {
             cell_runner_destroy(r);
             return false;
         }
     } else {
         create_interp(r, batch, eval_batch);
-    }
-    if (stats) {
-        stats->variable_bytes = r->vars.bytes;
-        stats->parameters = rt_vars_trainable_count(&r->vars);
     }
     return true;
 }
@@ -173,6 +207,7 @@ void cell_runner_destroy(CellRunner *r)
             free(r->inputs[t]);
         }
     }
-    rt_vars_free(&r->vars);
+    if (r->vars.memory)
+        rt_vars_free(&r->vars);
     memset(r, 0, sizeof *r);
 }

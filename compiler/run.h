@@ -50,10 +50,12 @@ typedef struct CellRunner {
 
 /* Builds an executor for `cell`, whose graphs run batches of at most
  * `batch` (training) and `eval_batch` (evaluation). `jit` is needed for
- * BACKEND_JIT. Returns false and sets *error (malloc'd) when code
- * generation fails. */
+ * BACKEND_JIT. Returns false and sets *error (malloc'd) when the planned
+ * memory exceeds `memory_limit` bytes (checked before anything is
+ * allocated) or code generation fails. */
 bool cell_runner_create(CellRunner *r, const CompiledCell *cell, Backend backend, Jit *jit,
-                        int64_t batch, int64_t eval_batch, CellStats *stats, char **error);
+                        int64_t batch, int64_t eval_batch, size_t memory_limit,
+                        CellStats *stats, char **error);
 void cell_runner_destroy(CellRunner *r);
 
 /* Creates a variable store whose variable i is module variable i, with

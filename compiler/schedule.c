@@ -335,26 +335,37 @@ static int add_unit(Sched *s, UnitKind kind, int index, int min_id)
     return s->units.len - 1;
 }
 
-/* The units whose results `v` is computed from (through aliases and
- * recomputed scalars). */
+/* The units whose results `v` is computed from, through aliases and
+ * recomputed scalars. Iterative, with each node visited once, because
+ * scalar chains can be long and share subexpressions. */
 static void producer_units(Sched *s, int v, IntVec *out)
 {
-    switch (s->role[v]) {
-    case ROLE_FUSED:
-        VEC_PUSH(out, s->group_unit[s->group[v]]);
-        return;
-    case ROLE_STEP:
-        VEC_PUSH(out, s->node_unit[v]);
-        return;
-    case ROLE_ALIAS:
-    case ROLE_SCALAR:
-        for (int j = 0; j < node(s, v)->nin; j++)
-            producer_units(s, node(s, v)->in[j], out);
-        return;
-    case ROLE_LEAF:
-    case ROLE_EFFECT:
-        return;
+    IntVec stack = {0};
+    s->stamp_now++;
+    VEC_PUSH(&stack, v);
+    while (stack.len) {
+        int x = stack.data[--stack.len];
+        if (s->stamp[x] == s->stamp_now)
+            continue;
+        s->stamp[x] = s->stamp_now;
+        switch (s->role[x]) {
+        case ROLE_FUSED:
+            VEC_PUSH(out, s->group_unit[s->group[x]]);
+            break;
+        case ROLE_STEP:
+            VEC_PUSH(out, s->node_unit[x]);
+            break;
+        case ROLE_ALIAS:
+        case ROLE_SCALAR:
+            for (int j = 0; j < node(s, x)->nin; j++)
+                VEC_PUSH(&stack, node(s, x)->in[j]);
+            break;
+        case ROLE_LEAF:
+        case ROLE_EFFECT:
+            break;
+        }
     }
+    VEC_FREE(&stack);
 }
 
 /* The units that read the current value of variable `var`: steps and
@@ -672,8 +683,21 @@ static KOp kop_of(IrOp op)
     }
 }
 
-static int emit(KBuild *b, int v);
+/* True when node v is computed by the kernel's instructions (a member of
+ * the kernel, or a recomputed scalar), false when it is loaded. */
+static bool computed_here(const KBuild *b, int v)
+{
+    Role r = b->s->role[v];
+    return (r == ROLE_FUSED && b->s->group[v] == b->gid) || r == ROLE_SCALAR;
+}
 
+static int operand(const KBuild *b, int v)
+{
+    BOCB_ASSERT(b->memo[v] >= 0);
+    return b->memo[v];
+}
+
+/* Emits node v, whose operands are already emitted (see emit). */
 static int emit_op(KBuild *b, int v)
 {
     const IrNode *n = node(b->s, v);
@@ -686,39 +710,62 @@ static int emit_op(KBuild *b, int v)
     case IR_BROADCAST: {
         int o = n->in[0];
         if (b->s->role[o] == ROLE_SCALAR)
-            return emit(b, o);
+            return operand(b, o);
         return load_value(b, o);
     }
     case IR_RELU: {
-        int x = emit(b, n->in[0]);
+        int x = operand(b, n->in[0]);
         return kernel_add(k, K_MAX, n->dtype, x, kernel_const(k, n->dtype, 0.0), -1);
     }
-    case IR_SELECT: {
-        int c = emit(b, n->in[0]);
-        int x = emit(b, n->in[1]);
-        int y = emit(b, n->in[2]);
-        return kernel_add(k, K_SELECT, n->dtype, x, y, c);
-    }
+    case IR_SELECT:
+        return kernel_add(k, K_SELECT, n->dtype, operand(b, n->in[1]), operand(b, n->in[2]),
+                          operand(b, n->in[0]));
     default: {
-        int x = emit(b, n->in[0]);
-        int y = n->nin > 1 ? emit(b, n->in[1]) : -1;
+        int x = operand(b, n->in[0]);
+        int y = n->nin > 1 ? operand(b, n->in[1]) : -1;
         return kernel_add(k, kop_of(n->op), n->dtype, x, y, -1);
     }
     }
 }
 
-static int emit(KBuild *b, int v)
+/* Returns the instruction computing node `root`, emitting it and
+ * everything it needs first. Iterative, because elementwise chains can
+ * be hundreds of thousands of nodes long. */
+static int emit(KBuild *b, int root)
 {
-    if (b->memo[v] >= 0)
-        return b->memo[v];
-    Role r = b->s->role[v];
-    int result;
-    if ((r == ROLE_FUSED && b->s->group[v] == b->gid) || r == ROLE_SCALAR)
-        result = emit_op(b, v);
-    else
-        result = load_value(b, v);
-    b->memo[v] = result;
-    return result;
+    IntVec stack = {0};
+    VEC_PUSH(&stack, root);
+    while (stack.len) {
+        int v = stack.data[stack.len - 1];
+        if (b->memo[v] >= 0) {
+            stack.len--;
+            continue;
+        }
+        if (!computed_here(b, v)) {
+            b->memo[v] = load_value(b, v);
+            stack.len--;
+            continue;
+        }
+        const IrNode *n = node(b->s, v);
+        bool ready = true;
+        /* Pushed last-first, so operands are emitted in operand order. */
+        for (int j = n->nin - 1; j >= 0; j--) {
+            int o = n->in[j];
+            /* A broadcast loads a stored operand itself, with its strides. */
+            if (n->op == IR_BROADCAST && b->s->role[o] != ROLE_SCALAR)
+                continue;
+            if (b->memo[o] < 0) {
+                VEC_PUSH(&stack, o);
+                ready = false;
+            }
+        }
+        if (!ready)
+            continue;
+        b->memo[v] = emit_op(b, v);
+        stack.len--;
+    }
+    VEC_FREE(&stack);
+    return b->memo[root];
 }
 
 /* Drops unit extents and merges adjacent dimensions that every argument

@@ -31,9 +31,18 @@ extern const SrcLoc NO_LOC;
 /* Registers a source text (copied) under a display path and returns its
  * file id (>= 1). */
 int src_register(const char *path, const char *text, size_t len);
-/* Reads a file and registers it. Returns its id, or 0 with errno set when
- * the file cannot be read (the caller reports the error). */
-int src_load(const char *path);
+/* Maximum size in bytes of a file that src_load() reads (64 MiB). */
+enum { SRC_MAX_BYTES = 64 << 20 };
+
+/* Reads a file and registers it, without a UTF-8 byte-order mark at its
+ * start. Returns its id, or 0 when the path cannot be read, is not a
+ * regular file (after following symbolic links) or is larger than
+ * SRC_MAX_BYTES. On failure *error is set to a malloc'd reason, such as
+ * "not a regular file (a FIFO)", for the caller to report and free. */
+int src_load(const char *path, char **error);
+/* Returns whether byte i of text[0 .. len) ends a line: a '\n', or a '\r'
+ * that is not the first half of a "\r\n" pair. */
+bool src_ends_line(const char *text, size_t len, size_t i);
 const char *src_path(int file);
 const char *src_text(int file);
 size_t src_length(int file);

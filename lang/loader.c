@@ -130,9 +130,11 @@ static void load_file(Loader *loader, const char *path, const Decl *from)
         return;
     }
 
-    int file = src_load(path);
+    char *error;
+    int file = src_load(path, &error);
     if (file == 0) {
-        diag_error(from->path_loc, "cannot read '%s': %s", path, strerror(errno));
+        diag_error(from->path_loc, "cannot read '%s': %s", path, error);
+        free(error);
         free(real);
         return;
     }
@@ -144,7 +146,10 @@ static int compare_names(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Loads every regular *.bocb file of a directory, in name order. */
+/* Loads every *.bocb entry of a directory in name order, except hidden
+ * ones (".name.bocb") and subdirectories. Any other entry that is not a
+ * regular file, such as a FIFO or a symbolic link loop, is reported by
+ * load_file() rather than skipped, because the import asked for it. */
 static void load_directory(Loader *loader, const char *dir, const Decl *from)
 {
     DIR *d = opendir(dir);
@@ -159,10 +164,10 @@ static void load_directory(Loader *loader, const char *dir, const Decl *from)
             continue;
         char *path = join_path(dir, entry->d_name);
         struct stat st;
-        if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
-            VEC_PUSH(&paths, path);
-        else
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
             free(path);
+        else
+            VEC_PUSH(&paths, path);
     }
     closedir(d);
 
@@ -178,8 +183,17 @@ static void load_directory(Loader *loader, const char *dir, const Decl *from)
     VEC_FREE(&paths);
 }
 
+/* Returns whether stat() failed because nothing exists at the path, as
+ * opposed to a symbolic link loop or a permission error. */
+static bool is_missing(int error)
+{
+    return error == ENOENT || error == ENOTDIR;
+}
+
 /* Tries `base` as a file or directory, then `base`.bocb as a file. Returns
- * false, after adding the paths tried to `tried`, when neither exists. */
+ * false, after adding the paths tried to `tried`, when neither exists. A
+ * path that exists but cannot be examined, such as a symbolic link loop,
+ * is reported and counts as found. */
 static bool try_import_at(Loader *loader, const char *base, const Decl *from, StrBuf *tried)
 {
     struct stat st;
@@ -191,16 +205,25 @@ static bool try_import_at(Loader *loader, const char *base, const Decl *from, St
         load_file(loader, base, from);
         return true;
     }
+    if (!is_missing(errno)) {
+        diag_error(from->path_loc, "cannot open '%s': %s", base, strerror(errno));
+        return true;
+    }
     sb_printf(tried, "%s%s", tried->len ? ", " : "", base);
 
     if (has_suffix(base, ".bocb"))
         return false;
     char *with_suffix = xasprintf("%s.bocb", base);
-    bool found = stat(with_suffix, &st) == 0 && !S_ISDIR(st.st_mode);
-    if (found)
+    bool found = true;
+    int status = stat(with_suffix, &st);
+    if (status == 0 && !S_ISDIR(st.st_mode)) {
         load_file(loader, with_suffix, from);
-    else
+    } else if (status != 0 && !is_missing(errno)) {
+        diag_error(from->path_loc, "cannot open '%s': %s", with_suffix, strerror(errno));
+    } else {
         sb_printf(tried, ", %s", with_suffix);
+        found = false;
+    }
     free(with_suffix);
     return found;
 }
@@ -218,8 +241,10 @@ static void resolve_import(Loader *loader, const Module *importer, const Decl *d
     if (strcmp(path, "std") == 0 || strncmp(path, "std/", 4) == 0) {
         const char *stdlib = loader->search ? loader->search->stdlib_dir : NULL;
         if (!stdlib) {
-            diag_error(d->path_loc, "cannot import \"%s\": no standard library directory "
-                                    "is set", path);
+            diag_error(d->path_loc, "cannot import \"%s\": the standard library was not "
+                                    "found; set BOCB_STDLIB to its directory (stdlib/ in the "
+                                    "bocb source tree), or install bocbc with 'make install'",
+                       path);
             return;
         }
         char *base = path[3] ? join_path(stdlib, path + 4) : xstrdup(stdlib);
@@ -270,9 +295,11 @@ static Program *finish(Loader *loader, Module *main_module)
 
 Program *load_program(const char *path, const SearchPath *search, Arena *arena)
 {
-    int file = src_load(path);
+    char *error;
+    int file = src_load(path, &error);
     if (file == 0) {
-        diag_error(NO_LOC, "cannot read '%s': %s", path, strerror(errno));
+        diag_error(NO_LOC, "cannot read '%s': %s", path, error);
+        free(error);
         return NULL;
     }
     char *real = realpath(path, NULL);

@@ -1012,6 +1012,25 @@ static void report_unclosed_bracket(ParseState *ps)
     }
 }
 
+/* Returns a copy of text[0 .. len) for the scanner, with each NUL byte
+ * replaced by 0xFF and the two NULs that yy_scan_buffer() requires at the
+ * end. At every NUL byte, the scanner that flex 2.6.4 generates calls
+ * yy_get_previous_state(), which rescans the current token from its start,
+ * so a run of NULs would take time quadratic in its length (a 1 MiB file
+ * of NULs still ran after 2 minutes). 0xFF is in the same character classes
+ * as NUL in every rule: an invalid character, allowed in comments and
+ * strings. The actions that can see one read the original bytes with
+ * token_source(). */
+static char *scanner_copy(const char *text, size_t len)
+{
+    char *copy = xmalloc(len + 2);
+    for (size_t i = 0; i < len; i++)
+        copy[i] = text[i] == '\0' ? '\xFF' : text[i];
+    copy[len] = '\0';
+    copy[len + 1] = '\0';
+    return copy;
+}
+
 /* Runs the parser over bytes [offset, end) of a registered file. */
 static void run_parser(ParseState *ps, int file, size_t offset)
 {
@@ -1019,16 +1038,22 @@ static void run_parser(ParseState *ps, int file, size_t offset)
     if (yylex_init_extra(ps, &scanner) != 0)
         bocb_panic(__FILE__, __LINE__, "cannot create the scanner");
     const char *text = src_text(file);
+    size_t len = src_length(file);
     ps->offset = offset;
+    ps->line = 1;
     ps->col = 1;
-    for (size_t i = 0; i < offset; i++)
-        ps->col = text[i] == '\n' ? 1 : ps->col + 1;
-    YY_BUFFER_STATE buffer = yy_scan_bytes(text + offset, (int)(src_length(file) - offset),
-                                           scanner);
+    for (size_t i = 0; i < offset; i++) {
+        bool line_break = src_ends_line(text, len, i);
+        ps->line += line_break;
+        ps->col = line_break ? 1 : ps->col + 1;
+    }
+    char *scanned = scanner_copy(text + offset, len - offset);
+    YY_BUFFER_STATE buffer = yy_scan_buffer(scanned, len - offset + 2, scanner);
     yyparse(scanner);
     report_unclosed_bracket(ps);
     yy_delete_buffer(buffer, scanner);
     yylex_destroy(scanner);
+    free(scanned);
 }
 
 Expr *parse_expression(int file, size_t offset, Arena *arena)
@@ -1045,7 +1070,6 @@ Expr *parse_expression(int file, size_t offset, Arena *arena)
     ps.arena = arena;
     ps.module = &scratch;
     ps.file = file;
-    ps.line = 1;
     ps.start_token = TOK_START_EXPRESSION;
     run_parser(&ps, file, offset);
     VEC_FREE(&ps.decls);
@@ -1069,7 +1093,6 @@ Module *parse_module(int file, Arena *arena)
     ps.arena = arena;
     ps.module = m;
     ps.file = file;
-    ps.line = 1;
     run_parser(&ps, file, 0);
 
     m->ndecls = ps.decls.len;

@@ -1,6 +1,7 @@
 /* base.c - allocation wrappers, arenas, growable arrays and strings. */
 #include "base.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,6 +220,24 @@ void sb_free(StrBuf *sb)
 
 void format_double(char *buf, size_t size, double v)
 {
+    if (isnan(v)) {
+        snprintf(buf, size, "nan");
+        return;
+    }
+    if (isinf(v)) {
+        snprintf(buf, size, v > 0 ? "inf" : "-inf");
+        return;
+    }
+    /* Plain decimals where they are short (700, 0.05), exponents only for
+     * very large or small magnitudes (1e-08, 1e+20). */
+    double magnitude = fabs(v);
+    if (magnitude == 0 || (magnitude >= 1e-4 && magnitude < 1e15)) {
+        for (int decimals = 0; decimals <= 17; decimals++) {
+            snprintf(buf, size, "%.*f", decimals, v);
+            if (strtod(buf, NULL) == v)
+                return;
+        }
+    }
     for (int precision = 1; precision <= 17; precision++) {
         snprintf(buf, size, "%.*g", precision, v);
         if (strtod(buf, NULL) == v)

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h> /* free(), used by VEC_FREE */
 
 #if defined(__GNUC__)
 #define BOCB_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
@@ -116,7 +117,8 @@ void sb_printf(StrBuf *sb, const char *fmt, ...) BOCB_PRINTF(2, 3);
 void sb_free(StrBuf *sb);
 
 /* Writes the shortest decimal form of v that reads back as the same
- * double ("0.05", "1e-08", "256"). */
+ * double: "0.05", "700" and "0.001" without an exponent, "1e-08" and
+ * "1e+20" with one, and "nan", "inf", "-inf". */
 void format_double(char *buf, size_t size, double v);
 
 /* Returns seconds from a monotonic clock. */

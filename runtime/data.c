@@ -2,18 +2,21 @@
  *
  * An IDX file is a 4-byte magic number (0x00 0x00 TYPE RANK), RANK
  * big-endian u32 dimensions, and then the elements in row-major order.
- * Files are read through zlib, which detects gzip data by its magic bytes
- * (0x1f 0x8b) and reads any other file as it is.
+ * A file that starts with the gzip magic bytes 1f 8b is decompressed with
+ * zlib's inflate, and any other file is read as it is.
  */
 #include "data.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "base.h"
@@ -21,12 +24,17 @@
 enum {
     IDX_TYPE_U8 = 0x08,
     IDX_MAX_RANK = 4,
-    /* Bytes requested from zlib per gzread call (it takes an unsigned). */
-    IDX_READ_CHUNK = 1 << 24,
+    /* Bytes of the file (compressed, for gzip) read per read() call. */
+    IDX_INPUT_BUFFER = 1 << 17,
     /* Decompressed bytes are read into a buffer that starts at this size
      * and doubles, so a header that promises far more data than the file
      * has does not allocate the promised amount up front. */
     IDX_INITIAL_BUFFER = 1 << 20,
+    /* Maximum number of bytes after the promised data that are counted for
+     * the "trailing data" message. Deflate compresses zeros about 1000:1,
+     * so counting every trailing byte of a small gzip file could take far
+     * longer than reading its data. */
+    IDX_MAX_TRAILING_COUNT = 1 << 20,
 };
 
 /* Largest data size accepted from a header (16 GiB). Real IDX files are
@@ -58,39 +66,262 @@ static const char *idx_type_name(int type_code)
     }
 }
 
-/* Reads up to `len` bytes, stopping early only at the end of the data or
- * on an error. Returns the count read, or -1 on an error (see gzerror). */
-static int64_t gz_read_full(gzFile gz, uint8_t *buf, int64_t len)
+/* ---- Reading plain and gzip-compressed files ------------------------------ */
+
+/* An open IDX file and the state of reading it. */
+typedef struct IdxFile {
+    const char *path;
+    int fd;
+    bool gzipped;
+    bool inflate_started; /* inflateInit2 succeeded, so inflateEnd is due */
+    /* For both kinds of file, next_in and avail_in mark the unread part
+     * of `input`. The other fields are used only for gzip. */
+    z_stream stream;
+    uint8_t *input;       /* IDX_INPUT_BUFFER bytes */
+    bool input_ended;     /* read() returned 0 */
+    bool member_ended;    /* the current gzip member ended with a valid trailer */
+    bool stream_truncated; /* the file ended inside a gzip member */
+    uint64_t position;    /* bytes of IDX data (decompressed) produced so far */
+    /* The cause of the last failed read: an errno value, or else a zlib
+     * message. */
+    int read_errno;
+    const char *zlib_message;
+} IdxFile;
+
+/* Returns the kind of a file that is neither regular nor a directory. */
+static const char *special_file_kind(mode_t mode)
 {
-    int64_t got = 0;
-    while (got < len) {
-        int64_t want = len - got < IDX_READ_CHUNK ? len - got : IDX_READ_CHUNK;
-        int n = gzread(gz, buf + got, (unsigned)want);
-        if (n < 0)
-            return -1;
-        if (n == 0)
-            break;
-        got += n;
-    }
-    return got;
+    if (S_ISFIFO(mode))
+        return "a named pipe (FIFO)";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISBLK(mode))
+        return "a block device";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    return "a special file";
 }
 
-/* Returns the zlib error message of the last read on the file `path`, or
- * NULL when the data simply ended. *truncated is set when a gzip stream
- * ended before its end marker (zlib reports this as Z_BUF_ERROR). */
-static const char *gz_read_error(gzFile gz, const char *path, bool *truncated)
+/* Fails unless `mode` is that of a regular file. Reading a FIFO or a
+ * device can block forever or never end, so only regular files are read. */
+static bool check_regular_file(const char *path, mode_t mode, char **error)
 {
-    int code = Z_OK;
-    const char *message = gzerror(gz, &code);
-    *truncated = code == Z_BUF_ERROR;
-    if (code == Z_OK || code == Z_BUF_ERROR)
-        return NULL;
-    /* zlib starts its messages with "PATH: ", which ours already do. */
-    size_t len = strlen(path);
-    if (strncmp(message, path, len) == 0 && strncmp(message + len, ": ", 2) == 0)
-        message += len + 2;
-    return message;
+    if (S_ISREG(mode))
+        return true;
+    if (S_ISDIR(mode))
+        return fail(error, "%s: is a directory, but an IDX file was expected",
+                    path);
+    return fail(error,
+                "%s: not a regular file but %s; bocb reads IDX data only from "
+                "regular files, so save the data to a file and use its path",
+                path, special_file_kind(mode));
 }
+
+/* Moves the unread input to the start of the buffer and reads more after
+ * it. Returns false on a read error, which it stores in f->read_errno. */
+static bool fill_input(IdxFile *f)
+{
+    z_stream *s = &f->stream;
+    if (s->avail_in > 0 && s->next_in != f->input)
+        memmove(f->input, s->next_in, s->avail_in);
+    s->next_in = f->input;
+
+    ssize_t n;
+    do
+        n = read(f->fd, f->input + s->avail_in, IDX_INPUT_BUFFER - s->avail_in);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        f->read_errno = errno;
+        return false;
+    }
+    if (n == 0)
+        f->input_ended = true;
+    s->avail_in += (uInt)n;
+    return true;
+}
+
+static void idx_file_close(IdxFile *f)
+{
+    if (f->inflate_started)
+        inflateEnd(&f->stream);
+    if (f->fd >= 0)
+        close(f->fd);
+    free(f->input);
+    f->fd = -1;
+    f->input = NULL;
+    f->inflate_started = false;
+}
+
+/* Opens the regular file `path` and detects whether it is gzip-compressed.
+ * The file type is checked with stat() before opening, so that opening a
+ * FIFO does not wait for a writer. O_NONBLOCK and a second check with
+ * fstat() cover a path that is replaced in between. */
+static bool idx_file_open(IdxFile *f, const char *path, char **error)
+{
+    memset(f, 0, sizeof *f);
+    f->path = path;
+    f->fd = -1;
+
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        if (errno == ENOENT)
+            return fail(error, "%s: file not found; check the path", path);
+        return fail(error, "%s: cannot read the file: %s", path, strerror(errno));
+    }
+    if (!check_regular_file(path, st.st_mode, error))
+        return false;
+
+    f->fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (f->fd < 0)
+        return fail(error, "%s: cannot open the file: %s", path, strerror(errno));
+    if (fstat(f->fd, &st) != 0) {
+        int err = errno;
+        idx_file_close(f);
+        return fail(error, "%s: cannot read the file: %s", path, strerror(err));
+    }
+    if (!check_regular_file(path, st.st_mode, error)) {
+        idx_file_close(f);
+        return false;
+    }
+    /* O_NONBLOCK was only for the open() call. */
+    int flags = fcntl(f->fd, F_GETFL);
+    if (flags != -1)
+        fcntl(f->fd, F_SETFL, flags & ~O_NONBLOCK);
+
+    f->input = xmalloc(IDX_INPUT_BUFFER);
+    f->stream.next_in = f->input;
+    while (f->stream.avail_in < 2 && !f->input_ended) {
+        if (!fill_input(f)) {
+            idx_file_close(f);
+            return fail(error, "%s: cannot read the file: %s", path,
+                        strerror(f->read_errno));
+        }
+    }
+    f->gzipped = f->stream.avail_in >= 2 && f->input[0] == 0x1f && f->input[1] == 0x8b;
+    if (f->gzipped) {
+        /* windowBits 15 + 16 selects gzip decoding with a window of up to
+         * 32 KiB, the maximum that deflate uses. */
+        int ret = inflateInit2(&f->stream, 15 + 16);
+        if (ret != Z_OK) {
+            idx_file_close(f);
+            return fail(error, "%s: cannot start gzip decompression (zlib: %s)",
+                        path, zError(ret));
+        }
+        f->inflate_started = true;
+    }
+    return true;
+}
+
+/* Copies up to `len` bytes of a plain file into buf. */
+static int64_t read_plain(IdxFile *f, uint8_t *buf, uint64_t len)
+{
+    z_stream *s = &f->stream;
+    uint64_t got = 0;
+    while (got < len) {
+        if (s->avail_in == 0) {
+            if (f->input_ended)
+                break;
+            if (!fill_input(f))
+                return -1;
+            continue;
+        }
+        uint64_t n = len - got < s->avail_in ? len - got : s->avail_in;
+        memcpy(buf + got, s->next_in, n);
+        s->next_in += n;
+        s->avail_in -= (uInt)n;
+        got += n;
+        f->position += n;
+    }
+    return (int64_t)got;
+}
+
+/* Decompresses up to `len` bytes of a gzip file into buf. A file may
+ * contain several gzip members one after another, as `cat a.gz b.gz`
+ * produces, and their data is read as one. Bytes after the last member
+ * that do not start another member are ignored, as zlib 1.2.13's gzread
+ * does. gzip 1.12 ignores them too, with a warning unless they are zeros. */
+static int64_t read_gzip(IdxFile *f, uint8_t *buf, uint64_t len)
+{
+    z_stream *s = &f->stream;
+    uint64_t got = 0;
+    while (got < len) {
+        if (f->member_ended) {
+            if (s->avail_in < 2 && !f->input_ended) {
+                if (!fill_input(f))
+                    return -1;
+                continue;
+            }
+            if (s->avail_in < 2 || s->next_in[0] != 0x1f || s->next_in[1] != 0x8b)
+                break;
+            inflateReset(s);
+            f->member_ended = false;
+        }
+        if (s->avail_in == 0) {
+            if (f->input_ended) {
+                f->stream_truncated = true;
+                break;
+            }
+            if (!fill_input(f))
+                return -1;
+            continue;
+        }
+
+        uInt want = len - got < UINT_MAX ? (uInt)(len - got) : UINT_MAX;
+        s->next_out = buf + got;
+        s->avail_out = want;
+        int ret = inflate(s, Z_NO_FLUSH);
+        uint64_t produced = want - s->avail_out;
+        got += produced;
+        f->position += produced;
+        if (ret == Z_STREAM_END) {
+            f->member_ended = true;
+        } else if (ret == Z_BUF_ERROR && s->avail_in == 0) {
+            /* inflate needs more input, which the next pass reads. */
+        } else if (ret != Z_OK) {
+            f->zlib_message = s->msg ? s->msg : zError(ret);
+            return -1;
+        }
+    }
+    return (int64_t)got;
+}
+
+/* Reads up to `len` bytes of IDX data, stopping early only at the end of
+ * the data. Returns the count read, or -1 on an error, which is stored in
+ * f->read_errno or f->zlib_message. On an error f->position still counts
+ * every byte that was decompressed before it. */
+static int64_t idx_file_read(IdxFile *f, uint8_t *buf, uint64_t len)
+{
+    return f->gzipped ? read_gzip(f, buf, len) : read_plain(f, buf, len);
+}
+
+/* Fails with the error of the last read of f and the position at which
+ * it happened. `header_bytes` and `data_bytes` are the sizes of the header
+ * and of the data, as far as they are known. */
+static bool fail_read(const IdxFile *f, uint64_t header_bytes, uint64_t data_bytes,
+                      char **error)
+{
+    if (f->read_errno)
+        return fail(error, "%s: cannot read the file: %s", f->path,
+                    strerror(f->read_errno));
+    if (f->position < header_bytes)
+        return fail(error,
+                    "%s: gzip data is corrupt within the IDX header, after %llu "
+                    "decompressed bytes (zlib: %s); download the file again",
+                    f->path, (unsigned long long)f->position, f->zlib_message);
+    uint64_t data_read = f->position - header_bytes;
+    if (data_read < data_bytes)
+        return fail(error,
+                    "%s: gzip data is corrupt after %llu of the %llu bytes of IDX "
+                    "data (zlib: %s); download the file again",
+                    f->path, (unsigned long long)data_read,
+                    (unsigned long long)data_bytes, f->zlib_message);
+    return fail(error,
+                "%s: gzip data is corrupt after all %llu bytes of IDX data "
+                "(zlib: %s); download the file again",
+                f->path, (unsigned long long)data_bytes, f->zlib_message);
+}
+
+/* ---- IDX headers and data ------------------------------------------------- */
 
 static uint32_t read_be32(const uint8_t *p)
 {
@@ -160,36 +391,41 @@ static bool idx_data_bytes(const char *path, int rank, const int64_t *dims,
 }
 
 /* Reads the data that follows the header: exactly `bytes` bytes, with
- * nothing after them. */
-static bool read_idx_data(const char *path, gzFile gz, uint64_t bytes,
+ * nothing after them. The buffer grows only as data arrives and never
+ * beyond `bytes`, so memory stays within the promised size however much
+ * a file decompresses to. */
+static bool read_idx_data(IdxFile *f, uint64_t header_bytes, uint64_t bytes,
                           uint8_t **data, char **error)
 {
-    size_t cap = bytes < IDX_INITIAL_BUFFER ? (size_t)bytes : IDX_INITIAL_BUFFER;
-    uint8_t *buf = xmalloc(cap);
+    const char *path = f->path;
+    uint64_t cap = bytes < IDX_INITIAL_BUFFER ? bytes : IDX_INITIAL_BUFFER;
+    uint8_t *buf = xmalloc((size_t)cap);
     uint64_t got = 0;
-    const char *zlib_error = NULL;
-    bool stream_truncated = false;
 
     while (got < bytes) {
         if (got == cap) {
-            cap = cap * 2 < bytes ? cap * 2 : (size_t)bytes;
-            buf = xrealloc(buf, cap);
+            uint64_t new_cap = cap * 2 < bytes ? cap * 2 : bytes;
+            uint8_t *grown = new_cap <= SIZE_MAX ? realloc(buf, (size_t)new_cap) : NULL;
+            if (!grown) {
+                free(buf);
+                return fail(error,
+                            "%s: out of memory: allocating %llu bytes for the %llu "
+                            "bytes of data that the header promises failed after "
+                            "%llu bytes were read; free memory or check the file",
+                            path, (unsigned long long)new_cap,
+                            (unsigned long long)bytes, (unsigned long long)got);
+            }
+            buf = grown;
+            cap = new_cap;
         }
-        int64_t n = gz_read_full(gz, buf + got, (int64_t)(cap - got));
-        if (n > 0)
-            got += (uint64_t)n;
-        if (n < 0 || got < cap) {
-            zlib_error = gz_read_error(gz, path, &stream_truncated);
+        int64_t n = idx_file_read(f, buf + got, cap - got);
+        if (n < 0) {
+            free(buf);
+            return fail_read(f, header_bytes, bytes, error);
+        }
+        got += (uint64_t)n;
+        if (got < cap)
             break;
-        }
-    }
-
-    if (zlib_error) {
-        free(buf);
-        return fail(error,
-                    "%s: gzip data is corrupt after %llu bytes of IDX data (zlib: "
-                    "%s); download the file again",
-                    path, (unsigned long long)got, zlib_error);
     }
     if (got < bytes) {
         free(buf);
@@ -197,18 +433,32 @@ static bool read_idx_data(const char *path, gzFile gz, uint64_t bytes,
                     "%s: truncated: header promises %llu bytes of data, file has "
                     "%llu%s; download the file again",
                     path, (unsigned long long)bytes, (unsigned long long)got,
-                    stream_truncated ? " (the gzip stream also ends early)" : "");
+                    f->stream_truncated ? " (the gzip stream also ends early)" : "");
     }
 
-    /* Count whatever follows the promised data. NOTE: zlib skips bytes
-     * that follow the end of a gzip stream, so only extra decompressed
-     * data is found in a gzip-compressed file. */
+    /* Count what follows the promised data, up to a limit. Reading on also
+     * reaches the end of a gzip stream, where zlib checks the CRC-32 and
+     * the length of the data. */
     uint8_t extra_buf[4096];
     uint64_t extra = 0;
-    int64_t n;
-    while ((n = gz_read_full(gz, extra_buf, sizeof extra_buf)) > 0)
+    bool read_failed = false;
+    while (extra <= IDX_MAX_TRAILING_COUNT) {
+        int64_t n = idx_file_read(f, extra_buf, sizeof extra_buf);
+        if (n < 0)
+            read_failed = true;
+        if (n <= 0)
+            break;
         extra += (uint64_t)n;
-    zlib_error = gz_read_error(gz, path, &stream_truncated);
+    }
+    if (extra > IDX_MAX_TRAILING_COUNT) {
+        free(buf);
+        return fail(error,
+                    "%s: trailing data: header promises %llu bytes of data, file "
+                    "has more than %llu bytes after them; the header does not "
+                    "match the data, so download or re-create the file",
+                    path, (unsigned long long)bytes,
+                    (unsigned long long)IDX_MAX_TRAILING_COUNT);
+    }
     if (extra > 0) {
         free(buf);
         return fail(error,
@@ -217,14 +467,17 @@ static bool read_idx_data(const char *path, gzFile gz, uint64_t bytes,
                     "data, so download or re-create the file",
                     path, (unsigned long long)bytes, (unsigned long long)extra);
     }
-    if (zlib_error || stream_truncated) {
+    if (read_failed) {
+        free(buf);
+        return fail_read(f, header_bytes, bytes, error);
+    }
+    if (f->stream_truncated) {
         free(buf);
         return fail(error,
-                    "%s: the gzip stream is %s after all %llu bytes of IDX data "
-                    "(zlib: %s); download the file again",
-                    path, stream_truncated ? "cut short" : "corrupt",
-                    (unsigned long long)bytes,
-                    zlib_error ? zlib_error : "unexpected end of file");
+                    "%s: the gzip stream is cut short after all %llu bytes of IDX "
+                    "data, so the data cannot be checked against its CRC-32; "
+                    "download the file again",
+                    path, (unsigned long long)bytes);
     }
     *data = buf;
     return true;
@@ -234,59 +487,42 @@ bool idx_read(const char *path, int *type_code, int *rank, int64_t dims[4],
               uint8_t **data, char **error)
 {
     BOCB_ASSERT(error != NULL);
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        if (errno == ENOENT)
-            return fail(error, "%s: file not found; check the path", path);
-        return fail(error, "%s: cannot read the file: %s", path, strerror(errno));
-    }
-    if (S_ISDIR(st.st_mode))
-        return fail(error, "%s: is a directory, but an IDX file was expected",
-                    path);
-
-    gzFile gz = gzopen(path, "rb");
-    if (!gz) {
-        int err = errno;
-        return fail(error, "%s: cannot open the file: %s", path,
-                    err ? strerror(err) : "out of memory");
-    }
-    gzbuffer(gz, 1 << 17);
+    IdxFile f;
+    if (!idx_file_open(&f, path, error))
+        return false;
 
     /* The header: the magic number, then `rank` big-endian dimensions. */
     uint8_t header[4 + 4 * IDX_MAX_RANK];
     bool ok = false;
-    bool truncated = false;
-    int64_t got = gz_read_full(gz, header, 4);
-    bool gzipped = got > 0 && !gzdirect(gz);
-    const char *zlib_error = got < 0 ? gz_read_error(gz, path, &truncated) : NULL;
-    if (zlib_error) {
-        fail(error, "%s: gzip data is corrupt (zlib: %s); download the file again",
-             path, zlib_error);
+    int64_t got = idx_file_read(&f, header, 4);
+    if (got < 0) {
+        fail_read(&f, 4, 0, error);
         goto done;
     }
     if (got < 4) {
         fail(error,
              "%s: truncated: the IDX header needs at least 4 bytes, file has "
-             "%lld; download the file again",
-             path, (long long)got);
+             "%lld%s; download the file again",
+             path, (long long)got,
+             f.stream_truncated ? " (the gzip stream also ends early)" : "");
         goto done;
     }
-    if (!check_idx_header(path, header, gzipped, error))
+    if (!check_idx_header(path, header, f.gzipped, error))
         goto done;
 
     int file_rank = header[3];
     int64_t header_bytes = 4 + 4 * (int64_t)file_rank;
-    got = gz_read_full(gz, header + 4, header_bytes - 4);
+    got = idx_file_read(&f, header + 4, (uint64_t)(header_bytes - 4));
+    if (got < 0) {
+        fail_read(&f, (uint64_t)header_bytes, 0, error);
+        goto done;
+    }
     if (got < header_bytes - 4) {
-        zlib_error = got < 0 ? gz_read_error(gz, path, &truncated) : NULL;
-        if (zlib_error)
-            fail(error, "%s: gzip data is corrupt (zlib: %s); download the file again",
-                 path, zlib_error);
-        else
-            fail(error,
-                 "%s: truncated: the IDX header of rank %d needs %lld bytes, "
-                 "file has %lld; download the file again",
-                 path, file_rank, (long long)header_bytes, (long long)(4 + got));
+        fail(error,
+             "%s: truncated: the IDX header of rank %d needs %lld bytes, "
+             "file has %lld%s; download the file again",
+             path, file_rank, (long long)header_bytes, (long long)(4 + got),
+             f.stream_truncated ? " (the gzip stream also ends early)" : "");
         goto done;
     }
 
@@ -298,7 +534,7 @@ bool idx_read(const char *path, int *type_code, int *rank, int64_t dims[4],
         goto done;
 
     uint8_t *buf;
-    if (!read_idx_data(path, gz, bytes, &buf, error))
+    if (!read_idx_data(&f, (uint64_t)header_bytes, bytes, &buf, error))
         goto done;
 
     *type_code = header[2];
@@ -309,7 +545,7 @@ bool idx_read(const char *path, int *type_code, int *rank, int64_t dims[4],
     ok = true;
 
 done:
-    gzclose(gz);
+    idx_file_close(&f);
     return ok;
 }
 
@@ -482,6 +718,13 @@ bool data_load_idx_dir(DataSplits *splits, const char *dir,
                        Normalize normalize, char **error)
 {
     memset(splits, 0, sizeof *splits);
+    /* An empty path would make the file paths "/train-images-idx3-ubyte"
+     * and so on, which would search the root directory. */
+    if (dir[0] == '\0')
+        return fail(error,
+                    "the data directory path is empty; point idx(...) at the "
+                    "directory with the four IDX files");
+
     char *paths[4] = {NULL, NULL, NULL, NULL};
     bool ok = false;
 

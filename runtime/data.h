@@ -44,10 +44,14 @@ typedef struct DataSplits {
 } DataSplits;
 
 /* Reads an IDX file, gzip-compressed or not (detected from its first
- * bytes, not its name). On success stores the element type code
- * (0x08 = unsigned byte), the dimensions and a malloc'd copy of the data.
- * On failure returns false and sets *error to a malloc'd message that
- * names the file, what is wrong with it and what to do. */
+ * bytes, not its name). A path that is not a regular file after following
+ * symlinks, such as a FIFO or a device, fails at once. The data buffer
+ * grows as data arrives and never beyond the size that the header
+ * promises, however much the file decompresses to. On success stores the
+ * element type code (0x08 = unsigned byte), the dimensions and a malloc'd
+ * copy of the data. On failure returns false and sets *error to a
+ * malloc'd message that names the file, what is wrong with it and what to
+ * do. */
 bool idx_read(const char *path, int *type_code, int *rank, int64_t dims[4],
               uint8_t **data, char **error);
 

@@ -70,6 +70,17 @@ bool shape_equal(const Shape *a, const Shape *b)
     return true;
 }
 
+bool shape_size_ok(const Shape *s)
+{
+    int64_t n = 1;
+    for (int i = 0; i < s->rank; i++) {
+        if (s->dims[i] < 1 || __builtin_mul_overflow(n, s->dims[i], &n) ||
+            n > SHAPE_MAX_ELEMENTS)
+            return false;
+    }
+    return true;
+}
+
 char *shape_format(const Shape *s, char *buf, size_t size)
 {
     size_t used = 0;

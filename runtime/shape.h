@@ -43,6 +43,14 @@ int64_t shape_dim(const Shape *s, int axis, int64_t batch);
 /* Returns the element count for batch size `batch`. */
 int64_t shape_numel(const Shape *s, int64_t batch);
 bool shape_equal(const Shape *a, const Shape *b);
+
+/* The largest element count a tensor may have per sample (per unit of the
+ * batch size): 2^36, which keeps every byte count of a program far below
+ * the int64 and size_t limits even at the largest batch. */
+#define SHAPE_MAX_ELEMENTS (INT64_C(1) << 36)
+/* Returns true when every extent is positive and the element count for
+ * batch size 1 is at most SHAPE_MAX_ELEMENTS, computed without overflow. */
+bool shape_size_ok(const Shape *s);
 /* Writes "[B, 1, 28, 28]" (at most `size` bytes, always terminated) and
  * returns buf. A batch axis with multiplier k > 1 prints as "B*k". */
 char *shape_format(const Shape *s, char *buf, size_t size);

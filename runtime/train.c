@@ -162,10 +162,8 @@ void rt_train(const RtTrainConfig *cfg, RtRunner *runner, const DataSplits *data
             if (!isfinite(loss)) {
                 result->diverged = true;
                 result->diverged_step = step;
-                if (cfg->log)
-                    fprintf(cfg->log, "%s%s  diverged: the loss is %g at step %lld; this "
-                            "cell stops here\n", cfg->log_is_tty ? "\n" : "", cfg->label,
-                            loss, (long long)step);
+                snprintf(result->diverged_reason, sizeof result->diverged_reason,
+                         "the training loss is %g", loss);
                 break;
             }
             loss_sum += loss;
@@ -189,17 +187,31 @@ void rt_train(const RtTrainConfig *cfg, RtRunner *runner, const DataSplits *data
                 log_correct = log_seen = log_steps = log_images = 0;
             }
         }
-        if (result->diverged)
-            break;
-
         RtEpochResult *er = &result->epochs[result->nepochs++];
         er->epoch = epoch;
         er->steps = step;
         er->seconds = now_seconds() - start;
         er->train_loss = epoch_steps ? loss_sum / (double)epoch_steps : NAN;
         er->train_accuracy = seen ? (double)correct / (double)seen : NAN;
-        rt_evaluate(runner, data, &data->test, cfg->eval_batch, &er->test_loss,
-                    &er->test_accuracy);
+        er->test_loss = er->test_accuracy = NAN;
+        if (!result->diverged) {
+            rt_evaluate(runner, data, &data->test, cfg->eval_batch, &er->test_loss,
+                        &er->test_accuracy);
+            if (!isfinite(er->test_loss)) {
+                result->diverged = true;
+                result->diverged_step = step;
+                snprintf(result->diverged_reason, sizeof result->diverged_reason,
+                         "the test loss is %g after epoch %lld", er->test_loss,
+                         (long long)epoch);
+            }
+        }
+        if (result->diverged) {
+            if (cfg->log)
+                fprintf(cfg->log, "%s%s  diverged at step %lld: %s; this cell stops here\n",
+                        cfg->log_is_tty ? "\n" : "", cfg->label,
+                        (long long)result->diverged_step, result->diverged_reason);
+            break;
+        }
         if (cfg->log)
             fprintf(cfg->log, "%s  epoch %lld: train loss %.4f, train acc %.2f%%, test loss "
                     "%.4f, test acc %.2f%%, %.1f s\n", cfg->label, (long long)epoch,

@@ -57,12 +57,16 @@ typedef struct RtTrainResult {
     int nepochs;
     float *step_losses;  /* the loss of every step, in order */
     int64_t nsteps;
-    bool diverged;       /* stopped at a non-finite loss */
+    bool diverged;       /* stopped at a non-finite training or test loss */
     int64_t diverged_step;
+    char diverged_reason[96]; /* "the training loss is nan" */
 } RtTrainResult;
 
 /* Trains from the runner's current variables (the caller resets them) and
- * evaluates on `test` after every epoch. */
+ * evaluates on the test split after every epoch. A non-finite training
+ * loss stops the run at once; a non-finite test loss stops it after the
+ * epoch. Either way result->diverged is set, and the epoch in which it
+ * happened is the last one recorded. */
 void rt_train(const RtTrainConfig *cfg, RtRunner *runner, const DataSplits *data,
               RtTrainResult *result);
 void rt_train_result_free(RtTrainResult *r);

@@ -10,11 +10,10 @@ PACKAGES="
   make gcc
   flex bison
   llvm-19-dev llvm-19-tools
-  libopenblas-dev zlib1g-dev libedit-dev
+  libopenblas-dev zlib1g-dev
   libcriterion-dev
-  libopenmpi-dev openmpi-bin
-  gnuplot-nox python3
-  dataset-fashion-mnist fortunes
+  python3
+  dataset-fashion-mnist
 "
 
 missing=""

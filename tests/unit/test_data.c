@@ -7,7 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -107,6 +110,37 @@ static char *write_idx(const char *name, uint8_t type, int rank,
     char *path = write_file(name, b, gzip);
     free(b.data);
     return path;
+}
+
+/* Returns `data` compressed as one gzip member. */
+static Bytes gzip_member(const void *data, size_t len)
+{
+    z_stream s;
+    memset(&s, 0, sizeof s);
+    cr_assert_eq(deflateInit2(&s, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8,
+                              Z_DEFAULT_STRATEGY),
+                 Z_OK);
+    uLong bound = deflateBound(&s, (uLong)len);
+    Bytes b = {malloc(bound), 0};
+    s.next_in = (Bytef *)data;
+    s.avail_in = (uInt)len;
+    s.next_out = b.data;
+    s.avail_out = (uInt)bound;
+    cr_assert_eq(deflate(&s, Z_FINISH), Z_STREAM_END);
+    b.len = s.total_out;
+    deflateEnd(&s);
+    return b;
+}
+
+/* Appends `data` to b as one gzip member. With `bad_crc` set, the CRC-32
+ * in the member's trailer is wrong. */
+static void append_gzip_member(Bytes *b, const void *data, size_t len, bool bad_crc)
+{
+    Bytes member = gzip_member(data, len);
+    if (bad_crc)
+        member.data[member.len - 8] ^= 0xFF;
+    append(b, member.data, member.len);
+    free(member.data);
 }
 
 static void expect_contains(const char *message, const char *part)
@@ -351,6 +385,303 @@ Test(data, directory_instead_of_file)
     expect_idx_error(temp_dir, "is a directory");
 }
 
+/* Opening a FIFO for reading waits for a writer, so a reader that opened
+ * it would block here until the timeout. */
+Test(data, fifo_instead_of_file, .timeout = 10)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/pipe", temp_dir);
+    cr_assert_eq(mkfifo(path, 0600), 0);
+    expect_idx_error(path, "not a regular file");
+    expect_idx_error(path, "named pipe (FIFO)");
+}
+
+Test(data, symlink_to_fifo, .timeout = 10)
+{
+    char fifo[128], link[128];
+    snprintf(fifo, sizeof fifo, "%s/pipe", temp_dir);
+    snprintf(link, sizeof link, "%s/link-to-pipe", temp_dir);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    cr_assert_eq(symlink(fifo, link), 0);
+    expect_idx_error(link, "not a regular file");
+}
+
+Test(data, device_instead_of_file, .timeout = 10)
+{
+    expect_idx_error("/dev/null", "not a regular file but a character device");
+}
+
+Test(data, socket_instead_of_file, .timeout = 10)
+{
+    struct sockaddr_un address;
+    memset(&address, 0, sizeof address);
+    address.sun_family = AF_UNIX;
+    snprintf(address.sun_path, sizeof address.sun_path, "%s/socket", temp_dir);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&address, sizeof address), 0);
+    expect_idx_error(address.sun_path, "not a regular file but a socket");
+    close(fd);
+}
+
+Test(data, symlink_to_file)
+{
+    char *images, *labels;
+    write_small_pair("target", false, &images, &labels);
+    char link[128];
+    snprintf(link, sizeof link, "%s/link-to-images", temp_dir);
+    cr_assert_eq(symlink(images, link), 0);
+    int type, rank;
+    int64_t dims[4];
+    uint8_t *data = NULL;
+    char *error = NULL;
+    cr_assert(idx_read(link, &type, &rank, dims, &data, &error), "%s", error);
+    cr_expect_eq(memcmp(data, small_images, 24), 0);
+    free(data);
+    free(images);
+    free(labels);
+}
+
+Test(data, tiny_files)
+{
+    Bytes one_byte = {NULL, 0};
+    append(&one_byte, "\x00", 1);
+    char *path = write_file("one-byte", one_byte, false);
+    expect_idx_error(path, "needs at least 4 bytes, file has 1");
+    free(path);
+    free(one_byte.data);
+
+    /* Only the gzip magic bytes: a gzip stream that ends at once. */
+    Bytes magic = {NULL, 0};
+    append(&magic, "\x1f\x8b", 2);
+    path = write_file("magic-only.gz", magic, false);
+    expect_idx_error(path, "needs at least 4 bytes, file has 0");
+    expect_idx_error(path, "the gzip stream also ends early");
+    free(path);
+    free(magic.data);
+}
+
+/* ---- gzip streams --------------------------------------------------------- */
+
+Test(data, gzip_bad_crc)
+{
+    fill_small_images();
+    Bytes idx = idx_bytes(0x08, 3, small_image_dims, small_images, 24);
+    Bytes gz = {NULL, 0};
+    append_gzip_member(&gz, idx.data, idx.len, true);
+    char *path = write_file("bad-crc.gz", gz, false);
+    expect_idx_error(path, "gzip data is corrupt after all 24 bytes of IDX data");
+    expect_idx_error(path, "incorrect data check");
+    free(path);
+
+    /* The length in the trailer (ISIZE) is checked as well. */
+    gz.data[gz.len - 8] ^= 0xFF;
+    gz.data[gz.len - 1] ^= 0xFF;
+    path = write_file("bad-length.gz", gz, false);
+    expect_idx_error(path, "gzip data is corrupt after all 24 bytes of IDX data");
+    expect_idx_error(path, "incorrect length check");
+    free(path);
+    free(gz.data);
+    free(idx.data);
+}
+
+/* A CRC-32 error at the end of a large member is found after all of its
+ * data was decompressed, so the position must count that data. A reader
+ * built on gzread (zlib 1.2.13) reported "after 0 bytes" for the 512 KiB
+ * file, because gzread drops the output of a call that ends in an error. */
+Test(data, gzip_bad_crc_large)
+{
+    const uint32_t cases[2][3] = {{2, 512, 512}, {3, 1024, 1024}};
+    for (int c = 0; c < 2; c++) {
+        size_t size = (size_t)cases[c][0] * cases[c][1] * cases[c][2];
+        uint8_t *pixels = malloc(size);
+        for (size_t i = 0; i < size; i++)
+            pixels[i] = (uint8_t)(i * 7 + i / 13);
+        Bytes idx = idx_bytes(0x08, 3, cases[c], pixels, size);
+        Bytes gz = {NULL, 0};
+        append_gzip_member(&gz, idx.data, idx.len, true);
+        char *path = write_file("bad-crc-large.gz", gz, false);
+        char expected[128];
+        snprintf(expected, sizeof expected,
+                 "gzip data is corrupt after all %zu bytes of IDX data", size);
+        expect_idx_error(path, expected);
+        expect_idx_error(path, "incorrect data check");
+        free(path);
+        free(gz.data);
+        free(idx.data);
+        free(pixels);
+    }
+}
+
+Test(data, gzip_bad_crc_mid_data)
+{
+    /* The first member contains the header and 8 bytes of data and has a
+     * wrong CRC-32. The second contains the other 16 bytes. */
+    fill_small_images();
+    Bytes idx = idx_bytes(0x08, 3, small_image_dims, small_images, 24);
+    Bytes gz = {NULL, 0};
+    append_gzip_member(&gz, idx.data, 16 + 8, true);
+    append_gzip_member(&gz, idx.data + 24, 16, false);
+    char *path = write_file("bad-crc-mid.gz", gz, false);
+    expect_idx_error(path, "gzip data is corrupt after 8 of the 24 bytes of IDX data");
+    expect_idx_error(path, "incorrect data check");
+    free(path);
+    free(gz.data);
+    free(idx.data);
+}
+
+Test(data, gzip_bad_crc_in_header)
+{
+    fill_small_images();
+    Bytes idx = idx_bytes(0x08, 3, small_image_dims, small_images, 24);
+    Bytes gz = {NULL, 0};
+    append_gzip_member(&gz, idx.data, 10, true);
+    append_gzip_member(&gz, idx.data + 10, idx.len - 10, false);
+    char *path = write_file("bad-crc-header.gz", gz, false);
+    expect_idx_error(path, "gzip data is corrupt within the IDX header, after 10 "
+                           "decompressed bytes");
+    expect_idx_error(path, "incorrect data check");
+    free(path);
+    free(gz.data);
+    free(idx.data);
+}
+
+Test(data, gzip_members_concatenated)
+{
+    /* Three members, split inside the header and inside the data, then
+     * bytes that do not start another member, which gzip also ignores. */
+    fill_small_images();
+    Bytes idx = idx_bytes(0x08, 3, small_image_dims, small_images, 24);
+    Bytes gz = {NULL, 0};
+    append_gzip_member(&gz, idx.data, 6, false);
+    append_gzip_member(&gz, idx.data + 6, 20, false);
+    append_gzip_member(&gz, idx.data + 26, idx.len - 26, false);
+    append(&gz, "\0\0\0\0", 4);
+    char *path = write_file("members.gz", gz, false);
+
+    int type, rank;
+    int64_t dims[4];
+    uint8_t *data = NULL;
+    char *error = NULL;
+    cr_assert(idx_read(path, &type, &rank, dims, &data, &error), "%s", error);
+    cr_expect_eq(rank, 3);
+    cr_expect_eq(dims[0], 3);
+    cr_expect_eq(memcmp(data, small_images, 24), 0);
+    free(data);
+    free(path);
+    free(gz.data);
+    free(idx.data);
+}
+
+Test(data, gzip_missing_trailer)
+{
+    fill_small_images();
+    Bytes idx = idx_bytes(0x08, 3, small_image_dims, small_images, 24);
+    Bytes gz = gzip_member(idx.data, idx.len);
+    gz.len -= 8;
+    char *path = write_file("no-trailer.gz", gz, false);
+    expect_idx_error(path, "the gzip stream is cut short after all 24 bytes of IDX data");
+    free(path);
+    free(gz.data);
+    free(idx.data);
+}
+
+/* Returns the virtual memory size of this process in bytes, or -1 where
+ * /proc/self/status has no VmSize line. */
+static long long virtual_memory_bytes(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    long long kib = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmSize:", 7) == 0)
+            kib = strtoll(line + 7, NULL, 10);
+    fclose(f);
+    return kib < 0 ? -1 : kib * 1024;
+}
+
+/* Expects idx_read on `path` to fail with `reason` while the address space
+ * of the process may grow by at most `limit_mib` MiB. With a larger
+ * growth, an allocation fails and the message differs. */
+static void expect_idx_error_within(const char *path, const char *reason, int limit_mib)
+{
+    long long used = virtual_memory_bytes();
+    if (used < 0)
+        cr_skip_test("/proc/self/status does not report VmSize");
+    struct rlimit old_limit, limit;
+    cr_assert_eq(getrlimit(RLIMIT_AS, &old_limit), 0);
+    limit = old_limit;
+    limit.rlim_cur = (rlim_t)used + ((rlim_t)limit_mib << 20);
+    cr_assert_eq(setrlimit(RLIMIT_AS, &limit), 0);
+
+    int type, rank;
+    int64_t dims[4];
+    uint8_t *data = NULL;
+    char *error = NULL;
+    bool ok = idx_read(path, &type, &rank, dims, &data, &error);
+    cr_assert_eq(setrlimit(RLIMIT_AS, &old_limit), 0);
+    cr_expect_not(ok, "%s was read, expected: %s", path, reason);
+    expect_contains(error, path);
+    expect_contains(error, reason);
+    free(error);
+}
+
+/* Returns `count` gzip members of 1 MiB of zeros each, which zlib
+ * compresses to about 1 KiB each. */
+static Bytes zero_members(int count)
+{
+    uint8_t *zeros = calloc(1, 1 << 20);
+    Bytes member = gzip_member(zeros, 1 << 20);
+    Bytes members = {NULL, 0};
+    for (int i = 0; i < count; i++)
+        append(&members, member.data, member.len);
+    free(member.data);
+    free(zeros);
+    return members;
+}
+
+Test(data, gzip_huge_promise)
+{
+    /* The header promises 16 GiB, the largest size accepted, and the file
+     * decompresses to 64 MiB. */
+    const uint32_t dims[2] = {1u << 17, 1u << 17};
+    Bytes header = idx_bytes(0x08, 2, dims, NULL, 0);
+    Bytes gz = {NULL, 0};
+    append_gzip_member(&gz, header.data, header.len, false);
+    Bytes zeros = zero_members(64);
+    append(&gz, zeros.data, zeros.len);
+    char *path = write_file("huge-promise.gz", gz, false);
+    /* The buffer doubles up to 128 MiB for 64 MiB of data. */
+    expect_idx_error_within(path, "truncated: header promises 17179869184 bytes of data, "
+                                  "file has 67108864",
+                            256);
+    free(path);
+    free(zeros.data);
+    free(gz.data);
+    free(header.data);
+}
+
+Test(data, gzip_bomb_after_data)
+{
+    /* The header promises 1 MiB, and 512 MiB of zeros follow the data. */
+    const uint32_t dims[1] = {1u << 20};
+    Bytes header = idx_bytes(0x08, 1, dims, NULL, 0);
+    Bytes gz = {NULL, 0};
+    append_gzip_member(&gz, header.data, header.len, false);
+    Bytes zeros = zero_members(1 + 512);
+    append(&gz, zeros.data, zeros.len);
+    char *path = write_file("bomb.gz", gz, false);
+    expect_idx_error_within(path, "trailing data: header promises 1048576 bytes of data, "
+                                  "file has more than 1048576 bytes after them",
+                            64);
+    free(path);
+    free(zeros.data);
+    free(gz.data);
+    free(header.data);
+}
+
 /* ---- dataset_load_idx ----------------------------------------------------- */
 
 static void check_dataset_small(bool gzip)
@@ -519,6 +850,33 @@ Test(data, load_dir_missing_file)
     expect_contains(error, temp_dir);
     expect_contains(error, "train-images-idx3-ubyte.gz: file not found");
     expect_contains(error, "point idx(...) at a directory");
+    free(error);
+}
+
+Test(data, load_dir_empty_path)
+{
+    /* An empty path must fail before any file is looked up, so the message
+     * names no file in the root directory. */
+    DataSplits splits;
+    char *error = NULL;
+    cr_expect_not(data_load_idx_dir(&splits, "", NORMALIZE_UNIT, &error));
+    expect_contains(error, "the data directory path is empty");
+    cr_expect_null(strstr(error ? error : "", "/train-images-idx3-ubyte"));
+    free(error);
+}
+
+Test(data, load_dir_fifo, .timeout = 10)
+{
+    write_standard_dir(0x0);
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", temp_dir, "t10k-images-idx3-ubyte");
+    cr_assert_eq(unlink(path), 0);
+    cr_assert_eq(mkfifo(path, 0600), 0);
+    DataSplits splits;
+    char *error = NULL;
+    cr_expect_not(data_load_idx_dir(&splits, temp_dir, NORMALIZE_UNIT, &error));
+    expect_contains(error, path);
+    expect_contains(error, "not a regular file");
     free(error);
 }
 

@@ -1,0 +1,207 @@
+/* resolve.c - name resolution over every model and optimizer body.
+ *
+ * The evaluator only sees the statements it executes, so a misspelled name
+ * inside `if momentum != 0 { ... }` would go unnoticed until someone set
+ * the momentum. This pass checks every name in every body, executed or
+ * not, with Python's scoping: a name assigned anywhere in a body (or
+ * declared as a state, or bound by `for`) is local to the whole body.
+ * The evaluator then stays silent about names this pass already reported.
+ */
+#include <string.h>
+
+#include "eval.h"
+
+typedef VEC(const char *) NameVec;
+
+static bool contains(const NameVec *names, const char *name)
+{
+    for (int i = 0; i < names->len; i++)
+        if (strcmp(names->data[i], name) == 0)
+            return true;
+    return false;
+}
+
+static void collect_locals(const Block *b, NameVec *out);
+
+static void collect_stmt_locals(const Stmt *s, NameVec *out)
+{
+    switch (s->kind) {
+    case ST_ASSIGN:
+        if (s->assign.target->kind == EX_NAME)
+            VEC_PUSH(out, s->assign.target->name);
+        break;
+    case ST_STATE:
+        VEC_PUSH(out, s->state.name);
+        break;
+    case ST_FOR:
+        VEC_PUSH(out, s->for_.var);
+        collect_locals(&s->for_.body, out);
+        break;
+    case ST_IF:
+        collect_locals(&s->if_.then_block, out);
+        collect_locals(&s->if_.else_block, out);
+        break;
+    case ST_REPEAT:
+        collect_locals(&s->repeat.body, out);
+        break;
+    default:
+        break;
+    }
+}
+
+static void collect_locals(const Block *b, NameVec *out)
+{
+    for (int i = 0; i < b->nstmts; i++)
+        collect_stmt_locals(b->stmts[i], out);
+}
+
+typedef struct Resolver {
+    Lower *l;
+    NameVec known;
+} Resolver;
+
+static void check_name(Resolver *r, const char *name, SrcLoc loc)
+{
+    if (contains(&r->known, name) || scope_find(&r->l->globals, name) || builtin_find(name))
+        return;
+    NameVec candidates = {0};
+    for (int i = 0; i < r->known.len; i++)
+        VEC_PUSH(&candidates, r->known.data[i]);
+    for (int i = 0; i < r->l->globals.bindings.len; i++)
+        VEC_PUSH(&candidates, r->l->globals.bindings.data[i].name);
+    for (const char *const *b = builtin_names(); *b; b++)
+        VEC_PUSH(&candidates, *b);
+    const char *near = closest_name(name, candidates.data, candidates.len);
+    const char *message =
+        near ? arena_printf(r->l->arena, "unknown name '%s'; did you mean '%s'?", name, near)
+             : arena_printf(r->l->arena, "unknown name '%s'", name);
+    diag_error(loc, "%s", message);
+    VEC_FREE(&candidates);
+    struct ReportedName reported = {.loc = loc, .message = message};
+    VEC_PUSH(&r->l->unknown_names, reported);
+}
+
+static void check_expr(Resolver *r, const Expr *e)
+{
+    if (!e)
+        return;
+    switch (e->kind) {
+    case EX_NAME:
+        check_name(r, e->name, e->loc);
+        return;
+    case EX_UNARY:
+        check_expr(r, e->unary.operand);
+        return;
+    case EX_BINARY:
+        check_expr(r, e->binary.lhs);
+        check_expr(r, e->binary.rhs);
+        return;
+    case EX_CALL:
+        check_expr(r, e->call.callee);
+        for (int i = 0; i < e->call.nargs; i++)
+            check_expr(r, e->call.args[i].value);
+        return;
+    case EX_LIST:
+    case EX_TUPLE:
+        for (int i = 0; i < e->list.nitems; i++)
+            check_expr(r, e->list.items[i]);
+        return;
+    case EX_INDEX:
+        check_expr(r, e->index.base);
+        check_expr(r, e->index.index);
+        return;
+    case EX_MEMBER:
+        check_expr(r, e->member.base);
+        return;
+    case EX_NUMBER:
+    case EX_STRING:
+    case EX_BOOL:
+        return;
+    }
+}
+
+static void check_block(Resolver *r, const Block *b);
+
+static void check_stmt(Resolver *r, const Stmt *s)
+{
+    switch (s->kind) {
+    case ST_ASSIGN:
+        if (s->assign.compound || s->assign.target->kind != EX_NAME)
+            check_expr(r, s->assign.target);
+        check_expr(r, s->assign.value);
+        return;
+    case ST_STATE:
+        check_expr(r, s->state.init);
+        return;
+    case ST_RETURN:
+        check_expr(r, s->ret.value);
+        return;
+    case ST_IF:
+        check_expr(r, s->if_.cond);
+        check_block(r, &s->if_.then_block);
+        check_block(r, &s->if_.else_block);
+        return;
+    case ST_FOR:
+        check_expr(r, s->for_.iterable);
+        check_block(r, &s->for_.body);
+        return;
+    case ST_REPEAT:
+        check_expr(r, s->repeat.count);
+        check_block(r, &s->repeat.body);
+        return;
+    case ST_EXPR:
+        check_expr(r, s->expr.expr);
+        return;
+    case ST_DIRECTIVE:
+        check_expr(r, s->directive.value);
+        return;
+    }
+}
+
+static void check_block(Resolver *r, const Block *b)
+{
+    for (int i = 0; i < b->nstmts; i++)
+        check_stmt(r, b->stmts[i]);
+}
+
+static void resolve_decl(Lower *l, const Decl *d)
+{
+    Resolver r = {.l = l};
+    for (int i = 0; i < d->nparams; i++)
+        VEC_PUSH(&r.known, d->params[i].name);
+    if (d->kind == DECL_OPTIMIZER) {
+        VEC_PUSH(&r.known, "param");
+        VEC_PUSH(&r.known, "grad");
+        VEC_PUSH(&r.known, "step");
+    }
+    collect_locals(&d->body, &r.known);
+
+    /* Defaults may use the parameters before them. */
+    for (int i = 0; i < d->nparams; i++)
+        check_expr(&r, d->params[i].default_value);
+    check_block(&r, &d->body);
+    VEC_FREE(&r.known);
+}
+
+void resolve_names(Lower *l)
+{
+    for (int m = 0; m < l->program->nmodules; m++) {
+        const Module *mod = l->program->modules[m];
+        for (int i = 0; i < mod->ndecls; i++) {
+            const Decl *d = mod->decls[i];
+            if (d->kind == DECL_MODEL || d->kind == DECL_OPTIMIZER)
+                resolve_decl(l, d);
+        }
+    }
+}
+
+bool body_assigns(const Decl *d, const char *name)
+{
+    if (!d)
+        return false;
+    NameVec locals = {0};
+    collect_locals(&d->body, &locals);
+    bool found = contains(&locals, name);
+    VEC_FREE(&locals);
+    return found;
+}
