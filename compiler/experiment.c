@@ -285,11 +285,14 @@ static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpe
  * point into the argument as typed. */
 static bool eval_override(Lower *l, const Override *ov, Value *out, SrcLoc *key_loc)
 {
-    size_t key_len = strlen(ov->key);
+    const char *key = strstr(ov->text, ov->key);
+    const char *eq = strchr(ov->text, '=');
+    BOCB_ASSERT(key && eq);
+    int key_col = (int)(key - ov->text) + 1;
     int file = src_register("command line", ov->text, strlen(ov->text));
-    *key_loc = (SrcLoc){.file = file, .line = 1, .col = 1, .end_line = 1,
-                        .end_col = (int)key_len};
-    Expr *e = parse_expression(file, key_len + 1, l->arena);
+    *key_loc = (SrcLoc){.file = file, .line = 1, .col = key_col, .end_line = 1,
+                        .end_col = key_col + (int)strlen(ov->key) - 1};
+    Expr *e = parse_expression(file, (size_t)(eq - ov->text) + 1, l->arena);
     if (!e)
         return false;
     *out = eval_expr(l, e);
