@@ -484,6 +484,8 @@ static Value bi_where(Lower *l, const Value *args, SrcLoc loc)
                    shape_text(l, &sc), shape_text(l, &sa), shape_text(l, &sb));
         return val_error();
     }
+    if (!check_tensor_size(l, &out, "the result of where", loc))
+        return val_error();
     c = ir_broadcast(g, c, out, loc);
     a = ir_broadcast(g, a, out, loc);
     b = ir_broadcast(g, b, out, loc);
@@ -584,10 +586,9 @@ static Value bi_len(Lower *l, const Value *args, SrcLoc loc)
  * reject a combination of hyperparameters (as torch.optim does). */
 static Value bi_require(Lower *l, const Value *args, SrcLoc loc)
 {
-    (void)l;
     if (args[0].kind != VAL_BOOL) {
-        diag_error(args[0].loc, "the condition of require must be known at compile time, "
-                   "but it is %s", val_kind_name(&args[0]));
+        diag_error(args[0].loc, "the condition of require must be a boolean known at "
+                   "compile time, but it is %s", val_kind_name(&args[0]));
         return val_error();
     }
     if (args[1].kind != VAL_STRING) {
@@ -596,6 +597,9 @@ static Value bi_require(Lower *l, const Value *args, SrcLoc loc)
     }
     if (!args[0].boolean) {
         diag_error(loc, "%s", args[1].string);
+        /* Stop the body here: what follows assumed the condition. */
+        l->returned = true;
+        l->return_value = val_error();
         return val_error();
     }
     return val_none(loc);

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -303,14 +304,101 @@ typedef struct Job {
     bool ready;
 } Job;
 
-/* Returns the machine's physical memory in bytes, the limit for planned
- * memory. */
-static size_t machine_memory(void)
+/* Reads the number after `key` in /proc/self/status (in kB), or 0. */
+static size_t proc_status_bytes(const char *key)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return 0;
+    char line[256];
+    size_t kb = 0, len = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, len) == 0)
+            kb = strtoull(line + len, NULL, 10);
+    fclose(f);
+    return kb * 1024;
+}
+
+/* Reads a cgroup v2 memory file of this process's cgroup, or SIZE_MAX. */
+static size_t cgroup_memory(const char *file)
+{
+    char *path = xasprintf("/sys/fs/cgroup/%s", file);
+    FILE *f = fopen(path, "r");
+    free(path);
+    if (!f)
+        return SIZE_MAX;
+    char text[64] = "";
+    bool read = fgets(text, sizeof text, f) != NULL;
+    fclose(f);
+    if (!read || strncmp(text, "max", 3) == 0)
+        return SIZE_MAX;
+    return strtoull(text, NULL, 10);
+}
+
+static size_t minimum(size_t a, size_t b)
+{
+    return a < b ? a : b;
+}
+
+/* Returns the memory this process may still allocate: physical memory,
+ * narrowed by the address-space and data limits (ulimit -v, -d) and the
+ * cgroup's memory limit, less what is in use. This is the bound planned
+ * memory is checked against. */
+static size_t available_memory(void)
 {
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-    if (pages <= 0 || page <= 0)
-        return SIZE_MAX;
-    return (size_t)pages * (size_t)page;
+    size_t limit = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : SIZE_MAX;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        size_t used = proc_status_bytes("VmSize:");
+        limit = minimum(limit, rl.rlim_cur > used ? rl.rlim_cur - used : 0);
+    }
+    if (getrlimit(RLIMIT_DATA, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        size_t used = proc_status_bytes("VmData:");
+        limit = minimum(limit, rl.rlim_cur > used ? rl.rlim_cur - used : 0);
+    }
+    size_t cgroup_max = cgroup_memory("memory.max");
+    if (cgroup_max != SIZE_MAX) {
+        size_t used = cgroup_memory("memory.current");
+        used = used == SIZE_MAX ? 0 : used;
+        limit = minimum(limit, cgroup_max > used ? cgroup_max - used : 0);
+    }
+    return limit;
+}
+
+/* The batch sizes a job runs: as configured, but no larger than its data,
+ * which would only plan memory for nothing. */
+static void job_batches(const Job *job, int64_t *batch, int64_t *eval_batch)
+{
+    const ExperimentSpec *spec = &job->spec;
+    int64_t train = job->splits.train.count, test = job->splits.test.count;
+    *batch = spec->batch < train ? spec->batch : train;
+    *eval_batch = spec->eval_batch < test ? spec->eval_batch : test;
+}
+
+/* Checks every cell's planned memory against what this process may
+ * allocate, before anything trains. */
+static bool check_planned_memory(const Job *job)
+{
+    int64_t batch, eval_batch;
+    job_batches(job, &batch, &eval_batch);
+    size_t available = available_memory();
+    bool ok = true;
+    for (int c = 0; c < job->ncells; c++) {
+        const Cell *cell = &job->cells[c];
+        if (!cell->ok)
+            continue;
+        size_t planned = cell_planned_bytes(&cell->compiled, batch, eval_batch);
+        if (planned <= available)
+            continue;
+        fprintf(stderr, "bocbc: error: experiment '%s', %s / %s: the planned memory, "
+                "%.2f GiB, is more than the %.2f GiB this process may allocate; reduce "
+                "batch, eval_batch or the model\n", job->spec.name, cell->model->label,
+                cell->optimizer->label, (double)planned / 1073741824.0,
+                (double)available / 1073741824.0);
+        ok = false;
+    }
+    return ok;
 }
 
 /* Trains every cell of a compiled job. Returns 1 when a report could not
@@ -320,10 +408,8 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
 {
     const ExperimentSpec *spec = &job->spec;
     const DataSplits *splits = &job->splits;
-    /* A batch larger than the data would only plan memory for nothing. */
-    int64_t batch = spec->batch < splits->train.count ? spec->batch : splits->train.count;
-    int64_t eval_batch = spec->eval_batch < splits->test.count ? spec->eval_batch
-                                                               : splits->test.count;
+    int64_t batch, eval_batch;
+    job_batches(job, &batch, &eval_batch);
     char *error = NULL;
     int nruns = job->ncells * spec->nseeds;
     RunRecord *runs = xcalloc((size_t)nruns + 1, sizeof *runs);
@@ -344,7 +430,7 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
             CellRunner runner;
             CellStats stats;
             if (!cell_runner_create(&runner, &cell->compiled, opts->backend, jit, batch,
-                                    eval_batch, machine_memory(), &stats, &error)) {
+                                    eval_batch, available_memory(), &stats, &error)) {
                 fprintf(stderr, "bocbc: error: %s / %s: %s\n", cell->model->label,
                         cell->optimizer->label, error);
                 free(error);
@@ -377,7 +463,8 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
                 status = 1;
         }
     }
-    print_table(spec, runs, done);
+    if (done > 0)
+        print_table(spec, runs, done);
     for (int i = 0; i < done; i++)
         rt_train_result_free(&runs[i].result);
     free(runs);
@@ -410,32 +497,47 @@ static bool prepare_job(const Options *opts, Lower *l, Job *job)
 }
 
 /* Checks, before anything trains, that every report directory can be
- * created and that no two experiments write to the same one. */
+ * created and that no two experiments write to the same one (compared
+ * after resolving ".", ".." and symbolic links). */
 static bool check_report_dirs(const Job *jobs, int njobs)
 {
     bool ok = true;
+    char **real = xcalloc((size_t)njobs + 1, sizeof *real);
     for (int i = 0; i < njobs; i++) {
         const char *dir = jobs[i].spec.report_dir;
         if (!dir)
             continue;
-        for (int j = 0; j < i; j++) {
-            if (jobs[j].spec.report_dir && strcmp(jobs[j].spec.report_dir, dir) == 0) {
-                fprintf(stderr, "bocbc: error: experiments '%s' and '%s' would both write "
-                        "their reports to '%s'; give them different report directories, "
-                        "or run one at a time with -e NAME\n",
-                        jobs[j].spec.name, jobs[i].spec.name, dir);
-                ok = false;
-            }
-        }
         char *error = NULL;
         if (!rt_make_dirs(dir, &error)) {
             fprintf(stderr, "bocbc: error: cannot write the reports of experiment '%s': %s\n",
                     jobs[i].spec.name, error);
             free(error);
             ok = false;
+            continue;
+        }
+        real[i] = realpath(dir, NULL);
+        for (int j = 0; real[i] && j < i; j++) {
+            if (real[j] && strcmp(real[j], real[i]) == 0) {
+                fprintf(stderr, "bocbc: error: experiments '%s' and '%s' would both write "
+                        "their reports to '%s'; give them different report directories, "
+                        "or run one at a time with -e NAME\n",
+                        jobs[j].spec.name, jobs[i].spec.name, real[i]);
+                ok = false;
+            }
         }
     }
+    for (int i = 0; i < njobs; i++)
+        free(real[i]);
+    free(real);
     return ok;
+}
+
+static bool check_memory_and_reports(const Job *jobs, int njobs)
+{
+    bool ok = true;
+    for (int i = 0; i < njobs; i++)
+        ok &= check_planned_memory(&jobs[i]);
+    return check_report_dirs(jobs, njobs) && ok;
 }
 
 /* Compiles every selected experiment, reporting all errors, before any
@@ -469,11 +571,11 @@ static int run_experiments(const Options *opts, Lower *l, const Program *program
     if (!ok || diag_error_count()) {
         report_errors();
         status = 1;
-    } else if (opts->emit != EMIT_NONE)
-        status = emit(opts, &jobs[0].cells[0], &jobs[0].spec);
-    else if (njobs > 0 && !check_report_dirs(jobs, njobs))
+    } else if (opts->emit == EMIT_NONE && !check_memory_and_reports(jobs, njobs)) {
         status = 1;
-    else if (njobs > 0) {
+    } else if (opts->emit != EMIT_NONE) {
+        status = emit(opts, &jobs[0].cells[0], &jobs[0].spec);
+    } else {
         char *error = NULL;
         Jit *jit = NULL;
         if (opts->backend == BACKEND_JIT && !(jit = jit_create(&error))) {

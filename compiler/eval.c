@@ -207,6 +207,14 @@ Value *scope_find(Scope *s, const char *name)
     return NULL;
 }
 
+Value *scope_find_local(Scope *s, const char *name)
+{
+    for (int i = s->bindings.len - 1; i >= 0; i--)
+        if (strcmp(s->bindings.data[i].name, name) == 0)
+            return &s->bindings.data[i].value;
+    return NULL;
+}
+
 void scope_free(Scope *s)
 {
     VEC_FREE(&s->bindings);
@@ -342,6 +350,10 @@ Value tensor_binary(Lower *l, IrOp op, const char *spelling, const Value *a,
                    spelling, shape_text(l, &sa), shape_text(l, &sb));
         return val_error();
     }
+    char what[64];
+    snprintf(what, sizeof what, "the result of '%s'", spelling);
+    if (!check_tensor_size(l, &out, what, loc))
+        return val_error();
     x = ir_broadcast(g, x, out, a->loc);
     y = ir_broadcast(g, y, out, b->loc);
     return val_tensor(ir_binary(g, op, x, y, loc), loc);
@@ -359,7 +371,18 @@ Value tensor_unary(Lower *l, IrOp op, const Value *x, SrcLoc loc)
 
 static Value eval_name(Lower *l, const Expr *e)
 {
+    /* Python's rule: a name the body assigns is local to the whole body,
+     * so reading it before the assignment does not fall back to a global. */
     Value *v = scope_find(l->scope, e->name);
+    if (v && l->scope != &l->globals && !scope_find_local(l->scope, e->name) &&
+        is_local_name(l, l->current_decl, e->name)) {
+        diag_error(e->loc, "'%s' is used before it is assigned", e->name);
+        return val_error();
+    }
+    if (v && v->kind == VAL_NONE && scope_find_local(&l->globals, e->name) == v) {
+        diag_error(e->loc, "constant '%s' is used before its definition", e->name);
+        return val_error();
+    }
     if (v) {
         Value r = *v;
         r.loc = e->loc;
@@ -1209,8 +1232,10 @@ Value instantiate_model(Lower *l, const Decl *model, const Value *x,
     int errors = diag_error_count();
     Value r = run_model_body(l, model, bound, call_loc);
     pop_prefix(l, saved);
-    if (diag_error_count() != errors && overrides && overrides->nargs > 0 &&
-        overrides->loc.file)
+    /* The note helps where the configuration matters (it has arguments)
+     * or where the error is far from it (the model is in another file). */
+    if (diag_error_count() != errors && overrides && overrides->loc.file &&
+        (overrides->nargs > 0 || model->loc.file != overrides->loc.file))
         diag_note(overrides->loc, "while instantiating model '%s', as configured here",
                   model->name);
     return r;
@@ -1357,4 +1382,7 @@ void lower_free(Lower *l)
     VEC_FREE(&l->vars_seen);
     VEC_FREE(&l->opt_states);
     VEC_FREE(&l->unknown_names);
+    for (int i = 0; i < l->body_locals.len; i++)
+        VEC_FREE(&l->body_locals.data[i].names);
+    VEC_FREE(&l->body_locals);
 }

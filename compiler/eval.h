@@ -167,6 +167,8 @@ struct Lower {
 
     bool model_failed; /* the last compile_cell failed in its model */
     const Decl *current_decl; /* the model or optimizer being evaluated */
+    /* The locals of each body, as collected by is_local_name. */
+    VEC(struct BodyLocals { const Decl *decl; VEC(const char *) names; }) body_locals;
     /* Unknown names reported by resolve_names, with their messages. */
     VEC(struct ReportedName { SrcLoc loc; const char *message; }) unknown_names;
 
@@ -203,6 +205,8 @@ bool val_to_int(const Value *v, const char *what, int64_t min, int64_t max,
 void scope_set(Lower *l, Scope *s, const char *name, Value v);
 /* Finds `name` in s or its parents; returns NULL when absent. */
 Value *scope_find(Scope *s, const char *name);
+/* Finds `name` in s itself, not its parents; NULL when absent. */
+Value *scope_find_local(Scope *s, const char *name);
 void scope_free(Scope *s);
 
 /* ---- evaluation ----------------------------------------------------------- */
@@ -234,6 +238,8 @@ void report_unknown_name(Lower *l, const char *name, SrcLoc loc);
 void resolve_names(Lower *l);
 /* Returns true when the body of `d` assigns `name` somewhere. */
 bool body_assigns(const Decl *d, const char *name);
+/* As body_assigns, with the answer cached per declaration. */
+bool is_local_name(Lower *l, const Decl *d, const char *name);
 
 /* ---- tensors -------------------------------------------------------------- */
 

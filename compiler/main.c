@@ -214,6 +214,7 @@ static int parse_arguments(Options *o, int argc, char **argv)
             return status;
     }
     if (!o->input) {
+        fputs("bocbc: error: no input file\n", stderr);
         usage(stderr);
         return 1;
     }

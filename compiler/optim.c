@@ -143,9 +143,13 @@ bool expand_optimizer(Lower *l, const Configured *opt, int param, int grad,
     scope_set(l, &scope, "grad", val_tensor(grad, d->name_loc));
     scope_set(l, &scope, "step", val_tensor(step, d->name_loc));
 
+    bool saved_returned = l->returned;
+    l->returned = false;
     if (ok)
         exec_block(l, &d->body);
-    if (diag_error_count() != errors && opt->loc.file)
+    l->returned = saved_returned;
+    if (diag_error_count() != errors && opt->loc.file &&
+        (opt->nargs > 0 || d->loc.file != opt->loc.file))
         diag_note(opt->loc, "while expanding optimizer '%s', as configured here", d->name);
     ok = ok && diag_error_count() == errors;
     p = &l->module->vars[param]; /* state declarations may have moved it */

@@ -195,6 +195,22 @@ void resolve_names(Lower *l)
     }
 }
 
+bool is_local_name(Lower *l, const Decl *d, const char *name)
+{
+    if (!d)
+        return false;
+    for (int i = 0; i < l->body_locals.len; i++) {
+        if (l->body_locals.data[i].decl != d)
+            continue;
+        const NameVec *names = (const NameVec *)&l->body_locals.data[i].names;
+        return contains(names, name);
+    }
+    struct BodyLocals entry = {.decl = d};
+    collect_locals(&d->body, (NameVec *)&entry.names);
+    VEC_PUSH(&l->body_locals, entry);
+    return contains((const NameVec *)&entry.names, name);
+}
+
 bool body_assigns(const Decl *d, const char *name)
 {
     if (!d)

@@ -133,6 +133,22 @@ static size_t add_saturating(size_t a, size_t b)
     return __builtin_add_overflow(a, b, &r) ? SIZE_MAX : r;
 }
 
+size_t cell_planned_bytes(const CompiledCell *cell, int64_t batch, int64_t eval_batch)
+{
+    Schedule eval, train;
+    schedule_graph(cell->eval, eval_batch, &eval);
+    schedule_graph(cell->train, batch, &train);
+    size_t workspace = eval.program.workspace_bytes > train.program.workspace_bytes
+                           ? eval.program.workspace_bytes
+                           : train.program.workspace_bytes;
+    size_t planned = add_saturating(module_variable_bytes(&cell->module), workspace);
+    planned = add_saturating(planned, eval.program.arena_bytes);
+    planned = add_saturating(planned, train.program.arena_bytes);
+    schedule_free(&eval);
+    schedule_free(&train);
+    return planned;
+}
+
 bool cell_runner_create(CellRunner *r, const CompiledCell *cell, Backend backend, Jit *jit,
                         int64_t batch, int64_t eval_batch, size_t memory_limit,
                         CellStats *stats, char **error)

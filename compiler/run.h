@@ -58,6 +58,11 @@ bool cell_runner_create(CellRunner *r, const CompiledCell *cell, Backend backend
                         CellStats *stats, char **error);
 void cell_runner_destroy(CellRunner *r);
 
+/* Returns the memory a cell plans to use: its variables, the activation
+ * arenas of both graphs for the given batch sizes, and scratch buffers
+ * (SIZE_MAX when the sum overflows). */
+size_t cell_planned_bytes(const CompiledCell *cell, int64_t batch, int64_t eval_batch);
+
 /* Creates a variable store whose variable i is module variable i, with
  * memory allocated (values set later by rt_vars_reset). */
 void create_var_store(RtVarStore *store, const IrModule *m);

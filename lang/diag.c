@@ -429,7 +429,7 @@ static void report(const char *severity, SrcLoc loc, const char *fmt, va_list ap
     fflush(out);
 }
 
-/* Errors already printed, as "file:line:col:message", so that an error
+/* Errors and warnings already printed, as "file:line:col:message", so that one
  * found again (in each iteration of an unrolled loop, or in each cell of
  * an experiment that shares a model) is printed once. */
 static VEC(char *) printed_errors;
@@ -477,8 +477,10 @@ void diag_warning(SrcLoc loc, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    suppressing_notes = false;
-    report("warning", loc, fmt, ap);
+    /* A repeated warning (one per parameter, say) is printed once. */
+    suppressing_notes = seen_before(loc, fmt, ap);
+    if (!suppressing_notes)
+        report("warning", loc, fmt, ap);
     va_end(ap);
 }
 
