@@ -1,6 +1,6 @@
 /* resolve.c - name resolution over every model and optimizer body.
  *
- * The evaluator only sees the statements it executes, so a misspelled name
+ * The evaluator only visits the statements it executes, so a misspelled name
  * inside `if momentum != 0 { ... }` would go unnoticed until someone set
  * the momentum. This pass checks every name in every body, executed or
  * not, with Python's scoping: a name assigned anywhere in a body (or
