@@ -277,7 +277,7 @@ void report_unknown_name(Lower *l, const char *name, SrcLoc loc)
             return;
         }
     }
-    if (body_assigns(l->current_decl, name)) {
+    if (is_local_name(l, l->current_decl, name)) {
         diag_error(loc, "'%s' is used before it is assigned", name);
         return;
     }

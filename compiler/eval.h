@@ -236,9 +236,9 @@ void report_unknown_name(Lower *l, const char *name, SrcLoc loc);
 /* Checks every name in every model and optimizer body, executed or not,
  * and reports the unknown ones. (resolve.c) */
 void resolve_names(Lower *l);
-/* Returns true when the body of `d` assigns `name` somewhere. */
-bool body_assigns(const Decl *d, const char *name);
-/* As body_assigns, with the answer cached per declaration. */
+/* Returns true when the body of `d` assigns `name` somewhere (or binds it
+ * with `state` or `for`), which makes it local to the whole body. The
+ * locals of each body are collected once and cached in l. */
 bool is_local_name(Lower *l, const Decl *d, const char *name);
 
 /* ---- tensors -------------------------------------------------------------- */

@@ -210,14 +210,3 @@ bool is_local_name(Lower *l, const Decl *d, const char *name)
     VEC_PUSH(&l->body_locals, entry);
     return contains((const NameVec *)&entry.names, name);
 }
-
-bool body_assigns(const Decl *d, const char *name)
-{
-    if (!d)
-        return false;
-    NameVec locals = {0};
-    collect_locals(&d->body, &locals);
-    bool found = contains(&locals, name);
-    VEC_FREE(&locals);
-    return found;
-}

@@ -133,17 +133,29 @@ static size_t add_saturating(size_t a, size_t b)
     return __builtin_add_overflow(a, b, &r) ? SIZE_MAX : r;
 }
 
+static size_t larger_workspace(const Schedule *eval, const Schedule *train)
+{
+    return eval->program.workspace_bytes > train->program.workspace_bytes
+               ? eval->program.workspace_bytes
+               : train->program.workspace_bytes;
+}
+
+/* Sums the variables, both arenas and the scratch buffer of a cell. */
+static size_t planned_bytes(const CompiledCell *cell, const Schedule *eval,
+                            const Schedule *train)
+{
+    size_t planned = add_saturating(module_variable_bytes(&cell->module),
+                                    larger_workspace(eval, train));
+    planned = add_saturating(planned, eval->program.arena_bytes);
+    return add_saturating(planned, train->program.arena_bytes);
+}
+
 size_t cell_planned_bytes(const CompiledCell *cell, int64_t batch, int64_t eval_batch)
 {
     Schedule eval, train;
     schedule_graph(cell->eval, eval_batch, &eval);
     schedule_graph(cell->train, batch, &train);
-    size_t workspace = eval.program.workspace_bytes > train.program.workspace_bytes
-                           ? eval.program.workspace_bytes
-                           : train.program.workspace_bytes;
-    size_t planned = add_saturating(module_variable_bytes(&cell->module), workspace);
-    planned = add_saturating(planned, eval.program.arena_bytes);
-    planned = add_saturating(planned, train.program.arena_bytes);
+    size_t planned = planned_bytes(cell, &eval, &train);
     schedule_free(&eval);
     schedule_free(&train);
     return planned;
@@ -166,12 +178,7 @@ bool cell_runner_create(CellRunner *r, const CompiledCell *cell, Backend backend
     schedule_graph(cell->eval, eval_batch, &r->sched[0]);
     schedule_graph(cell->train, batch, &r->sched[1]);
     double t1 = now_seconds();
-    size_t workspace = r->sched[0].program.workspace_bytes > r->sched[1].program.workspace_bytes
-                           ? r->sched[0].program.workspace_bytes
-                           : r->sched[1].program.workspace_bytes;
-    size_t planned = add_saturating(module_variable_bytes(&cell->module), workspace);
-    planned = add_saturating(planned, r->sched[0].program.arena_bytes);
-    planned = add_saturating(planned, r->sched[1].program.arena_bytes);
+    size_t planned = planned_bytes(cell, &r->sched[0], &r->sched[1]);
     if (planned > memory_limit) {
         *error = xasprintf("the planned memory, %.2f GiB, is more than the %.2f GiB this "
                            "machine has; reduce batch, eval_batch or the model",
@@ -193,7 +200,7 @@ bool cell_runner_create(CellRunner *r, const CompiledCell *cell, Backend backend
         stats->steps = r->sched[1].program.nsteps + r->sched[0].program.nsteps;
         stats->arena_bytes = r->sched[1].program.arena_bytes;
         stats->eval_arena_bytes = r->sched[0].program.arena_bytes;
-        stats->workspace_bytes = workspace;
+        stats->workspace_bytes = larger_workspace(&r->sched[0], &r->sched[1]);
         stats->train_flops = rt_program_flops(&r->sched[1].program, batch);
         stats->variable_bytes = r->vars.bytes;
         stats->parameters = rt_vars_trainable_count(&r->vars);
