@@ -10,7 +10,7 @@
  * each variable vars[i], and stores its node in grads[i] (-1 when the loss
  * does not depend on that variable). A variable read several times gets
  * the sum of the contributions. Each op on a path from a variable to the
- * loss needs a VJP rule; every op without one is reported through diag at
+ * loss needs a VJP rule. Every op without one is reported through diag at
  * its source location, all in one call, and the result is then false. */
 bool ad_backward(IrGraph *g, int loss, const int *vars, int nvars, int *grads);
 

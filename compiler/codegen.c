@@ -15,7 +15,7 @@
  *
  * @SYM.body has these blocks:
  *
- *     entry    extents and strides, times the batch size where a KDim says
+ *     entry    extents and strides, times the batch size where a KDim sets
  *              so. It returns when the iteration space is empty.
  *     hoisted  the uniform instructions, computed once.
  *     dN       the loop over axis N, outermost first and tested at the

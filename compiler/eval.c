@@ -141,9 +141,11 @@ bool check_override_kind(Lower *l, const Decl *owner, const Param *p, const Valu
     bool number = dk == EX_NUMBER ||
                   (dk == EX_UNARY && p->default_value->unary.operand->kind == EX_NUMBER);
     bool boolean = dk == EX_BOOL;
-    const char *want = number ? "a number" : boolean ? "true or false" : NULL;
-    if (!want || (number && given->kind == VAL_NUMBER) || (boolean && given->kind == VAL_BOOL))
+    if (!number && !boolean)
         return true;
+    if ((number && given->kind == VAL_NUMBER) || (boolean && given->kind == VAL_BOOL))
+        return true;
+    const char *want = number ? "a number" : "true or false";
     (void)l;
     diag_error(given->loc, "'%s' of %s '%s' must be %s, but it is %s", p->name,
                owner->kind == DECL_MODEL ? "model" : "optimizer", owner->name, want,

@@ -228,9 +228,9 @@ bool bind_args(Lower *l, const Signature *sig, const CallArgs *args,
  * within a small edit distance, or NULL. */
 const char *closest_name(const char *name, const char *const *candidates, int n);
 /* Reports an unknown name, suggesting a close match from all scopes,
- * declarations and builtins; says "used before it is assigned" for a
- * local of the current body, and nothing where resolve_names already
- * reported the name. */
+ * declarations and builtins. For a local of the current body the message
+ * is "used before it is assigned". Where resolve_names already reported
+ * the name, its message is repeated, which diag counts but prints once. */
 void report_unknown_name(Lower *l, const char *name, SrcLoc loc);
 
 /* Checks every name in every model and optimizer body, executed or not,

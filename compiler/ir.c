@@ -1,7 +1,7 @@
 /* ir.c - graph construction, shape rules, use counts and dead-code removal.
  *
  * Builders infer each node's dtype and shape from its operands and assert
- * that the operands fit; the checks that produce user-facing messages live
+ * that the operands fit. The checks that produce user-facing messages live
  * in the lowering pass, which calls the same shape rules (ir_*_shape)
  * before it builds anything.
  */

@@ -8,10 +8,9 @@
  *
  * Persistent state lives in variables owned by the IrModule: parameters
  * and optimizer state. A graph reads a variable with IR_VAR and updates it
- * with IR_ASSIGN. Reads see the value from before the graph ran and every
+ * with IR_ASSIGN. Reads see the value from before the graph ran, and every
  * assignment takes effect when the graph finishes, as in a functional
- * update; the scheduler may write in place only where that is
- * indistinguishable.
+ * update. The scheduler writes in place only where the result is the same.
  *
  * Elementwise ops take operands of identical shape: broadcasting is always
  * an explicit IR_BROADCAST node (numpy rules), which the fusion pass turns

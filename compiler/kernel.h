@@ -4,7 +4,7 @@
  * loop nest over an iteration space and a straight-line list of scalar
  * instructions executed once per point of that space. Buffers are reached
  * through arguments with per-dimension strides, where a zero stride is a
- * broadcast. A Kernel knows nothing of the IR graph it came from, so the
+ * broadcast. A Kernel has no reference to the IR graph it came from, so the
  * code generator, the reference evaluator (kernel_eval) and, later, the
  * on-disk kernel cache depend only on this header.
  *

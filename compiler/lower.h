@@ -60,7 +60,7 @@ typedef struct CompiledCell {
 
 /* Evaluates the settings of experiment `exp`, with `-D` overrides applied
  * (an unknown key is an error). Returns false after reported errors; the
- * spec then still holds every valid setting (spec->data may be NULL), so
+ * spec then still contains every valid setting (spec->data may be NULL), so
  * that the valid cells can be compiled and checked. */
 bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
                         int noverrides, ExperimentSpec *spec);

@@ -11,11 +11,11 @@
  *   step    library ops and reductions, one step each.
  *   effect  assignments to variables.
  *
- * Fusion is greedy in node order: an elementwise node joins the kernel of
- * an operand with the same shape unless that would create a cycle (some
- * other operand depending on that kernel through an outside node), and the
- * kernels of several operands merge on the same condition. A kernel stores
- * only the members that something outside it reads.
+ * Fusion is greedy in node order. An elementwise node joins the kernel of
+ * an operand with the same shape, unless some other operand depends on
+ * that kernel through an outside node, which would create a cycle. The
+ * kernels of several operands merge on the same condition. A kernel
+ * stores only the members that something outside it reads.
  *
  * Assignments. When the new value of a variable comes out of a kernel, the
  * kernel writes it into the variable in place, and every other step that
@@ -25,7 +25,7 @@
  * after the last reader.
  *
  * Ordering is a topological sort of the steps that prefers the original
- * node order; memory is planned by linear scan over that order with a
+ * node order. Memory is planned by linear scan over that order with a
  * best-fit free list, for the maximum batch size.
  */
 #include "schedule.h"
@@ -1164,7 +1164,7 @@ void schedule_graph(const IrGraph *g, int64_t max_batch, Schedule *out)
             st->kind == RT_STEP_CONV2D_GRAD_WEIGHT) {
             const Shape *x = st->kind == RT_STEP_CONV2D_GRAD_INPUT ? &st->shapes[2] : &st->shapes[0];
             const Shape *w = st->kind == RT_STEP_CONV2D_GRAD_WEIGHT ? &st->shapes[2] : &st->shapes[1];
-            /* The scratch buffer holds one image, so any batch size will do. */
+            /* The scratch buffer is sized for one image, so any batch size will do. */
             RtConv2d cv = rt_conv2d_make(x, w, st->attr.conv.stride, st->attr.conv.pad,
                                          st->attr.conv.dilation, st->attr.conv.groups, 1);
             size_t ws = rt_conv2d_workspace_bytes(st->dtype, &cv);

@@ -1,8 +1,8 @@
 /* schedule.h - fusion, ordering and memory planning: IR graph -> RtProgram.
  *
- * The pass groups elementwise nodes into fused kernels, keeps matrix
+ * The pass groups elementwise nodes into fused kernels and keeps matrix
  * products, convolutions, pooling, cross-entropy and reductions as library
- * steps, orders everything, and assigns each value that must exist in
+ * steps. It orders everything and gives each value that must exist in
  * memory a slot: an offset in the activation arena chosen by liveness, or
  * a variable updated in place. The result needs only the kernels' machine
  * code (from the JIT) to run.
@@ -22,8 +22,9 @@ typedef struct Schedule {
     int nkernels;
 } Schedule;
 
-/* Schedules `g` for batches of up to max_batch samples. Never fails: every
- * verified graph can be scheduled. */
+/* Schedules `g` for batches of up to max_batch samples. There is no
+ * failure path: a graph that passes ir_verify can always be scheduled, and
+ * a broken invariant is a BOCB_ASSERT. */
 void schedule_graph(const IrGraph *g, int64_t max_batch, Schedule *out);
 void schedule_free(Schedule *s);
 

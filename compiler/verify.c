@@ -1,9 +1,9 @@
 /* verify.c - the IR verifier.
  *
  * Recomputes what every node's operands imply (arity, dtypes, shapes) and
- * compares it with what the node records. The driver runs it after every
- * pass; a failure is a compiler bug, so it prints the graph and the first
- * violation for whoever debugs it.
+ * compares it with what the node records. compile_cell runs it on every
+ * graph it produces. A failure is a compiler bug, so the verifier prints
+ * the first violation and the whole graph for debugging.
  */
 #include <stdarg.h>
 #include <stdlib.h>

@@ -6,7 +6,7 @@
 
 /* Parses a registered source file (see src_register). Syntax errors are
  * reported through diag; the parser recovers at statement and declaration
- * boundaries, so the returned module holds every declaration that parsed.
+ * boundaries, so the returned module contains every declaration that parsed.
  * Never returns NULL. All nodes are allocated in `arena`. */
 Module *parse_module(int file, Arena *arena);
 
@@ -35,8 +35,8 @@ typedef struct SearchPath {
 /* Loads `path` and, transitively, its imports. An import path names a file
  * (".bocb" may be omitted) or a directory, which imports every .bocb file
  * in it in name order. Missing files, unreadable files and import cycles
- * are reported through diag at the import's location; the program returned
- * holds whatever could be loaded. Returns NULL only when the main file
+ * are reported through diag at the import's location, and the program
+ * returned contains whatever could be loaded. Returns NULL only when the main file
  * itself cannot be read (also reported). */
 Program *load_program(const char *path, const SearchPath *search, Arena *arena);
 

@@ -6,8 +6,9 @@
  * is the activation arena, whose layout the compiler planned by liveness
  * for the maximum batch size. The other is the variable store: parameters
  * and optimizer state, updated in place. So the arena size is all of a
- * step's working memory apart from the convolutions' scratch buffer. The executor knows no IR: it resolves slots to pointers once,
- * then runs the steps in order for the actual batch size.
+ * step's working memory apart from the convolutions' scratch buffer. The
+ * executor does not use the IR. It resolves slots to pointers once, then
+ * runs the steps in order for the actual batch size.
  *
  * A fused kernel has the signature RtKernelFn. The executor calls it with
  * its argument buffers in argument order, the run-time batch size, and a

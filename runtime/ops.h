@@ -2,7 +2,7 @@
  * pooling, cross-entropy and reductions, in f32 and f64.
  *
  * These are the ops that the fusion pass leaves as calls. Matrix products
- * go to OpenBLAS (sgemm/dgemm); convolutions are im2col + GEMM one image at
+ * go to OpenBLAS (sgemm/dgemm). Convolutions are im2col + GEMM one image at
  * a time, so the column buffer of one image stays in L2 and the output is
  * produced directly in NCHW layout. Every kernel here is deterministic for
  * a given OpenBLAS thread count. All tensors are dense, row-major (NCHW for
@@ -42,8 +42,8 @@ RtConv2d rt_conv2d_make(const Shape *x, const Shape *w, const int64_t stride[2],
                         const int64_t pad[2], const int64_t dilation[2], int64_t groups,
                         int64_t batch);
 
-/* Fills p and q from the other fields; returns false if the output would
- * be empty or a field is invalid (the compiler checks this before). */
+/* Fills p and q from the other fields. Returns false if the output would
+ * be empty or a field is invalid, which the compiler rules out before. */
 bool rt_conv2d_infer(RtConv2d *cv);
 /* Bytes of scratch memory the three conv kernels need (one image's column
  * buffer). */

@@ -2,9 +2,9 @@
  *
  * Salmon, Moraes, Dror and Shaw, "Parallel Random Numbers: As Easy as
  * 1, 2, 3" (SC'11). A 128-bit counter and a 64-bit key map to 128 random
- * bits; there is no sequential state, so element i of a random tensor is a
- * pure function of (key, i), the same for any thread count and in any
- * order of evaluation. bocb keys every stream by the experiment seed and a
+ * bits. There is no sequential state, so element i of a random tensor is a
+ * pure function of (key, i). It is the same for any thread count and in
+ * any order of evaluation. bocb keys every stream by the experiment seed and a
  * stream id (a parameter's index, an epoch's shuffle, ...).
  */
 #ifndef BOCB_PHILOX_H

@@ -4,9 +4,9 @@
  * may have one batch axis, whose stored extent is a multiplier of the batch
  * size B (so [B, 784] stores dims {1, 784} with batch_axis 0, and a token
  * matrix [B*49, 64] stores {49, 64}). Everything else is static. The
- * compiler plans memory for the maximum batch; kernels receive the actual
- * batch size at run time, so the last, smaller batch of an epoch runs
- * through the same compiled code.
+ * compiler plans memory for the maximum batch, and kernels receive the
+ * actual batch size at run time. So the last, smaller batch of an epoch
+ * runs through the same compiled code.
  */
 #ifndef BOCB_SHAPE_H
 #define BOCB_SHAPE_H

@@ -1,8 +1,7 @@
 /* vars.h - storage for a model's variables: parameters and optimizer state.
  *
- * One allocation holds every variable, each 64-byte aligned, so the
- * training step, the evaluation pass and a checkpoint all see the same
- * memory. Initial values come from Philox streams keyed by the run's seed
+ * One allocation contains every variable, each 64-byte aligned, so the
+ * training step and the evaluation pass use the same memory. Initial values come from Philox streams keyed by the run's seed
  * and the variable's index, so they do not depend on the executor (JIT,
  * interpreter) or the thread count.
  */

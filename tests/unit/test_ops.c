@@ -568,9 +568,9 @@ Test(maxpool, naive_configurations)
     }
 }
 
-/* 2x2 windows with stride 2 over an even-sized plane take their own
- * kernels; random values, a coarse grid (many ties) and NaNs must give
- * what the naive loops give. */
+/* 2x2 windows with stride 2 over an even-sized plane take a forward kernel
+ * of their own. Random values, a coarse grid (many ties) and NaNs must
+ * give what the naive loops give, forward and gradient. */
 Test(maxpool, tiled_2x2_matches_naive)
 {
     RtPool2d pl = make_pool(3, 2, 8, 10, 2, 2, 2, 2, 0, 0);
