@@ -158,13 +158,13 @@ static Value bi_linear(Lower *l, const Value *args, SrcLoc loc)
     flat.batch_axis = xs.batch_axis >= 0 ? 0 : -1;
     int h = ir_reshape(g, x, flat, loc);
 
-    int w = create_param(l, arena_printf(l->arena, "%s.weight", name), shape_make(2, wdims),
-                         IR_INIT_UNIFORM, bound, loc);
+    int w = create_param(l, arena_printf(l->arena, "%s.weight", name), "weight",
+                         shape_make(2, wdims), IR_INIT_UNIFORM, bound, loc);
     if (w < 0)
         return val_error();
     int y = ir_matmul(g, h, w, false, true, loc);
     if (bias) {
-        int b = create_param(l, arena_printf(l->arena, "%s.bias", name),
+        int b = create_param(l, arena_printf(l->arena, "%s.bias", name), "bias",
                              shape_make(1, &out_features), IR_INIT_UNIFORM, bound, loc);
         if (b < 0)
             return val_error();
@@ -225,13 +225,13 @@ static Value bi_conv2d(Lower *l, const Value *args, SrcLoc loc)
 
     const char *name = layer_name(l, "conv", &args[8]);
     double bound = 1.0 / sqrt((double)(wdims[1] * kernel[0] * kernel[1]));
-    int w = create_param(l, arena_printf(l->arena, "%s.weight", name), ws, IR_INIT_UNIFORM,
-                         bound, loc);
+    int w = create_param(l, arena_printf(l->arena, "%s.weight", name), "weight", ws,
+                         IR_INIT_UNIFORM, bound, loc);
     if (w < 0)
         return val_error();
     int y = ir_conv2d(g, x, w, attr, loc);
     if (bias) {
-        int b = create_param(l, arena_printf(l->arena, "%s.bias", name),
+        int b = create_param(l, arena_printf(l->arena, "%s.bias", name), "bias",
                              shape_make(1, &out_channels), IR_INIT_UNIFORM, bound, loc);
         if (b < 0)
             return val_error();

@@ -1062,7 +1062,7 @@ const char *layer_name(Lower *l, const char *kind, const Value *explicit_name)
     return arena_printf(l->arena, "%s1", kind);
 }
 
-int create_param(Lower *l, const char *local, Shape shape, IrInit init,
+int create_param(Lower *l, const char *local, const char *tag, Shape shape, IrInit init,
                  double init_value, SrcLoc loc)
 {
     const char *name = arena_printf(l->arena, "%s.%s", l->prefix.data ? l->prefix.data : "",
@@ -1081,6 +1081,7 @@ int create_param(Lower *l, const char *local, Shape shape, IrInit init,
     } else {
         var = ir_module_add_var(l->module, name, IR_VAR_PARAM, l->dtype, shape, init,
                                 init_value, -1, loc);
+        l->module->vars[var].tag = tag;
     }
     VEC_PUSH(&l->vars_seen, var);
     return ir_var_read(l->graph, var, loc);

@@ -266,7 +266,7 @@ Value call_builtin(Lower *l, const Builtin *b, const CallArgs *args);
 /* Creates a parameter (or, when the model is instantiated again for
  * another graph, finds the existing one) called "<prefix>.<local>", and
  * returns a read of it in l->graph. */
-int create_param(Lower *l, const char *local, Shape shape, IrInit init,
+int create_param(Lower *l, const char *local, const char *tag, Shape shape, IrInit init,
                  double init_value, SrcLoc loc);
 /* Returns the name of the next layer of `kind` in the current model:
  * `explicit_name` when given, else kind followed by a counter ("linear2"). */

@@ -101,6 +101,7 @@ int ir_module_add_var(IrModule *m, const char *name, IrVarKind kind,
     v->init = init;
     v->init_value = init_value;
     v->owner = owner;
+    v->tag = NULL;
     v->loc = loc;
     return m->nvars++;
 }

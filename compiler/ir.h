@@ -135,6 +135,8 @@ typedef struct IrVar {
     IrInit init;
     double init_value;
     int owner;   /* IR_VAR_STATE: the parameter it belongs to, else -1 */
+    const char *tag; /* role for parameter selectors: "weight", "bias",
+                        "norm", ...; a static or arena string, or NULL */
     SrcLoc loc;  /* where it was created in the source */
 } IrVar;
 
