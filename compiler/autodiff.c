@@ -27,6 +27,7 @@ bool ad_has_rule(IrOp op)
     case IR_INPUT: case IR_VAR: case IR_CONST: case IR_BATCH:
     case IR_NEG: case IR_ABS: case IR_SIGN: case IR_SQRT: case IR_EXP:
     case IR_LOG: case IR_TANH: case IR_RELU: case IR_FLOOR: case IR_CAST:
+    case IR_ERF: case IR_SIGMOID:
     case IR_ADD: case IR_SUB: case IR_MUL: case IR_DIV: case IR_POW:
     case IR_MAX: case IR_MIN: case IR_SELECT:
     case IR_BROADCAST: case IR_RESHAPE: case IR_SUM:
@@ -179,6 +180,21 @@ static void vjp(Ad *ad, int id, int dy)
     case IR_TANH: {
         int y2 = ir_binary(g, IR_MUL, id, id, loc);
         int d = ir_binary(g, IR_SUB, fill_like(g, id, 1.0, loc), y2, loc);
+        accumulate(ad, x, ir_binary(g, IR_MUL, dy, d, loc), loc);
+        break;
+    }
+    case IR_ERF: {
+        /* d erf(x) = 2 / sqrt(pi) exp(-x^2) */
+        int x2 = ir_binary(g, IR_MUL, x, x, loc);
+        int e = ir_unary(g, IR_EXP, ir_unary(g, IR_NEG, x2, loc), loc);
+        int d = ir_binary(g, IR_MUL, e, fill_like(g, x, 1.1283791670955126, loc), loc);
+        accumulate(ad, x, ir_binary(g, IR_MUL, dy, d, loc), loc);
+        break;
+    }
+    case IR_SIGMOID: {
+        /* d sigmoid(x) = y (1 - y) */
+        int one_minus = ir_binary(g, IR_SUB, fill_like(g, id, 1.0, loc), id, loc);
+        int d = ir_binary(g, IR_MUL, id, one_minus, loc);
         accumulate(ad, x, ir_binary(g, IR_MUL, dy, d, loc), loc);
         break;
     }

@@ -30,7 +30,7 @@
  *
  * Arithmetic follows kernel_eval exactly (see kernel.c for the semantics):
  * no fast-math flags, so no contraction into FMA and no reassociation.
- * exp, log, pow and tanh are calls to the C library marked `nobuiltin`,
+ * exp, log, pow, tanh and erf are calls to the C library marked `nobuiltin`,
  * not LLVM intrinsics, because LLVM rewrites intrinsics in ways that change
  * the result: pow(x, 2.0) becomes x * x, which differs from glibc's powf
  * for subnormal results, and a constant operand is folded with the host's
@@ -273,6 +273,14 @@ static LLVMValueRef emit_unary(Codegen *cg, KOp op, DType dt, LLVMValueRef x,
         return call_libm(cg, f32 ? "logf" : "log", &x, 1);
     case K_TANH:
         return call_libm(cg, f32 ? "tanhf" : "tanh", &x, 1);
+    case K_ERF:
+        return call_libm(cg, f32 ? "erff" : "erf", &x, 1);
+    case K_SIGMOID: {
+        LLVMValueRef minus = LLVMBuildFNeg(b, x, "");
+        LLVMValueRef e = call_libm(cg, f32 ? "expf" : "exp", &minus, 1);
+        LLVMValueRef one = float_const(value_type(cg, dt), 1.0);
+        return LLVMBuildFDiv(b, one, LLVMBuildFAdd(b, one, e, ""), name);
+    }
     case K_NOT:
         return LLVMBuildXor(b, x, LLVMConstInt(cg->t_i1, 1, false), name);
     default:
@@ -405,7 +413,7 @@ static LLVMValueRef emit_instr(KernelGen *g, int i, LLVMValueRef *elem)
     case K_BATCH:
         return emit_batch(g, dt, name);
     case K_NEG: case K_ABS: case K_SIGN: case K_SQRT: case K_EXP:
-    case K_LOG: case K_TANH: case K_FLOOR: case K_NOT:
+    case K_LOG: case K_TANH: case K_FLOOR: case K_NOT: case K_ERF: case K_SIGMOID:
         return emit_unary(cg, in->op, dt, a, name);
     case K_CAST:
         return emit_cast(cg, dt, k->instrs[in->a].dtype, a, name);

@@ -104,7 +104,7 @@ static void *workspace(Interp *it, size_t bytes)
 
 /* ---- scalar semantics ----------------------------------------------------- */
 
-#define DEFINE_SCALAR_OPS(T, SUFFIX, SQRT, EXP, LOG, POW, TANH, FLOOR, FABS)  \
+#define DEFINE_SCALAR_OPS(T, SUFFIX, SQRT, EXP, LOG, POW, TANH, FLOOR, FABS, ERF) \
     static T maximum_##SUFFIX(T a, T b)                                       \
     {                                                                         \
         if (a != a || b != b)                                                 \
@@ -139,6 +139,8 @@ static void *workspace(Interp *it, size_t bytes)
         case IR_EXP: return EXP(x);                                           \
         case IR_LOG: return LOG(x);                                           \
         case IR_TANH: return TANH(x);                                         \
+        case IR_ERF: return ERF(x);                                           \
+        case IR_SIGMOID: return (T)1 / ((T)1 + EXP(-x));                      \
         case IR_RELU: return maximum_##SUFFIX(x, (T)0);                       \
         case IR_FLOOR: return FLOOR(x);                                       \
         default: BOCB_UNREACHABLE("unary op");                                \
@@ -158,8 +160,8 @@ static void *workspace(Interp *it, size_t bytes)
         }                                                                     \
     }
 
-DEFINE_SCALAR_OPS(float, f32, sqrtf, expf, logf, powf, tanhf, floorf, fabsf)
-DEFINE_SCALAR_OPS(double, f64, sqrt, exp, log, pow, tanh, floor, fabs)
+DEFINE_SCALAR_OPS(float, f32, sqrtf, expf, logf, powf, tanhf, floorf, fabsf, erff)
+DEFINE_SCALAR_OPS(double, f64, sqrt, exp, log, pow, tanh, floor, fabs, erf)
 
 static double load_as_double(DType dt, const void *p, int64_t i)
 {
@@ -215,7 +217,7 @@ static void eval_elementwise(const IrNode *n, void *const *in, void *out,
 {
     switch (n->op) {
     case IR_NEG: case IR_ABS: case IR_SIGN: case IR_SQRT: case IR_EXP:
-    case IR_LOG: case IR_TANH: case IR_RELU: case IR_FLOOR:
+    case IR_LOG: case IR_TANH: case IR_RELU: case IR_FLOOR: case IR_ERF: case IR_SIGMOID:
         if (n->dtype == DT_F32)
             for (int64_t i = 0; i < count; i++)
                 ((float *)out)[i] = unary_f32(n->op, ((const float *)in[0])[i]);

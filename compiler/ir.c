@@ -29,6 +29,8 @@ static const struct {
     [IR_FLOOR] = {"floor", IR_CLASS_ELEMENTWISE},
     [IR_NOT] = {"not", IR_CLASS_ELEMENTWISE},
     [IR_CAST] = {"cast", IR_CLASS_ELEMENTWISE},
+    [IR_ERF] = {"erf", IR_CLASS_ELEMENTWISE},
+    [IR_SIGMOID] = {"sigmoid", IR_CLASS_ELEMENTWISE},
     [IR_ADD] = {"add", IR_CLASS_ELEMENTWISE},
     [IR_SUB] = {"sub", IR_CLASS_ELEMENTWISE},
     [IR_MUL] = {"mul", IR_CLASS_ELEMENTWISE},

@@ -40,6 +40,8 @@ typedef enum IrOp {
     /* elementwise, one operand */
     IR_NEG, IR_ABS, IR_SIGN, IR_SQRT, IR_EXP, IR_LOG, IR_TANH, IR_RELU,
     IR_FLOOR, IR_NOT, IR_CAST,
+    IR_ERF,     /* the error function */
+    IR_SIGMOID, /* 1 / (1 + exp(-x)) */
 
     /* elementwise, two operands of the same shape and dtype */
     IR_ADD, IR_SUB, IR_MUL, IR_DIV, IR_POW, IR_MAX, IR_MIN,

@@ -17,8 +17,11 @@
  *              0, and out-of-range values give INT32_MIN or INT32_MAX
  *              (llvm.fptosi.sat). A cast to bool is `x != 0`, so a NaN
  *              becomes true. bool converts to 0 or 1.
- *   exp, log, pow, tanh
- *              the C library's expf/exp, logf/log, powf/pow, tanhf/tanh.
+ *   exp, log, pow, tanh, erf
+ *              the C library's expf/exp, logf/log, powf/pow, tanhf/tanh,
+ *              erff/erf.
+ *   sigmoid    1 / (1 + exp(-x)) in the operand's type, with the
+ *              library's exp.
  *   bool       stored as one byte. A load treats any nonzero byte as true,
  *              and a store writes 0 or 1.
  *
@@ -171,6 +174,8 @@ const char *kop_name(KOp op)
     case K_EXP: return "exp";
     case K_LOG: return "log";
     case K_TANH: return "tanh";
+    case K_ERF: return "erf";
+    case K_SIGMOID: return "sigmoid";
     case K_FLOOR: return "floor";
     case K_NOT: return "not";
     case K_CAST: return "cast";
@@ -212,6 +217,7 @@ static int operand_count(KOp op)
         return 0;
     case K_NEG: case K_ABS: case K_SIGN: case K_SQRT: case K_EXP:
     case K_LOG: case K_TANH: case K_FLOOR: case K_NOT: case K_CAST:
+    case K_ERF: case K_SIGMOID:
     case K_STORE:
         return 1;
     case K_ADD: case K_SUB: case K_MUL: case K_DIV: case K_POW:
@@ -267,6 +273,7 @@ static void check_instr(const Kernel *k, int i, int *stores)
         BOCB_ASSERT(dt != DT_BOOL && da == dt);
         break;
     case K_SQRT: case K_EXP: case K_LOG: case K_TANH: case K_FLOOR:
+    case K_ERF: case K_SIGMOID:
         BOCB_ASSERT(is_float(dt) && da == dt);
         break;
     case K_NOT:
@@ -451,6 +458,8 @@ static float unary_f32(KOp op, float x)
     case K_EXP: return expf(x);
     case K_LOG: return logf(x);
     case K_TANH: return tanhf(x);
+    case K_ERF: return erff(x);
+    case K_SIGMOID: return 1.0f / (1.0f + expf(-x));
     case K_FLOOR: return floorf(x);
     default: BOCB_UNREACHABLE("f32 unary op");
     }
@@ -466,6 +475,8 @@ static double unary_f64(KOp op, double x)
     case K_EXP: return exp(x);
     case K_LOG: return log(x);
     case K_TANH: return tanh(x);
+    case K_ERF: return erf(x);
+    case K_SIGMOID: return 1.0 / (1.0 + exp(-x));
     case K_FLOOR: return floor(x);
     default: BOCB_UNREACHABLE("f64 unary op");
     }
@@ -709,7 +720,7 @@ static void eval_point(const Kernel *k, void *const *args,
             r = batch_value(in->dtype, batch);
             break;
         case K_NEG: case K_ABS: case K_SIGN: case K_SQRT: case K_EXP:
-        case K_LOG: case K_TANH: case K_FLOOR:
+        case K_LOG: case K_TANH: case K_FLOOR: case K_ERF: case K_SIGMOID:
             r = eval_unary(in->op, in->dtype, vals[in->a]);
             break;
         case K_NOT:

@@ -43,6 +43,7 @@ typedef enum KOp {
 
     /* unary, operand a */
     K_NEG, K_ABS, K_SIGN, K_SQRT, K_EXP, K_LOG, K_TANH, K_FLOOR,
+    K_ERF, K_SIGMOID, /* sigmoid(x) = 1 / (1 + exp(-x)) */
     K_NOT,  /* bool */
     K_CAST, /* a converted to dtype */
 

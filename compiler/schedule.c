@@ -660,6 +660,8 @@ static KOp kop_of(IrOp op)
     case IR_EXP: return K_EXP;
     case IR_LOG: return K_LOG;
     case IR_TANH: return K_TANH;
+    case IR_ERF: return K_ERF;
+    case IR_SIGMOID: return K_SIGMOID;
     case IR_FLOOR: return K_FLOOR;
     case IR_NOT: return K_NOT;
     case IR_CAST: return K_CAST;

@@ -189,6 +189,8 @@ Test(gradcheck, exp) { unary_case(IR_EXP, -2, 2); }
 Test(gradcheck, log) { unary_case(IR_LOG, 0.5, 3); }
 Test(gradcheck, tanh) { unary_case(IR_TANH, -2, 2); }
 Test(gradcheck, relu) { unary_case(IR_RELU, -2, 2); }
+Test(gradcheck, erf) { unary_case(IR_ERF, -2.5, 2.5); }
+Test(gradcheck, sigmoid) { unary_case(IR_SIGMOID, -4, 4); }
 
 static void binary_case(IrOp op, double low_a, double high_a, double low_b, double high_b)
 {

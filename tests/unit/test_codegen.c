@@ -430,7 +430,7 @@ static void free_kernels(Kernel **kernels, int n)
 /* ---- every op, elementwise ---------------------------------------------- */
 
 static const KOp float_unary_ops[] = {
-    K_NEG, K_ABS, K_SIGN, K_SQRT, K_EXP, K_LOG, K_TANH, K_FLOOR,
+    K_NEG, K_ABS, K_SIGN, K_SQRT, K_EXP, K_LOG, K_TANH, K_FLOOR, K_ERF, K_SIGMOID,
 };
 
 static const KOp arith_ops[] = {K_ADD, K_SUB, K_MUL, K_DIV, K_POW, K_MAX, K_MIN};
