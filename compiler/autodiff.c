@@ -27,7 +27,7 @@ bool ad_has_rule(IrOp op)
     case IR_INPUT: case IR_VAR: case IR_CONST: case IR_BATCH:
     case IR_NEG: case IR_ABS: case IR_SIGN: case IR_SQRT: case IR_EXP:
     case IR_LOG: case IR_TANH: case IR_RELU: case IR_FLOOR: case IR_CAST:
-    case IR_ERF: case IR_SIGMOID:
+    case IR_ERF: case IR_SIGMOID: case IR_RANDOM:
     case IR_ADD: case IR_SUB: case IR_MUL: case IR_DIV: case IR_POW:
     case IR_MAX: case IR_MIN: case IR_SELECT:
     case IR_BROADCAST: case IR_RESHAPE: case IR_SUM:
@@ -290,9 +290,14 @@ static void vjp(Ad *ad, int id, int dy)
     case IR_MAXPOOL2D:
         accumulate(ad, x, ir_maxpool2d_grad(g, x, dy, n.attr.pool, loc), loc);
         break;
-    case IR_CROSS_ENTROPY:
-        accumulate(ad, x, ir_cross_entropy_grad(g, x, n.in[1], dy, loc), loc);
+    case IR_CROSS_ENTROPY: {
+        int d = ir_cross_entropy_grad(g, x, n.in[1], dy, loc);
+        ir_node(g, d)->attr.loss = n.attr.loss;
+        accumulate(ad, x, d, loc);
         break;
+    }
+    case IR_RANDOM:
+        break; /* constant with respect to its key and step */
     default:
         BOCB_UNREACHABLE("vjp of an op without a rule");
     }

@@ -12,11 +12,9 @@
 #include <string.h>
 
 #include "../runtime/data.h"
-#include "eval.h"
+#include "builtins.h"
 
-#define PARAMS(...) ((const char *const[]){__VA_ARGS__, NULL})
-
-static bool is_none(const Value *v)
+bool is_none(const Value *v)
 {
     return v->kind == VAL_NONE;
 }
@@ -29,7 +27,7 @@ static bool any_error(const Value *args, int n)
     return false;
 }
 
-static bool need_graph(Lower *l, const char *name, SrcLoc loc)
+bool need_graph(Lower *l, const char *name, SrcLoc loc)
 {
     if (l->graph)
         return true;
@@ -38,7 +36,7 @@ static bool need_graph(Lower *l, const char *name, SrcLoc loc)
     return false;
 }
 
-static int tensor_arg(Lower *l, const Value *v, const char *fn, const char *param)
+int tensor_arg(Lower *l, const Value *v, const char *fn, const char *param)
 {
     char what[96];
     snprintf(what, sizeof what, "argument '%s' of '%s'", param, fn);
@@ -67,7 +65,7 @@ static bool int_pair(const Value *v, const char *what, int64_t min, int64_t out[
     return true;
 }
 
-static bool bool_arg(const Value *v, const char *what, bool fallback, bool *out)
+bool bool_arg(const Value *v, const char *what, bool fallback, bool *out)
 {
     if (is_none(v)) {
         *out = fallback;
@@ -84,7 +82,7 @@ static bool bool_arg(const Value *v, const char *what, bool fallback, bool *out)
 /* Returns a rank-0 node with the number of elements that `axes` of
  * `shape` cover. When a batch axis is among them, the count is computed
  * from the run-time batch size. */
-static int count_node(Lower *l, const Shape *shape, uint32_t axes, SrcLoc loc)
+int count_node(Lower *l, const Shape *shape, uint32_t axes, SrcLoc loc)
 {
     double count = 1;
     bool batch = false;
@@ -102,7 +100,7 @@ static int count_node(Lower *l, const Shape *shape, uint32_t axes, SrcLoc loc)
     return ir_binary(l->graph, IR_MUL, ir_const(l->graph, l->dtype, count, loc), b, loc);
 }
 
-static uint32_t all_axes(const Shape *s)
+uint32_t all_axes(const Shape *s)
 {
     return s->rank ? (uint32_t)((1ull << s->rank) - 1) : 0;
 }
@@ -364,8 +362,13 @@ static Value bi_max_pool2d(Lower *l, const Value *args, SrcLoc loc)
 
 Value lower_cross_entropy(Lower *l, int logits, int labels, SrcLoc loc)
 {
+    return lower_loss(l, logits, labels, (IrLossAttr){.kind = IR_LOSS_CROSS_ENTROPY}, loc);
+}
+
+Value lower_loss(Lower *l, int logits, int labels, IrLossAttr attr, SrcLoc loc)
+{
     IrGraph *g = l->graph;
-    int per_sample = ir_cross_entropy(g, logits, labels, loc);
+    int per_sample = ir_loss(g, logits, labels, attr, loc);
     Shape rows = ir_node(g, per_sample)->shape;
     int total = ir_sum(g, per_sample, 1u, loc);
     return val_tensor(ir_binary(g, IR_DIV, total, count_node(l, &rows, 1u, loc), loc), loc);
@@ -384,7 +387,16 @@ static Value bi_cross_entropy(Lower *l, const Value *args, SrcLoc loc)
                    "got %s and %s", shape_text(l, &nl->shape), shape_text(l, &ny->shape));
         return val_error();
     }
-    return lower_cross_entropy(l, logits, labels, loc);
+    IrLossAttr attr = {.kind = IR_LOSS_CROSS_ENTROPY};
+    if (!is_none(&args[2])) {
+        const Value *s = &args[2];
+        if (s->kind != VAL_NUMBER || !(s->number.value >= 0 && s->number.value <= 1)) {
+            diag_error(s->loc, "label_smoothing must be a number in [0, 1]");
+            return val_error();
+        }
+        attr.label_smoothing = s->number.value;
+    }
+    return lower_loss(l, logits, labels, attr, loc);
 }
 
 /* ---- math on numbers and tensors ------------------------------------------ */
@@ -648,7 +660,7 @@ static const Builtin builtins[] = {
     {"flatten", PARAMS("x", "start"), 1, bi_flatten},
     {"reshape", PARAMS("x", "shape"), 2, bi_reshape},
     {"max_pool2d", PARAMS("x", "kernel_size", "stride", "padding"), 2, bi_max_pool2d},
-    {"cross_entropy", PARAMS("logits", "labels"), 2, bi_cross_entropy},
+    {"cross_entropy", PARAMS("logits", "labels", "label_smoothing"), 2, bi_cross_entropy},
     {"sqrt", PARAMS("x"), 1, bi_sqrt},
     {"exp", PARAMS("x"), 1, bi_exp},
     {"log", PARAMS("x"), 1, bi_log},
@@ -674,14 +686,23 @@ const Builtin *builtin_find(const char *name)
     for (size_t i = 0; i < BOCB_ARRAY_LEN(builtins); i++)
         if (strcmp(builtins[i].name, name) == 0)
             return &builtins[i];
+    for (int i = 0; i < nn_nbuiltins; i++)
+        if (strcmp(nn_builtins[i].name, name) == 0)
+            return &nn_builtins[i];
     return NULL;
 }
 
 const char *const *builtin_names(void)
 {
-    static const char *names[BOCB_ARRAY_LEN(builtins) + 1];
-    for (size_t i = 0; i < BOCB_ARRAY_LEN(builtins); i++)
-        names[i] = builtins[i].name;
+    static const char **names;
+    if (!names) {
+        size_t n = BOCB_ARRAY_LEN(builtins);
+        names = xcalloc(n + (size_t)nn_nbuiltins + 1, sizeof *names);
+        for (size_t i = 0; i < n; i++)
+            names[i] = builtins[i].name;
+        for (int i = 0; i < nn_nbuiltins; i++)
+            names[n + (size_t)i] = nn_builtins[i].name;
+    }
     return names;
 }
 

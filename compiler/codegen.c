@@ -66,6 +66,7 @@ typedef struct KernelGen {
     LLVMValueRef batch, begin, end;
     LLVMValueRef *base;                      /* per argument */
     LLVMValueRef extents[KERNEL_MAX_RANK];
+    LLVMValueRef index[KERNEL_MAX_RANK];     /* loop indices at the current point */
     LLVMValueRef *strides;                   /* [arg * rank + axis] */
     bool *streamed;    /* per argument: accessed at a different element per point */
     LLVMValueRef *values;                    /* per instruction */
@@ -392,6 +393,73 @@ static LLVMValueRef emit_cast(Codegen *cg, DType to, DType from, LLVMValueRef x,
     return call_intrinsic(cg, "llvm.fptosi.sat", overloads, 2, &x, 1);
 }
 
+/* The 32x32 -> 64-bit product of a and b, split into its high and low
+ * words. */
+static LLVMValueRef mul_hi_lo(Codegen *cg, uint32_t a, LLVMValueRef b, LLVMValueRef *lo)
+{
+    LLVMBuilderRef bld = cg->builder;
+    LLVMValueRef wide = LLVMBuildMul(bld, const_i64(cg, a), LLVMBuildZExt(bld, b, cg->t_i64, ""), "");
+    *lo = LLVMBuildTrunc(bld, wide, cg->t_i32, "");
+    return LLVMBuildTrunc(bld, LLVMBuildLShr(bld, wide, const_i64(cg, 32), ""), cg->t_i32, "");
+}
+
+/* philox_random_f32/f64 (runtime/philox.c) inline: Philox4x32-10 of the
+ * counter (index, step, 0) under the key bits of `key`, converted to a
+ * uniform number in [0, 1) the same way. */
+static LLVMValueRef emit_random(KernelGen *g, DType dt, LLVMValueRef key, LLVMValueRef step,
+                                const char *name)
+{
+    Codegen *cg = g->cg;
+    LLVMBuilderRef b = cg->builder;
+    bool f32 = dt == DT_F32;
+
+    LLVMValueRef linear = g->index[0];
+    for (int d = 1; d < g->k->rank; d++)
+        linear = LLVMBuildAdd(b, LLVMBuildMul(b, linear, g->extents[d], ""), g->index[d], "");
+
+    LLVMValueRef k0, k1;
+    if (f32) {
+        k0 = LLVMBuildBitCast(b, key, cg->t_i32, "");
+        k1 = LLVMConstInt(cg->t_i32, 0, false);
+    } else {
+        LLVMValueRef bits = LLVMBuildBitCast(b, key, cg->t_i64, "");
+        k0 = LLVMBuildTrunc(b, bits, cg->t_i32, "");
+        k1 = LLVMBuildTrunc(b, LLVMBuildLShr(b, bits, const_i64(cg, 32), ""), cg->t_i32, "");
+    }
+    /* The step saturates as in philox.c: NaN and negatives to 0. */
+    LLVMTypeRef overloads[2] = {cg->t_i32, LLVMTypeOf(step)};
+    LLVMValueRef c[4];
+    c[0] = LLVMBuildTrunc(b, linear, cg->t_i32, "");
+    c[1] = LLVMBuildTrunc(b, LLVMBuildLShr(b, linear, const_i64(cg, 32), ""), cg->t_i32, "");
+    c[2] = call_intrinsic(cg, "llvm.fptoui.sat", overloads, 2, &step, 1);
+    c[3] = LLVMConstInt(cg->t_i32, 0, false);
+
+    for (int round = 0; round < 10; round++) {
+        if (round > 0) {
+            k0 = LLVMBuildAdd(b, k0, LLVMConstInt(cg->t_i32, 0x9E3779B9u, false), "");
+            k1 = LLVMBuildAdd(b, k1, LLVMConstInt(cg->t_i32, 0xBB67AE85u, false), "");
+        }
+        LLVMValueRef lo0, lo1;
+        LLVMValueRef hi0 = mul_hi_lo(cg, 0xD2511F53u, c[0], &lo0);
+        LLVMValueRef hi1 = mul_hi_lo(cg, 0xCD9E8D57u, c[2], &lo1);
+        c[0] = LLVMBuildXor(b, LLVMBuildXor(b, hi1, c[1], ""), k0, "");
+        c[1] = lo1;
+        c[2] = LLVMBuildXor(b, LLVMBuildXor(b, hi0, c[3], ""), k1, "");
+        c[3] = lo0;
+    }
+
+    if (f32) {
+        LLVMValueRef top = LLVMBuildLShr(b, c[0], LLVMConstInt(cg->t_i32, 8, false), "");
+        return LLVMBuildFMul(b, LLVMBuildUIToFP(b, top, cg->t_f32, ""),
+                             float_const(cg->t_f32, 0x1p-24), name);
+    }
+    LLVMValueRef hi = LLVMBuildShl(b, LLVMBuildZExt(b, c[0], cg->t_i64, ""), const_i64(cg, 32), "");
+    LLVMValueRef bits = LLVMBuildOr(b, hi, LLVMBuildZExt(b, c[1], cg->t_i64, ""), "");
+    LLVMValueRef top = LLVMBuildLShr(b, bits, const_i64(cg, 11), "");
+    return LLVMBuildFMul(b, LLVMBuildUIToFP(b, top, cg->t_f64, ""), float_const(cg->t_f64, 0x1p-53),
+                         name);
+}
+
 /* Emits instruction i. elem[a] is the element pointer of argument a at the
  * current point; uniform loads read the base pointer instead. */
 static LLVMValueRef emit_instr(KernelGen *g, int i, LLVMValueRef *elem)
@@ -428,6 +496,8 @@ static LLVMValueRef emit_instr(KernelGen *g, int i, LLVMValueRef *elem)
         return LLVMBuildOr(cg->builder, a, b, name);
     case K_SELECT:
         return LLVMBuildSelect(cg->builder, g->values[in->c], a, b, name);
+    case K_RANDOM:
+        return emit_random(g, dt, a, b, name);
     case K_STORE:
         emit_store(g, dt, elem[in->arg], a);
         return NULL;
@@ -503,6 +573,7 @@ static void emit_loop(KernelGen *g, int axis, LLVMValueRef *row)
     LLVMPositionBuilderAtEnd(b, header);
     snprintf(label, sizeof label, "i%d", axis);
     LLVMValueRef index = LLVMBuildPhi(b, cg->t_i64, label);
+    g->index[axis] = index;
 
     LLVMValueRef *cur = xcalloc((size_t)k->nargs + 1, sizeof *cur);
     LLVMValueRef *phis = xcalloc((size_t)k->nargs + 1, sizeof *phis);

@@ -102,6 +102,7 @@ static Cell *compile_cells(Lower *l, const ExperimentSpec *spec, const DataShape
     Cell *cells = xcalloc((size_t)n + 1, sizeof *cells);
     bool *model_bad = xcalloc((size_t)spec->nmodels + 1, sizeof(bool));
     bool *opt_bad = xcalloc((size_t)spec->noptimizers + 1, sizeof(bool));
+    l->loss = spec->loss;
     for (int m = 0; m < spec->nmodels; m++) {
         for (int o = 0; o < spec->noptimizers; o++) {
             Cell *c = &cells[m * spec->noptimizers + o];

@@ -1062,8 +1062,23 @@ const char *layer_name(Lower *l, const char *kind, const Value *explicit_name)
     return arena_printf(l->arena, "%s1", kind);
 }
 
+static int create_var(Lower *l, const char *local, IrVarKind kind, const char *tag,
+                      Shape shape, IrInit init, double init_value, SrcLoc loc);
+
 int create_param(Lower *l, const char *local, const char *tag, Shape shape, IrInit init,
                  double init_value, SrcLoc loc)
+{
+    return create_var(l, local, IR_VAR_PARAM, tag, shape, init, init_value, loc);
+}
+
+int create_buffer(Lower *l, const char *local, Shape shape, IrInit init, double init_value,
+                  SrcLoc loc)
+{
+    return create_var(l, local, IR_VAR_BUFFER, NULL, shape, init, init_value, loc);
+}
+
+static int create_var(Lower *l, const char *local, IrVarKind kind, const char *tag,
+                      Shape shape, IrInit init, double init_value, SrcLoc loc)
 {
     const char *name = arena_printf(l->arena, "%s.%s", l->prefix.data ? l->prefix.data : "",
                                     local);
@@ -1079,7 +1094,7 @@ int create_param(Lower *l, const char *local, const char *tag, Shape shape, IrIn
         /* The model is being instantiated again (evaluation graph). */
         BOCB_ASSERT(shape_equal(&l->module->vars[var].shape, &shape));
     } else {
-        var = ir_module_add_var(l->module, name, IR_VAR_PARAM, l->dtype, shape, init,
+        var = ir_module_add_var(l->module, name, kind, l->dtype, shape, init,
                                 init_value, -1, loc);
         l->module->vars[var].tag = tag;
     }

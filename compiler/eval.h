@@ -151,6 +151,7 @@ struct Lower {
     IrModule *module;
     DType dtype;
     bool training;
+    IrLossAttr loss; /* the experiment's loss, appended by compile_cell */
     EvalMode mode;
     Scope *scope;
 
@@ -268,6 +269,10 @@ Value call_builtin(Lower *l, const Builtin *b, const CallArgs *args);
  * returns a read of it in l->graph. */
 int create_param(Lower *l, const char *local, const char *tag, Shape shape, IrInit init,
                  double init_value, SrcLoc loc);
+/* As create_param, for a variable that the optimizer never updates (a
+ * running statistic, a random key): kind IR_VAR_BUFFER, no tag. */
+int create_buffer(Lower *l, const char *local, Shape shape, IrInit init, double init_value,
+                  SrcLoc loc);
 /* Returns the name of the next layer of `kind` in the current model:
  * `explicit_name` when given, else kind followed by a counter ("linear2"). */
 const char *layer_name(Lower *l, const char *kind, const Value *explicit_name);

@@ -10,11 +10,13 @@
 #include <string.h>
 
 #include "autodiff.h"
+#include "builtins.h"
 #include "lower.h"
 
 static const char *const setting_names[] = {
     "data", "model", "optimizer", "gradient", "loss", "epochs", "batch",
     "eval_batch", "seed", "seeds", "train_size", "test_size", "steps", "log_every",
+    "label_smoothing",
 };
 
 enum { NSETTINGS = (int)BOCB_ARRAY_LEN(setting_names) };
@@ -198,6 +200,33 @@ static bool resolve_symbol(const Setting *s, const char *key, const char *const 
     return false;
 }
 
+/* Fills spec->loss from `loss` (already checked by resolve_symbol) and
+ * `label_smoothing`, which only cross-entropy takes. */
+static bool resolve_loss(const Setting *settings, ExperimentSpec *spec)
+{
+    const Setting *loss = &settings[setting_index("loss")];
+    const Setting *smoothing = &settings[setting_index("label_smoothing")];
+    const Value *v = &loss->value;
+    const char *name = !loss->set                ? "cross_entropy"
+                       : v->kind == VAL_BUILTIN ? v->builtin->name
+                       : v->kind == VAL_SYMBOL  ? v->string
+                                                : "";
+    spec->loss.kind = strcmp(name, "mse") == 0 ? IR_LOSS_MSE : IR_LOSS_CROSS_ENTROPY;
+    if (!smoothing->set || smoothing->value.kind == VAL_ERROR)
+        return true;
+    const Value *s = &smoothing->value;
+    if (s->kind != VAL_NUMBER || !(s->number.value >= 0 && s->number.value <= 1)) {
+        diag_error(s->loc, "label_smoothing must be a number in [0, 1]");
+        return false;
+    }
+    if (spec->loss.kind != IR_LOSS_CROSS_ENTROPY) {
+        diag_error(smoothing->loc, "label_smoothing applies to loss = cross_entropy only");
+        return false;
+    }
+    spec->loss.label_smoothing = s->number.value;
+    return true;
+}
+
 static bool resolve_seeds(Lower *l, Setting *settings, ExperimentSpec *spec)
 {
     const Setting *seed = &settings[setting_index("seed")];
@@ -257,10 +286,11 @@ static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpe
 
     static const char *const gradients[] = {"backprop"};
     static const char *const planned_gradients[] = {"zo", "forward_grad", "hybrid"};
-    static const char *const losses[] = {"cross_entropy"};
+    static const char *const losses[] = {"cross_entropy", "mse"};
     ok &= resolve_symbol(&settings[setting_index("gradient")], "gradient", gradients, 1,
                          planned_gradients, 3);
-    ok &= resolve_symbol(&settings[setting_index("loss")], "loss", losses, 1, NULL, 0);
+    ok &= resolve_symbol(&settings[setting_index("loss")], "loss", losses, 2, NULL, 0);
+    ok &= resolve_loss(settings, spec);
 
     const int64_t big = INT64_C(1) << 40;
     ok &= as_int_setting(&settings[setting_index("epochs")], "epochs", 1, 100000, 1,
@@ -442,7 +472,7 @@ static bool build_forward(Lower *l, IrGraph *g, const Configured *model,
                    shape_text(l, &want));
         return false;
     }
-    Value loss = lower_cross_entropy(l, out.tensor, labels, loc);
+    Value loss = lower_loss(l, out.tensor, labels, l->loss, loc);
     *logits_out = out.tensor;
     *loss_out = loss.tensor;
     return true;
@@ -476,7 +506,7 @@ bool compile_cell(Lower *l, const Configured *model, const Configured *opt,
         int *grads = xcalloc((size_t)params.len + 1, sizeof *grads);
         SrcLoc oloc = opt->decl->name_loc;
         int lr = ir_input(train, "lr", dtype, shape_scalar(), oloc);
-        int step = ir_input(train, "step", dtype, shape_scalar(), oloc);
+        int step = lower_step_input(l, oloc);
         ok = ad_backward(train, loss, params.data, params.len, grads);
         for (int i = 0; ok && i < params.len; i++)
             ok = expand_optimizer(l, opt, params.data[i], grads[i], lr, step);

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "../runtime/ops.h"
+#include "../runtime/philox.h"
 
 struct Interp {
     const IrGraph *g;
@@ -273,6 +274,17 @@ static void eval_mixed(const IrGraph *g, const IrNode *n, void *const *in,
         for (int64_t i = 0; i < count; i++)
             store_from_double(n->dtype, out, i, load_as_double(a_dt, in[0], i));
         return;
+    case IR_RANDOM:
+        /* Element i of the contiguous result is element i of the tensor. */
+        if (n->dtype == DT_F32)
+            for (int64_t i = 0; i < count; i++)
+                ((float *)out)[i] = philox_random_f32(((const float *)in[0])[i],
+                                                      ((const float *)in[1])[i], (uint64_t)i);
+        else
+            for (int64_t i = 0; i < count; i++)
+                ((double *)out)[i] = philox_random_f64(((const double *)in[0])[i],
+                                                       ((const double *)in[1])[i], (uint64_t)i);
+        return;
     case IR_SELECT: {
         size_t size = dtype_size(n->dtype);
         for (int64_t i = 0; i < count; i++) {
@@ -375,11 +387,12 @@ static void eval_library(Interp *it, const IrNode *n, void *const *in, void *out
         return;
     }
     case IR_CROSS_ENTROPY:
-        rt_cross_entropy(dt, shape_dim(s0, 0, batch), s0->dims[1], in[0], in[1], out);
+        rt_loss(dt, rt_loss_of(&n->attr.loss), shape_dim(s0, 0, batch), s0->dims[1], in[0],
+                in[1], out);
         return;
     case IR_CROSS_ENTROPY_GRAD:
-        rt_cross_entropy_grad(dt, shape_dim(s0, 0, batch), s0->dims[1], in[0], in[1],
-                              in[2], out);
+        rt_loss_grad(dt, rt_loss_of(&n->attr.loss), shape_dim(s0, 0, batch), s0->dims[1],
+                     in[0], in[1], in[2], out);
         return;
     default:
         BOCB_UNREACHABLE("library op");

@@ -12,7 +12,16 @@
 #include <stdint.h>
 
 #include "../runtime/vars.h"
+#include "../runtime/ops.h"
 #include "ir.h"
+
+/* The runtime's description of a loss node (shared with schedule.c). */
+static inline RtLoss rt_loss_of(const IrLossAttr *a)
+{
+    RtLoss r = {.kind = a->kind == IR_LOSS_MSE ? RT_LOSS_MSE : RT_LOSS_CROSS_ENTROPY,
+                .label_smoothing = a->label_smoothing};
+    return r;
+}
 
 typedef struct Interp Interp;
 

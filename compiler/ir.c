@@ -31,6 +31,7 @@ static const struct {
     [IR_CAST] = {"cast", IR_CLASS_ELEMENTWISE},
     [IR_ERF] = {"erf", IR_CLASS_ELEMENTWISE},
     [IR_SIGMOID] = {"sigmoid", IR_CLASS_ELEMENTWISE},
+    [IR_RANDOM] = {"random", IR_CLASS_ELEMENTWISE},
     [IR_ADD] = {"add", IR_CLASS_ELEMENTWISE},
     [IR_SUB] = {"sub", IR_CLASS_ELEMENTWISE},
     [IR_MUL] = {"mul", IR_CLASS_ELEMENTWISE},
@@ -555,6 +556,22 @@ int ir_cross_entropy(IrGraph *g, int logits, int labels, SrcLoc loc)
     BOCB_ASSERT(shape_equal(&rows, &ny->shape));
     int in[2] = {logits, labels};
     return add_node(g, IR_CROSS_ENTROPY, nl->dtype, rows, 2, in, loc);
+}
+
+int ir_loss(IrGraph *g, int logits, int labels, IrLossAttr attr, SrcLoc loc)
+{
+    int id = ir_cross_entropy(g, logits, labels, loc);
+    g->nodes[id].attr.loss = attr;
+    return id;
+}
+
+int ir_random(IrGraph *g, int key, int step, Shape shape, SrcLoc loc)
+{
+    const IrNode *k = &g->nodes[key], *s = &g->nodes[step];
+    BOCB_ASSERT(k->shape.rank == 0 && s->shape.rank == 0);
+    BOCB_ASSERT(is_float(k->dtype) && s->dtype == k->dtype);
+    int in[2] = {ir_broadcast(g, key, shape, loc), ir_broadcast(g, step, shape, loc)};
+    return add_node(g, IR_RANDOM, k->dtype, shape, 2, in, loc);
 }
 
 int ir_cross_entropy_grad(IrGraph *g, int logits, int labels, int dloss,

@@ -42,6 +42,10 @@ typedef enum IrOp {
     IR_FLOOR, IR_NOT, IR_CAST,
     IR_ERF,     /* the error function */
     IR_SIGMOID, /* 1 / (1 + exp(-x)) */
+    /* random(key, step): uniform in [0, 1) from Philox4x32-10, keyed by the
+     * bits of `key` and counted by (element index, step); both operands are
+     * broadcasts of rank-0 values. No gradient. */
+    IR_RANDOM,
 
     /* elementwise, two operands of the same shape and dtype */
     IR_ADD, IR_SUB, IR_MUL, IR_DIV, IR_POW, IR_MAX, IR_MIN,
@@ -98,6 +102,17 @@ typedef struct IrPoolAttr {
     int64_t kernel[2], stride[2], pad[2];
 } IrPoolAttr;
 
+typedef enum IrLossKind {
+    IR_LOSS_CROSS_ENTROPY, /* with label smoothing as PyTorch defines it */
+    IR_LOSS_MSE,           /* mean over classes of (x - one_hot(label))^2 */
+} IrLossKind;
+
+/* IR_CROSS_ENTROPY and its gradient; all zero is plain cross-entropy. */
+typedef struct IrLossAttr {
+    IrLossKind kind;
+    double label_smoothing;
+} IrLossAttr;
+
 typedef struct IrNode {
     IrOp op;
     DType dtype;
@@ -115,18 +130,21 @@ typedef struct IrNode {
         IrConvAttr conv;
         IrPoolAttr pool;
         uint32_t axes; /* IR_SUM: bit i set = axis i reduced */
+        IrLossAttr loss; /* IR_CROSS_ENTROPY(_GRAD) */
     } attr;
 } IrNode;
 
 typedef enum IrVarKind {
     IR_VAR_PARAM, /* trainable parameter */
     IR_VAR_STATE, /* optimizer state */
+    IR_VAR_BUFFER, /* not trained: running statistics, random keys */
 } IrVarKind;
 
 typedef enum IrInit {
     IR_INIT_ZEROS,
     IR_INIT_CONST,   /* every element = init_value */
     IR_INIT_UNIFORM, /* U(-init_value, init_value) */
+    IR_INIT_TRUNC_NORMAL, /* N(0, init_value^2) truncated to [-2, 2] */
 } IrInit;
 
 typedef struct IrVar {
@@ -214,6 +232,11 @@ int ir_maxpool2d_grad(IrGraph *g, int x, int dy, IrPoolAttr attr, SrcLoc loc);
 int ir_cross_entropy(IrGraph *g, int logits, int labels, SrcLoc loc);
 int ir_cross_entropy_grad(IrGraph *g, int logits, int labels, int dloss,
                           SrcLoc loc);
+/* ir_cross_entropy with a loss kind and label smoothing. */
+int ir_loss(IrGraph *g, int logits, int labels, IrLossAttr attr, SrcLoc loc);
+/* Uniform random numbers of shape `shape`, keyed by the rank-0 value `key`
+ * (a variable read) and counted by the rank-0 value `step`. */
+int ir_random(IrGraph *g, int key, int step, Shape shape, SrcLoc loc);
 int ir_assign(IrGraph *g, int var, int value, SrcLoc loc);
 void ir_add_output(IrGraph *g, const char *name, int node);
 /* Returns the node of the output called `name`, or -1. */

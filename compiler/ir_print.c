@@ -47,7 +47,7 @@ static void print_var_decl(FILE *out, const IrVar *v)
     char num[64];
     fprintf(out, "  var @%s : ", v->name);
     print_type(out, v->dtype, &v->shape);
-    fputs(v->kind == IR_VAR_PARAM ? " param" : " state", out);
+    fputs(v->kind == IR_VAR_PARAM ? " param" : v->kind == IR_VAR_STATE ? " state" : " buffer", out);
     switch (v->init) {
     case IR_INIT_ZEROS:
         fputs(" zeros", out);
@@ -59,6 +59,10 @@ static void print_var_decl(FILE *out, const IrVar *v)
     case IR_INIT_UNIFORM:
         format_double(num, sizeof num, v->init_value);
         fprintf(out, " uniform(%s)", num);
+        break;
+    case IR_INIT_TRUNC_NORMAL:
+        format_double(num, sizeof num, v->init_value);
+        fprintf(out, " trunc_normal(%s)", num);
         break;
     }
     fputc('\n', out);
@@ -114,6 +118,16 @@ static void print_node(FILE *out, const IrGraph *g, int id)
         break;
     case IR_SUM:
         print_axes(out, n->attr.axes);
+        break;
+    case IR_CROSS_ENTROPY:
+    case IR_CROSS_ENTROPY_GRAD:
+        if (n->attr.loss.kind == IR_LOSS_MSE)
+            fputs(" mse", out);
+        if (n->attr.loss.label_smoothing != 0) {
+            char text[64];
+            format_double(text, sizeof text, n->attr.loss.label_smoothing);
+            fprintf(out, " label_smoothing %s", text);
+        }
         break;
     default:
         break;

@@ -61,6 +61,7 @@
 #include <string.h>
 
 #include "../runtime/base.h"
+#include "../runtime/philox.h"
 
 /* ---- building ----------------------------------------------------------- */
 
@@ -194,6 +195,7 @@ const char *kop_name(KOp op)
     case K_NE: return "ne";
     case K_AND: return "and";
     case K_OR: return "or";
+    case K_RANDOM: return "random";
     case K_SELECT: return "select";
     case K_STORE: return "store";
     }
@@ -223,7 +225,7 @@ static int operand_count(KOp op)
     case K_ADD: case K_SUB: case K_MUL: case K_DIV: case K_POW:
     case K_MAX: case K_MIN:
     case K_LT: case K_LE: case K_GT: case K_GE: case K_EQ: case K_NE:
-    case K_AND: case K_OR:
+    case K_AND: case K_OR: case K_RANDOM:
         return 2;
     case K_SELECT:
         return 3;
@@ -285,6 +287,7 @@ static void check_instr(const Kernel *k, int i, int *stores)
         BOCB_ASSERT(dt != DT_BOOL && da == dt && db == dt);
         break;
     case K_POW:
+    case K_RANDOM:
         BOCB_ASSERT(is_float(dt) && da == dt && db == dt);
         break;
     case K_LT: case K_LE: case K_GT: case K_GE: case K_EQ: case K_NE:
@@ -353,6 +356,7 @@ void kernel_finalize(Kernel *k)
             in->uniform = true;
             break;
         case K_STORE:
+        case K_RANDOM:
             in->uniform = false;
             break;
         default: {
@@ -703,7 +707,8 @@ static KValue eval_binary(KOp op, DType dt, KValue a, KValue b)
 /* Runs every instruction once at the point whose element offset in
  * argument a is offsets[a]. */
 static void eval_point(const Kernel *k, void *const *args,
-                       const int64_t *offsets, int64_t batch, KValue *vals)
+                       const int64_t *offsets, int64_t point, int64_t batch,
+                       KValue *vals)
 {
     for (int i = 0; i < k->ninstrs; i++) {
         const KInstr *in = &k->instrs[i];
@@ -746,6 +751,12 @@ static void eval_point(const Kernel *k, void *const *args,
         case K_SELECT:
             r = vals[in->c].b ? vals[in->a] : vals[in->b];
             break;
+        case K_RANDOM:
+            if (in->dtype == DT_F32)
+                r.f32 = philox_random_f32(vals[in->a].f32, vals[in->b].f32, (uint64_t)point);
+            else
+                r.f64 = philox_random_f64(vals[in->a].f64, vals[in->b].f64, (uint64_t)point);
+            break;
         case K_STORE:
             store_value(in->dtype, args[in->arg], offsets[in->arg], vals[in->a]);
             break;
@@ -778,7 +789,11 @@ void kernel_eval(const Kernel *k, void *const *args, int64_t batch,
                 offset += index[d] * kdim_value(k->args[a].strides[d], batch);
             offsets[a] = offset;
         }
-        eval_point(k, args, offsets, batch, vals);
+        /* The row-major linear index of the point, for K_RANDOM. */
+        int64_t point = 0;
+        for (int d = 0; d < k->rank; d++)
+            point = point * extents[d] + index[d];
+        eval_point(k, args, offsets, point, batch, vals);
 
         /* Advance the index like an odometer, innermost axis fastest. */
         int d = k->rank - 1;

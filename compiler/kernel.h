@@ -52,6 +52,12 @@ typedef enum KOp {
     K_LT, K_LE, K_GT, K_GE, K_EQ, K_NE, /* result bool */
     K_AND, K_OR,                        /* bool operands */
 
+    /* random(key a, step b): philox_random_f32/f64 (runtime/philox.h) at
+     * the linear index of the current point in the iteration space, which
+     * is row-major, so it is the element index of the kernel's outputs.
+     * Never uniform. */
+    K_RANDOM,
+
     /* ternary: c ? a : b with c bool (operand order: c in field c) */
     K_SELECT,
 

@@ -41,6 +41,7 @@ typedef struct ExperimentSpec {
     int64_t max_steps;  /* 0 = no limit */
     int64_t log_every;
     const char *report_dir; /* NULL = no report files */
+    IrLossAttr loss;        /* `loss` and `label_smoothing` */
 } ExperimentSpec;
 
 /* The data as a model is compiled for it: one sample's shape and the

@@ -51,9 +51,10 @@ void create_var_store(RtVarStore *store, const IrModule *m)
     rt_vars_init(store);
     for (int i = 0; i < m->nvars; i++) {
         const IrVar *v = &m->vars[i];
-        RtInit init = v->init == IR_INIT_ZEROS ? RT_INIT_ZEROS
-                      : v->init == IR_INIT_CONST ? RT_INIT_CONST
-                                                 : RT_INIT_UNIFORM;
+        RtInit init = v->init == IR_INIT_ZEROS    ? RT_INIT_ZEROS
+                      : v->init == IR_INIT_CONST  ? RT_INIT_CONST
+                      : v->init == IR_INIT_UNIFORM ? RT_INIT_UNIFORM
+                                                   : RT_INIT_TRUNC_NORMAL;
         int index = rt_vars_add(store, v->name, v->dtype, v->shape, init, v->init_value,
                                 v->kind == IR_VAR_PARAM);
         BOCB_ASSERT(index == i);

@@ -30,6 +30,8 @@
  */
 #include "schedule.h"
 
+#include "interp.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -681,6 +683,7 @@ static KOp kop_of(IrOp op)
     case IR_AND: return K_AND;
     case IR_OR: return K_OR;
     case IR_SELECT: return K_SELECT;
+    case IR_RANDOM: return K_RANDOM;
     default: BOCB_UNREACHABLE("no kernel op");
     }
 }
@@ -936,6 +939,9 @@ static void build_library_step(Sched *s, int v, Draft *d)
         break;
     case IR_SUM:
         d->step.attr.axes = n->attr.axes;
+        break;
+    case IR_CROSS_ENTROPY: case IR_CROSS_ENTROPY_GRAD:
+        d->step.attr.loss = rt_loss_of(&n->attr.loss);
         break;
     default:
         break;

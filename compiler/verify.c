@@ -44,6 +44,8 @@ static int arity(IrOp op)
     case IR_CLASS_ELEMENTWISE:
         if (op == IR_SELECT)
             return 3;
+        if (op == IR_RANDOM)
+            return 2;
         return op < IR_ADD ? 1 : 2;
     case IR_CLASS_LIBRARY:
         switch (op) {

@@ -175,11 +175,12 @@ static void run_step(RtExec *e, const RtStep *s, void **p, int64_t batch)
         return;
     }
     case RT_STEP_CROSS_ENTROPY:
-        rt_cross_entropy(dt, shape_dim(&sh[0], 0, batch), sh[0].dims[1], p[0], p[1], p[2]);
+        rt_loss(dt, s->attr.loss, shape_dim(&sh[0], 0, batch), sh[0].dims[1], p[0], p[1],
+                p[2]);
         return;
     case RT_STEP_CROSS_ENTROPY_GRAD:
-        rt_cross_entropy_grad(dt, shape_dim(&sh[0], 0, batch), sh[0].dims[1], p[0], p[1],
-                              p[2], p[3]);
+        rt_loss_grad(dt, s->attr.loss, shape_dim(&sh[0], 0, batch), sh[0].dims[1], p[0],
+                     p[1], p[2], p[3]);
         return;
     case RT_STEP_REDUCE_SUM: {
         int64_t dims[SHAPE_MAX_RANK];

@@ -72,6 +72,7 @@ typedef struct RtStep {
             int64_t kernel[2], stride[2], pad[2];
         } pool;
         uint32_t axes; /* RT_STEP_REDUCE_SUM */
+        RtLoss loss;   /* RT_STEP_CROSS_ENTROPY(_GRAD) */
         struct {
             int index;              /* into RtProgram.kernels */
             int64_t outer_extent;   /* iterations of the outermost loop ... */

@@ -771,6 +771,113 @@ void rt_cross_entropy_grad(DType dt, int64_t n, int64_t c, const void *logits,
         cross_entropy_grad_f64(n, c, logits, labels, dloss, dlogits);
 }
 
+/* Label smoothing and mean squared error, applied after (or instead of)
+ * the cross-entropy loops above. */
+#define DEFINE_LOSS_EXTRAS(T, SFX)                                            \
+    static T row_mean_##SFX(const T *row, int64_t c)                          \
+    {                                                                         \
+        T s = 0;                                                              \
+        for (int64_t j = 0; j < c; j++)                                       \
+            s += row[j];                                                      \
+        return s / (T)c;                                                      \
+    }                                                                         \
+                                                                              \
+    static void smooth_##SFX(int64_t n, int64_t c, T eps, const T *logits,    \
+                             const int32_t *labels, T *loss)                  \
+    {                                                                         \
+        for (int64_t i = 0; i < n; i++) {                                     \
+            const T *row = logits + i * c;                                    \
+            loss[i] += eps * (row[labels[i]] - row_mean_##SFX(row, c));       \
+        }                                                                     \
+    }                                                                         \
+                                                                              \
+    static void smooth_grad_##SFX(int64_t n, int64_t c, T eps,                \
+                                  const int32_t *labels, const T *dloss,      \
+                                  T *dlogits)                                 \
+    {                                                                         \
+        for (int64_t i = 0; i < n; i++) {                                     \
+            T *d = dlogits + i * c;                                           \
+            T spread = eps / (T)c * dloss[i];                                 \
+            for (int64_t j = 0; j < c; j++)                                   \
+                d[j] -= spread;                                               \
+            d[labels[i]] += eps * dloss[i];                                   \
+        }                                                                     \
+    }                                                                         \
+                                                                              \
+    static void mse_##SFX(int64_t n, int64_t c, const T *logits,              \
+                          const int32_t *labels, T *loss)                     \
+    {                                                                         \
+        for (int64_t i = 0; i < n; i++) {                                     \
+            const T *row = logits + i * c;                                    \
+            BOCB_ASSERT(labels[i] >= 0 && labels[i] < c);                     \
+            T s = 0;                                                          \
+            for (int64_t j = 0; j < c; j++) {                                 \
+                T e = row[j] - (j == labels[i] ? (T)1 : (T)0);                \
+                s += e * e;                                                   \
+            }                                                                 \
+            loss[i] = s / (T)c;                                               \
+        }                                                                     \
+    }                                                                         \
+                                                                              \
+    static void mse_grad_##SFX(int64_t n, int64_t c, const T *logits,         \
+                               const int32_t *labels, const T *dloss,         \
+                               T *dlogits)                                    \
+    {                                                                         \
+        for (int64_t i = 0; i < n; i++) {                                     \
+            const T *row = logits + i * c;                                    \
+            BOCB_ASSERT(labels[i] >= 0 && labels[i] < c);                     \
+            T scale = (T)2 / (T)c * dloss[i];                                 \
+            for (int64_t j = 0; j < c; j++)                                   \
+                dlogits[i * c + j] =                                          \
+                    scale * (row[j] - (j == labels[i] ? (T)1 : (T)0));        \
+        }                                                                     \
+    }
+
+DEFINE_LOSS_EXTRAS(float, f32)
+DEFINE_LOSS_EXTRAS(double, f64)
+
+void rt_loss(DType dt, RtLoss loss, int64_t n, int64_t c, const void *logits,
+             const int32_t *labels, void *out)
+{
+    assert_float_type(dt);
+    BOCB_ASSERT(n >= 0 && c >= 1);
+    if (loss.kind == RT_LOSS_MSE) {
+        if (dt == DT_F32)
+            mse_f32(n, c, logits, labels, out);
+        else
+            mse_f64(n, c, logits, labels, out);
+        return;
+    }
+    rt_cross_entropy(dt, n, c, logits, labels, out);
+    if (loss.label_smoothing == 0)
+        return;
+    if (dt == DT_F32)
+        smooth_f32(n, c, (float)loss.label_smoothing, logits, labels, out);
+    else
+        smooth_f64(n, c, loss.label_smoothing, logits, labels, out);
+}
+
+void rt_loss_grad(DType dt, RtLoss loss, int64_t n, int64_t c, const void *logits,
+                  const int32_t *labels, const void *dloss, void *dlogits)
+{
+    assert_float_type(dt);
+    BOCB_ASSERT(n >= 0 && c >= 1);
+    if (loss.kind == RT_LOSS_MSE) {
+        if (dt == DT_F32)
+            mse_grad_f32(n, c, logits, labels, dloss, dlogits);
+        else
+            mse_grad_f64(n, c, logits, labels, dloss, dlogits);
+        return;
+    }
+    rt_cross_entropy_grad(dt, n, c, logits, labels, dloss, dlogits);
+    if (loss.label_smoothing == 0)
+        return;
+    if (dt == DT_F32)
+        smooth_grad_f32(n, c, (float)loss.label_smoothing, labels, dloss, dlogits);
+    else
+        smooth_grad_f64(n, c, loss.label_smoothing, labels, dloss, dlogits);
+}
+
 /* ---- Sums over axes ------------------------------------------------------- */
 
 /* x's axes after dropping those of extent 1 and merging neighbours that are

@@ -90,6 +90,28 @@ void rt_cross_entropy_grad(DType dt, int64_t n, int64_t c, const void *logits,
                            const int32_t *labels, const void *dloss,
                            void *dlogits);
 
+/* A per-sample classification loss of logits [N, C] against labels [N]. */
+typedef enum RtLossKind {
+    RT_LOSS_CROSS_ENTROPY, /* with label smoothing */
+    RT_LOSS_MSE,           /* mean over j of (logits[i, j] - (j == label))^2 */
+} RtLossKind;
+
+typedef struct RtLoss {
+    RtLossKind kind;
+    double label_smoothing; /* eps in [0, 1]; cross-entropy only */
+} RtLoss;
+
+/* Per-sample loss. Cross-entropy with label smoothing eps is PyTorch's
+ * (1 - eps) * CE(label) + eps * mean_j(-log softmax_j), computed as
+ * rt_cross_entropy's value + eps * (logits[label] - mean_j logits[j]).
+ * eps = 0 is exactly rt_cross_entropy. */
+void rt_loss(DType dt, RtLoss loss, int64_t n, int64_t c, const void *logits,
+             const int32_t *labels, void *out);
+/* The gradient of rt_loss times dloss[i]: for cross-entropy
+ * softmax - (1 - eps) one_hot - eps / C, for MSE 2 (x - one_hot) / C. */
+void rt_loss_grad(DType dt, RtLoss loss, int64_t n, int64_t c, const void *logits,
+                  const int32_t *labels, const void *dloss, void *dlogits);
+
 /* y = sum of x over the axes in `axes_mask` (bit i = axis i); y's shape is
  * x's shape without those axes. dims are x's extents. */
 void rt_reduce_sum(DType dt, int rank, const int64_t *dims, uint32_t axes_mask,

@@ -2,6 +2,7 @@
 #include "philox.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "base.h"
 
@@ -105,6 +106,70 @@ double philox_uniform_f64(PhiloxKey key, uint64_t index)
     PhiloxCounter block = philox_block(key, index / 2);
     int word = (int)(index % 2) * 2;
     return bits_to_unit_f64(block.c[word], block.c[word + 1]);
+}
+
+static uint32_t saturate_step(double step)
+{
+    if (!(step > 0))
+        return 0;
+    if (step >= 4294967295.0)
+        return UINT32_MAX;
+    return (uint32_t)step;
+}
+
+static PhiloxCounter random_block(uint64_t key_bits, double step, uint64_t index)
+{
+    PhiloxKey key = {{(uint32_t)key_bits, (uint32_t)(key_bits >> 32)}};
+    PhiloxCounter ctr = {{(uint32_t)index, (uint32_t)(index >> 32), saturate_step(step), 0}};
+    return philox4x32_10(ctr, key);
+}
+
+float philox_random_f32(float key, float step, uint64_t index)
+{
+    uint32_t bits;
+    memcpy(&bits, &key, sizeof bits);
+    return bits_to_unit_f32(random_block(bits, step, index).c[0]);
+}
+
+double philox_random_f64(double key, double step, uint64_t index)
+{
+    uint64_t bits;
+    memcpy(&bits, &key, sizeof bits);
+    PhiloxCounter block = random_block(bits, step, index);
+    return bits_to_unit_f64(block.c[0], block.c[1]);
+}
+
+/* One N(0, 1) draw per call, from the Box-Muller pair of uniform draws
+ * 2j and 2j+1 of stream `key`, starting at *draw and advancing it. */
+static double normal_draw(PhiloxKey key, uint64_t *draw)
+{
+    double u1 = philox_uniform_f64(key, 2 * *draw), u2 = philox_uniform_f64(key, 2 * *draw + 1);
+    (*draw)++;
+    /* 1 - u1 lies in (0, 1], so the logarithm is finite. */
+    return sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586 * u2);
+}
+
+static double trunc_normal(PhiloxKey key, uint64_t *draw, double std)
+{
+    for (;;) {
+        double v = std * normal_draw(key, draw);
+        if (v >= -2.0 && v <= 2.0)
+            return v;
+    }
+}
+
+void philox_fill_trunc_normal_f32(PhiloxKey key, float *out, int64_t n, double std)
+{
+    uint64_t draw = 0;
+    for (int64_t i = 0; i < n; i++)
+        out[i] = (float)trunc_normal(key, &draw, std);
+}
+
+void philox_fill_trunc_normal_f64(PhiloxKey key, double *out, int64_t n, double std)
+{
+    uint64_t draw = 0;
+    for (int64_t i = 0; i < n; i++)
+        out[i] = trunc_normal(key, &draw, std);
 }
 
 /* Maps u in [0, 1) to [low, high). Rounding of low + (high - low) * u can

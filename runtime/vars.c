@@ -79,6 +79,12 @@ void rt_vars_reset(RtVarStore *store, uint64_t seed)
                 philox_fill_uniform_f64(key, data, v->numel, -v->init_value,
                                         v->init_value);
             break;
+        case RT_INIT_TRUNC_NORMAL:
+            if (v->dtype == DT_F32)
+                philox_fill_trunc_normal_f32(key, data, v->numel, v->init_value);
+            else
+                philox_fill_trunc_normal_f64(key, data, v->numel, v->init_value);
+            break;
         }
     }
 }

@@ -20,6 +20,7 @@ typedef enum RtInit {
     RT_INIT_UNIFORM, /* U(-init_value, init_value), as PyTorch's default
                         kaiming_uniform_(a = sqrt(5)) for weights and its
                         bias rule both reduce to */
+    RT_INIT_TRUNC_NORMAL, /* N(0, init_value^2) truncated to [-2, 2] */
 } RtInit;
 
 typedef struct RtVar {
