@@ -409,7 +409,7 @@ static Value bi_grn(Lower *l, const Value *args, SrcLoc loc)
     int axis = channel_axis(l, x, channels_first, "grn", loc);
     if (axis < 0)
         return val_error();
-    if (xs.rank < 3 || xs.batch_axis != 0) {
+    if (xs.rank < 3 || xs.batch_axis > 0) {
         diag_error(loc, "grn expects a batch of feature maps, [N, H, W, C] or [N, C, H, W], "
                    "but the input has shape %s", shape_text(l, &xs));
         return val_error();
@@ -485,8 +485,8 @@ static Value bi_drop_path(Lower *l, const Value *args, SrcLoc loc)
         !in_model(l, "drop_path", loc))
         return val_error();
     Shape xs = *shape_of(l, x);
-    if (xs.rank < 1 || xs.batch_axis != 0) {
-        diag_error(loc, "drop_path expects a batch [N, ...], but the input has shape %s",
+    if (xs.rank < 1 || xs.batch_axis > 0) {
+        diag_error(loc, "drop_path expects samples [N, ...], but the input has shape %s",
                    shape_text(l, &xs));
         return val_error();
     }

@@ -13,13 +13,16 @@
 #include <string.h>
 
 #include "../../compiler/autodiff.h"
+#include "../../compiler/driver.h"
 #include "../../compiler/interp.h"
 #include "../../compiler/run.h"
 #include "../../runtime/philox.h"
 
 enum { MAX_PARAMS = 4, MAX_CHECKED = 48 };
 
-typedef struct Check {
+typedef struct Check Check;
+
+struct Check {
     Arena arena;
     IrModule module;
     IrGraph *g;
@@ -31,7 +34,9 @@ typedef struct Check {
     const void *bound_data[4];
     int64_t batch;          /* for graphs with a batch axis */
     double rel_tol;
-} Check;
+    /* Called after the parameters get their random values. */
+    void (*after_fill)(Check *c, RtVarStore *store);
+};
 
 static void check_init(Check *c)
 {
@@ -123,6 +128,8 @@ static void finish(Check *c, int y)
     RtVarStore store;
     create_var_store(&store, &c->module);
     fill_params(c, &store);
+    if (c->after_fill)
+        c->after_fill(c, &store);
     int64_t nproj = shape_numel(&ys, c->batch);
     double *r = xcalloc((size_t)nproj + 1, sizeof(double));
     philox_fill_uniform_f64(philox_key(99, 0), r, nproj, -1.0, 1.0);
@@ -435,4 +442,161 @@ Test(gradcheck, mlp_composite)
     int mean = ir_binary(g, IR_DIV, total, ir_batch(g, DT_F64, NO_LOC), NO_LOC);
     finish(&c, mean);
     check_free(&c);
+}
+
+/* ---- builtins through the language ---------------------------------------- */
+
+/* Labels and per-class losses of the runtime loss op, with label smoothing
+ * and as mean squared error. */
+static void loss_case(IrLossAttr attr)
+{
+    static const int32_t y[4] = {0, 3, 4, 1};
+    Check c;
+    check_init(&c);
+    int logits = param(&c, -3, 3, DIMS(4, 5));
+    finish(&c, ir_loss(c.g, logits, labels(&c, 4, y), attr, NO_LOC));
+    check_free(&c);
+}
+
+Test(gradcheck, cross_entropy_label_smoothing)
+{
+    loss_case((IrLossAttr){.kind = IR_LOSS_CROSS_ENTROPY, .label_smoothing = 0.1});
+}
+
+Test(gradcheck, cross_entropy_full_smoothing)
+{
+    loss_case((IrLossAttr){.kind = IR_LOSS_CROSS_ENTROPY, .label_smoothing = 1.0});
+}
+
+Test(gradcheck, mse_loss)
+{
+    loss_case((IrLossAttr){.kind = IR_LOSS_MSE});
+}
+
+typedef struct Lang {
+    Program *program;
+    Lower lower;
+    double step; /* the value bound to the graph's step input */
+} Lang;
+
+/* Instantiates `model m(x: SHAPE) { return BODY }` on parameter p0 of
+ * shape dims (values in [low, high]) and makes every parameter the model
+ * creates a checked parameter too, with values in [0.5, 1.5]. */
+static int lang_model(Check *c, Lang *lang, const char *shape, const char *body,
+                      bool training, double low, double high, int rank, const int64_t *dims)
+{
+    memset(lang, 0, sizeof *lang);
+    char *text = xasprintf("model m(x: %s) {\n  return %s\n}\n", shape, body);
+    SearchPath search = {.stdlib_dir = "stdlib"};
+    lang->program = load_program_string("gradcheck.bocb", text, &search, &c->arena);
+    free(text);
+    cr_assert(lang->program && diag_error_count() == 0, "the model did not parse");
+    Lower *l = &lang->lower;
+    lower_init(l, lang->program, &c->arena);
+    l->graph = c->g;
+    l->module = &c->module;
+    l->dtype = DT_F64;
+    l->training = training;
+
+    Value x = val_tensor(param(c, low, high, rank, dims), NO_LOC);
+    int first_new = c->module.nvars;
+    Value y = instantiate_model(l, find_decl(l, "m", DECL_MODEL), &x, NULL, NO_LOC);
+    cr_assert(y.kind == VAL_TENSOR && diag_error_count() == 0, "the model did not compile");
+    for (int v = first_new; v < c->module.nvars; v++) {
+        if (c->module.vars[v].kind != IR_VAR_PARAM)
+            continue;
+        cr_assert(c->nparams < MAX_PARAMS);
+        c->vars[c->nparams] = v;
+        c->low[c->nparams] = 0.5;
+        c->high[c->nparams] = 1.5;
+        c->nparams++;
+    }
+    int step = ir_find_input(c->g, "step");
+    if (step >= 0) {
+        lang->step = 7;
+        c->bound_input[c->nbound] = step;
+        c->bound_data[c->nbound] = &lang->step;
+        c->nbound++;
+    }
+    return y.tensor;
+}
+
+static void lang_free(Lang *lang)
+{
+    lower_free(&lang->lower);
+}
+
+static void lang_case(const char *shape, const char *body, bool training, int rank,
+                      const int64_t *dims)
+{
+    Check c;
+    Lang lang;
+    check_init(&c);
+    finish(&c, lang_model(&c, &lang, shape, body, training, -2, 2, rank, dims));
+    lang_free(&lang);
+    check_free(&c);
+}
+
+Test(gradcheck, gelu) { lang_case("[3, 5]", "gelu(x)", false, DIMS(3, 5)); }
+Test(gradcheck, gelu_tanh) { lang_case("[3, 5]", "gelu(x, approximate = \"tanh\")", false, DIMS(3, 5)); }
+Test(gradcheck, silu) { lang_case("[3, 5]", "silu(x)", false, DIMS(3, 5)); }
+/* Away from the kinks at -3 and 3, where finite differences straddle them. */
+Test(gradcheck, hard_swish) { lang_case("[3, 5]", "hard_swish(x * 2.5 + 0.1)", false, DIMS(3, 5)); }
+Test(gradcheck, hard_sigmoid) { lang_case("[3, 5]", "hard_sigmoid(x * 2.5 + 0.1)", false, DIMS(3, 5)); }
+
+/* Norm weights and biases are broadcast over rows: their gradients are sums. */
+Test(gradcheck, layer_norm_channels_last) { lang_case("[4, 6]", "layer_norm(x)", false, DIMS(4, 6)); }
+Test(gradcheck, layer_norm_channels_first)
+{
+    lang_case("[2, 3, 2, 2]", "layer_norm(x, channels_first = true)", false, DIMS(2, 3, 2, 2));
+}
+Test(gradcheck, rms_norm) { lang_case("[4, 6]", "rms_norm(x)", false, DIMS(4, 6)); }
+Test(gradcheck, rms_norm_channels_first)
+{
+    lang_case("[2, 3, 2, 2]", "rms_norm(x, channels_first = true)", false, DIMS(2, 3, 2, 2));
+}
+Test(gradcheck, batch_norm_training) { lang_case("[3, 2, 2, 2]", "batch_norm(x)", true, DIMS(3, 2, 2, 2)); }
+Test(gradcheck, batch_norm_rows) { lang_case("[5, 3]", "batch_norm(x)", true, DIMS(5, 3)); }
+/* Evaluation reads the running statistics (their initial 0 and 1). */
+Test(gradcheck, batch_norm_eval) { lang_case("[3, 2, 2, 2]", "batch_norm(x)", false, DIMS(3, 2, 2, 2)); }
+Test(gradcheck, grn_channels_last) { lang_case("[2, 2, 2, 3]", "grn(x)", false, DIMS(2, 2, 2, 3)); }
+Test(gradcheck, grn_channels_first)
+{
+    lang_case("[2, 3, 2, 2]", "grn(x, channels_first = true)", false, DIMS(2, 3, 2, 2));
+}
+Test(gradcheck, layer_scale) { lang_case("[4, 6]", "layer_scale(x, init = 0.5)", false, DIMS(4, 6)); }
+Test(gradcheck, parameter)
+{
+    lang_case("[4, 6]", "x * parameter([1, 6], init = \"ones\", tag = \"pos_embed\")", false,
+              DIMS(4, 6));
+}
+
+/* Channel 1 of p0 set to one value: zero variance in every sample. */
+static void constant_channel(Check *c, RtVarStore *store)
+{
+    double *x = rt_var_data(store, c->vars[0]);
+    for (int n = 0; n < 3; n++)
+        for (int i = 0; i < 4; i++)
+            x[(n * 3 + 1) * 4 + i] = 0.3;
+}
+
+Test(gradcheck, batch_norm_zero_variance_channel)
+{
+    Check c;
+    Lang lang;
+    check_init(&c);
+    c.after_fill = constant_channel;
+    c.rel_tol = 1e-5; /* 1 / sqrt(eps) amplifies the rounding of the differences */
+    finish(&c, lang_model(&c, &lang, "[3, 3, 2, 2]", "batch_norm(x)", true, -2, 2,
+                          DIMS(3, 3, 2, 2)));
+    lang_free(&lang);
+    check_free(&c);
+}
+
+/* With the key and the step fixed, the mask is fixed and the gradient is
+ * the mask times 1 / (1 - p). */
+Test(gradcheck, dropout_fixed_mask) { lang_case("[4, 6]", "dropout(x, p = 0.4)", true, DIMS(4, 6)); }
+Test(gradcheck, drop_path_fixed_mask)
+{
+    lang_case("[6, 2, 3]", "drop_path(x, p = 0.5)", true, DIMS(6, 2, 3));
 }

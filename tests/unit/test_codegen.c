@@ -25,6 +25,7 @@
 #include "base.h"
 #include "codegen.h"
 #include "kernel.h"
+#include "philox.h"
 
 enum { MAX_ARGS = 16 };
 
@@ -1293,3 +1294,49 @@ Test(codegen, finalize_rejects_broadcast_store, .signal = SIGABRT)
     kernel_store(k, y, kernel_const(k, DT_F32, 1.0));
     kernel_finalize(k);
 }
+
+/* ---- random numbers ------------------------------------------------------ */
+
+/* y = random(key, step) over a [B*3, 5, 7] space with uniform key and step
+ * arguments, split into pieces as threads split it: generated code, the
+ * reference evaluator and philox_random at each element's row-major index
+ * all agree. */
+static void check_random(DType dt)
+{
+    KDim extents[3] = {batched(3), fixed(5), fixed(7)}, strides[3], zero[3] = {fixed(0), fixed(0), fixed(0)};
+    contiguous_strides(extents, 3, strides);
+    Kernel *k = kernel_new("random", 3, extents);
+    int key = kernel_add_arg(k, dt, false, zero);
+    int step = kernel_add_arg(k, dt, false, zero);
+    int y = kernel_add_arg(k, dt, true, strides);
+    kernel_store(k, y, kernel_add(k, K_RANDOM, dt, kernel_load(k, key), kernel_load(k, step), -1));
+    RtKernelFn fn = compile_one(k);
+
+    const int64_t batch = 4, n = batch * 3 * 5 * 7;
+    for (int trial = 0; trial < 3; trial++) {
+        Buffers b = buffers_random(k, batch, 40 + (uint64_t)trial);
+        /* Steps are counts; a negative or NaN step saturates to 0. */
+        const double steps[3] = {1, 123456, -2};
+        if (dt == DT_F32)
+            *(float *)b.jit[1] = *(float *)b.ref[1] = (float)steps[trial];
+        else
+            *(double *)b.jit[1] = *(double *)b.ref[1] = steps[trial];
+        run_both(k, fn, &b, batch, 3);
+        assert_buffers_equal(k, &b);
+        for (int64_t i = 0; i < n; i++) {
+            double got = dt == DT_F32 ? ((float *)b.jit[2])[i] : ((double *)b.jit[2])[i];
+            double want = dt == DT_F32
+                              ? philox_random_f32(*(float *)b.jit[0], *(float *)b.jit[1],
+                                                  (uint64_t)i)
+                              : philox_random_f64(*(double *)b.jit[0], *(double *)b.jit[1],
+                                                  (uint64_t)i);
+            cr_assert(got == want && got >= 0 && got < 1, "element %lld: %.17g, want %.17g",
+                      (long long)i, got, want);
+        }
+        buffers_free(&b);
+    }
+    free_kernels(&k, 1);
+}
+
+Test(codegen, random_f32) { check_random(DT_F32); }
+Test(codegen, random_f64) { check_random(DT_F64); }
