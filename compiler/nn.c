@@ -119,6 +119,17 @@ static bool number_arg(const Value *v, const char *what, double min, double max,
     return true;
 }
 
+/* Reads a drop probability p in [0, 1), `fallback` when not given. */
+static bool probability_arg(const Value *v, double fallback, double *out)
+{
+    if (!number_arg(v, "p", 0, 1, fallback, out))
+        return false;
+    if (*out < 1)
+        return true;
+    diag_error(v->loc, "p must lie in [0, 1), but it is 1");
+    return false;
+}
+
 /* The channel axis of x for a channels-last or channels-first op, or -1
  * after reporting a shape without one. */
 static int channel_axis(Lower *l, int x, bool channels_first, const char *fn, SrcLoc loc)
@@ -463,7 +474,7 @@ static Value bi_dropout(Lower *l, const Value *args, SrcLoc loc)
 {
     int x = graph_tensor(l, &args[0], "dropout", loc);
     double p;
-    if (x < 0 || !number_arg(&args[1], "p", 0, 0.999999, 0.5, &p) ||
+    if (x < 0 || !probability_arg(&args[1], 0.5, &p) ||
         !in_model(l, "dropout", loc))
         return val_error();
     const char *name = layer_name(l, "dropout", &args[2]);
@@ -481,7 +492,7 @@ static Value bi_drop_path(Lower *l, const Value *args, SrcLoc loc)
 {
     int x = graph_tensor(l, &args[0], "drop_path", loc);
     double p;
-    if (x < 0 || !number_arg(&args[1], "p", 0, 0.999999, 0.1, &p) ||
+    if (x < 0 || !probability_arg(&args[1], 0.1, &p) ||
         !in_model(l, "drop_path", loc))
         return val_error();
     Shape xs = *shape_of(l, x);
@@ -587,7 +598,11 @@ static Value bi_mse(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_graph(l, "mse", loc))
         return val_error();
-    Value diff = tensor_binary(l, IR_SUB, "-", &args[0], &args[1], loc);
+    int a = tensor_arg(l, &args[0], "mse", "a"), b = tensor_arg(l, &args[1], "mse", "b");
+    if (a < 0 || b < 0)
+        return val_error();
+    Value va = val_tensor(a, args[0].loc), vb = val_tensor(b, args[1].loc);
+    Value diff = tensor_binary(l, IR_SUB, "-", &va, &vb, loc);
     if (diff.kind != VAL_TENSOR)
         return val_error();
     IrGraph *g = l->graph;
