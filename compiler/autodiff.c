@@ -32,6 +32,7 @@ bool ad_has_rule(IrOp op)
     case IR_MAX: case IR_MIN: case IR_SELECT:
     case IR_BROADCAST: case IR_RESHAPE: case IR_SUM:
     case IR_MATMUL: case IR_CONV2D: case IR_MAXPOOL2D: case IR_CROSS_ENTROPY:
+    case IR_GATHER:
         return true;
     /* Bool-valued ops never carry a gradient, so they never need a rule. */
     case IR_NOT: case IR_LT: case IR_LE: case IR_GT: case IR_GE:
@@ -39,6 +40,7 @@ bool ad_has_rule(IrOp op)
         return true;
     case IR_CONV2D_GRAD_INPUT: case IR_CONV2D_GRAD_WEIGHT:
     case IR_MAXPOOL2D_GRAD: case IR_CROSS_ENTROPY_GRAD: case IR_ASSIGN:
+    case IR_SCATTER_ADD:
     case IR_OP_COUNT:
         return false;
     }
@@ -298,6 +300,9 @@ static void vjp(Ad *ad, int id, int dy)
     }
     case IR_RANDOM:
         break; /* constant with respect to its key and step */
+    case IR_GATHER:
+        accumulate(ad, x, ir_scatter_add(g, n.in[1], dy, ir_node(g, x)->shape, loc), loc);
+        break;
     default:
         BOCB_UNREACHABLE("vjp of an op without a rule");
     }

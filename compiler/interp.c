@@ -390,6 +390,13 @@ static void eval_library(Interp *it, const IrNode *n, void *const *in, void *out
         rt_loss(dt, rt_loss_of(&n->attr.loss), shape_dim(s0, 0, batch), s0->dims[1], in[0],
                 in[1], out);
         return;
+    case IR_GATHER:
+        rt_gather(dt, shape_numel(s1, batch), s0->dims[0], s0->dims[1], in[0], in[1], out);
+        return;
+    case IR_SCATTER_ADD:
+        rt_scatter_add(dt, shape_numel(s0, batch), n->shape.dims[0], n->shape.dims[1], in[0],
+                       in[1], out);
+        return;
     case IR_CROSS_ENTROPY_GRAD:
         rt_loss_grad(dt, rt_loss_of(&n->attr.loss), shape_dim(s0, 0, batch), s0->dims[1],
                      in[0], in[1], in[2], out);

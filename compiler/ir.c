@@ -59,6 +59,8 @@ static const struct {
     [IR_MAXPOOL2D_GRAD] = {"max_pool2d_grad", IR_CLASS_LIBRARY},
     [IR_CROSS_ENTROPY] = {"cross_entropy", IR_CLASS_LIBRARY},
     [IR_CROSS_ENTROPY_GRAD] = {"cross_entropy_grad", IR_CLASS_LIBRARY},
+    [IR_GATHER] = {"gather", IR_CLASS_LIBRARY},
+    [IR_SCATTER_ADD] = {"scatter_add", IR_CLASS_LIBRARY},
     [IR_ASSIGN] = {"assign", IR_CLASS_EFFECT},
 };
 
@@ -556,6 +558,36 @@ int ir_cross_entropy(IrGraph *g, int logits, int labels, SrcLoc loc)
     BOCB_ASSERT(shape_equal(&rows, &ny->shape));
     int in[2] = {logits, labels};
     return add_node(g, IR_CROSS_ENTROPY, nl->dtype, rows, 2, in, loc);
+}
+
+/* The shape of rows gathered by ids of shape `ids` from a table with rows
+ * of `dim` elements: ids' shape with dim appended. */
+static Shape gathered_shape(const Shape *ids, int64_t dim)
+{
+    Shape s = *ids;
+    BOCB_ASSERT(s.rank < SHAPE_MAX_RANK);
+    s.dims[s.rank++] = dim;
+    return s;
+}
+
+int ir_gather(IrGraph *g, int table, int ids, SrcLoc loc)
+{
+    const IrNode *t = &g->nodes[table], *i = &g->nodes[ids];
+    BOCB_ASSERT(t->shape.rank == 2 && t->shape.batch_axis < 0 && is_float(t->dtype));
+    BOCB_ASSERT(i->dtype == DT_I32);
+    int in[2] = {table, ids};
+    return add_node(g, IR_GATHER, t->dtype, gathered_shape(&i->shape, t->shape.dims[1]), 2,
+                    in, loc);
+}
+
+int ir_scatter_add(IrGraph *g, int ids, int dy, Shape table_shape, SrcLoc loc)
+{
+    const IrNode *i = &g->nodes[ids], *d = &g->nodes[dy];
+    BOCB_ASSERT(table_shape.rank == 2 && i->dtype == DT_I32);
+    Shape want = gathered_shape(&i->shape, table_shape.dims[1]);
+    BOCB_ASSERT(shape_equal(&want, &d->shape));
+    int in[2] = {ids, dy};
+    return add_node(g, IR_SCATTER_ADD, d->dtype, table_shape, 2, in, loc);
 }
 
 int ir_loss(IrGraph *g, int logits, int labels, IrLossAttr attr, SrcLoc loc)

@@ -71,6 +71,8 @@ typedef enum IrOp {
     IR_MAXPOOL2D_GRAD,      /* x, dy -> dx */
     IR_CROSS_ENTROPY,       /* logits [N,C], labels i32 [N] -> loss [N] */
     IR_CROSS_ENTROPY_GRAD,  /* logits, labels, dloss [N] -> dlogits [N,C] */
+    IR_GATHER,              /* table [V,D], i32 ids [...] -> rows [..., D] */
+    IR_SCATTER_ADD,         /* i32 ids [...], dy [..., D] -> [V,D] (shape in the node) */
 
     /* effects */
     IR_ASSIGN, /* variable attr.var := operand 0 when the graph finishes */
@@ -232,6 +234,11 @@ int ir_maxpool2d_grad(IrGraph *g, int x, int dy, IrPoolAttr attr, SrcLoc loc);
 int ir_cross_entropy(IrGraph *g, int logits, int labels, SrcLoc loc);
 int ir_cross_entropy_grad(IrGraph *g, int logits, int labels, int dloss,
                           SrcLoc loc);
+/* Rows `ids` of `table` [V, D]; an id outside [0, V) gives a zero row. */
+int ir_gather(IrGraph *g, int table, int ids, SrcLoc loc);
+/* The gradient of ir_gather with respect to the table: dy's rows summed
+ * into the rows that `ids` name, in a table of shape `table_shape`. */
+int ir_scatter_add(IrGraph *g, int ids, int dy, Shape table_shape, SrcLoc loc);
 /* ir_cross_entropy with a loss kind and label smoothing. */
 int ir_loss(IrGraph *g, int logits, int labels, IrLossAttr attr, SrcLoc loc);
 /* Uniform random numbers of shape `shape`, keyed by the rank-0 value `key`

@@ -591,6 +591,41 @@ static Value bi_parameter(Lower *l, const Value *args, SrcLoc loc)
     return p < 0 ? val_error() : val_tensor(p, loc);
 }
 
+/* embedding(ids, num, dim, name): rows of a learnable table [num, dim]
+ * (trunc_normal(0.02), tag "embedding"), one per id, appended as a last
+ * axis: ids [...] give [..., dim]. Float ids are truncated toward zero to
+ * integers; an id outside [0, num) gives a zero row and no gradient. */
+static Value bi_embedding(Lower *l, const Value *args, SrcLoc loc)
+{
+    if (!in_model(l, "embedding", loc))
+        return val_error();
+    int ids = tensor_arg(l, &args[0], "embedding", "ids");
+    int64_t num, dim;
+    if (ids < 0 || !val_to_int(&args[1], "num", 1, INT64_C(1) << 30, &num) ||
+        !val_to_int(&args[2], "dim", 1, INT64_C(1) << 30, &dim))
+        return val_error();
+    IrGraph *g = l->graph;
+    Shape is = *shape_of(l, ids);
+    if (is.rank >= SHAPE_MAX_RANK) {
+        diag_error(args[0].loc, "embedding adds an axis, so ids have at most %d dimensions",
+                   SHAPE_MAX_RANK - 1);
+        return val_error();
+    }
+    Shape table = shape_make(2, (int64_t[]){num, dim}), out = is;
+    out.dims[out.rank++] = dim;
+    if (!check_tensor_size(l, &table, "the table of embedding", loc) ||
+        !check_tensor_size(l, &out, "the output of embedding", loc))
+        return val_error();
+    if (ir_node(g, ids)->dtype != DT_I32)
+        ids = ir_cast(g, ids, DT_I32, loc);
+    const char *name = layer_name(l, "embedding", &args[3]);
+    int w = create_param(l, arena_printf(l->arena, "%s.weight", name), "embedding", table,
+                         IR_INIT_TRUNC_NORMAL, 0.02, loc);
+    if (w < 0)
+        return val_error();
+    return val_tensor(ir_gather(g, w, ids, loc), loc);
+}
+
 /* ---- losses ------------------------------------------------------------------ */
 
 /* mse(a, b): the mean over every element of (a - b)^2, with broadcasting. */
@@ -629,6 +664,7 @@ const Builtin nn_builtins[] = {
     {"drop_path", PARAMS("x", "p", "name"), 1, bi_drop_path},
     {"layer_scale", PARAMS("x", "init", "channels_first", "name"), 1, bi_layer_scale},
     {"parameter", PARAMS("shape", "init", "std", "tag", "name"), 1, bi_parameter},
+    {"embedding", PARAMS("ids", "num", "dim", "name"), 3, bi_embedding},
     {"mse", PARAMS("a", "b"), 2, bi_mse},
 };
 

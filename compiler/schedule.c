@@ -898,6 +898,8 @@ static RtStepKind step_kind(IrOp op)
     case IR_MAXPOOL2D_GRAD: return RT_STEP_MAXPOOL2D_GRAD;
     case IR_CROSS_ENTROPY: return RT_STEP_CROSS_ENTROPY;
     case IR_CROSS_ENTROPY_GRAD: return RT_STEP_CROSS_ENTROPY_GRAD;
+    case IR_GATHER: return RT_STEP_GATHER;
+    case IR_SCATTER_ADD: return RT_STEP_SCATTER_ADD;
     case IR_SUM: return RT_STEP_REDUCE_SUM;
     default: BOCB_UNREACHABLE("library step");
     }

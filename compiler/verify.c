@@ -159,12 +159,33 @@ static void check_library(Verifier *v, const IrNode *n)
         if (a->shape.rank != 2 || b->dtype != DT_I32 || b->shape.rank != 1)
             fail(v, "cross_entropy takes logits [N, C] and i32 labels [N]");
         break;
+    case IR_GATHER:
+        if (a->shape.rank != 2 || a->shape.batch_axis >= 0 || b->dtype != DT_I32 ||
+            b->shape.rank >= SHAPE_MAX_RANK)
+            fail(v, "gather takes a table [V, D] and i32 ids");
+        else {
+            want = b->shape;
+            want.dims[want.rank++] = a->shape.dims[1];
+            expect_shape(v, &want, &n->shape);
+        }
+        break;
+    case IR_SCATTER_ADD:
+        if (n->shape.rank != 2 || a->dtype != DT_I32 || a->shape.rank >= SHAPE_MAX_RANK)
+            fail(v, "scatter_add takes i32 ids and rows, and gives a table [V, D]");
+        else {
+            want = a->shape;
+            want.dims[want.rank++] = n->shape.dims[1];
+            expect_shape(v, &want, &b->shape);
+        }
+        break;
     default:
         BOCB_UNREACHABLE("library op");
     }
     for (int i = 0; i < n->nin; i++) {
         const IrNode *x = &g->nodes[n->in[i]];
-        bool labels = (n->op == IR_CROSS_ENTROPY || n->op == IR_CROSS_ENTROPY_GRAD) && i == 1;
+        bool labels = ((n->op == IR_CROSS_ENTROPY || n->op == IR_CROSS_ENTROPY_GRAD ||
+                        n->op == IR_GATHER) && i == 1) ||
+                      (n->op == IR_SCATTER_ADD && i == 0);
         if (!labels && x->dtype != n->dtype)
             fail(v, "operand %d has dtype %s, expected %s", i,
                  dtype_name(x->dtype), dtype_name(n->dtype));

@@ -182,6 +182,14 @@ static void run_step(RtExec *e, const RtStep *s, void **p, int64_t batch)
         rt_loss_grad(dt, s->attr.loss, shape_dim(&sh[0], 0, batch), sh[0].dims[1], p[0],
                      p[1], p[2], p[3]);
         return;
+    case RT_STEP_GATHER:
+        rt_gather(dt, shape_numel(&sh[1], batch), sh[0].dims[0], sh[0].dims[1], p[0], p[1],
+                  p[2]);
+        return;
+    case RT_STEP_SCATTER_ADD:
+        rt_scatter_add(dt, shape_numel(&sh[0], batch), sh[2].dims[0], sh[2].dims[1], p[0],
+                       p[1], p[2]);
+        return;
     case RT_STEP_REDUCE_SUM: {
         int64_t dims[SHAPE_MAX_RANK];
         for (int i = 0; i < sh[0].rank; i++)

@@ -48,6 +48,8 @@ typedef enum RtStepKind {
     RT_STEP_MAXPOOL2D_GRAD,
     RT_STEP_CROSS_ENTROPY,
     RT_STEP_CROSS_ENTROPY_GRAD,
+    RT_STEP_GATHER,      /* table, ids -> rows */
+    RT_STEP_SCATTER_ADD, /* ids, rows -> table */
     RT_STEP_REDUCE_SUM,
     RT_STEP_COPY,
 } RtStepKind;

@@ -771,6 +771,42 @@ void rt_cross_entropy_grad(DType dt, int64_t n, int64_t c, const void *logits,
         cross_entropy_grad_f64(n, c, logits, labels, dloss, dlogits);
 }
 
+/* ---- Embedding rows ------------------------------------------------------- */
+
+void rt_gather(DType dt, int64_t rows, int64_t num, int64_t dim, const void *table,
+               const int32_t *ids, void *out)
+{
+    size_t es = float_size(dt), row_bytes = (size_t)dim * es;
+    for (int64_t r = 0; r < rows; r++) {
+        char *dst = (char *)out + (size_t)r * row_bytes;
+        if (ids[r] >= 0 && ids[r] < num)
+            memcpy(dst, (const char *)table + (size_t)ids[r] * row_bytes, row_bytes);
+        else
+            memset(dst, 0, row_bytes);
+    }
+}
+
+void rt_scatter_add(DType dt, int64_t rows, int64_t num, int64_t dim, const int32_t *ids,
+                    const void *dy, void *table)
+{
+    memset(table, 0, (size_t)(num * dim) * float_size(dt));
+    for (int64_t r = 0; r < rows; r++) {
+        if (ids[r] < 0 || ids[r] >= num)
+            continue;
+        if (dt == DT_F32) {
+            float *t = (float *)table + ids[r] * dim;
+            const float *d = (const float *)dy + r * dim;
+            for (int64_t j = 0; j < dim; j++)
+                t[j] += d[j];
+        } else {
+            double *t = (double *)table + ids[r] * dim;
+            const double *d = (const double *)dy + r * dim;
+            for (int64_t j = 0; j < dim; j++)
+                t[j] += d[j];
+        }
+    }
+}
+
 /* Label smoothing and mean squared error, applied after (or instead of)
  * the cross-entropy loops above. */
 #define DEFINE_LOSS_EXTRAS(T, SFX)                                            \

@@ -90,6 +90,15 @@ void rt_cross_entropy_grad(DType dt, int64_t n, int64_t c, const void *logits,
                            const int32_t *labels, const void *dloss,
                            void *dlogits);
 
+/* out[r, :] = table[ids[r], :] for r < rows, over a table [num, dim];
+ * an id outside [0, num) gives a row of zeros. */
+void rt_gather(DType dt, int64_t rows, int64_t num, int64_t dim, const void *table,
+               const int32_t *ids, void *out);
+/* table = 0, then table[ids[r], :] += dy[r, :] for r = 0, 1, ... in order
+ * (ids outside [0, num) are skipped), so the sum is deterministic. */
+void rt_scatter_add(DType dt, int64_t rows, int64_t num, int64_t dim, const int32_t *ids,
+                    const void *dy, void *table);
+
 /* A per-sample classification loss of logits [N, C] against labels [N]. */
 typedef enum RtLossKind {
     RT_LOSS_CROSS_ENTROPY, /* with label smoothing */

@@ -473,6 +473,20 @@ Test(gradcheck, mse_loss)
     loss_case((IrLossAttr){.kind = IR_LOSS_MSE});
 }
 
+/* Repeated ids sum their rows' gradients; an id outside the table gets a
+ * zero row and contributes nothing. */
+Test(gradcheck, gather_repeated_ids)
+{
+    static const int32_t ids[8] = {1, 3, 1, 0, 4, 7, -1, 1};
+    Check c;
+    check_init(&c);
+    int table = param(&c, -2, 2, DIMS(5, 3));
+    int in = fixed_input(&c, "ids", DT_I32, shape_make(DIMS(2, 4)), ids);
+    int rows = ir_gather(c.g, table, in, NO_LOC);
+    finish(&c, ir_binary(c.g, IR_MUL, rows, rows, NO_LOC));
+    check_free(&c);
+}
+
 typedef struct Lang {
     Program *program;
     Lower lower;

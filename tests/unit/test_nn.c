@@ -321,3 +321,42 @@ Test(nn, dropout_keep_rate_and_masks)
     rt_vars_free(&store);
     built_free(&b);
 }
+
+/* ---- embedding ---------------------------------------------------------------- */
+
+/* The model truncates float ids toward zero and gathers rows of its
+ * table; an id outside the table gives zeros. */
+Test(nn, embedding_gathers_rows)
+{
+    Built b;
+    Shape xs = shape_make(2, (int64_t[]){1, 4});
+    xs.batch_axis = 0;
+    build(&b, "model m(x: [B, 4]) {\n  return embedding(x, 5, 3)\n}\n", xs);
+    int table_var = ir_module_find_var(&b.module, "m.embedding1.weight");
+    cr_assert(table_var >= 0);
+    cr_assert_str_eq(b.module.vars[table_var].tag, "embedding");
+    RtVarStore store;
+    create_var_store(&store, &b.module);
+    rt_vars_reset(&store, 2);
+    const double *table = rt_var_data(&store, table_var);
+
+    static const double ids[8] = {0, 4.9, 2, 2.5, 5, -1, 1, 3};
+    static const int want_row[8] = {0, 4, 2, 2, -1, -1, 1, 3};
+    Interp *it = interp_create(b.eval, &store);
+    interp_bind_input(it, ir_find_input(b.eval, "x"), ids);
+    interp_run(it, 2);
+    const double *y = interp_output(it, "y");
+    for (int r = 0; r < 8; r++)
+        for (int j = 0; j < 3; j++) {
+            double want = want_row[r] < 0 ? 0 : table[want_row[r] * 3 + j];
+            cr_expect(y[r * 3 + j] == want, "row %d column %d: %g, want %g", r, j,
+                      y[r * 3 + j], want);
+        }
+    /* trunc_normal(0.02): small, not all equal. */
+    for (int i = 0; i < 15; i++)
+        cr_expect(fabs(table[i]) < 0.2 && table[i] != table[(i + 1) % 15], "table[%d] = %g", i,
+                  table[i]);
+    interp_destroy(it);
+    rt_vars_free(&store);
+    built_free(&b);
+}
