@@ -448,6 +448,56 @@ static Value bi_grn(Lower *l, const Value *args, SrcLoc loc)
     return val_tensor(bin(l, IR_ADD, y, x, loc), loc);
 }
 
+/* A linear layer called `name` inside the current layer, through the
+ * `linear` builtin. */
+static int inner_linear(Lower *l, int x, int64_t out_features, const char *name, SrcLoc loc)
+{
+    const Builtin *linear = builtin_find("linear");
+    Value args[4] = {val_tensor(x, loc), val_number((double)out_features, loc), val_none(loc),
+                     val_none(loc)};
+    args[3].kind = VAL_STRING;
+    args[3].string = name;
+    Value y = linear->fn(l, args, loc);
+    return y.kind == VAL_TENSOR ? y.tensor : -1;
+}
+
+/* squeeze_excite(x, rd_ratio, name) over x [N, C, H, W], as timm's
+ * SqueezeExcite: the spatial mean per channel, a linear layer to
+ * max(1, round(C rd_ratio)) channels, ReLU, a linear layer back to C,
+ * sigmoid, and x scaled per sample and channel by the result. */
+static Value bi_squeeze_excite(Lower *l, const Value *args, SrcLoc loc)
+{
+    int x = graph_tensor(l, &args[0], "squeeze_excite", loc);
+    double ratio;
+    if (x < 0 || !number_arg(&args[1], "rd_ratio", 1e-6, 1, 0.25, &ratio))
+        return val_error();
+    Shape xs = *shape_of(l, x);
+    if (xs.rank != 4 || xs.batch_axis > 0) {
+        diag_error(loc, "squeeze_excite expects feature maps [N, C, H, W], but the input has "
+                   "shape %s", shape_text(l, &xs));
+        return val_error();
+    }
+    if (!in_model(l, "squeeze_excite", loc))
+        return val_error();
+    IrGraph *g = l->graph;
+    int64_t channels = xs.dims[1], reduced = (int64_t)llround((double)channels * ratio);
+    if (reduced < 1)
+        reduced = 1;
+
+    Shape rows = shape_make(2, (int64_t[]){xs.dims[0], channels});
+    rows.batch_axis = xs.batch_axis;
+    int pooled = ir_reshape(g, mean_keep(l, x, 0xCu, loc), rows, loc);
+    size_t saved = l->prefix.len;
+    push_prefix(l, layer_name(l, "squeeze_excite", &args[2]));
+    int h = inner_linear(l, pooled, reduced, "fc1", loc);
+    h = h < 0 ? -1 : inner_linear(l, ir_unary(g, IR_RELU, h, loc), channels, "fc2", loc);
+    pop_prefix(l, saved);
+    if (h < 0)
+        return val_error();
+    int gate = ir_reshape(g, ir_unary(g, IR_SIGMOID, h, loc), kept_shape(&xs, 0xCu), loc);
+    return val_tensor(bin(l, IR_MUL, x, bcast(l, gate, &xs, loc), loc), loc);
+}
+
 /* ---- dropout --------------------------------------------------------------- */
 
 /* Uniform numbers of shape `shape` for the random layer `name`. */
@@ -660,6 +710,7 @@ const Builtin nn_builtins[] = {
     {"rms_norm", PARAMS("x", "eps", "channels_first", "affine", "name"), 1, bi_rms_norm},
     {"batch_norm", PARAMS("x", "momentum", "eps", "affine", "name"), 1, bi_batch_norm},
     {"grn", PARAMS("x", "eps", "channels_first", "name"), 1, bi_grn},
+    {"squeeze_excite", PARAMS("x", "rd_ratio", "name"), 1, bi_squeeze_excite},
     {"dropout", PARAMS("x", "p", "name"), 1, bi_dropout},
     {"drop_path", PARAMS("x", "p", "name"), 1, bi_drop_path},
     {"layer_scale", PARAMS("x", "init", "channels_first", "name"), 1, bi_layer_scale},

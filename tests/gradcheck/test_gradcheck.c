@@ -18,7 +18,7 @@
 #include "../../compiler/run.h"
 #include "../../runtime/philox.h"
 
-enum { MAX_PARAMS = 4, MAX_CHECKED = 48 };
+enum { MAX_PARAMS = 6, MAX_CHECKED = 48 };
 
 typedef struct Check Check;
 
@@ -577,6 +577,10 @@ Test(gradcheck, grn_channels_last) { lang_case("[2, 2, 2, 3]", "grn(x)", false, 
 Test(gradcheck, grn_channels_first)
 {
     lang_case("[2, 3, 2, 2]", "grn(x, channels_first = true)", false, DIMS(2, 3, 2, 2));
+}
+Test(gradcheck, squeeze_excite)
+{
+    lang_case("[2, 4, 2, 3]", "squeeze_excite(x, rd_ratio = 0.5)", false, DIMS(2, 4, 2, 3));
 }
 Test(gradcheck, layer_scale) { lang_case("[4, 6]", "layer_scale(x, init = 0.5)", false, DIMS(4, 6)); }
 Test(gradcheck, parameter)
