@@ -13,11 +13,11 @@
  * by default and on channels-first tensors [N, C, ...] with
  * `channels_first = true`, as ConvNeXt uses both.
  *
- * Randomness: dropout and drop_path draw from the IR's `random` op, keyed
- * by a per-layer buffer variable that the run's seed initialises (so the
- * key is a function of the seed and the layer) and counted by the element
- * index and the training step. In evaluation (Lower.training false) they
- * are the identity.
+ * Randomness: dropout and drop_path draw from the IR's `random` op. Its
+ * key is a per-layer buffer variable that the run's seed initialises, so
+ * the key is a function of the seed and the layer, and its counter is the
+ * element index and the training step. In evaluation (Lower.training
+ * false) they are the identity.
  */
 #include <math.h>
 #include <string.h>
@@ -32,19 +32,19 @@ static const Shape *shape_of(Lower *l, int node)
 }
 
 /* A constant with the shape and dtype of `like`. */
-static int fill(Lower *l, int like, double value, SrcLoc loc)
+static int constant_like(Lower *l, int like, double value, SrcLoc loc)
 {
     const IrNode *n = ir_node(l->graph, like);
     Shape s = n->shape;
     return ir_broadcast(l->graph, ir_const(l->graph, n->dtype, value, loc), s, loc);
 }
 
-static int bin(Lower *l, IrOp op, int a, int b, SrcLoc loc)
+static int binary(Lower *l, IrOp op, int a, int b, SrcLoc loc)
 {
     return ir_binary(l->graph, op, a, b, loc);
 }
 
-static int bcast(Lower *l, int x, const Shape *to, SrcLoc loc)
+static int broadcast_to(Lower *l, int x, const Shape *to, SrcLoc loc)
 {
     return ir_broadcast(l->graph, x, *to, loc);
 }
@@ -71,7 +71,7 @@ static int mean_keep(Lower *l, int x, uint32_t axes, SrcLoc loc)
     int s = ir_sum(g, x, axes, loc);
     int n = ir_broadcast(g, count_node(l, &xs, axes, loc), ir_node(g, s)->shape, loc);
     Shape k = kept_shape(&xs, axes);
-    return ir_reshape(g, bin(l, IR_DIV, s, n, loc), k, loc);
+    return ir_reshape(g, binary(l, IR_DIV, s, n, loc), k, loc);
 }
 
 /* The sum of x over `axes`, in kept_shape form. */
@@ -90,7 +90,7 @@ static int per_channel(Lower *l, int v, int x, int axis, SrcLoc loc)
     column.dims[0] = xs.dims[axis];
     for (int i = 1; i < column.rank; i++)
         column.dims[i] = 1;
-    return bcast(l, ir_reshape(l->graph, v, column, loc), &xs, loc);
+    return broadcast_to(l, ir_reshape(l->graph, v, column, loc), &xs, loc);
 }
 
 static Shape vector_shape(int64_t n)
@@ -221,15 +221,15 @@ static Value bi_gelu(Lower *l, const Value *args, SrcLoc loc)
     IrGraph *g = l->graph;
     int inner;
     if (tanh_form) {
-        int cube = bin(l, IR_MUL, bin(l, IR_MUL, x, x, loc), x, loc);
-        int poly = bin(l, IR_ADD, x, bin(l, IR_MUL, fill(l, x, 0.044715, loc), cube, loc), loc);
-        int arg = bin(l, IR_MUL, fill(l, x, 0.7978845608028654 /* sqrt(2 / pi) */, loc), poly, loc);
+        int cube = binary(l, IR_MUL, binary(l, IR_MUL, x, x, loc), x, loc);
+        int poly = binary(l, IR_ADD, x, binary(l, IR_MUL, constant_like(l, x, 0.044715, loc), cube, loc), loc);
+        int arg = binary(l, IR_MUL, constant_like(l, x, 0.7978845608028654 /* sqrt(2 / pi) */, loc), poly, loc);
         inner = ir_unary(g, IR_TANH, arg, loc);
     } else {
-        inner = ir_unary(g, IR_ERF, bin(l, IR_MUL, x, fill(l, x, 0.7071067811865476 /* 1 / sqrt(2) */, loc), loc), loc);
+        inner = ir_unary(g, IR_ERF, binary(l, IR_MUL, x, constant_like(l, x, 0.7071067811865476 /* 1 / sqrt(2) */, loc), loc), loc);
     }
-    int half_x = bin(l, IR_MUL, x, fill(l, x, 0.5, loc), loc);
-    return val_tensor(bin(l, IR_MUL, half_x, bin(l, IR_ADD, fill(l, x, 1.0, loc), inner, loc),
+    int half_x = binary(l, IR_MUL, x, constant_like(l, x, 0.5, loc), loc);
+    return val_tensor(binary(l, IR_MUL, half_x, binary(l, IR_ADD, constant_like(l, x, 1.0, loc), inner, loc),
                           loc), loc);
 }
 
@@ -238,16 +238,16 @@ static Value bi_silu(Lower *l, const Value *args, SrcLoc loc)
     int x = graph_tensor(l, &args[0], "silu", loc);
     if (x < 0)
         return val_error();
-    return val_tensor(bin(l, IR_MUL, x, ir_unary(l->graph, IR_SIGMOID, x, loc), loc), loc);
+    return val_tensor(binary(l, IR_MUL, x, ir_unary(l->graph, IR_SIGMOID, x, loc), loc), loc);
 }
 
 /* relu6(x + 3) / 6, as torch's Hardsigmoid. */
 static int hard_sigmoid_node(Lower *l, int x, SrcLoc loc)
 {
-    int shifted = bin(l, IR_ADD, x, fill(l, x, 3.0, loc), loc);
-    int clamped = bin(l, IR_MIN, bin(l, IR_MAX, shifted, fill(l, x, 0.0, loc), loc),
-                      fill(l, x, 6.0, loc), loc);
-    return bin(l, IR_DIV, clamped, fill(l, x, 6.0, loc), loc);
+    int shifted = binary(l, IR_ADD, x, constant_like(l, x, 3.0, loc), loc);
+    int clamped = binary(l, IR_MIN, binary(l, IR_MAX, shifted, constant_like(l, x, 0.0, loc), loc),
+                      constant_like(l, x, 6.0, loc), loc);
+    return binary(l, IR_DIV, clamped, constant_like(l, x, 6.0, loc), loc);
 }
 
 static Value bi_hard_sigmoid(Lower *l, const Value *args, SrcLoc loc)
@@ -263,7 +263,7 @@ static Value bi_hard_swish(Lower *l, const Value *args, SrcLoc loc)
     int x = graph_tensor(l, &args[0], "hard_swish", loc);
     if (x < 0)
         return val_error();
-    return val_tensor(bin(l, IR_MUL, x, hard_sigmoid_node(l, x, loc), loc), loc);
+    return val_tensor(binary(l, IR_MUL, x, hard_sigmoid_node(l, x, loc), loc), loc);
 }
 
 /* ---- normalisation ------------------------------------------------------------ */
@@ -277,21 +277,21 @@ static int norm_affine(Lower *l, int y, int axis, const char *name, bool bias, S
                          IR_INIT_CONST, 1.0, loc);
     if (w < 0)
         return -1;
-    y = bin(l, IR_MUL, y, per_channel(l, w, y, axis, loc), loc);
+    y = binary(l, IR_MUL, y, per_channel(l, w, y, axis, loc), loc);
     if (!bias)
         return y;
     int b = create_param(l, arena_printf(l->arena, "%s.bias", name), "norm", cs,
                          IR_INIT_ZEROS, 0.0, loc);
     if (b < 0)
         return -1;
-    return bin(l, IR_ADD, y, per_channel(l, b, y, axis, loc), loc);
+    return binary(l, IR_ADD, y, per_channel(l, b, y, axis, loc), loc);
 }
 
 /* x / sqrt(v + eps), with v in kept_shape form. */
 static int divide_by_root(Lower *l, int x, int v, double eps, SrcLoc loc)
 {
-    int root = ir_unary(l->graph, IR_SQRT, bin(l, IR_ADD, v, fill(l, v, eps, loc), loc), loc);
-    return bin(l, IR_DIV, x, bcast(l, root, shape_of(l, x), loc), loc);
+    int root = ir_unary(l->graph, IR_SQRT, binary(l, IR_ADD, v, constant_like(l, v, eps, loc), loc), loc);
+    return binary(l, IR_DIV, x, broadcast_to(l, root, shape_of(l, x), loc), loc);
 }
 
 /* layer_norm(x, eps, channels_first, affine, name): normalises over the
@@ -311,8 +311,8 @@ static Value bi_layer_norm(Lower *l, const Value *args, SrcLoc loc)
         return val_error();
     uint32_t axes = 1u << axis;
     const Shape *xs = shape_of(l, x);
-    int centred = bin(l, IR_SUB, x, bcast(l, mean_keep(l, x, axes, loc), xs, loc), loc);
-    int var = mean_keep(l, bin(l, IR_MUL, centred, centred, loc), axes, loc);
+    int centred = binary(l, IR_SUB, x, broadcast_to(l, mean_keep(l, x, axes, loc), xs, loc), loc);
+    int var = mean_keep(l, binary(l, IR_MUL, centred, centred, loc), axes, loc);
     int y = divide_by_root(l, centred, var, eps, loc);
     if (affine)
         y = norm_affine(l, y, axis, layer_name(l, "layer_norm", &args[4]), true, loc);
@@ -333,7 +333,7 @@ static Value bi_rms_norm(Lower *l, const Value *args, SrcLoc loc)
     int axis = channel_axis(l, x, channels_first, "rms_norm", loc);
     if (axis < 0 || (affine && !in_model(l, "rms_norm", loc)))
         return val_error();
-    int ms = mean_keep(l, bin(l, IR_MUL, x, x, loc), 1u << axis, loc);
+    int ms = mean_keep(l, binary(l, IR_MUL, x, x, loc), 1u << axis, loc);
     int y = divide_by_root(l, x, ms, eps, loc);
     if (affine)
         y = norm_affine(l, y, axis, layer_name(l, "rms_norm", &args[4]), false, loc);
@@ -376,25 +376,25 @@ static Value bi_batch_norm(Lower *l, const Value *args, SrcLoc loc)
     if (l->training) {
         uint32_t axes = all_axes(&xs) & ~(1u << axis);
         int mean = mean_keep(l, x, axes, loc);
-        int centred = bin(l, IR_SUB, x, bcast(l, mean, &xs, loc), loc);
-        int var = mean_keep(l, bin(l, IR_MUL, centred, centred, loc), axes, loc);
+        int centred = binary(l, IR_SUB, x, broadcast_to(l, mean, &xs, loc), loc);
+        int var = mean_keep(l, binary(l, IR_MUL, centred, centred, loc), axes, loc);
         y = divide_by_root(l, centred, var, eps, loc);
 
         int n = count_node(l, &xs, axes, loc);
         int one = ir_const(g, l->dtype, 1.0, loc);
-        int bessel = bin(l, IR_DIV, n, bin(l, IR_MAX, bin(l, IR_SUB, n, one, loc), one, loc),
+        int bessel = binary(l, IR_DIV, n, binary(l, IR_MAX, binary(l, IR_SUB, n, one, loc), one, loc),
                          loc);
-        int unbiased = bin(l, IR_MUL, ir_reshape(g, var, cs, loc), bcast(l, bessel, &cs, loc),
+        int unbiased = binary(l, IR_MUL, ir_reshape(g, var, cs, loc), broadcast_to(l, bessel, &cs, loc),
                            loc);
         int batch_mean = ir_reshape(g, mean, cs, loc);
         int stat[2] = {running_mean, running_var}, value[2] = {batch_mean, unbiased};
         for (int i = 0; i < 2; i++) {
-            int old = bin(l, IR_MUL, stat[i], fill(l, stat[i], 1.0 - momentum, loc), loc);
-            int add = bin(l, IR_MUL, value[i], fill(l, value[i], momentum, loc), loc);
-            ir_assign(g, ir_node(g, stat[i])->attr.var, bin(l, IR_ADD, old, add, loc), loc);
+            int old = binary(l, IR_MUL, stat[i], constant_like(l, stat[i], 1.0 - momentum, loc), loc);
+            int add = binary(l, IR_MUL, value[i], constant_like(l, value[i], momentum, loc), loc);
+            ir_assign(g, ir_node(g, stat[i])->attr.var, binary(l, IR_ADD, old, add, loc), loc);
         }
     } else {
-        int centred = bin(l, IR_SUB, x, per_channel(l, running_mean, x, axis, loc), loc);
+        int centred = binary(l, IR_SUB, x, per_channel(l, running_mean, x, axis, loc), loc);
         Shape column = kept_shape(&xs, all_axes(&xs) & ~(1u << axis));
         y = divide_by_root(l, centred, ir_reshape(g, running_var, column, loc), eps, loc);
     }
@@ -428,12 +428,12 @@ static Value bi_grn(Lower *l, const Value *args, SrcLoc loc)
     if (!in_model(l, "grn", loc))
         return val_error();
     uint32_t spatial = all_axes(&xs) & ~(1u << axis) & ~1u;
-    int norms = ir_unary(l->graph, IR_SQRT, sum_keep(l, bin(l, IR_MUL, x, x, loc), spatial, loc),
+    int norms = ir_unary(l->graph, IR_SQRT, sum_keep(l, binary(l, IR_MUL, x, x, loc), spatial, loc),
                          loc);
     int mean = mean_keep(l, norms, 1u << axis, loc);
-    int denom = bin(l, IR_ADD, mean, fill(l, mean, eps, loc), loc);
-    int scale = bin(l, IR_DIV, norms, bcast(l, denom, shape_of(l, norms), loc), loc);
-    int response = bin(l, IR_MUL, x, bcast(l, scale, &xs, loc), loc);
+    int denom = binary(l, IR_ADD, mean, constant_like(l, mean, eps, loc), loc);
+    int scale = binary(l, IR_DIV, norms, broadcast_to(l, denom, shape_of(l, norms), loc), loc);
+    int response = binary(l, IR_MUL, x, broadcast_to(l, scale, &xs, loc), loc);
 
     const char *name = layer_name(l, "grn", &args[3]);
     Shape cs = vector_shape(xs.dims[axis]);
@@ -443,9 +443,9 @@ static Value bi_grn(Lower *l, const Value *args, SrcLoc loc)
                             IR_INIT_ZEROS, 0.0, loc);
     if (gamma < 0 || beta < 0)
         return val_error();
-    int y = bin(l, IR_MUL, response, per_channel(l, gamma, x, axis, loc), loc);
-    y = bin(l, IR_ADD, y, per_channel(l, beta, x, axis, loc), loc);
-    return val_tensor(bin(l, IR_ADD, y, x, loc), loc);
+    int y = binary(l, IR_MUL, response, per_channel(l, gamma, x, axis, loc), loc);
+    y = binary(l, IR_ADD, y, per_channel(l, beta, x, axis, loc), loc);
+    return val_tensor(binary(l, IR_ADD, y, x, loc), loc);
 }
 
 /* A linear layer called `name` inside the current layer, through the
@@ -495,7 +495,7 @@ static Value bi_squeeze_excite(Lower *l, const Value *args, SrcLoc loc)
     if (h < 0)
         return val_error();
     int gate = ir_reshape(g, ir_unary(g, IR_SIGMOID, h, loc), kept_shape(&xs, 0xCu), loc);
-    return val_tensor(bin(l, IR_MUL, x, bcast(l, gate, &xs, loc), loc), loc);
+    return val_tensor(binary(l, IR_MUL, x, broadcast_to(l, gate, &xs, loc), loc), loc);
 }
 
 /* ---- dropout --------------------------------------------------------------- */
@@ -513,8 +513,8 @@ static int uniform_for(Lower *l, const char *name, Shape shape, SrcLoc loc)
 /* keep ? 1 / (1 - p) : 0, for u uniform in [0, 1). */
 static int keep_scale(Lower *l, int u, double p, SrcLoc loc)
 {
-    int keep = bin(l, IR_GE, u, fill(l, u, p, loc), loc);
-    return ir_select(l->graph, keep, fill(l, u, 1.0 / (1.0 - p), loc), fill(l, u, 0.0, loc),
+    int keep = binary(l, IR_GE, u, constant_like(l, u, p, loc), loc);
+    return ir_select(l->graph, keep, constant_like(l, u, 1.0 / (1.0 - p), loc), constant_like(l, u, 0.0, loc),
                      loc);
 }
 
@@ -533,7 +533,7 @@ static Value bi_dropout(Lower *l, const Value *args, SrcLoc loc)
     int u = uniform_for(l, name, *shape_of(l, x), loc);
     if (u < 0)
         return val_error();
-    return val_tensor(bin(l, IR_MUL, x, keep_scale(l, u, p, loc), loc), loc);
+    return val_tensor(binary(l, IR_MUL, x, keep_scale(l, u, p, loc), loc), loc);
 }
 
 /* drop_path(x, p, name): stochastic depth, as timm's drop_path: zeroes a
@@ -558,7 +558,7 @@ static Value bi_drop_path(Lower *l, const Value *args, SrcLoc loc)
     int u = uniform_for(l, name, samples, loc);
     if (u < 0)
         return val_error();
-    return val_tensor(bin(l, IR_MUL, x, bcast(l, keep_scale(l, u, p, loc), &xs, loc), loc),
+    return val_tensor(binary(l, IR_MUL, x, broadcast_to(l, keep_scale(l, u, p, loc), &xs, loc), loc),
                       loc);
 }
 
@@ -582,7 +582,7 @@ static Value bi_layer_scale(Lower *l, const Value *args, SrcLoc loc)
                              vector_shape(shape_of(l, x)->dims[axis]), IR_INIT_CONST, init, loc);
     if (gamma < 0)
         return val_error();
-    return val_tensor(bin(l, IR_MUL, x, per_channel(l, gamma, x, axis, loc), loc), loc);
+    return val_tensor(binary(l, IR_MUL, x, per_channel(l, gamma, x, axis, loc), loc), loc);
 }
 
 /* parameter(shape, init, std, tag, name): a free-standing learnable tensor
@@ -693,8 +693,8 @@ static Value bi_mse(Lower *l, const Value *args, SrcLoc loc)
     IrGraph *g = l->graph;
     int d = diff.tensor;
     Shape ds = *shape_of(l, d);
-    int total = ir_sum(g, bin(l, IR_MUL, d, d, loc), all_axes(&ds), loc);
-    return val_tensor(bin(l, IR_DIV, total, count_node(l, &ds, all_axes(&ds), loc), loc), loc);
+    int total = ir_sum(g, binary(l, IR_MUL, d, d, loc), all_axes(&ds), loc);
+    return val_tensor(binary(l, IR_DIV, total, count_node(l, &ds, all_axes(&ds), loc), loc), loc);
 }
 
 /* ---- the table --------------------------------------------------------------- */
