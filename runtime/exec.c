@@ -191,6 +191,9 @@ static void run_step(RtExec *e, const RtStep *s, void **p, int64_t batch)
     case RT_STEP_COPY:
         memmove(p[1], p[0], (size_t)shape_numel(&sh[0], batch) * dtype_size(dt));
         return;
+    case RT_STEP_SPATIAL:
+        rt_spatial_run(dt, &s->attr.spatial, sh, p, batch);
+        return;
     }
     BOCB_UNREACHABLE("step kind");
 }

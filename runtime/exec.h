@@ -24,6 +24,7 @@
 
 #include "ops.h"
 #include "shape.h"
+#include "spatial.h"
 #include "vars.h"
 
 typedef void (*RtKernelFn)(void *const *args, int64_t batch, int64_t begin, int64_t end);
@@ -50,6 +51,7 @@ typedef enum RtStepKind {
     RT_STEP_CROSS_ENTROPY_GRAD,
     RT_STEP_REDUCE_SUM,
     RT_STEP_COPY,
+    RT_STEP_SPATIAL, /* rt_spatial_run with attr.spatial */
 } RtStepKind;
 
 /* One step. args are the operand slots then the result slot; shapes[i]
@@ -72,6 +74,7 @@ typedef struct RtStep {
             int64_t kernel[2], stride[2], pad[2];
         } pool;
         uint32_t axes; /* RT_STEP_REDUCE_SUM */
+        RtSpatialAttr spatial; /* RT_STEP_SPATIAL */
         struct {
             int index;              /* into RtProgram.kernels */
             int64_t outer_extent;   /* iterations of the outermost loop ... */

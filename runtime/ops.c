@@ -294,8 +294,134 @@ static ConvGroupSlice conv_slice(const RtConv2d *cv, int64_t image, int64_t grou
     return slice;
 }
 
+/* ---- Depthwise convolution ------------------------------------------------ */
+
+bool rt_conv2d_is_depthwise(const RtConv2d *cv)
+{
+    return cv->groups == cv->c && cv->groups > 1;
+}
+
+/* Depthwise convolutions (one input channel per group, output channel kc
+ * reading input channel kc / multiplier) run as direct loops: im2col would
+ * copy every input R*S times for a GEMM with a single row. For each output
+ * plane and each tap (r, s), the rows and columns whose input lies inside
+ * the plane are found once (valid_range), so the inner loop has no
+ * branches and is unit-stride when stride_w is 1. Each output sums its
+ * taps in (r, s) order; the weight gradient sums images in order. */
+#define DEFINE_DEPTHWISE(T, SFX)                                              \
+    static void depthwise_##SFX(const RtConv2d *cv, int mode, const T *a,     \
+                                const T *b, T *out)                           \
+    {                                                                         \
+        const int64_t mult = cv->k / cv->c, hw = cv->h * cv->w;               \
+        const int64_t pq = cv->p * cv->q, rs = cv->r * cv->s;                 \
+        const int64_t sh = cv->stride_h, sw = cv->stride_w;                   \
+        if (mode == 0)                                                        \
+            memset(out, 0, (size_t)(cv->n * cv->k * pq) * sizeof(T));         \
+        else if (mode == 1)                                                   \
+            memset(out, 0, (size_t)(cv->n * cv->c * hw) * sizeof(T));         \
+        else                                                                  \
+            memset(out, 0, (size_t)(cv->k * rs) * sizeof(T));                 \
+        for (int64_t n = 0; n < cv->n; n++) {                                 \
+            for (int64_t kc = 0; kc < cv->k; kc++) {                          \
+                int64_t xplane = (n * cv->c + kc / mult) * hw;                \
+                int64_t yplane = (n * cv->k + kc) * pq;                       \
+                for (int64_t r = 0; r < cv->r; r++) {                         \
+                    int64_t off_h = r * cv->dil_h - cv->pad_h, p_lo, p_hi;    \
+                    valid_range(cv->p, cv->h, sh, off_h, &p_lo, &p_hi);       \
+                    for (int64_t s = 0; s < cv->s; s++) {                     \
+                        int64_t off_w = s * cv->dil_w - cv->pad_w, q_lo, q_hi; \
+                        valid_range(cv->q, cv->w, sw, off_w, &q_lo, &q_hi);   \
+                        int64_t tap = kc * rs + r * cv->s + s;                \
+                        T acc = 0;                                            \
+                        for (int64_t p = p_lo; p < p_hi; p++) {               \
+                            int64_t xrow = xplane + (p * sh + off_h) * cv->w + off_w; \
+                            int64_t yrow = yplane + p * cv->q;                \
+                            if (mode == 0) {        /* a = x, b = w */        \
+                                const T wv = b[tap];                          \
+                                for (int64_t q = q_lo; q < q_hi; q++)         \
+                                    out[yrow + q] += wv * a[xrow + q * sw];   \
+                            } else if (mode == 1) { /* a = dy, b = w */       \
+                                const T wv = b[tap];                          \
+                                for (int64_t q = q_lo; q < q_hi; q++)         \
+                                    out[xrow + q * sw] += wv * a[yrow + q];   \
+                            } else {                /* a = x, b = dy */       \
+                                for (int64_t q = q_lo; q < q_hi; q++)         \
+                                    acc += a[xrow + q * sw] * b[yrow + q];    \
+                            }                                                 \
+                        }                                                     \
+                        if (mode == 2)                                        \
+                            out[tap] += acc;                                  \
+                    }                                                         \
+                }                                                             \
+            }                                                                 \
+        }                                                                     \
+    }
+
+DEFINE_DEPTHWISE(float, f32)
+DEFINE_DEPTHWISE(double, f64)
+
+enum { DEPTHWISE_FORWARD, DEPTHWISE_GRAD_INPUT, DEPTHWISE_GRAD_WEIGHT };
+
+static void depthwise(DType dt, const RtConv2d *cv, int mode, const void *a,
+                      const void *b, void *out)
+{
+    conv_check(cv);
+    BOCB_ASSERT(rt_conv2d_is_depthwise(cv));
+    if (float_size(dt) == sizeof(float))
+        depthwise_f32(cv, mode, a, b, out);
+    else
+        depthwise_f64(cv, mode, a, b, out);
+}
+
+void rt_depthwise_forward(DType dt, const RtConv2d *cv, const void *x, const void *w,
+                          void *y)
+{
+    depthwise(dt, cv, DEPTHWISE_FORWARD, x, w, y);
+}
+
+void rt_depthwise_grad_input(DType dt, const RtConv2d *cv, const void *dy, const void *w,
+                             void *dx)
+{
+    depthwise(dt, cv, DEPTHWISE_GRAD_INPUT, dy, w, dx);
+}
+
+void rt_depthwise_grad_weight(DType dt, const RtConv2d *cv, const void *x, const void *dy,
+                              void *dw)
+{
+    depthwise(dt, cv, DEPTHWISE_GRAD_WEIGHT, x, dy, dw);
+}
+
+/* ---- Convolution entry points --------------------------------------------- */
+
 void rt_conv2d_forward(DType dt, const RtConv2d *cv, const void *x,
                        const void *w, void *y, void *workspace)
+{
+    if (rt_conv2d_is_depthwise(cv))
+        rt_depthwise_forward(dt, cv, x, w, y);
+    else
+        rt_conv2d_im2col_forward(dt, cv, x, w, y, workspace);
+}
+
+void rt_conv2d_grad_input(DType dt, const RtConv2d *cv, const void *dy,
+                          const void *w, void *dx, void *workspace)
+{
+    if (rt_conv2d_is_depthwise(cv))
+        rt_depthwise_grad_input(dt, cv, dy, w, dx);
+    else
+        rt_conv2d_im2col_grad_input(dt, cv, dy, w, dx, workspace);
+}
+
+void rt_conv2d_grad_weight(DType dt, const RtConv2d *cv, const void *x,
+                           const void *dy, void *dw, void *workspace)
+{
+    if (rt_conv2d_is_depthwise(cv))
+        rt_depthwise_grad_weight(dt, cv, x, dy, dw);
+    else
+        rt_conv2d_im2col_grad_weight(dt, cv, x, dy, dw, workspace);
+}
+
+void rt_conv2d_im2col_forward(DType dt, const RtConv2d *cv, const void *x,
+                              const void *w, void *y, void *workspace)
 {
     size_t es = float_size(dt);
     conv_check(cv);
@@ -318,8 +444,8 @@ void rt_conv2d_forward(DType dt, const RtConv2d *cv, const void *x,
     }
 }
 
-void rt_conv2d_grad_input(DType dt, const RtConv2d *cv, const void *dy,
-                          const void *w, void *dx, void *workspace)
+void rt_conv2d_im2col_grad_input(DType dt, const RtConv2d *cv, const void *dy,
+                                 const void *w, void *dx, void *workspace)
 {
     size_t es = float_size(dt);
     conv_check(cv);
@@ -346,8 +472,8 @@ void rt_conv2d_grad_input(DType dt, const RtConv2d *cv, const void *dy,
     }
 }
 
-void rt_conv2d_grad_weight(DType dt, const RtConv2d *cv, const void *x,
-                           const void *dy, void *dw, void *workspace)
+void rt_conv2d_im2col_grad_weight(DType dt, const RtConv2d *cv, const void *x,
+                                  const void *dy, void *dw, void *workspace)
 {
     size_t es = float_size(dt);
     conv_check(cv);
