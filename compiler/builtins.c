@@ -16,7 +16,7 @@
 
 #define PARAMS(...) ((const char *const[]){__VA_ARGS__, NULL})
 
-static bool is_none(const Value *v)
+bool is_none(const Value *v)
 {
     return v->kind == VAL_NONE;
 }
@@ -29,7 +29,7 @@ static bool any_error(const Value *args, int n)
     return false;
 }
 
-static bool need_graph(Lower *l, const char *name, SrcLoc loc)
+bool need_graph(Lower *l, const char *name, SrcLoc loc)
 {
     if (l->graph)
         return true;
@@ -38,7 +38,7 @@ static bool need_graph(Lower *l, const char *name, SrcLoc loc)
     return false;
 }
 
-static int tensor_arg(Lower *l, const Value *v, const char *fn, const char *param)
+int tensor_arg(Lower *l, const Value *v, const char *fn, const char *param)
 {
     char what[96];
     snprintf(what, sizeof what, "argument '%s' of '%s'", param, fn);
@@ -51,7 +51,7 @@ static const Shape *shape_of(Lower *l, int node)
 }
 
 /* Reads an int or a pair (a, b) of ints, as PyTorch's kernel_size. */
-static bool int_pair(const Value *v, const char *what, int64_t min, int64_t out[2])
+bool int_pair(const Value *v, const char *what, int64_t min, int64_t out[2])
 {
     if (v->kind == VAL_LIST || v->kind == VAL_TUPLE) {
         if (v->list.n != 2) {
@@ -67,7 +67,7 @@ static bool int_pair(const Value *v, const char *what, int64_t min, int64_t out[
     return true;
 }
 
-static bool bool_arg(const Value *v, const char *what, bool fallback, bool *out)
+bool bool_arg(const Value *v, const char *what, bool fallback, bool *out)
 {
     if (is_none(v)) {
         *out = fallback;
@@ -84,7 +84,7 @@ static bool bool_arg(const Value *v, const char *what, bool fallback, bool *out)
 /* Returns a rank-0 node with the number of elements that `axes` of
  * `shape` cover. When a batch axis is among them, the count is computed
  * from the run-time batch size. */
-static int count_node(Lower *l, const Shape *shape, uint32_t axes, SrcLoc loc)
+int count_node(Lower *l, const Shape *shape, uint32_t axes, SrcLoc loc)
 {
     double count = 1;
     bool batch = false;
@@ -674,14 +674,27 @@ const Builtin *builtin_find(const char *name)
     for (size_t i = 0; i < BOCB_ARRAY_LEN(builtins); i++)
         if (strcmp(builtins[i].name, name) == 0)
             return &builtins[i];
+    int nspatial;
+    const Builtin *spatial = builtin_spatial_table(&nspatial);
+    for (int i = 0; i < nspatial; i++)
+        if (strcmp(spatial[i].name, name) == 0)
+            return &spatial[i];
     return NULL;
 }
 
 const char *const *builtin_names(void)
 {
-    static const char *names[BOCB_ARRAY_LEN(builtins) + 1];
-    for (size_t i = 0; i < BOCB_ARRAY_LEN(builtins); i++)
+    static const char **names;
+    if (names)
+        return names;
+    int nspatial;
+    const Builtin *spatial = builtin_spatial_table(&nspatial);
+    size_t n = BOCB_ARRAY_LEN(builtins);
+    names = xcalloc(n + (size_t)nspatial + 1, sizeof *names);
+    for (size_t i = 0; i < n; i++)
         names[i] = builtins[i].name;
+    for (int i = 0; i < nspatial; i++)
+        names[n + (size_t)i] = spatial[i].name;
     return names;
 }
 
