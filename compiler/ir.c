@@ -181,6 +181,10 @@ static int add_node(IrGraph *g, IrOp op, DType dtype, Shape shape, int nin,
 bool ir_broadcast_shape(const Shape *a, const Shape *b, Shape *out)
 {
     int rank = a->rank > b->rank ? a->rank : b->rank;
+    /* Two batch axes must line up: [B, 1] against [B] would need two. */
+    if (a->batch_axis >= 0 && b->batch_axis >= 0 &&
+        a->rank - a->batch_axis != b->rank - b->batch_axis)
+        return false;
     Shape r = shape_scalar();
     r.rank = rank;
     for (int i = 0; i < rank; i++) {
