@@ -158,7 +158,9 @@ static Value bi_transpose(Lower *l, const Value *args, SrcLoc loc)
         return val_error();
     int perm[SHAPE_MAX_RANK];
     for (int i = 0; i < xs->rank; i++)
-        perm[i] = i == a ? b : i == b ? a : i;
+        perm[i] = i;
+    perm[a] = b;
+    perm[b] = a;
     return val_tensor(ir_permute(l->graph, x, perm, loc), loc);
 }
 

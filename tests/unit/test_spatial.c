@@ -341,8 +341,8 @@ static void mask_case(int64_t h, int64_t w_img, int64_t win, int64_t shift)
 Test(swin, shifted_window_mask_square) { mask_case(8, 8, 4, 2); }
 Test(swin, shifted_window_mask_rectangular) { mask_case(6, 9, 3, 1); }
 
-/* The relative position index of Swin: for tokens i, j of a w x w window
- * with coordinates (ri, ci), (rj, cj), the table row is
+/* Swin's relative position index. Tokens i and j of a w x w window, at
+ * (ri, ci) and (rj, cj), use table row
  * (ri - rj + w - 1) * (2w - 1) + (ci - cj + w - 1). */
 Test(swin, relative_position_onehot)
 {
@@ -361,8 +361,8 @@ Test(swin, relative_position_onehot)
     harness_free(&hs);
 }
 
-/* Window k of image b holds pixel (bi*w + p/w, bj*w + p%w) at token p,
- * and reversing the partition restores the image. */
+/* Token p of window k of an image is pixel (bi*w + p/w, bj*w + p%w), and
+ * reversing the partition restores the image. */
 Test(swin, window_partition_order_and_reverse)
 {
     Harness hs;
