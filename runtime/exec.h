@@ -108,8 +108,8 @@ typedef struct RtProgram {
 
 void rt_program_free(RtProgram *p);
 
-/* Returns the floating-point operations of the matrix products and
- * convolutions of one run of `p` for `batch` samples. A multiply-add
+/* Returns the floating-point operations of the matrix products (batched
+ * ones included) and convolutions of one run of `p` for `batch` samples. A multiply-add
  * counts as two, and elementwise work is not counted. */
 double rt_program_flops(const RtProgram *p, int64_t batch);
 
