@@ -50,14 +50,6 @@ static bool static_axis_arg(Lower *l, const Value *v, const Shape *s, const char
     return true;
 }
 
-static Value bool_value(bool b, SrcLoc loc)
-{
-    Value v = val_none(loc);
-    v.kind = VAL_BOOL;
-    v.boolean = b;
-    return v;
-}
-
 static Value string_value(const char *s, SrcLoc loc)
 {
     Value v = val_none(loc);
@@ -80,7 +72,7 @@ static int call_layer(Lower *l, const char *name, Value *args, SrcLoc loc)
 static int linear_layer(Lower *l, int x, int64_t out, bool bias, const char *local,
                         SrcLoc loc)
 {
-    Value args[4] = {val_tensor(x, loc), val_number((double)out, loc), bool_value(bias, loc),
+    Value args[4] = {val_tensor(x, loc), val_number((double)out, loc), val_bool(bias, loc),
                      local ? string_value(local, loc) : val_none(loc)};
     return call_layer(l, "linear", args, loc);
 }
@@ -92,7 +84,7 @@ static int conv_layer(Lower *l, int x, int64_t out, int64_t kernel, int64_t grou
     Value args[9] = {val_tensor(x, loc), val_number((double)out, loc),
                      val_number((double)kernel, loc), val_none(loc),
                      val_number((double)(kernel / 2), loc), val_none(loc),
-                     val_number((double)groups, loc), bool_value(false, loc),
+                     val_number((double)groups, loc), val_bool(false, loc),
                      string_value(local, loc)};
     return call_layer(l, "conv2d", args, loc);
 }

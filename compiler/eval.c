@@ -43,7 +43,7 @@ Value val_number(double x, SrcLoc loc)
     return v;
 }
 
-static Value val_bool(bool b, SrcLoc loc)
+Value val_bool(bool b, SrcLoc loc)
 {
     Value v = val_none(loc);
     v.kind = VAL_BOOL;

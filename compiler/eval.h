@@ -183,6 +183,7 @@ struct Lower {
 Value val_error(void);
 Value val_none(SrcLoc loc);
 Value val_number(double v, SrcLoc loc);
+Value val_bool(bool b, SrcLoc loc);
 Value val_tensor(int node, SrcLoc loc);
 /* Returns a name for the kind in messages: "a number", "a tensor", ... */
 const char *val_kind_name(const Value *v);

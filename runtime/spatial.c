@@ -165,17 +165,32 @@ static void bmm(DType dt, const RtSpatialAttr *at, const Shape *shapes, void *co
 
 /* ---- average pooling ------------------------------------------------------ */
 
-/* The window of output (p, q) along one axis is [start, end) clipped to
- * the plane; `full` is the unclipped size inside the padded plane. */
-static void window(int64_t o, int64_t stride, int64_t pad, int64_t kernel, int64_t in,
-                   int64_t *lo, int64_t *hi, int64_t *full)
+/* The window of output (p, q): rows [h0, h1) and columns [w0, w1) of the
+ * plane, and the divisor of its sum. */
+typedef struct PoolWindow {
+    int64_t h0, h1, w0, w1, count;
+} PoolWindow;
+
+/* Clips [o * stride - pad, + kernel) to the plane [0, in) in [*lo, *hi)
+ * and returns the size of the window inside the padded plane. */
+static int64_t clip_window(int64_t o, int64_t stride, int64_t pad, int64_t kernel,
+                           int64_t in, int64_t *lo, int64_t *hi)
 {
     int64_t start = o * stride - pad, end = start + kernel;
     if (end > in + pad)
         end = in + pad;
-    *full = end - start;
     *lo = start < 0 ? 0 : start;
     *hi = end > in ? in : end;
+    return end - start;
+}
+
+static PoolWindow pool_window(const RtAvgPool2d *pl, int64_t p, int64_t q)
+{
+    PoolWindow w;
+    int64_t fh = clip_window(p, pl->stride[0], pl->pad[0], pl->kernel[0], pl->h, &w.h0, &w.h1);
+    int64_t fw = clip_window(q, pl->stride[1], pl->pad[1], pl->kernel[1], pl->w, &w.w0, &w.w1);
+    w.count = pl->count_include_pad ? fh * fw : (w.h1 - w.h0) * (w.w1 - w.w0);
+    return w;
 }
 
 #define DEFINE_AVGPOOL(T, SFX)                                                \
@@ -184,23 +199,15 @@ static void window(int64_t o, int64_t stride, int64_t pad, int64_t kernel, int64
         for (int64_t plane = 0; plane < pl->n * pl->c; plane++) {             \
             const T *xp = x + plane * pl->h * pl->w;                          \
             T *yp = y + plane * pl->p * pl->q;                                \
-            for (int64_t p = 0; p < pl->p; p++) {                             \
-                int64_t h0, h1, fh;                                           \
-                window(p, pl->stride[0], pl->pad[0], pl->kernel[0], pl->h,    \
-                       &h0, &h1, &fh);                                        \
+            for (int64_t p = 0; p < pl->p; p++)                               \
                 for (int64_t q = 0; q < pl->q; q++) {                         \
-                    int64_t w0, w1, fw;                                       \
-                    window(q, pl->stride[1], pl->pad[1], pl->kernel[1],       \
-                           pl->w, &w0, &w1, &fw);                             \
+                    PoolWindow win = pool_window(pl, p, q);                   \
                     T sum = 0;                                                \
-                    for (int64_t h = h0; h < h1; h++)                         \
-                        for (int64_t w = w0; w < w1; w++)                     \
+                    for (int64_t h = win.h0; h < win.h1; h++)                 \
+                        for (int64_t w = win.w0; w < win.w1; w++)             \
                             sum += xp[h * pl->w + w];                         \
-                    int64_t count = pl->count_include_pad                     \
-                                        ? fh * fw : (h1 - h0) * (w1 - w0);    \
-                    yp[p * pl->q + q] = sum / (T)count;                       \
+                    yp[p * pl->q + q] = sum / (T)win.count;                   \
                 }                                                             \
-            }                                                                 \
         }                                                                     \
     }                                                                         \
                                                                               \
@@ -210,22 +217,14 @@ static void window(int64_t o, int64_t stride, int64_t pad, int64_t kernel, int64
         for (int64_t plane = 0; plane < pl->n * pl->c; plane++) {             \
             T *dxp = dx + plane * pl->h * pl->w;                              \
             const T *dyp = dy + plane * pl->p * pl->q;                        \
-            for (int64_t p = 0; p < pl->p; p++) {                             \
-                int64_t h0, h1, fh;                                           \
-                window(p, pl->stride[0], pl->pad[0], pl->kernel[0], pl->h,    \
-                       &h0, &h1, &fh);                                        \
+            for (int64_t p = 0; p < pl->p; p++)                               \
                 for (int64_t q = 0; q < pl->q; q++) {                         \
-                    int64_t w0, w1, fw;                                       \
-                    window(q, pl->stride[1], pl->pad[1], pl->kernel[1],       \
-                           pl->w, &w0, &w1, &fw);                             \
-                    int64_t count = pl->count_include_pad                     \
-                                        ? fh * fw : (h1 - h0) * (w1 - w0);    \
-                    T g = dyp[p * pl->q + q] / (T)count;                      \
-                    for (int64_t h = h0; h < h1; h++)                         \
-                        for (int64_t w = w0; w < w1; w++)                     \
+                    PoolWindow win = pool_window(pl, p, q);                   \
+                    T g = dyp[p * pl->q + q] / (T)win.count;                  \
+                    for (int64_t h = win.h0; h < win.h1; h++)                 \
+                        for (int64_t w = win.w0; w < win.w1; w++)             \
                             dxp[h * pl->w + w] += g;                          \
                 }                                                             \
-            }                                                                 \
         }                                                                     \
     }
 
