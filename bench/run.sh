@@ -10,6 +10,9 @@
 # the training loop's own clock (evaluation and compilation excluded),
 # each the best of REPEATS runs.
 #
+# Then it times the direct depthwise convolution kernels beside the
+# im2col + GEMM path on the same shapes (bench/depthwise.c), as a ratio.
+#
 # Environment: BUILD (default build), REPEATS (default 3), THREADS
 # (OpenBLAS threads, default: OpenBLAS's choice), STEPS_SCALE (multiplies
 # the step counts, default 1).
@@ -72,3 +75,6 @@ print(f"{model:<5} {name:<9} {jit:10.2f} {128e3 / jit:10.0f} {gflop / jit * 1e3:
 PY
     done
 done
+
+echo
+"$BUILD/bench/depthwise"

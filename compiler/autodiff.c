@@ -12,6 +12,7 @@
  * gradient equally between tied operands.
  */
 #include "autodiff.h"
+#include "ir_spatial.h"
 
 #include <stdlib.h>
 
@@ -33,6 +34,8 @@ bool ad_has_rule(IrOp op)
     case IR_BROADCAST: case IR_RESHAPE: case IR_SUM:
     case IR_MATMUL: case IR_CONV2D: case IR_MAXPOOL2D: case IR_CROSS_ENTROPY:
     case IR_GATHER:
+    case IR_PERMUTE: case IR_SLICE: case IR_CONCAT: case IR_BMM: case IR_AVGPOOL2D:
+    case IR_REDUCE_MAX: case IR_IOTA:
         return true;
     /* Bool-valued ops never carry a gradient, so they never need a rule. */
     case IR_NOT: case IR_LT: case IR_LE: case IR_GT: case IR_GE:
@@ -41,6 +44,7 @@ bool ad_has_rule(IrOp op)
     case IR_CONV2D_GRAD_INPUT: case IR_CONV2D_GRAD_WEIGHT:
     case IR_MAXPOOL2D_GRAD: case IR_CROSS_ENTROPY_GRAD: case IR_ASSIGN:
     case IR_SCATTER_ADD:
+    case IR_AVGPOOL2D_GRAD: case IR_REDUCE_MAX_GRAD:
     case IR_OP_COUNT:
         return false;
     }
@@ -147,6 +151,85 @@ static void vjp_matmul(Ad *ad, const IrNode n, int dy)
         int db = tb ? ir_matmul(g, dy, a, true, ta, loc)
                     : ir_matmul(g, a, dy, !ta, false, loc);
         accumulate(ad, b, db, loc);
+    }
+}
+
+/* The batched product follows the rule of vjp_matmul. */
+static void vjp_bmm(Ad *ad, const IrNode n, int dy)
+{
+    IrGraph *g = ad->g;
+    int a = n.in[0], b = n.in[1];
+    bool ta = n.attr.spatial.p[0] != 0, tb = n.attr.spatial.p[1] != 0;
+    SrcLoc loc = n.loc;
+    if (ad->active[a]) {
+        int da = ta ? ir_bmm(g, b, dy, tb, true, loc) : ir_bmm(g, dy, b, false, !tb, loc);
+        accumulate(ad, a, da, loc);
+    }
+    if (ad->active[b]) {
+        int db = tb ? ir_bmm(g, dy, a, true, ta, loc) : ir_bmm(g, a, dy, !ta, false, loc);
+        accumulate(ad, b, db, loc);
+    }
+}
+
+/* A slice's adjoint is dy placed back at its position along the axis,
+ * with zeros before and after it. */
+static int unslice(IrGraph *g, int dy, const Shape *x, int axis, int64_t start, SrcLoc loc)
+{
+    Shape part = ir_node(g, dy)->shape;
+    int64_t len = part.dims[axis], after = x->dims[axis] - start - len;
+    int r = dy;
+    if (start > 0) {
+        part.dims[axis] = start;
+        int zeros = ir_broadcast(g, ir_const(g, ir_node(g, dy)->dtype, 0.0, loc), part, loc);
+        r = ir_concat(g, zeros, r, axis, loc);
+    }
+    if (after > 0) {
+        part.dims[axis] = after;
+        int zeros = ir_broadcast(g, ir_const(g, ir_node(g, dy)->dtype, 0.0, loc), part, loc);
+        r = ir_concat(g, r, zeros, axis, loc);
+    }
+    return r;
+}
+
+static void vjp_spatial(Ad *ad, const IrNode n, int dy)
+{
+    IrGraph *g = ad->g;
+    SrcLoc loc = n.loc;
+    const RtSpatialAttr *a = &n.attr.spatial;
+    int x = n.in[0];
+    switch (n.op) {
+    case IR_PERMUTE: {
+        int inverse[SHAPE_MAX_RANK];
+        for (int i = 0; i < n.shape.rank; i++)
+            inverse[a->p[i]] = i;
+        accumulate(ad, x, ir_permute(g, dy, inverse, loc), loc);
+        break;
+    }
+    case IR_SLICE:
+        accumulate(ad, x, unslice(g, dy, &ir_node(g, x)->shape, (int)a->p[0], a->p[1], loc),
+                   loc);
+        break;
+    case IR_CONCAT: {
+        int axis = (int)a->p[0];
+        int64_t len = ir_node(g, x)->shape.dims[axis];
+        if (ad->active[x])
+            accumulate(ad, x, ir_slice(g, dy, axis, 0, len, loc), loc);
+        if (ad->active[n.in[1]])
+            accumulate(ad, n.in[1], ir_slice(g, dy, axis, len, n.shape.dims[axis] - len, loc),
+                       loc);
+        break;
+    }
+    case IR_BMM:
+        vjp_bmm(ad, n, dy);
+        break;
+    case IR_AVGPOOL2D:
+        accumulate(ad, x, ir_avgpool2d_grad(g, dy, ir_node(g, x)->shape, a, loc), loc);
+        break;
+    case IR_REDUCE_MAX:
+        accumulate(ad, x, ir_reduce_max_grad(g, x, dy, (uint32_t)a->p[0], loc), loc);
+        break;
+    default:
+        BOCB_UNREACHABLE("vjp of a spatial op without a rule");
     }
 }
 
@@ -302,6 +385,10 @@ static void vjp(Ad *ad, int id, int dy)
         break; /* constant with respect to its key and step */
     case IR_GATHER:
         accumulate(ad, x, ir_scatter_add(g, n.in[1], dy, ir_node(g, x)->shape, loc), loc);
+        break;
+    case IR_PERMUTE: case IR_SLICE: case IR_CONCAT: case IR_BMM: case IR_AVGPOOL2D:
+    case IR_REDUCE_MAX:
+        vjp_spatial(ad, n, dy);
         break;
     default:
         BOCB_UNREACHABLE("vjp of an op without a rule");

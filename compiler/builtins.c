@@ -14,6 +14,8 @@
 #include "../runtime/data.h"
 #include "builtins.h"
 
+#define PARAMS(...) ((const char *const[]){__VA_ARGS__, NULL})
+
 bool is_none(const Value *v)
 {
     return v->kind == VAL_NONE;
@@ -49,7 +51,7 @@ static const Shape *shape_of(Lower *l, int node)
 }
 
 /* Reads an int or a pair (a, b) of ints, as PyTorch's kernel_size. */
-static bool int_pair(const Value *v, const char *what, int64_t min, int64_t out[2])
+bool int_pair(const Value *v, const char *what, int64_t min, int64_t out[2])
 {
     if (v->kind == VAL_LIST || v->kind == VAL_TUPLE) {
         if (v->list.n != 2) {
@@ -681,27 +683,56 @@ static const Builtin builtins[] = {
     {"require", PARAMS("cond", "message"), 2, bi_require},
 };
 
+/* The builtin tables: this file's, nn.c's and the spatial family's. */
+static const Builtin *builtin_table(int which, int *n)
+{
+    switch (which) {
+    case 0:
+        *n = (int)BOCB_ARRAY_LEN(builtins);
+        return builtins;
+    case 1:
+        *n = nn_nbuiltins;
+        return nn_builtins;
+    case 2:
+        return builtin_spatial_table(n);
+    default:
+        *n = 0;
+        return NULL;
+    }
+}
+
+enum { BUILTIN_TABLES = 3 };
+
 const Builtin *builtin_find(const char *name)
 {
-    for (size_t i = 0; i < BOCB_ARRAY_LEN(builtins); i++)
-        if (strcmp(builtins[i].name, name) == 0)
-            return &builtins[i];
-    for (int i = 0; i < nn_nbuiltins; i++)
-        if (strcmp(nn_builtins[i].name, name) == 0)
-            return &nn_builtins[i];
+    for (int t = 0; t < BUILTIN_TABLES; t++) {
+        int n;
+        const Builtin *table = builtin_table(t, &n);
+        for (int i = 0; i < n; i++)
+            if (strcmp(table[i].name, name) == 0)
+                return &table[i];
+    }
     return NULL;
 }
 
 const char *const *builtin_names(void)
 {
     static const char **names;
-    if (!names) {
-        size_t n = BOCB_ARRAY_LEN(builtins);
-        names = xcalloc(n + (size_t)nn_nbuiltins + 1, sizeof *names);
-        for (size_t i = 0; i < n; i++)
-            names[i] = builtins[i].name;
-        for (int i = 0; i < nn_nbuiltins; i++)
-            names[n + (size_t)i] = nn_builtins[i].name;
+    if (names)
+        return names;
+    int total = 0;
+    for (int t = 0; t < BUILTIN_TABLES; t++) {
+        int n;
+        builtin_table(t, &n);
+        total += n;
+    }
+    names = xcalloc((size_t)total + 1, sizeof *names);
+    int k = 0;
+    for (int t = 0; t < BUILTIN_TABLES; t++) {
+        int n;
+        const Builtin *table = builtin_table(t, &n);
+        for (int i = 0; i < n; i++)
+            names[k++] = table[i].name;
     }
     return names;
 }

@@ -43,7 +43,7 @@ Value val_number(double x, SrcLoc loc)
     return v;
 }
 
-static Value val_bool(bool b, SrcLoc loc)
+Value val_bool(bool b, SrcLoc loc)
 {
     Value v = val_none(loc);
     v.kind = VAL_BOOL;
@@ -500,14 +500,7 @@ static Value eval_matmul(Lower *l, const Value *a, const Value *b, SrcLoc loc)
     int y = as_tensor(l, b, "operand of '@'");
     if (x < 0 || y < 0)
         return val_error();
-    Shape sa = ir_node(l->graph, x)->shape, sb = ir_node(l->graph, y)->shape, out;
-    const char *why;
-    if (!ir_matmul_shape(&sa, &sb, false, false, &out, &why)) {
-        diag_error(loc, "operands of '@' have incompatible shapes %s and %s: %s",
-                   shape_text(l, &sa), shape_text(l, &sb), why);
-        return val_error();
-    }
-    return val_tensor(ir_matmul(l->graph, x, y, false, false, loc), loc);
+    return lower_matmul(l, x, y, "'@'", loc);
 }
 
 static Value eval_binary(Lower *l, const Expr *e)

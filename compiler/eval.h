@@ -184,6 +184,7 @@ struct Lower {
 Value val_error(void);
 Value val_none(SrcLoc loc);
 Value val_number(double v, SrcLoc loc);
+Value val_bool(bool b, SrcLoc loc);
 Value val_tensor(int node, SrcLoc loc);
 /* Returns a name for the kind in messages: "a number", "a tensor", ... */
 const char *val_kind_name(const Value *v);
@@ -264,6 +265,27 @@ const Builtin *builtin_find(const char *name);
 /* Returns all builtin names (for suggestions), NULL-terminated. */
 const char *const *builtin_names(void);
 Value call_builtin(Lower *l, const Builtin *b, const CallArgs *args);
+/* The builtins of builtins_spatial.c: transposes, slices, attention, token
+ * mixers. Returns the table and stores its length in *count. */
+const Builtin *builtin_spatial_table(int *count);
+
+/* Helpers for the builtin files. need_graph reports `name` used outside a
+ * model or optimizer; tensor_arg converts argument `param` of `fn` with
+ * as_tensor; int_pair reads an integer or a pair of integers >= min;
+ * bool_arg reads a boolean, or `fallback` when the argument was left
+ * out; count_node returns a rank-0 node with the number of elements that
+ * `axes` of `shape` cover, from the run-time batch size when a batch axis
+ * is among them. Each returns false or -1 after reporting an error. */
+bool is_none(const Value *v);
+bool need_graph(Lower *l, const char *name, SrcLoc loc);
+int tensor_arg(Lower *l, const Value *v, const char *fn, const char *param);
+bool int_pair(const Value *v, const char *what, int64_t min, int64_t out[2]);
+bool bool_arg(const Value *v, const char *what, bool fallback, bool *out);
+int count_node(Lower *l, const Shape *shape, uint32_t axes, SrcLoc loc);
+/* Lowers a @ b: a matrix product of rank-2 operands, or a batched one over
+ * the leading axes, which broadcast as in numpy. */
+Value lower_matmul(Lower *l, int a, int b, const char *what, SrcLoc loc);
+
 /* Creates a parameter (or, when the model is instantiated again for
  * another graph, finds the existing one) called "<prefix>.<local>", and
  * returns a read of it in l->graph. */

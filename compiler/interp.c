@@ -18,6 +18,7 @@
 
 #include "../runtime/ops.h"
 #include "../runtime/philox.h"
+#include "ir_spatial.h"
 
 struct Interp {
     const IrGraph *g;
@@ -342,10 +343,30 @@ static RtPool2d pool_params(const IrNode *n, const Shape *x, int64_t batch)
     return rt_pool2d_make(x, p->kernel, p->stride, p->pad, batch);
 }
 
+/* The spatial ops run the runtime's kernel on the operands, then the
+ * result, as the executor does. */
+static void eval_spatial(const IrGraph *g, const IrNode *n, void *const *in, void *out,
+                         int64_t batch)
+{
+    Shape shapes[IR_MAX_OPERANDS + 1];
+    void *buffers[IR_MAX_OPERANDS + 1];
+    for (int j = 0; j < n->nin; j++) {
+        shapes[j] = g->nodes[n->in[j]].shape;
+        buffers[j] = in[j];
+    }
+    shapes[n->nin] = n->shape;
+    buffers[n->nin] = out;
+    rt_spatial_run(n->dtype, &n->attr.spatial, shapes, buffers, batch);
+}
+
 static void eval_library(Interp *it, const IrNode *n, void *const *in, void *out,
                          int64_t batch)
 {
     const IrGraph *g = it->g;
+    if (ir_is_spatial(n->op)) {
+        eval_spatial(g, n, in, out, batch);
+        return;
+    }
     const Shape *s0 = &g->nodes[n->in[0]].shape;
     const Shape *s1 = n->nin > 1 ? &g->nodes[n->in[1]].shape : NULL;
     DType dt = n->dtype;

@@ -61,6 +61,15 @@ static const struct {
     [IR_CROSS_ENTROPY_GRAD] = {"cross_entropy_grad", IR_CLASS_LIBRARY},
     [IR_GATHER] = {"gather", IR_CLASS_LIBRARY},
     [IR_SCATTER_ADD] = {"scatter_add", IR_CLASS_LIBRARY},
+    [IR_PERMUTE] = {"permute", IR_CLASS_LIBRARY},
+    [IR_SLICE] = {"slice", IR_CLASS_LIBRARY},
+    [IR_CONCAT] = {"concat", IR_CLASS_LIBRARY},
+    [IR_BMM] = {"bmm", IR_CLASS_LIBRARY},
+    [IR_AVGPOOL2D] = {"avg_pool2d", IR_CLASS_LIBRARY},
+    [IR_AVGPOOL2D_GRAD] = {"avg_pool2d_grad", IR_CLASS_LIBRARY},
+    [IR_REDUCE_MAX] = {"reduce_max", IR_CLASS_LIBRARY},
+    [IR_REDUCE_MAX_GRAD] = {"reduce_max_grad", IR_CLASS_LIBRARY},
+    [IR_IOTA] = {"iota", IR_CLASS_LIBRARY},
     [IR_ASSIGN] = {"assign", IR_CLASS_EFFECT},
 };
 
@@ -177,6 +186,10 @@ static int add_node(IrGraph *g, IrOp op, DType dtype, Shape shape, int nin,
 bool ir_broadcast_shape(const Shape *a, const Shape *b, Shape *out)
 {
     int rank = a->rank > b->rank ? a->rank : b->rank;
+    /* Two batch axes must line up: [B, 1] against [B] would need two. */
+    if (a->batch_axis >= 0 && b->batch_axis >= 0 &&
+        a->rank - a->batch_axis != b->rank - b->batch_axis)
+        return false;
     Shape r = shape_scalar();
     r.rank = rank;
     for (int i = 0; i < rank; i++) {
@@ -625,6 +638,14 @@ int ir_assign(IrGraph *g, int var, int value, SrcLoc loc)
     BOCB_ASSERT(n->dtype == v->dtype && shape_equal(&n->shape, &v->shape));
     int id = add_node(g, IR_ASSIGN, v->dtype, v->shape, 1, &value, loc);
     g->nodes[id].attr.var = var;
+    return id;
+}
+
+int ir_add_spatial(IrGraph *g, IrOp op, DType dtype, Shape shape, int nin, const int *in,
+                   RtSpatialAttr attr, SrcLoc loc)
+{
+    int id = add_node(g, op, dtype, shape, nin, in, loc);
+    g->nodes[id].attr.spatial = attr;
     return id;
 }
 

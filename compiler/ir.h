@@ -29,6 +29,7 @@
 
 #include "../lang/diag.h"
 #include "../runtime/shape.h"
+#include "../runtime/spatial.h"
 
 typedef enum IrOp {
     /* leaves */
@@ -73,6 +74,17 @@ typedef enum IrOp {
     IR_CROSS_ENTROPY_GRAD,  /* logits, labels, dloss [N] -> dlogits [N,C] */
     IR_GATHER,              /* table [V,D], i32 ids [...] -> rows [..., D] */
     IR_SCATTER_ADD,         /* i32 ids [...], dy [..., D] -> [V,D] (shape in the node) */
+
+    /* library ops of the spatial family (ir_spatial.h), attr.spatial */
+    IR_PERMUTE,          /* x -> y, y axis i = x axis p[i] */
+    IR_SLICE,            /* x -> y, along axis p[0] from index p[1] */
+    IR_CONCAT,           /* a, b -> y, along axis p[0] */
+    IR_BMM,              /* [..., M, K] x [..., K, N]; p[0], p[1] transposes */
+    IR_AVGPOOL2D,        /* x -> y */
+    IR_AVGPOOL2D_GRAD,   /* dy -> dx (shape in the node) */
+    IR_REDUCE_MAX,       /* x -> y, over the axes in the mask p[0] */
+    IR_REDUCE_MAX_GRAD,  /* x, dy -> dx */
+    IR_IOTA,             /* -> y, the index along axis p[0] */
 
     /* effects */
     IR_ASSIGN, /* variable attr.var := operand 0 when the graph finishes */
@@ -133,6 +145,7 @@ typedef struct IrNode {
         IrPoolAttr pool;
         uint32_t axes; /* IR_SUM: bit i set = axis i reduced */
         IrLossAttr loss; /* IR_CROSS_ENTROPY(_GRAD) */
+        RtSpatialAttr spatial; /* the ops of ir_spatial.h */
     } attr;
 } IrNode;
 
@@ -245,6 +258,10 @@ int ir_loss(IrGraph *g, int logits, int labels, IrLossAttr attr, SrcLoc loc);
  * (a variable read) and counted by the rank-0 value `step`. */
 int ir_random(IrGraph *g, int key, int step, Shape shape, SrcLoc loc);
 int ir_assign(IrGraph *g, int var, int value, SrcLoc loc);
+/* Adds a node of the spatial family (ir_spatial.h builds them) with the
+ * given result type and attributes, unchecked. */
+int ir_add_spatial(IrGraph *g, IrOp op, DType dtype, Shape shape, int nin, const int *in,
+                   RtSpatialAttr attr, SrcLoc loc);
 void ir_add_output(IrGraph *g, const char *name, int node);
 /* Returns the node of the output called `name`, or -1. */
 int ir_find_output(const IrGraph *g, const char *name);

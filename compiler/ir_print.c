@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "ir.h"
+#include "ir_spatial.h"
 
 static void print_type(FILE *out, DType dt, const Shape *s)
 {
@@ -40,6 +41,46 @@ static void print_axes(FILE *out, uint32_t axes)
         first = false;
     }
     fputc(']', out);
+}
+
+static void print_spatial_attrs(FILE *out, const IrNode *n)
+{
+    const RtSpatialAttr *a = &n->attr.spatial;
+    switch (n->op) {
+    case IR_PERMUTE:
+        fputs(" perm [", out);
+        for (int i = 0; i < n->shape.rank; i++)
+            fprintf(out, i ? ", %lld" : "%lld", (long long)a->p[i]);
+        fputc(']', out);
+        break;
+    case IR_SLICE:
+        fprintf(out, " axis %lld start %lld", (long long)a->p[0], (long long)a->p[1]);
+        break;
+    case IR_CONCAT:
+    case IR_IOTA:
+        fprintf(out, " axis %lld", (long long)a->p[0]);
+        break;
+    case IR_BMM:
+        if (a->p[0])
+            fputs(" trans_a", out);
+        if (a->p[1])
+            fputs(" trans_b", out);
+        break;
+    case IR_AVGPOOL2D:
+    case IR_AVGPOOL2D_GRAD:
+        print_pair(out, "kernel", &a->p[0]);
+        print_pair(out, "stride", &a->p[2]);
+        print_pair(out, "pad", &a->p[4]);
+        if (a->p[6])
+            fputs(" count_include_pad", out);
+        break;
+    case IR_REDUCE_MAX:
+    case IR_REDUCE_MAX_GRAD:
+        print_axes(out, (uint32_t)a->p[0]);
+        break;
+    default:
+        BOCB_UNREACHABLE("not a spatial op");
+    }
 }
 
 static void print_var_decl(FILE *out, const IrVar *v)
@@ -130,6 +171,8 @@ static void print_node(FILE *out, const IrGraph *g, int id)
         }
         break;
     default:
+        if (ir_is_spatial(n->op))
+            print_spatial_attrs(out, n);
         break;
     }
     fputs(" : ", out);

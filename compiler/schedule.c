@@ -29,6 +29,7 @@
  * best-fit free list, for the maximum batch size.
  */
 #include "schedule.h"
+#include "ir_spatial.h"
 
 #include "interp.h"
 
@@ -914,7 +915,7 @@ static void draft_arg(Draft *d, Storage st, Shape shape)
 static void build_library_step(Sched *s, int v, Draft *d)
 {
     const IrNode *n = node(s, v);
-    d->step.kind = step_kind(n->op);
+    d->step.kind = ir_is_spatial(n->op) ? RT_STEP_SPATIAL : step_kind(n->op);
     d->step.label = ir_op_name(n->op);
     for (int j = 0; j < n->nin; j++)
         draft_arg(d, storage_of(s, n->in[j]), node(s, n->in[j])->shape);
@@ -946,6 +947,8 @@ static void build_library_step(Sched *s, int v, Draft *d)
         d->step.attr.loss = rt_loss_of(&n->attr.loss);
         break;
     default:
+        if (ir_is_spatial(n->op))
+            d->step.attr.spatial = n->attr.spatial;
         break;
     }
 }

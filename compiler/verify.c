@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "ir.h"
+#include "ir_spatial.h"
 
 typedef struct Verifier {
     const IrGraph *g;
@@ -48,6 +49,8 @@ static int arity(IrOp op)
             return 2;
         return op < IR_ADD ? 1 : 2;
     case IR_CLASS_LIBRARY:
+        if (ir_is_spatial(op))
+            return rt_spatial_arity(ir_spatial_kind(op));
         switch (op) {
         case IR_MAXPOOL2D: return 1;
         case IR_CROSS_ENTROPY_GRAD: return 3;
@@ -110,6 +113,12 @@ static void check_elementwise(Verifier *v, const IrNode *n)
 static void check_library(Verifier *v, const IrNode *n)
 {
     const IrGraph *g = v->g;
+    if (ir_is_spatial(n->op)) {
+        const char *why;
+        if (!ir_spatial_check(g, n, &why))
+            fail(v, "%s", why);
+        return;
+    }
     const IrNode *a = &g->nodes[n->in[0]];
     const IrNode *b = n->nin > 1 ? &g->nodes[n->in[1]] : NULL;
     Shape want;

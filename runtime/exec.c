@@ -50,6 +50,14 @@ double rt_program_flops(const RtProgram *p, int64_t batch)
             flops += 2.0 * (double)shape_numel(y, batch) * window;
             break;
         }
+        case RT_STEP_SPATIAL: {
+            if (s->attr.spatial.op != RT_SPATIAL_BMM)
+                break;
+            int rank = sh[0].rank;
+            int64_t k = sh[0].dims[rank - (s->attr.spatial.p[0] ? 2 : 1)];
+            flops += 2.0 * (double)shape_numel(&sh[2], batch) * (double)k;
+            break;
+        }
         default:
             break;
         }
@@ -199,6 +207,9 @@ static void run_step(RtExec *e, const RtStep *s, void **p, int64_t batch)
     }
     case RT_STEP_COPY:
         memmove(p[1], p[0], (size_t)shape_numel(&sh[0], batch) * dtype_size(dt));
+        return;
+    case RT_STEP_SPATIAL:
+        rt_spatial_run(dt, &s->attr.spatial, sh, p, batch);
         return;
     }
     BOCB_UNREACHABLE("step kind");

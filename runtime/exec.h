@@ -24,6 +24,7 @@
 
 #include "ops.h"
 #include "shape.h"
+#include "spatial.h"
 #include "vars.h"
 
 typedef void (*RtKernelFn)(void *const *args, int64_t batch, int64_t begin, int64_t end);
@@ -52,6 +53,7 @@ typedef enum RtStepKind {
     RT_STEP_SCATTER_ADD, /* ids, rows -> table */
     RT_STEP_REDUCE_SUM,
     RT_STEP_COPY,
+    RT_STEP_SPATIAL, /* rt_spatial_run with attr.spatial */
 } RtStepKind;
 
 /* One step. args are the operand slots then the result slot; shapes[i]
@@ -75,6 +77,7 @@ typedef struct RtStep {
         } pool;
         uint32_t axes; /* RT_STEP_REDUCE_SUM */
         RtLoss loss;   /* RT_STEP_CROSS_ENTROPY(_GRAD) */
+        RtSpatialAttr spatial; /* RT_STEP_SPATIAL */
         struct {
             int index;              /* into RtProgram.kernels */
             int64_t outer_extent;   /* iterations of the outermost loop ... */
@@ -108,8 +111,8 @@ typedef struct RtProgram {
 
 void rt_program_free(RtProgram *p);
 
-/* Returns the floating-point operations of the matrix products and
- * convolutions of one run of `p` for `batch` samples. A multiply-add
+/* Returns the floating-point operations of the matrix products (batched
+ * ones included) and convolutions of one run of `p` for `batch` samples. A multiply-add
  * counts as two, and elementwise work is not counted. */
 double rt_program_flops(const RtProgram *p, int64_t batch);
 

@@ -294,8 +294,287 @@ static ConvGroupSlice conv_slice(const RtConv2d *cv, int64_t image, int64_t grou
     return slice;
 }
 
+/* ---- Depthwise convolution ------------------------------------------------ */
+
+bool rt_conv2d_is_depthwise(const RtConv2d *cv)
+{
+    return cv->groups == cv->c && cv->groups > 1;
+}
+
+/* Depthwise convolutions (one input channel per group; output channel kc
+ * reads input channel kc / multiplier) run as direct loops: im2col would
+ * copy every input R*S times for GEMMs with a single row.
+ *
+ * Each input plane is first copied into a zero-bordered plane of width
+ * Wp = W + 2*pad_w, so no loop tests bounds. With stride 1, output row p
+ * is computed at the full width Wp as well (the extra columns are
+ * scratch), which makes tap (r, s) one contiguous loop over the whole
+ * plane: out[i] += w[r, s] * padded[i + r*dil_h*Wp + s*dil_w] for every
+ * i, instead of one short loop per row. Other strides loop per row. Sums
+ * of products (the weight gradient) run in 8 independent lanes that are
+ * added in a fixed order at the end, so they vectorise without -ffast-math
+ * and stay deterministic. */
+enum { DOT_LANES = 8 };
+
+typedef struct DepthwisePlan {
+    int64_t hp, wp;   /* the padded input plane */
+    int64_t run;      /* stride 1: elements of one flat tap loop */
+    bool flat;        /* stride 1 in both directions */
+} DepthwisePlan;
+
+static DepthwisePlan depthwise_plan(const RtConv2d *cv)
+{
+    DepthwisePlan pl = {.hp = cv->h + 2 * cv->pad_h, .wp = cv->w + 2 * cv->pad_w};
+    pl.flat = cv->stride_h == 1 && cv->stride_w == 1;
+    pl.run = (cv->p - 1) * pl.wp + cv->q;
+    return pl;
+}
+
+/* Offset in the padded plane of tap (r, s). */
+static int64_t tap_offset(const RtConv2d *cv, const DepthwisePlan *pl, int64_t r, int64_t s)
+{
+    return r * cv->dil_h * pl->wp + s * cv->dil_w;
+}
+
+#define DEFINE_DEPTHWISE(T, SFX)                                              \
+    /* Sum of a[i] * b[i * stride_b] for i in [0, n). */                      \
+    static T dot_lanes_##SFX(const T *a, const T *b, int64_t n, int64_t stride_b) \
+    {                                                                         \
+        T lane[DOT_LANES] = {0};                                              \
+        int64_t i = 0;                                                        \
+        for (; i + DOT_LANES <= n; i += DOT_LANES)                            \
+            for (int j = 0; j < DOT_LANES; j++)                               \
+                lane[j] += a[i + j] * b[(i + j) * stride_b];                  \
+        T sum = 0;                                                            \
+        for (int j = 0; j < DOT_LANES; j++)                                   \
+            sum += lane[j];                                                   \
+        for (; i < n; i++)                                                    \
+            sum += a[i] * b[i * stride_b];                                    \
+        return sum;                                                           \
+    }                                                                         \
+                                                                              \
+    /* Copies plane x [H, W] into the middle of padded [Hp, Wp], whose        \
+     * border must already be zero. */                                        \
+    static void pad_plane_##SFX(const RtConv2d *cv, const DepthwisePlan *pl,  \
+                                const T *x, T *padded)                        \
+    {                                                                         \
+        for (int64_t h = 0; h < cv->h; h++)                                   \
+            memcpy(padded + (h + cv->pad_h) * pl->wp + cv->pad_w,             \
+                   x + h * cv->w, (size_t)cv->w * sizeof(T));                 \
+    }                                                                         \
+                                                                              \
+    /* Copies rows of width Q to rows of width Wp (other columns zero). */   \
+    static void widen_##SFX(const RtConv2d *cv, const DepthwisePlan *pl,      \
+                            const T *rows, T *wide)                           \
+    {                                                                         \
+        memset(wide, 0, (size_t)(cv->p * pl->wp) * sizeof(T));                \
+        for (int64_t p = 0; p < cv->p; p++)                                   \
+            memcpy(wide + p * pl->wp, rows + p * cv->q, (size_t)cv->q * sizeof(T)); \
+    }                                                                         \
+                                                                              \
+    static void dw_forward_##SFX(const RtConv2d *cv, const T *x, const T *w,  \
+                                 T *y, T *padded, T *wide)                    \
+    {                                                                         \
+        const DepthwisePlan pl = depthwise_plan(cv);                          \
+        const int64_t mult = cv->k / cv->c, rs = cv->r * cv->s;               \
+        const int64_t sh = cv->stride_h, sw = cv->stride_w;                   \
+        memset(padded, 0, (size_t)(pl.hp * pl.wp) * sizeof(T));               \
+        for (int64_t n = 0; n < cv->n; n++) {                                 \
+            for (int64_t kc = 0; kc < cv->k; kc++) {                          \
+                if (kc % mult == 0)                                           \
+                    pad_plane_##SFX(cv, &pl,                                  \
+                                    x + (n * cv->c + kc / mult) * cv->h * cv->w, \
+                                    padded);                                  \
+                T *out = y + (n * cv->k + kc) * cv->p * cv->q;                \
+                const T *wk = w + kc * rs;                                    \
+                if (pl.flat) {                                                \
+                    memset(wide, 0, (size_t)pl.run * sizeof(T));              \
+                    for (int64_t r = 0; r < cv->r; r++)                       \
+                        for (int64_t s = 0; s < cv->s; s++) {                 \
+                            const T wv = wk[r * cv->s + s];                   \
+                            const T *src = padded + tap_offset(cv, &pl, r, s); \
+                            for (int64_t i = 0; i < pl.run; i++)              \
+                                wide[i] += wv * src[i];                       \
+                        }                                                     \
+                    for (int64_t p = 0; p < cv->p; p++)                       \
+                        memcpy(out + p * cv->q, wide + p * pl.wp,             \
+                               (size_t)cv->q * sizeof(T));                    \
+                    continue;                                                 \
+                }                                                             \
+                memset(out, 0, (size_t)(cv->p * cv->q) * sizeof(T));          \
+                for (int64_t p = 0; p < cv->p; p++)                           \
+                    for (int64_t r = 0; r < cv->r; r++)                       \
+                        for (int64_t s = 0; s < cv->s; s++) {                 \
+                            const T wv = wk[r * cv->s + s];                   \
+                            const T *src = padded + p * sh * pl.wp +          \
+                                           tap_offset(cv, &pl, r, s);         \
+                            T *row = out + p * cv->q;                         \
+                            for (int64_t q = 0; q < cv->q; q++)               \
+                                row[q] += wv * src[q * sw];                   \
+                        }                                                     \
+            }                                                                 \
+        }                                                                     \
+    }                                                                         \
+                                                                              \
+    static void dw_grad_input_##SFX(const RtConv2d *cv, const T *dy,          \
+                                    const T *w, T *dx, T *padded, T *wide)    \
+    {                                                                         \
+        const DepthwisePlan pl = depthwise_plan(cv);                          \
+        const int64_t mult = cv->k / cv->c, rs = cv->r * cv->s;               \
+        const int64_t sh = cv->stride_h, sw = cv->stride_w;                   \
+        for (int64_t n = 0; n < cv->n; n++) {                                 \
+            for (int64_t c = 0; c < cv->c; c++) {                             \
+                /* The padded plane gathers the adjoints of every output     \
+                 * channel of input channel c, then its middle is dx. */     \
+                memset(padded, 0, (size_t)(pl.hp * pl.wp) * sizeof(T));       \
+                for (int64_t kc = c * mult; kc < (c + 1) * mult; kc++) {      \
+                    const T *g = dy + (n * cv->k + kc) * cv->p * cv->q;       \
+                    const T *wk = w + kc * rs;                                \
+                    if (pl.flat)                                              \
+                        widen_##SFX(cv, &pl, g, wide);                        \
+                    for (int64_t r = 0; r < cv->r; r++)                       \
+                        for (int64_t s = 0; s < cv->s; s++) {                 \
+                            const T wv = wk[r * cv->s + s];                   \
+                            T *dst = padded + tap_offset(cv, &pl, r, s);      \
+                            if (pl.flat) {                                    \
+                                for (int64_t i = 0; i < pl.run; i++)          \
+                                    dst[i] += wv * wide[i];                   \
+                                continue;                                     \
+                            }                                                 \
+                            for (int64_t p = 0; p < cv->p; p++) {             \
+                                T *drow = dst + p * sh * pl.wp;               \
+                                const T *grow = g + p * cv->q;                \
+                                for (int64_t q = 0; q < cv->q; q++)           \
+                                    drow[q * sw] += wv * grow[q];             \
+                            }                                                 \
+                        }                                                     \
+                }                                                             \
+                T *plane = dx + (n * cv->c + c) * cv->h * cv->w;              \
+                for (int64_t h = 0; h < cv->h; h++)                           \
+                    memcpy(plane + h * cv->w,                                 \
+                           padded + (h + cv->pad_h) * pl.wp + cv->pad_w,      \
+                           (size_t)cv->w * sizeof(T));                        \
+            }                                                                 \
+        }                                                                     \
+    }                                                                         \
+                                                                              \
+    static void dw_grad_weight_##SFX(const RtConv2d *cv, const T *x,          \
+                                     const T *dy, T *dw, T *padded, T *wide)  \
+    {                                                                         \
+        const DepthwisePlan pl = depthwise_plan(cv);                          \
+        const int64_t mult = cv->k / cv->c, rs = cv->r * cv->s;               \
+        const int64_t sh = cv->stride_h, sw = cv->stride_w;                   \
+        memset(dw, 0, (size_t)(cv->k * rs) * sizeof(T));                      \
+        memset(padded, 0, (size_t)(pl.hp * pl.wp) * sizeof(T));               \
+        for (int64_t n = 0; n < cv->n; n++) {                                 \
+            for (int64_t kc = 0; kc < cv->k; kc++) {                          \
+                if (kc % mult == 0)                                           \
+                    pad_plane_##SFX(cv, &pl,                                  \
+                                    x + (n * cv->c + kc / mult) * cv->h * cv->w, \
+                                    padded);                                  \
+                const T *g = dy + (n * cv->k + kc) * cv->p * cv->q;           \
+                if (pl.flat)                                                  \
+                    widen_##SFX(cv, &pl, g, wide);                            \
+                for (int64_t r = 0; r < cv->r; r++)                           \
+                    for (int64_t s = 0; s < cv->s; s++) {                     \
+                        const T *src = padded + tap_offset(cv, &pl, r, s);    \
+                        T sum = 0;                                            \
+                        if (pl.flat) {                                        \
+                            sum = dot_lanes_##SFX(wide, src, pl.run, 1);      \
+                        } else {                                              \
+                            for (int64_t p = 0; p < cv->p; p++)               \
+                                sum += dot_lanes_##SFX(g + p * cv->q,         \
+                                                       src + p * sh * pl.wp,  \
+                                                       cv->q, sw);            \
+                        }                                                     \
+                        dw[kc * rs + r * cv->s + s] += sum;                   \
+                    }                                                         \
+            }                                                                 \
+        }                                                                     \
+    }
+
+DEFINE_DEPTHWISE(float, f32)
+DEFINE_DEPTHWISE(double, f64)
+
+enum { DEPTHWISE_FORWARD, DEPTHWISE_GRAD_INPUT, DEPTHWISE_GRAD_WEIGHT };
+
+static void depthwise(DType dt, const RtConv2d *cv, int mode, const void *a,
+                      const void *b, void *out)
+{
+    size_t es = float_size(dt);
+    conv_check(cv);
+    BOCB_ASSERT(rt_conv2d_is_depthwise(cv));
+    DepthwisePlan pl = depthwise_plan(cv);
+    void *padded = xmalloc(size_mul((size_t)(pl.hp * pl.wp), es));
+    void *wide = xmalloc(size_mul((size_t)(cv->p * pl.wp), es));
+    if (es == sizeof(float)) {
+        if (mode == DEPTHWISE_FORWARD)
+            dw_forward_f32(cv, a, b, out, padded, wide);
+        else if (mode == DEPTHWISE_GRAD_INPUT)
+            dw_grad_input_f32(cv, a, b, out, padded, wide);
+        else
+            dw_grad_weight_f32(cv, a, b, out, padded, wide);
+    } else {
+        if (mode == DEPTHWISE_FORWARD)
+            dw_forward_f64(cv, a, b, out, padded, wide);
+        else if (mode == DEPTHWISE_GRAD_INPUT)
+            dw_grad_input_f64(cv, a, b, out, padded, wide);
+        else
+            dw_grad_weight_f64(cv, a, b, out, padded, wide);
+    }
+    free(padded);
+    free(wide);
+}
+
+void rt_depthwise_forward(DType dt, const RtConv2d *cv, const void *x, const void *w,
+                          void *y)
+{
+    depthwise(dt, cv, DEPTHWISE_FORWARD, x, w, y);
+}
+
+void rt_depthwise_grad_input(DType dt, const RtConv2d *cv, const void *dy, const void *w,
+                             void *dx)
+{
+    depthwise(dt, cv, DEPTHWISE_GRAD_INPUT, dy, w, dx);
+}
+
+void rt_depthwise_grad_weight(DType dt, const RtConv2d *cv, const void *x, const void *dy,
+                              void *dw)
+{
+    depthwise(dt, cv, DEPTHWISE_GRAD_WEIGHT, x, dy, dw);
+}
+
+/* ---- Convolution entry points --------------------------------------------- */
+
 void rt_conv2d_forward(DType dt, const RtConv2d *cv, const void *x,
                        const void *w, void *y, void *workspace)
+{
+    if (rt_conv2d_is_depthwise(cv))
+        rt_depthwise_forward(dt, cv, x, w, y);
+    else
+        rt_conv2d_im2col_forward(dt, cv, x, w, y, workspace);
+}
+
+void rt_conv2d_grad_input(DType dt, const RtConv2d *cv, const void *dy,
+                          const void *w, void *dx, void *workspace)
+{
+    if (rt_conv2d_is_depthwise(cv))
+        rt_depthwise_grad_input(dt, cv, dy, w, dx);
+    else
+        rt_conv2d_im2col_grad_input(dt, cv, dy, w, dx, workspace);
+}
+
+void rt_conv2d_grad_weight(DType dt, const RtConv2d *cv, const void *x,
+                           const void *dy, void *dw, void *workspace)
+{
+    if (rt_conv2d_is_depthwise(cv))
+        rt_depthwise_grad_weight(dt, cv, x, dy, dw);
+    else
+        rt_conv2d_im2col_grad_weight(dt, cv, x, dy, dw, workspace);
+}
+
+void rt_conv2d_im2col_forward(DType dt, const RtConv2d *cv, const void *x,
+                              const void *w, void *y, void *workspace)
 {
     size_t es = float_size(dt);
     conv_check(cv);
@@ -318,8 +597,8 @@ void rt_conv2d_forward(DType dt, const RtConv2d *cv, const void *x,
     }
 }
 
-void rt_conv2d_grad_input(DType dt, const RtConv2d *cv, const void *dy,
-                          const void *w, void *dx, void *workspace)
+void rt_conv2d_im2col_grad_input(DType dt, const RtConv2d *cv, const void *dy,
+                                 const void *w, void *dx, void *workspace)
 {
     size_t es = float_size(dt);
     conv_check(cv);
@@ -346,8 +625,8 @@ void rt_conv2d_grad_input(DType dt, const RtConv2d *cv, const void *dy,
     }
 }
 
-void rt_conv2d_grad_weight(DType dt, const RtConv2d *cv, const void *x,
-                           const void *dy, void *dw, void *workspace)
+void rt_conv2d_im2col_grad_weight(DType dt, const RtConv2d *cv, const void *x,
+                                  const void *dy, void *dw, void *workspace)
 {
     size_t es = float_size(dt);
     conv_check(cv);

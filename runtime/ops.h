@@ -57,6 +57,28 @@ void rt_conv2d_grad_input(DType dt, const RtConv2d *cv, const void *dy,
 void rt_conv2d_grad_weight(DType dt, const RtConv2d *cv, const void *x,
                            const void *dy, void *dw, void *workspace);
 
+/* True when every group has exactly one input channel (groups == C > 1):
+ * a depthwise convolution, which the three conv kernels above compute with
+ * direct loops (rt_depthwise_*) instead of im2col + GEMM, and without the
+ * workspace. */
+bool rt_conv2d_is_depthwise(const RtConv2d *cv);
+void rt_depthwise_forward(DType dt, const RtConv2d *cv, const void *x, const void *w,
+                          void *y);
+void rt_depthwise_grad_input(DType dt, const RtConv2d *cv, const void *dy, const void *w,
+                             void *dx);
+void rt_depthwise_grad_weight(DType dt, const RtConv2d *cv, const void *x, const void *dy,
+                              void *dw);
+/* The im2col + GEMM path for any convolution, depthwise included, with the
+ * contracts of rt_conv2d_forward, _grad_input and _grad_weight. The conv
+ * kernels use it for everything but depthwise; tests and `make bench`
+ * compare it with the direct depthwise loops. */
+void rt_conv2d_im2col_forward(DType dt, const RtConv2d *cv, const void *x,
+                              const void *w, void *y, void *workspace);
+void rt_conv2d_im2col_grad_input(DType dt, const RtConv2d *cv, const void *dy,
+                                 const void *w, void *dx, void *workspace);
+void rt_conv2d_im2col_grad_weight(DType dt, const RtConv2d *cv, const void *x,
+                                  const void *dy, void *dw, void *workspace);
+
 /* Max pooling: x [N, C, H, W] -> y [N, C, P, Q]. Padding counts as -inf.
  * When several elements of a window share the maximum, the first in
  * row-major window order is the one selected (as in PyTorch's CPU kernel),

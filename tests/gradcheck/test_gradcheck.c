@@ -15,6 +15,7 @@
 #include "../../compiler/autodiff.h"
 #include "../../compiler/driver.h"
 #include "../../compiler/interp.h"
+#include "../../compiler/ir_spatial.h"
 #include "../../compiler/run.h"
 #include "../../runtime/philox.h"
 
@@ -618,3 +619,253 @@ Test(gradcheck, drop_path_fixed_mask)
 {
     lang_case("[6, 2, 3]", "drop_path(x, p = 0.5)", true, DIMS(6, 2, 3));
 }
+/* ---- spatial ops and attention -------------------------------------------- */
+
+Test(gradcheck, permute)
+{
+    Check c;
+    check_init(&c);
+    int x = param(&c, -2, 2, DIMS(2, 3, 4, 5));
+    static const int perm[4] = {2, 0, 3, 1};
+    int y = ir_permute(c.g, x, perm, NO_LOC);
+    finish(&c, ir_binary(c.g, IR_MUL, y, y, NO_LOC));
+    check_free(&c);
+}
+
+/* A permute that moves the batch axis, then a product with a parameter. */
+Test(gradcheck, permute_batch_axis)
+{
+    static const double xv[24] = {0.3, -0.2, 0.9, 0.1, -0.5, 0.7, 0.4, -0.8,
+                                  0.6, 0.2, -0.1, 0.5, -0.9, 0.8, 0.0, -0.3,
+                                  0.2, 0.7, -0.6, 0.1, 0.4, -0.4, 0.3, 0.9};
+    Check c;
+    check_init(&c);
+    c.batch = 2;
+    Shape xs = shape_make(DIMS(1, 3, 4));
+    xs.batch_axis = 0;
+    int x = fixed_input(&c, "x", DT_F64, xs, xv);
+    int p = param(&c, -1, 1, DIMS(3, 4));
+    int h = ir_binary(c.g, IR_MUL, x, ir_broadcast(c.g, p, xs, NO_LOC), NO_LOC);
+    static const int perm[3] = {2, 0, 1};
+    finish(&c, ir_permute(c.g, h, perm, NO_LOC));
+    check_free(&c);
+}
+
+static void slice_case(int axis, int64_t start, int64_t len)
+{
+    Check c;
+    check_init(&c);
+    int x = param(&c, -2, 2, DIMS(3, 5, 4));
+    int y = ir_slice(c.g, x, axis, start, len, NO_LOC);
+    finish(&c, ir_binary(c.g, IR_MUL, y, y, NO_LOC));
+    check_free(&c);
+}
+
+Test(gradcheck, slice_head) { slice_case(1, 0, 2); }
+Test(gradcheck, slice_middle) { slice_case(1, 1, 3); }
+Test(gradcheck, slice_tail) { slice_case(2, 3, 1); }
+Test(gradcheck, slice_first_axis) { slice_case(0, 1, 2); }
+
+Test(gradcheck, concat)
+{
+    Check c;
+    check_init(&c);
+    int a = param(&c, -2, 2, DIMS(2, 3, 4));
+    int b = param(&c, -2, 2, DIMS(2, 5, 4));
+    int y = ir_concat(c.g, a, b, 1, NO_LOC);
+    finish(&c, ir_binary(c.g, IR_MUL, y, y, NO_LOC));
+    check_free(&c);
+}
+
+/* The same tensor on both sides: both adjoints accumulate into it. */
+Test(gradcheck, concat_same_operand_last_axis)
+{
+    Check c;
+    check_init(&c);
+    int a = param(&c, -2, 2, DIMS(3, 2));
+    int y = ir_concat(c.g, a, a, 1, NO_LOC);
+    finish(&c, ir_binary(c.g, IR_MUL, y, y, NO_LOC));
+    check_free(&c);
+}
+
+Test(gradcheck, roll_both_ways)
+{
+    Check c;
+    check_init(&c);
+    int x = param(&c, -2, 2, DIMS(4, 5));
+    int y = ir_roll(c.g, ir_roll(c.g, x, 1, 2, NO_LOC), 0, -3, NO_LOC);
+    finish(&c, ir_binary(c.g, IR_MUL, y, x, NO_LOC));
+    check_free(&c);
+}
+
+static void bmm_case(bool ta, bool tb)
+{
+    Check c;
+    check_init(&c);
+    int64_t m = 3, k = 4, n = 2;
+    int a = ta ? param(&c, -1, 1, DIMS(2, 2, k, m)) : param(&c, -1, 1, DIMS(2, 2, m, k));
+    int b = tb ? param(&c, -1, 1, DIMS(2, 2, n, k)) : param(&c, -1, 1, DIMS(2, 2, k, n));
+    finish(&c, ir_bmm(c.g, a, b, ta, tb, NO_LOC));
+    check_free(&c);
+}
+
+Test(gradcheck, bmm) { bmm_case(false, false); }
+Test(gradcheck, bmm_trans_a) { bmm_case(true, false); }
+Test(gradcheck, bmm_trans_b) { bmm_case(false, true); }
+Test(gradcheck, bmm_trans_both) { bmm_case(true, true); }
+
+/* One matrix shared by every product: broadcast over the leading axes,
+ * so its gradient is the sum over them. */
+Test(gradcheck, bmm_broadcast_leading)
+{
+    Check c;
+    check_init(&c);
+    int a = param(&c, -1, 1, DIMS(3, 2, 4, 5));
+    int b = param(&c, -1, 1, DIMS(5, 2));
+    int bb = ir_broadcast(c.g, b, shape_make(DIMS(3, 2, 5, 2)), NO_LOC);
+    finish(&c, ir_bmm(c.g, a, bb, false, false, NO_LOC));
+    check_free(&c);
+}
+
+static void avgpool_case(int64_t kh, int64_t kw, int64_t stride, int64_t pad, bool include)
+{
+    Check c;
+    check_init(&c);
+    int x = param(&c, -1, 1, DIMS(2, 3, 6, 7));
+    IrPoolAttr attr = {.kernel = {kh, kw}, .stride = {stride, stride}, .pad = {pad, pad}};
+    finish(&c, ir_avgpool2d(c.g, x, attr, include, NO_LOC));
+    check_free(&c);
+}
+
+Test(gradcheck, avg_pool2d) { avgpool_case(2, 2, 2, 0, true); }
+Test(gradcheck, avg_pool2d_padded_include) { avgpool_case(3, 3, 2, 1, true); }
+Test(gradcheck, avg_pool2d_padded_exclude) { avgpool_case(3, 3, 1, 1, false); }
+Test(gradcheck, avg_pool2d_rectangular) { avgpool_case(3, 2, 1, 1, true); }
+
+Test(gradcheck, max_pool2d_rectangular_strided)
+{
+    Check c;
+    check_init(&c);
+    int x = param(&c, -1, 1, DIMS(2, 2, 7, 6));
+    IrPoolAttr attr = {.kernel = {3, 2}, .stride = {2, 1}, .pad = {1, 1}};
+    finish(&c, ir_maxpool2d(c.g, x, attr, NO_LOC));
+    check_free(&c);
+}
+
+static void reduce_max_case(uint32_t axes)
+{
+    Check c;
+    check_init(&c);
+    int x = param(&c, -2, 2, DIMS(3, 4, 5));
+    finish(&c, ir_reduce_max(c.g, x, axes, NO_LOC));
+    check_free(&c);
+}
+
+Test(gradcheck, reduce_max_last_axis) { reduce_max_case(4u); }
+Test(gradcheck, reduce_max_outer_axes) { reduce_max_case(5u); }
+Test(gradcheck, reduce_max_all_axes) { reduce_max_case(7u); }
+
+/* Ties: the gradient goes to the first maximum in row-major order of the
+ * reduced axes only. */
+Test(gradcheck, reduce_max_ties_first_element)
+{
+    Check c;
+    check_init(&c);
+    int x = param(&c, 0, 0, DIMS(2, 2, 3));
+    int y = ir_reduce_max(c.g, x, 5u, NO_LOC); /* axes 0 and 2 -> [2] */
+    int loss = ir_sum(c.g, y, 1u, NO_LOC);
+    ir_add_output(c.g, "loss", loss);
+    int grad;
+    cr_assert(ad_backward(c.g, loss, c.vars, 1, &grad));
+    ir_add_output(c.g, "grad", grad);
+
+    RtVarStore store;
+    create_var_store(&store, &c.module);
+    /* x[a][b][k]; output b = max over a and k. For b = 0 the maximum 4
+     * occurs at (0, 0, 2) and (1, 0, 0); for b = 1 at (0, 1, 1) and (1, 1, 1). */
+    const double values[12] = {1, 2, 4, 0, 3, 3,
+                               4, 1, 4, 2, 3, 1};
+    memcpy(rt_var_data(&store, c.vars[0]), values, sizeof values);
+    Interp *it = interp_create(c.g, &store);
+    interp_run(it, 1);
+    const double *g = interp_output(it, "grad");
+    const double expected[12] = {0, 0, 1, 0, 1, 0,
+                                 0, 0, 0, 0, 0, 0};
+    for (int i = 0; i < 12; i++)
+        cr_expect_eq(g[i], expected[i], "element %d: gradient %g, expected %g", i, g[i],
+                     expected[i]);
+    interp_destroy(it);
+    rt_vars_free(&store);
+    check_free(&c);
+}
+
+static void softmax_case(int axis, bool log)
+{
+    Check c;
+    check_init(&c);
+    int x = param(&c, -3, 3, DIMS(3, 4, 5));
+    finish(&c, ir_softmax(c.g, x, axis, log, NO_LOC));
+    check_free(&c);
+}
+
+Test(gradcheck, softmax_last_axis) { softmax_case(2, false); }
+Test(gradcheck, softmax_middle_axis) { softmax_case(1, false); }
+Test(gradcheck, log_softmax_last_axis) { softmax_case(2, true); }
+Test(gradcheck, log_softmax_first_axis) { softmax_case(0, true); }
+
+/* Inputs near 1e4 overflow exp() unless the maximum is subtracted. */
+Test(gradcheck, log_softmax_large_inputs)
+{
+    Check c;
+    check_init(&c);
+    c.rel_tol = 1e-5;
+    int x = param(&c, 1e4 - 2, 1e4 + 2, DIMS(3, 4));
+    finish(&c, ir_softmax(c.g, x, 1, true, NO_LOC));
+    check_free(&c);
+}
+
+static void attention_case(bool causal, bool bias)
+{
+    Check c;
+    check_init(&c);
+    int q = param(&c, -1, 1, DIMS(2, 2, 4, 3));
+    int k = param(&c, -1, 1, DIMS(2, 2, 4, 3));
+    int v = param(&c, -1, 1, DIMS(2, 2, 4, 3));
+    int b = bias ? param(&c, -1, 1, DIMS(2, 4, 4)) : -1;
+    finish(&c, ir_attention(c.g, q, k, v, 0.5, b, causal, NO_LOC));
+    check_free(&c);
+}
+
+Test(gradcheck, attention) { attention_case(false, false); }
+Test(gradcheck, attention_causal) { attention_case(true, false); }
+Test(gradcheck, attention_causal_bias) { attention_case(true, true); }
+
+/* Partition into windows, shift, attend within windows with the shifted
+ * mask and a relative position bias table, and reverse: Swin's block. */
+Test(gradcheck, shifted_window_attention)
+{
+    Check c;
+    check_init(&c);
+    IrGraph *g = c.g;
+    int64_t w = 2, shift = 1;
+    int x = param(&c, -1, 1, DIMS(1, 4, 4, 3));
+    int table = param(&c, -1, 1, DIMS(9, 1));
+    int s = ir_roll(g, ir_roll(g, x, 1, -shift, NO_LOC), 2, -shift, NO_LOC);
+    int win = ir_window_partition(g, s, w, NO_LOC);                 /* [4, 4, 3] */
+    int heads = ir_reshape(g, win, shape_make(DIMS(4, 1, 4, 3)), NO_LOC);
+    int mask = ir_shifted_window_mask(g, DT_F64, 4, 4, w, shift, NO_LOC); /* [4, 4, 4] */
+    int hot = ir_relative_position_onehot(g, DT_F64, w, NO_LOC);    /* [16, 9] */
+    int rel = ir_reshape(g, ir_matmul(g, hot, table, false, false, NO_LOC),
+                         shape_make(DIMS(1, 4, 4)), NO_LOC);
+    int bias = ir_binary(g, IR_ADD, ir_reshape(g, mask, shape_make(DIMS(4, 1, 4, 4)), NO_LOC),
+                         ir_broadcast(g, rel, shape_make(DIMS(4, 1, 4, 4)), NO_LOC), NO_LOC);
+    int o = ir_attention(g, heads, heads, heads, 0.7, bias, false, NO_LOC);
+    int back = ir_window_reverse(g, ir_reshape(g, o, shape_make(DIMS(4, 4, 3)), NO_LOC), 4, 4,
+                                 w, NO_LOC);
+    finish(&c, ir_roll(g, ir_roll(g, back, 1, shift, NO_LOC), 2, shift, NO_LOC));
+    check_free(&c);
+}
+
+Test(gradcheck, conv2d_depthwise_stride2_padded) { conv_case(4, 2, 1, 1, 4); }
+Test(gradcheck, conv2d_depthwise_multiplier) { conv_case(8, 2, 1, 1, 4); }
+Test(gradcheck, conv2d_depthwise_dilated) { conv_case(4, 1, 2, 2, 4); }

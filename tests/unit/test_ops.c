@@ -250,6 +250,10 @@ static const ConvCase conv_cases[] = {
     {3, 3, 5, 11, 6, 3, 5, 2, 1, 1, 2, 1, 2, 3},
     {1, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1},
     {3, 8, 14, 14, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+    /* depthwise: stride 2 with padding, channel multiplier 2, 1x1 */
+    {2, 5, 9, 8, 5, 3, 3, 2, 2, 1, 1, 1, 1, 5},
+    {2, 4, 7, 7, 8, 5, 5, 2, 2, 2, 2, 1, 1, 4},
+    {1, 3, 6, 6, 3, 1, 1, 1, 1, 0, 0, 1, 1, 3},
 };
 
 static RtConv2d conv_from_case(const ConvCase *cc)
@@ -391,6 +395,43 @@ Test(conv2d, adjoint_identity_f64)
         cr_expect_leq(fabs(via_y - via_dw), 1e-12 * scale,
                       "%s: <y, dy> = %.17g but <w, dw> = %.17g", what, via_y, via_dw);
         free(x), free(w), free(dy), free(y), free(dx), free(dw), free(ws);
+    }
+}
+
+/* The direct depthwise loops and the im2col path compute the same three
+ * results, up to the order of the sums. */
+Test(conv2d, depthwise_matches_im2col)
+{
+    for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++) {
+        RtConv2d cv = conv_from_case(&conv_cases[i]);
+        if (!rt_conv2d_is_depthwise(&cv))
+            continue;
+        size_t nx = (size_t)(cv.n * cv.c * cv.h * cv.w), nw = (size_t)(cv.k * cv.r * cv.s);
+        size_t ny = (size_t)(cv.n * cv.k * cv.p * cv.q);
+        double *x = random_f64(nx), *w = random_f64(nw), *dy = random_f64(ny);
+        double *out[2][3];
+        void *ws = malloc(rt_conv2d_workspace_bytes(DT_F64, &cv));
+        for (int path = 0; path < 2; path++) {
+            out[path][0] = malloc(ny * sizeof(double));
+            out[path][1] = malloc(nx * sizeof(double));
+            out[path][2] = malloc(nw * sizeof(double));
+        }
+        rt_depthwise_forward(DT_F64, &cv, x, w, out[0][0]);
+        rt_depthwise_grad_input(DT_F64, &cv, dy, w, out[0][1]);
+        rt_depthwise_grad_weight(DT_F64, &cv, x, dy, out[0][2]);
+        rt_conv2d_im2col_forward(DT_F64, &cv, x, w, out[1][0], ws);
+        rt_conv2d_im2col_grad_input(DT_F64, &cv, dy, w, out[1][1], ws);
+        rt_conv2d_im2col_grad_weight(DT_F64, &cv, x, dy, out[1][2], ws);
+        size_t sizes[3] = {ny, nx, nw};
+        for (int r = 0; r < 3; r++)
+            for (size_t j = 0; j < sizes[r]; j++)
+                cr_expect(fabs(out[0][r][j] - out[1][r][j]) <= 1e-12,
+                          "case %zu result %d element %zu: direct %.17g, im2col %.17g", i, r,
+                          j, out[0][r][j], out[1][r][j]);
+        for (int path = 0; path < 2; path++)
+            for (int r = 0; r < 3; r++)
+                free(out[path][r]);
+        free(x), free(w), free(dy), free(ws);
     }
 }
 
