@@ -285,6 +285,59 @@ static void fuse(Sched *s)
     }
 }
 
+/* Does group `gid` compute a value that is assigned to a variable? */
+static bool group_assigns(const Sched *s, int gid)
+{
+    const Group *g = &s->groups.data[gid];
+    for (int i = 0; i < g->members.len; i++) {
+        int v = g->members.data[i];
+        for (int c = s->cons_start[v]; c < s->cons_start[v + 1]; c++)
+            if (node(s, s->cons[c])->op == IR_ASSIGN)
+                return true;
+    }
+    return false;
+}
+
+/* Does group `gid` read node `v` (from outside the group)? */
+static bool group_reads(const Sched *s, int gid, int v)
+{
+    for (int c = s->cons_start[v]; c < s->cons_start[v + 1]; c++)
+        if (s->group[s->cons[c]] == gid && s->role[s->cons[c]] == ROLE_FUSED)
+            return true;
+    return false;
+}
+
+/* Horizontal fusion of variable updates. An optimizer rule may update a
+ * state from the gradient alone, in an expression that shares no node
+ * with the parameter's update (Lion's momentum). Fusion along operands
+ * leaves those in separate kernels, each a pass over the gradient; this
+ * merges kernels of one shape that assign variables and read a common
+ * operand, when neither depends on the other. */
+static void merge_update_siblings(Sched *s)
+{
+    for (int a = 0; a < s->groups.len; a++) {
+        if (s->groups.data[a].dead || !group_assigns(s, a))
+            continue;
+        for (int b = a + 1; b < s->groups.len; b++) {
+            const Group *ga = &s->groups.data[a], *gb = &s->groups.data[b];
+            if (gb->dead || !shape_equal(&ga->shape, &gb->shape) || !group_assigns(s, b))
+                continue;
+            bool shared = false;
+            for (int i = 0; i < gb->members.len && !shared; i++) {
+                const IrNode *m = node(s, gb->members.data[i]);
+                for (int j = 0; j < m->nin && !shared; j++) {
+                    int o = m->in[j];
+                    shared = s->group[o] != b && s->role[o] != ROLE_SCALAR &&
+                             group_reads(s, a, o);
+                }
+            }
+            if (!shared || group_inputs_reach(s, a, b, b) || group_inputs_reach(s, b, a, a))
+                continue;
+            merge_groups(s, a, b);
+        }
+    }
+}
+
 static bool consumed_outside(const Sched *s, int v)
 {
     if (s->is_output[v])
@@ -1103,6 +1156,7 @@ void schedule_graph(const IrGraph *g, int64_t max_batch, Schedule *out)
     build_consumers(&s);
 
     fuse(&s);
+    merge_update_siblings(&s);
     decide_stores(&s);
     build_units(&s);
     int *order = order_units(&s);
