@@ -85,6 +85,7 @@ typedef struct Sched {
     bool *is_output;
     bool *stored;     /* fused node whose value is written to memory */
     int *var_alias;   /* variable a fused node is written into, or -1 */
+    int *absorbed;    /* assignment node -> kernel that stores it, or -1 */
     int *stamp;
     int stamp_now;
     VEC(Group) groups;
@@ -518,6 +519,47 @@ static bool try_in_place(Sched *s, int value, int var)
     return ok;
 }
 
+/* The kernel that could store the assignment `assign` of a value no
+ * kernel computes (a gradient from a matrix product, say) instead of a
+ * separate copy: an update kernel of the value's shape that reads it.
+ * Returns its group, or -1. */
+static int copy_host(Sched *s, int assign)
+{
+    int value = node(s, assign)->in[0];
+    if (s->role[value] != ROLE_LEAF && s->role[value] != ROLE_STEP)
+        return -1;
+    for (int gid = 0; gid < s->groups.len; gid++) {
+        const Group *g = &s->groups.data[gid];
+        if (!g->dead && shape_equal(&g->shape, &node(s, value)->shape) &&
+            group_reads(s, gid, value) && group_assigns(s, gid))
+            return gid;
+    }
+    return -1;
+}
+
+/* Lets the host kernel of `assign` store the value into the variable,
+ * ordering every reader of the old value before that kernel, as
+ * try_in_place does for a value the kernel computes. */
+static bool try_absorb_copy(Sched *s, int assign)
+{
+    int gid = copy_host(s, assign);
+    if (gid < 0)
+        return false;
+    int writer = s->group_unit[gid];
+    IntVec readers = {0};
+    reader_units(s, node(s, assign)->attr.var, &readers);
+    bool ok = true;
+    for (int i = 0; i < readers.len && ok; i++)
+        if (readers.data[i] != writer && unit_depends_on(s, readers.data[i], writer))
+            ok = false;
+    for (int i = 0; i < readers.len && ok; i++)
+        add_dep(&s->units.data[writer], readers.data[i], writer);
+    VEC_FREE(&readers);
+    if (ok)
+        s->absorbed[assign] = gid;
+    return ok;
+}
+
 static void add_producer_deps(Sched *s, int u, int v)
 {
     IntVec producers = {0};
@@ -539,7 +581,8 @@ static void build_units(Sched *s)
 
     /* An assignment of a value that no kernel computes is a copy. */
     for (int v = 0; v < s->n; v++)
-        if (node(s, v)->op == IR_ASSIGN && s->role[node(s, v)->in[0]] != ROLE_FUSED)
+        if (node(s, v)->op == IR_ASSIGN && s->role[node(s, v)->in[0]] != ROLE_FUSED &&
+            copy_host(s, v) < 0)
             s->node_unit[v] = add_unit(s, UNIT_COPY, v, v);
 
     for (int u = 0; u < s->units.len; u++) {
@@ -566,6 +609,8 @@ static void build_units(Sched *s)
             continue;
         int var = n->attr.var;
         if (s->node_unit[v] < 0 && try_in_place(s, n->in[0], var))
+            continue;
+        if (s->node_unit[v] < 0 && try_absorb_copy(s, v))
             continue;
         int u = s->node_unit[v];
         if (u < 0) {
@@ -906,6 +951,14 @@ static Kernel *build_kernel(Sched *s, int gid, Draft *d)
         VEC_PUSH(&values, emit(&b, v));
         VEC_PUSH(&stores, v);
     }
+    /* Copies into variables that this kernel stores (try_absorb_copy). */
+    VEC(int) copies = {0}, copied = {0};
+    for (int v = 0; v < s->n; v++) {
+        if (s->absorbed[v] != gid)
+            continue;
+        VEC_PUSH(&copied, emit(&b, node(s, v)->in[0]));
+        VEC_PUSH(&copies, v);
+    }
     for (int i = 0; i < stores.len; i++) {
         int v = stores.data[i];
         KDim strides[KERNEL_MAX_RANK];
@@ -914,6 +967,17 @@ static Kernel *build_kernel(Sched *s, int gid, Draft *d)
         b.k->args[a].written = true;
         kernel_store(b.k, a, values.data[i]);
     }
+    for (int i = 0; i < copies.len; i++) {
+        const IrNode *n = node(s, copies.data[i]);
+        KDim strides[KERNEL_MAX_RANK];
+        strides_for(&node(s, n->in[0])->shape, &b.space, rank, strides);
+        Storage var = {.is_var = true, .id = n->attr.var};
+        int a = arg_for(&b, var, node(s, n->in[0])->dtype, strides);
+        b.k->args[a].written = true;
+        kernel_store(b.k, a, copied.data[i]);
+    }
+    VEC_FREE(&copies);
+    VEC_FREE(&copied);
     collapse_dims(b.k);
     kernel_finalize(b.k);
 
@@ -1145,10 +1209,11 @@ void schedule_graph(const IrGraph *g, int64_t max_batch, Schedule *out)
     s.is_output = xcalloc((size_t)n + 1, sizeof(bool));
     s.stored = xcalloc((size_t)n + 1, sizeof(bool));
     s.var_alias = xmalloc(size_mul((size_t)n + 1, sizeof(int)));
+    s.absorbed = xmalloc(size_mul((size_t)n + 1, sizeof(int)));
     s.stamp = xcalloc((size_t)n + 1, sizeof(int));
     for (int i = 0; i < n; i++) {
         s.group[i] = -1;
-        s.var_alias[i] = -1;
+        s.var_alias[i] = s.absorbed[i] = -1;
         s.role[i] = role_of(&g->nodes[i]);
     }
     for (int i = 0; i < g->noutputs; i++)
@@ -1267,6 +1332,7 @@ void schedule_graph(const IrGraph *g, int64_t max_batch, Schedule *out)
     free(s.is_output);
     free(s.stored);
     free(s.var_alias);
+    free(s.absorbed);
     free(s.stamp);
     free(s.cons_start);
     free(s.cons);

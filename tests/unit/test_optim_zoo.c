@@ -334,3 +334,72 @@ Test(optim_zoo, novograd) { check_optimizer("novograd"); }
 Test(optim_zoo, adan) { check_optimizer("adan"); }
 Test(optim_zoo, adabound) { check_optimizer("adabound"); }
 Test(optim_zoo, adabelief) { check_optimizer("adabelief"); }
+
+/* ---- kernel counts --------------------------------------------------------- */
+
+typedef struct Counts {
+    int kernels, steps;
+} Counts;
+
+static Counts mlp_counts(const char *spec)
+{
+    Problem p;
+    problem_init(&p, spec, "mlp", DT_F32);
+    Schedule sched;
+    schedule_graph(p.cell.train, MLP_BATCH, &sched);
+    Counts c = {sched.nkernels, sched.program.nsteps};
+    schedule_free(&sched);
+    problem_free(&p);
+    return c;
+}
+
+/* Plain SGD updates each of the MLP's 4 parameters in one kernel (see
+ * test_optim.c). An elementwise rule, however many states it keeps, must
+ * add no kernel and no step to that: its whole update, including Lion's
+ * momentum (which shares only the gradient with the parameter's update)
+ * and Adan's copy of the gradient into prev_grad, is one pass. */
+Test(optim_zoo, one_kernel_per_parameter)
+{
+    Counts base = mlp_counts("sgd(lr = 0.1)");
+    static const char *const elementwise[] = {
+        "sgd(lr = 0.1, momentum = 0.9, nesterov = true, weight_decay = 0.1)",
+        "adam(amsgrad = true, weight_decay = 0.1)", "adamw(amsgrad = true)", "adamax()",
+        "nadam()", "radam()", "adagrad(lr_decay = 0.1)", "adadelta()",
+        "rmsprop(centered = true, momentum = 0.9)", "sign_sgd(momentum = 0.9)",
+        "lion(weight_decay = 0.1)", "adan(weight_decay = 0.1)", "adabound(amsbound = true)",
+        "adabelief()", "adabelief(rectify = false)",
+    };
+    for (size_t i = 0; i < BOCB_ARRAY_LEN(elementwise); i++) {
+        Counts c = mlp_counts(elementwise[i]);
+        cr_expect_eq(c.kernels, base.kernels, "%s: %d kernels, plain SGD %d", elementwise[i],
+                     c.kernels, base.kernels);
+        cr_expect_eq(c.steps, base.steps, "%s: %d steps, plain SGD %d", elementwise[i],
+                     c.steps, base.steps);
+    }
+}
+
+/* Rules with norms need passes before the update. Per parameter, these are
+ * the kernels and steps they add to plain SGD today: NovoGrad squares the
+ * gradient in a kernel and sums it; LAMB and LARS do that for two norms;
+ * SGDP and AdamP reduce per channel and over the layer. The goal is one
+ * reduction kernel and one update kernel (see docs/optimizers.md); these
+ * counts catch a change in either direction. */
+Test(optim_zoo, passes_of_norm_rules)
+{
+    Counts base = mlp_counts("sgd(lr = 0.1)");
+    static const struct {
+        const char *spec;
+        int kernels, steps;
+    } rules[] = {
+        {"novograd()", 1, 2}, {"lamb(weight_decay = 0.1)", 2, 4},
+        {"lars(lr = 0.1, weight_decay = 0.1)", 2, 4}, {"sgdp(lr = 0.1)", 3, 8},
+        {"adamp()", 3, 8},
+    };
+    for (size_t i = 0; i < BOCB_ARRAY_LEN(rules); i++) {
+        Counts c = mlp_counts(rules[i].spec);
+        cr_expect_eq(c.kernels - base.kernels, 4 * rules[i].kernels,
+                     "%s: %d kernels, plain SGD %d", rules[i].spec, c.kernels, base.kernels);
+        cr_expect_eq(c.steps - base.steps, 4 * rules[i].steps, "%s: %d steps, plain SGD %d",
+                     rules[i].spec, c.steps, base.steps);
+    }
+}
