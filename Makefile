@@ -61,10 +61,10 @@ check: deps
 	@$(MAKE) --no-print-directory all tests
 	@BUILD=$(BUILD) LIT=$(LIT) LLVM_BINDIR=$(LLVM_BINDIR) tests/run.sh
 
-tests: $(BOCBC) $(UNIT_BINS)
+tests: $(BOCBC) $(UNIT_BINS) $(BUILD)/bench/optim_bench
 
 bench: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/optim_bench
 	@BUILD=$(BUILD) bench/run.sh
 
 install: $(BOCBC)
@@ -119,5 +119,13 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/tests/%: tests/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB) -lcriterion $(LDLIBS)
+
+# ---- benchmarks -----------------------------------------------------------
+
+# Built like the runtime (-O3), so the C loops it compares against are
+# vectorised as well as the JIT's kernels.
+$(BUILD)/bench/%: bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -O3 -fno-math-errno -o $@ $< $(LIB) $(LDLIBS)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
