@@ -17,6 +17,11 @@
  * kernels of several operands merge on the same condition. A kernel
  * stores only the members that something outside it reads.
  *
+ * Reductions. A sum over every axis of a fused value joins the kernel
+ * of its operand, which accumulates it (K_ACCUM) while it computes the
+ * operand, so a norm costs no pass of its own. Nothing in that kernel
+ * may read the sum, because it is complete only when the kernel ends.
+ *
  * Assignments. When the new value of a variable comes out of a kernel, the
  * kernel writes it into the variable in place, and every other step that
  * reads the old value is ordered before that kernel. This is how each
@@ -86,6 +91,7 @@ typedef struct Sched {
     bool *stored;     /* fused node whose value is written to memory */
     int *var_alias;   /* variable a fused node is written into, or -1 */
     int *absorbed;    /* assignment node -> kernel that stores it, or -1 */
+    bool *accum;      /* full reduction summed inside its operand's kernel */
     int *stamp;
     int stamp_now;
     VEC(Group) groups;
@@ -246,18 +252,52 @@ static void merge_groups(Sched *s, int into, int from)
 
 /* ---- fusion --------------------------------------------------------------- */
 
+/* Marks the sums that their operand's kernel accumulates: over every axis,
+ * of a float value that a kernel computes. */
+static void find_accumulated_sums(Sched *s)
+{
+    for (int v = 0; v < s->n; v++) {
+        const IrNode *n = node(s, v);
+        if (n->op != IR_SUM || n->shape.rank != 0 || s->role[n->in[0]] != ROLE_FUSED)
+            continue;
+        if (node(s, n->in[0])->shape.rank == 0)
+            continue;
+        s->accum[v] = true;
+        s->role[v] = ROLE_FUSED;
+    }
+}
+
+/* Does a member of group `from` read a sum that group `target` accumulates? */
+static bool reads_accumulated(const Sched *s, int from, int target)
+{
+    const Group *g = &s->groups.data[from];
+    for (int i = 0; i < g->members.len; i++) {
+        const IrNode *m = node(s, g->members.data[i]);
+        for (int j = 0; j < m->nin; j++)
+            if (s->accum[m->in[j]] && s->group[m->in[j]] == target)
+                return true;
+    }
+    return false;
+}
+
 static void fuse(Sched *s)
 {
     for (int v = 0; v < s->n; v++) {
         if (s->role[v] != ROLE_FUSED)
             continue;
         const IrNode *n = node(s, v);
+        if (s->accum[v]) {
+            add_member(s, s->group[n->in[0]], v);
+            continue;
+        }
         int joined = -1;
         for (int j = 0; j < n->nin && joined < 0; j++) {
             int gid = s->group[n->in[j]];
             if (gid < 0 || !shape_equal(&s->groups.data[gid].shape, &n->shape))
                 continue;
             bool legal = true;
+            for (int k = 0; k < n->nin && legal; k++)
+                legal = !(s->accum[n->in[k]] && s->group[n->in[k]] == gid);
             for (int k = 0; k < n->nin && legal; k++) {
                 int o = n->in[k];
                 if (s->group[o] != gid && reaches_group(s, o, gid))
@@ -279,11 +319,22 @@ static void fuse(Sched *s)
                 !shape_equal(&s->groups.data[other].shape, &n->shape))
                 continue;
             if (group_inputs_reach(s, other, joined, joined) ||
-                group_inputs_reach(s, joined, other, other))
+                group_inputs_reach(s, joined, other, other) ||
+                reads_accumulated(s, joined, other) || reads_accumulated(s, other, joined))
                 continue;
             merge_groups(s, joined, other);
         }
     }
+}
+
+/* Does group `gid` accumulate a sum? */
+static bool group_reduces(const Sched *s, int gid)
+{
+    const Group *g = &s->groups.data[gid];
+    for (int i = 0; i < g->members.len; i++)
+        if (s->accum[g->members.data[i]])
+            return true;
+    return false;
 }
 
 /* Does group `gid` compute a value that is assigned to a variable? */
@@ -313,17 +364,22 @@ static bool group_reads(const Sched *s, int gid, int v)
  * with the parameter's update (Lion's momentum). Fusion along operands
  * leaves those in separate kernels, each a pass over the gradient; this
  * merges kernels of one shape that assign variables and read a common
- * operand, when neither depends on the other. */
+ * operand, when neither depends on the other. Kernels that accumulate
+ * sums count as update kernels here, and two of them (LAMB's two norms)
+ * merge without a common operand. */
 static void merge_update_siblings(Sched *s)
 {
     for (int a = 0; a < s->groups.len; a++) {
-        if (s->groups.data[a].dead || !group_assigns(s, a))
+        if (s->groups.data[a].dead || !(group_assigns(s, a) || group_reduces(s, a)))
             continue;
         for (int b = a + 1; b < s->groups.len; b++) {
             const Group *ga = &s->groups.data[a], *gb = &s->groups.data[b];
-            if (gb->dead || !shape_equal(&ga->shape, &gb->shape) || !group_assigns(s, b))
+            if (gb->dead || !shape_equal(&ga->shape, &gb->shape) ||
+                !(group_assigns(s, b) || group_reduces(s, b)))
                 continue;
-            bool shared = false;
+            if (reads_accumulated(s, a, b) || reads_accumulated(s, b, a))
+                continue;
+            bool shared = group_reduces(s, a) && group_reduces(s, b);
             for (int i = 0; i < gb->members.len && !shared; i++) {
                 const IrNode *m = node(s, gb->members.data[i]);
                 for (int j = 0; j < m->nin && !shared; j++) {
@@ -373,7 +429,7 @@ static void decide_stores(Sched *s)
     }
     for (int v = 0; v < s->n; v++)
         if (s->role[v] == ROLE_FUSED)
-            s->stored[v] = consumed_outside(s, v);
+            s->stored[v] = s->accum[v] || consumed_outside(s, v);
 }
 
 /* ---- units and ordering --------------------------------------------------- */
@@ -948,7 +1004,8 @@ static Kernel *build_kernel(Sched *s, int gid, Draft *d)
         int v = g->members.data[i];
         if (!s->stored[v])
             continue;
-        VEC_PUSH(&values, emit(&b, v));
+        /* An accumulated sum adds up its operand's values. */
+        VEC_PUSH(&values, emit(&b, s->accum[v] ? node(s, v)->in[0] : v));
         VEC_PUSH(&stores, v);
     }
     /* Copies into variables that this kernel stores (try_absorb_copy). */
@@ -965,7 +1022,10 @@ static Kernel *build_kernel(Sched *s, int gid, Draft *d)
         strides_for(&node(s, v)->shape, &b.space, rank, strides);
         int a = arg_for(&b, storage_of(s, v), node(s, v)->dtype, strides);
         b.k->args[a].written = true;
-        kernel_store(b.k, a, values.data[i]);
+        if (s->accum[v])
+            kernel_accum(b.k, a, values.data[i]);
+        else
+            kernel_store(b.k, a, values.data[i]);
     }
     for (int i = 0; i < copies.len; i++) {
         const IrNode *n = node(s, copies.data[i]);
@@ -1210,6 +1270,7 @@ void schedule_graph(const IrGraph *g, int64_t max_batch, Schedule *out)
     s.stored = xcalloc((size_t)n + 1, sizeof(bool));
     s.var_alias = xmalloc(size_mul((size_t)n + 1, sizeof(int)));
     s.absorbed = xmalloc(size_mul((size_t)n + 1, sizeof(int)));
+    s.accum = xcalloc((size_t)n + 1, sizeof(bool));
     s.stamp = xcalloc((size_t)n + 1, sizeof(int));
     for (int i = 0; i < n; i++) {
         s.group[i] = -1;
@@ -1220,6 +1281,7 @@ void schedule_graph(const IrGraph *g, int64_t max_batch, Schedule *out)
         s.is_output[g->outputs[i].node] = true;
     build_consumers(&s);
 
+    find_accumulated_sums(&s);
     fuse(&s);
     merge_update_siblings(&s);
     decide_stores(&s);
@@ -1333,6 +1395,7 @@ void schedule_graph(const IrGraph *g, int64_t max_batch, Schedule *out)
     free(s.stored);
     free(s.var_alias);
     free(s.absorbed);
+    free(s.accum);
     free(s.stamp);
     free(s.cons_start);
     free(s.cons);
