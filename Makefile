@@ -61,10 +61,10 @@ check: deps
 	@$(MAKE) --no-print-directory all tests
 	@BUILD=$(BUILD) LIT=$(LIT) LLVM_BINDIR=$(LLVM_BINDIR) tests/run.sh
 
-tests: $(BOCBC) $(UNIT_BINS)
+tests: $(BOCBC) $(UNIT_BINS) $(BUILD)/bench/optim_bench
 
 bench: deps
-	@$(MAKE) --no-print-directory all $(BUILD)/bench/depthwise
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/depthwise $(BUILD)/bench/optim_bench
 	@BUILD=$(BUILD) bench/run.sh
 
 install: $(BOCBC)
@@ -120,9 +120,12 @@ $(BUILD)/tests/%: tests/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB) -lcriterion $(LDLIBS)
 
-# Benchmarks of single kernels, run by bench/run.sh.
+# ---- benchmarks -----------------------------------------------------------
+
+# Built like the runtime (-O3), so the C loops it compares against are
+# vectorised as well as the JIT's kernels.
 $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -O3 -o $@ $< $(LIB) $(LDLIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -O3 -fno-math-errno -o $@ $< $(LIB) $(LDLIBS)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

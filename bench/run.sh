@@ -1,5 +1,6 @@
 #!/bin/sh
-# run.sh - `make bench`: training-step speed of the quickstart models.
+# run.sh - `make bench`: training-step speed of the quickstart models, and
+# the AdamW update against memory bandwidth (bench/optim_bench.c).
 #
 # The MLP and the CNN of examples/quickstart.bocb train at batch 128 on
 # Fashion-MNIST, each with SGD with momentum and with AdamW. For each
@@ -78,3 +79,4 @@ done
 
 echo
 "$BUILD/bench/depthwise"
+"$BUILD/bench/optim_bench" 10000000 "$REPEATS"

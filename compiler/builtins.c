@@ -114,10 +114,22 @@ static bool axis_mask(Lower *l, const Value *axis, const Shape *s, uint32_t *mas
         *mask = all_axes(s);
         return true;
     }
-    int64_t a;
-    if (!val_to_int(axis, "axis", -s->rank, s->rank - 1, &a))
-        return false;
-    *mask = 1u << (a < 0 ? a + s->rank : a);
+    /* A list or tuple names several axes, e.g. range(1, ndim(param)). */
+    bool many = axis->kind == VAL_LIST || axis->kind == VAL_TUPLE;
+    int n = many ? axis->list.n : 1;
+    *mask = 0;
+    for (int i = 0; i < n; i++) {
+        const Value *item = many ? &axis->list.items[i] : axis;
+        int64_t a;
+        if (!val_to_int(item, "axis", -s->rank, s->rank - 1, &a))
+            return false;
+        uint32_t bit = 1u << (a < 0 ? a + s->rank : a);
+        if (*mask & bit) {
+            diag_error(item->loc, "axis %lld is named twice", (long long)a);
+            return false;
+        }
+        *mask |= bit;
+    }
     return true;
 }
 
@@ -517,11 +529,26 @@ static Value reduce(Lower *l, const Value *args, SrcLoc loc, const char *name, b
     uint32_t axes;
     if (!axis_mask(l, &args[1], &xs, &axes))
         return val_error();
+    bool keepdims;
+    if (!bool_arg(&args[2], "keepdims", false, &keepdims))
+        return val_error();
     int s = ir_sum(l->graph, x, axes, loc);
     if (mean)
         s = ir_binary(l->graph, IR_DIV, s,
                       ir_broadcast(l->graph, count_node(l, &xs, axes, loc),
                                    ir_node(l->graph, s)->shape, loc), loc);
+    if (keepdims) {
+        /* The reduced axes stay, with length 1, so the result broadcasts
+         * against x. */
+        Shape kept = xs;
+        for (int i = 0; i < kept.rank; i++)
+            if (axes & (1u << i)) {
+                kept.dims[i] = 1;
+                if (kept.batch_axis == i)
+                    kept.batch_axis = -1;
+            }
+        s = ir_reshape(l->graph, s, kept, loc);
+    }
     return val_tensor(s, loc);
 }
 
@@ -546,6 +573,40 @@ static Value bi_norm(Lower *l, const Value *args, SrcLoc loc)
     int squares = ir_binary(g, IR_MUL, x, x, loc);
     int total = ir_sum(g, squares, all_axes(shape_of(l, x)), loc);
     return val_tensor(ir_unary(g, IR_SQRT, total, loc), loc);
+}
+
+/* ndim(x): the rank of a tensor, known at compile time, so an optimizer
+ * rule can treat matrices and vectors differently. */
+static Value bi_ndim(Lower *l, const Value *args, SrcLoc loc)
+{
+    int x = tensor_arg(l, &args[0], "ndim", "x");
+    if (x < 0)
+        return val_error();
+    return val_number(shape_of(l, x)->rank, loc);
+}
+
+/* size(x, axis): the length of one axis of a tensor, or its number of
+ * elements when axis is left out, known at compile time. */
+static Value bi_size(Lower *l, const Value *args, SrcLoc loc)
+{
+    int x = tensor_arg(l, &args[0], "size", "x");
+    if (x < 0)
+        return val_error();
+    const Shape *s = shape_of(l, x);
+    uint32_t axes;
+    if (!axis_mask(l, &args[1], s, &axes))
+        return val_error();
+    double n = 1;
+    for (int i = 0; i < s->rank; i++) {
+        if (!(axes & (1u << i)))
+            continue;
+        if (i == s->batch_axis) {
+            diag_error(loc, "size() of the batch axis is only known at run time");
+            return val_error();
+        }
+        n *= (double)s->dims[i];
+    }
+    return val_number(n, loc);
 }
 
 /* ---- lists and data ------------------------------------------------------- */
@@ -674,9 +735,11 @@ static const Builtin builtins[] = {
     {"min", PARAMS("a", "b"), 2, bi_min},
     {"clamp", PARAMS("x", "min", "max"), 1, bi_clamp},
     {"where", PARAMS("cond", "a", "b"), 3, bi_where},
-    {"sum", PARAMS("x", "axis"), 1, bi_sum},
-    {"mean", PARAMS("x", "axis"), 1, bi_mean},
+    {"sum", PARAMS("x", "axis", "keepdims"), 1, bi_sum},
+    {"mean", PARAMS("x", "axis", "keepdims"), 1, bi_mean},
     {"norm", PARAMS("x"), 1, bi_norm},
+    {"ndim", PARAMS("x"), 1, bi_ndim},
+    {"size", PARAMS("x", "axis"), 1, bi_size},
     {"range", PARAMS("start", "stop", "step"), 1, bi_range},
     {"len", PARAMS("x"), 1, bi_len},
     {"idx", PARAMS("path", "normalize"), 1, bi_idx},

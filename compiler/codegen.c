@@ -70,6 +70,7 @@ typedef struct KernelGen {
     LLVMValueRef *strides;                   /* [arg * rank + axis] */
     bool *streamed;    /* per argument: accessed at a different element per point */
     LLVMValueRef *values;                    /* per instruction */
+    LLVMValueRef *sums;  /* per K_ACCUM instruction: its f64 running sum, an alloca */
 } KernelGen;
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -501,6 +502,12 @@ static LLVMValueRef emit_instr(KernelGen *g, int i, LLVMValueRef *elem)
     case K_STORE:
         emit_store(g, dt, elem[in->arg], a);
         return NULL;
+    case K_ACCUM: {
+        LLVMValueRef term = dt == DT_F64 ? a : LLVMBuildFPExt(cg->builder, a, cg->t_f64, "");
+        LLVMValueRef sum = LLVMBuildLoad2(cg->builder, cg->t_f64, g->sums[i], "");
+        LLVMBuildStore(cg->builder, LLVMBuildFAdd(cg->builder, sum, term, ""), g->sums[i]);
+        return NULL;
+    }
     }
     BOCB_UNREACHABLE("KOp");
 }
@@ -661,6 +668,15 @@ static void emit_body(KernelGen *g)
             g->strides[a * k->rank + d] = emit_kdim(g, k->args[a].strides[d], name);
         }
 
+    /* Running sums start at 0 in the entry block, where SROA turns them
+     * into registers. */
+    for (int i = 0; i < k->ninstrs; i++) {
+        if (k->instrs[i].op != K_ACCUM)
+            continue;
+        g->sums[i] = LLVMBuildAlloca(b, cg->t_f64, "");
+        LLVMBuildStore(b, LLVMConstReal(cg->t_f64, 0.0), g->sums[i]);
+    }
+
     /* Run nothing, not even the hoisted loads, when no point exists. */
     LLVMValueRef nonempty = LLVMBuildICmp(b, LLVMIntSLT, g->begin, g->end, "");
     for (int d = 1; d < k->rank; d++)
@@ -678,6 +694,15 @@ static void emit_body(KernelGen *g)
 
     LLVMMoveBasicBlockAfter(done, LLVMGetLastBasicBlock(g->fn));
     LLVMPositionBuilderAtEnd(b, done);
+    for (int i = 0; i < k->ninstrs; i++) {
+        const KInstr *in = &k->instrs[i];
+        if (in->op != K_ACCUM)
+            continue;
+        LLVMValueRef sum = LLVMBuildLoad2(b, cg->t_f64, g->sums[i], "");
+        if (in->dtype == DT_F32)
+            sum = LLVMBuildFPTrunc(b, sum, cg->t_f32, "");
+        emit_store(g, in->dtype, g->base[in->arg], sum);
+    }
     LLVMBuildRetVoid(b);
 }
 
@@ -708,6 +733,7 @@ static LLVMValueRef build_body(Codegen *cg, const Kernel *k, const char *symbol)
     g.strides = xcalloc((size_t)k->nargs * (size_t)k->rank + 1, sizeof *g.strides);
     g.streamed = xcalloc((size_t)k->nargs + 1, sizeof *g.streamed);
     g.values = xcalloc((size_t)k->ninstrs + 1, sizeof *g.values);
+    g.sums = xcalloc((size_t)k->ninstrs + 1, sizeof *g.sums);
     bool *loaded = classify_args(&g);
 
     for (int a = 0; a < k->nargs; a++) {
@@ -732,6 +758,7 @@ static LLVMValueRef build_body(Codegen *cg, const Kernel *k, const char *symbol)
     emit_body(&g);
 
     free(loaded);
+    free(g.sums);
     free(g.values);
     free(g.streamed);
     free(g.strides);

@@ -162,6 +162,15 @@ int kernel_store(Kernel *k, int arg, int value)
     return push_instr(k, in);
 }
 
+int kernel_accum(Kernel *k, int arg, int value)
+{
+    BOCB_ASSERT(arg >= 0 && arg < k->nargs);
+    KInstr in = make_instr(K_ACCUM, k->args[arg].dtype);
+    in.arg = arg;
+    in.a = value;
+    return push_instr(k, in);
+}
+
 const char *kop_name(KOp op)
 {
     switch (op) {
@@ -198,6 +207,7 @@ const char *kop_name(KOp op)
     case K_RANDOM: return "random";
     case K_SELECT: return "select";
     case K_STORE: return "store";
+    case K_ACCUM: return "accum";
     }
     BOCB_UNREACHABLE("KOp");
 }
@@ -220,7 +230,7 @@ static int operand_count(KOp op)
     case K_NEG: case K_ABS: case K_SIGN: case K_SQRT: case K_EXP:
     case K_LOG: case K_TANH: case K_FLOOR: case K_NOT: case K_CAST:
     case K_ERF: case K_SIGMOID:
-    case K_STORE:
+    case K_STORE: case K_ACCUM:
         return 1;
     case K_ADD: case K_SUB: case K_MUL: case K_DIV: case K_POW:
     case K_MAX: case K_MIN:
@@ -239,7 +249,7 @@ static bool extent_may_exceed_one(KDim e)
     return e.value > 1 || (e.times_batch && e.value > 0);
 }
 
-static void check_instr(const Kernel *k, int i, int *stores)
+static void check_instr(const Kernel *k, int i, int *stores, bool *accumulated)
 {
     const KInstr *in = &k->instrs[i];
     int n = operand_count(in->op);
@@ -306,6 +316,15 @@ static void check_instr(const Kernel *k, int i, int *stores)
         BOCB_ASSERT(dt == k->args[in->arg].dtype && da == dt);
         stores[in->arg]++;
         break;
+    case K_ACCUM:
+        BOCB_ASSERT(in->arg >= 0 && in->arg < k->nargs);
+        BOCB_ASSERT(k->args[in->arg].written && is_float(dt));
+        BOCB_ASSERT(dt == k->args[in->arg].dtype && da == dt);
+        for (int d = 0; d < k->rank; d++)
+            BOCB_ASSERT(k->args[in->arg].strides[d].value == 0);
+        stores[in->arg]++;
+        accumulated[in->arg] = true;
+        break;
     }
 }
 
@@ -330,20 +349,22 @@ void kernel_finalize(Kernel *k)
         check_kdim(k->extents[d]);
 
     int *stores = xcalloc((size_t)k->nargs + 1, sizeof *stores);
+    bool *accumulated = xcalloc((size_t)k->nargs + 1, sizeof *accumulated);
     for (int i = 0; i < k->ninstrs; i++)
-        check_instr(k, i, stores);
+        check_instr(k, i, stores, accumulated);
 
     for (int a = 0; a < k->nargs; a++) {
         const KArg *arg = &k->args[a];
         BOCB_ASSERT(stores[a] == (arg->written ? 1 : 0));
         /* Two points storing to one element would make the result depend
          * on the iteration order, and a parallel split would race. */
-        if (arg->written)
+        if (arg->written && !accumulated[a])
             for (int d = 0; d < k->rank; d++)
                 BOCB_ASSERT(arg->strides[d].value != 0 ||
                             !extent_may_exceed_one(k->extents[d]));
     }
     free(stores);
+    free(accumulated);
 
     for (int i = 0; i < k->ninstrs; i++) {
         KInstr *in = &k->instrs[i];
@@ -357,6 +378,7 @@ void kernel_finalize(Kernel *k)
             break;
         case K_STORE:
         case K_RANDOM:
+        case K_ACCUM:
             in->uniform = false;
             break;
         default: {
@@ -708,7 +730,7 @@ static KValue eval_binary(KOp op, DType dt, KValue a, KValue b)
  * argument a is offsets[a]. */
 static void eval_point(const Kernel *k, void *const *args,
                        const int64_t *offsets, int64_t point, int64_t batch,
-                       KValue *vals)
+                       KValue *vals, double *sums)
 {
     for (int i = 0; i < k->ninstrs; i++) {
         const KInstr *in = &k->instrs[i];
@@ -760,23 +782,18 @@ static void eval_point(const Kernel *k, void *const *args,
         case K_STORE:
             store_value(in->dtype, args[in->arg], offsets[in->arg], vals[in->a]);
             break;
+        case K_ACCUM:
+            sums[i] += in->dtype == DT_F32 ? (double)vals[in->a].f32 : vals[in->a].f64;
+            break;
         }
         vals[i] = r;
     }
 }
 
-void kernel_eval(const Kernel *k, void *const *args, int64_t batch,
-                 int64_t begin, int64_t end)
+/* Runs every point of [begin, end) in row-major order (kernel_eval). */
+static void eval_points(const Kernel *k, void *const *args, int64_t batch, int64_t begin,
+                        int64_t end, const int64_t *extents, double *sums)
 {
-    int64_t extents[KERNEL_MAX_RANK];
-    for (int d = 0; d < k->rank; d++) {
-        extents[d] = kdim_value(k->extents[d], batch);
-        if (d > 0 && extents[d] <= 0)
-            return;
-    }
-    if (begin >= end)
-        return;
-
     KValue *vals = xcalloc((size_t)k->ninstrs + 1, sizeof *vals);
     int64_t *offsets = xcalloc((size_t)k->nargs + 1, sizeof *offsets);
     int64_t index[KERNEL_MAX_RANK] = {0};
@@ -793,7 +810,7 @@ void kernel_eval(const Kernel *k, void *const *args, int64_t batch,
         int64_t point = 0;
         for (int d = 0; d < k->rank; d++)
             point = point * extents[d] + index[d];
-        eval_point(k, args, offsets, point, batch, vals);
+        eval_point(k, args, offsets, point, batch, vals, sums);
 
         /* Advance the index like an odometer, innermost axis fastest. */
         int d = k->rank - 1;
@@ -809,6 +826,35 @@ void kernel_eval(const Kernel *k, void *const *args, int64_t batch,
     }
     free(offsets);
     free(vals);
+}
+
+void kernel_eval(const Kernel *k, void *const *args, int64_t batch,
+                 int64_t begin, int64_t end)
+{
+    int64_t extents[KERNEL_MAX_RANK];
+    bool empty = begin >= end;
+    for (int d = 0; d < k->rank; d++) {
+        extents[d] = kdim_value(k->extents[d], batch);
+        empty |= d > 0 && extents[d] <= 0;
+    }
+    double *sums = xcalloc((size_t)k->ninstrs + 1, sizeof *sums);
+    if (!empty)
+        eval_points(k, args, batch, begin, end, extents, sums);
+
+    /* An empty range still writes its sums, which are 0. */
+    for (int i = 0; i < k->ninstrs; i++) {
+        const KInstr *in = &k->instrs[i];
+        if (in->op != K_ACCUM)
+            continue;
+        KValue total;
+        memset(&total, 0, sizeof total);
+        if (in->dtype == DT_F32)
+            total.f32 = (float)sums[i];
+        else
+            total.f64 = sums[i];
+        store_value(in->dtype, args[in->arg], 0, total);
+    }
+    free(sums);
 }
 
 /* ---- printing ----------------------------------------------------------- */
@@ -897,6 +943,9 @@ void kernel_print(FILE *out, const Kernel *k)
             break;
         case K_STORE:
             fprintf(out, "store %s a%d, %%%d", dt, in->arg, in->a);
+            break;
+        case K_ACCUM:
+            fprintf(out, "accum %s a%d, %%%d", dt, in->arg, in->a);
             break;
         case K_SELECT:
             fprintf(out, "%%%d = select %s %%%d, %%%d, %%%d", i, dt, in->c,

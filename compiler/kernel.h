@@ -63,6 +63,14 @@ typedef enum KOp {
 
     /* effect: writes value `a` to argument `arg` at the current point */
     K_STORE,
+
+    /* effect: adds value `a` (a float) to a running sum kept in f64, and
+     * when the kernel returns writes the sum over every point it ran,
+     * converted to the argument's dtype, to argument `arg`, whose strides
+     * are all 0 (0 when it ran no point). The sum runs in iteration order,
+     * and a call covers [begin, end) only, so a kernel with K_ACCUM must
+     * run as one call over the whole range. */
+    K_ACCUM,
 } KOp;
 
 /* Returns a lower-case name for the op ("add", "select", ...). */
@@ -103,6 +111,7 @@ int kernel_add(Kernel *k, KOp op, DType dtype, int a, int b, int c);
 int kernel_load(Kernel *k, int arg);
 int kernel_const(Kernel *k, DType dtype, double value);
 int kernel_store(Kernel *k, int arg, int value);
+int kernel_accum(Kernel *k, int arg, int value);
 
 /* Computes the `uniform` flags and checks the kernel's invariants (operand
  * order, dtypes, every written argument stored exactly once). Panics on a

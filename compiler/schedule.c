@@ -17,6 +17,11 @@
  * kernels of several operands merge on the same condition. A kernel
  * stores only the members that something outside it reads.
  *
+ * Reductions. A sum over every axis of a fused value joins the kernel
+ * of its operand, which accumulates it (K_ACCUM) while it computes the
+ * operand, so a norm costs no pass of its own. Nothing in that kernel
+ * may read the sum, because it is complete only when the kernel ends.
+ *
  * Assignments. When the new value of a variable comes out of a kernel, the
  * kernel writes it into the variable in place, and every other step that
  * reads the old value is ordered before that kernel. This is how each
@@ -88,6 +93,8 @@ typedef struct Sched {
     bool *is_output;
     bool *stored;     /* fused node whose value is written to memory */
     int *var_alias;   /* variable a fused node is written into, or -1 */
+    int *absorbed;    /* assignment node -> kernel that stores it, or -1 */
+    bool *accum;      /* full reduction summed inside its operand's kernel */
     int *stamp;
     int stamp_now;
     VEC(Group) groups;
@@ -248,18 +255,52 @@ static void merge_groups(Sched *s, int into, int from)
 
 /* ---- fusion --------------------------------------------------------------- */
 
+/* Marks the sums that their operand's kernel accumulates: over every axis,
+ * of a float value that a kernel computes. */
+static void find_accumulated_sums(Sched *s)
+{
+    for (int v = 0; v < s->n; v++) {
+        const IrNode *n = node(s, v);
+        if (n->op != IR_SUM || n->shape.rank != 0 || s->role[n->in[0]] != ROLE_FUSED)
+            continue;
+        if (node(s, n->in[0])->shape.rank == 0)
+            continue;
+        s->accum[v] = true;
+        s->role[v] = ROLE_FUSED;
+    }
+}
+
+/* Does a member of group `from` read a sum that group `target` accumulates? */
+static bool reads_accumulated(const Sched *s, int from, int target)
+{
+    const Group *g = &s->groups.data[from];
+    for (int i = 0; i < g->members.len; i++) {
+        const IrNode *m = node(s, g->members.data[i]);
+        for (int j = 0; j < m->nin; j++)
+            if (s->accum[m->in[j]] && s->group[m->in[j]] == target)
+                return true;
+    }
+    return false;
+}
+
 static void fuse(Sched *s)
 {
     for (int v = 0; v < s->n; v++) {
         if (s->role[v] != ROLE_FUSED)
             continue;
         const IrNode *n = node(s, v);
+        if (s->accum[v]) {
+            add_member(s, s->group[n->in[0]], v);
+            continue;
+        }
         int joined = -1;
         for (int j = 0; j < n->nin && joined < 0; j++) {
             int gid = s->group[n->in[j]];
             if (gid < 0 || !shape_equal(&s->groups.data[gid].shape, &n->shape))
                 continue;
             bool legal = true;
+            for (int k = 0; k < n->nin && legal; k++)
+                legal = !(s->accum[n->in[k]] && s->group[n->in[k]] == gid);
             for (int k = 0; k < n->nin && legal; k++) {
                 int o = n->in[k];
                 if (s->group[o] != gid && reaches_group(s, o, gid))
@@ -281,9 +322,78 @@ static void fuse(Sched *s)
                 !shape_equal(&s->groups.data[other].shape, &n->shape))
                 continue;
             if (group_inputs_reach(s, other, joined, joined) ||
-                group_inputs_reach(s, joined, other, other))
+                group_inputs_reach(s, joined, other, other) ||
+                reads_accumulated(s, joined, other) || reads_accumulated(s, other, joined))
                 continue;
             merge_groups(s, joined, other);
+        }
+    }
+}
+
+/* Does group `gid` accumulate a sum? */
+static bool group_reduces(const Sched *s, int gid)
+{
+    const Group *g = &s->groups.data[gid];
+    for (int i = 0; i < g->members.len; i++)
+        if (s->accum[g->members.data[i]])
+            return true;
+    return false;
+}
+
+/* Does group `gid` compute a value that is assigned to a variable? */
+static bool group_assigns(const Sched *s, int gid)
+{
+    const Group *g = &s->groups.data[gid];
+    for (int i = 0; i < g->members.len; i++) {
+        int v = g->members.data[i];
+        for (int c = s->cons_start[v]; c < s->cons_start[v + 1]; c++)
+            if (node(s, s->cons[c])->op == IR_ASSIGN)
+                return true;
+    }
+    return false;
+}
+
+/* Does group `gid` read node `v` (from outside the group)? */
+static bool group_reads(const Sched *s, int gid, int v)
+{
+    for (int c = s->cons_start[v]; c < s->cons_start[v + 1]; c++)
+        if (s->group[s->cons[c]] == gid && s->role[s->cons[c]] == ROLE_FUSED)
+            return true;
+    return false;
+}
+
+/* Horizontal fusion of variable updates. An optimizer rule may update a
+ * state from the gradient alone, in an expression that shares no node
+ * with the parameter's update (Lion's momentum). Fusion along operands
+ * leaves those in separate kernels, each a pass over the gradient; this
+ * merges kernels of one shape that assign variables and read a common
+ * operand, when neither depends on the other. Kernels that accumulate
+ * sums count as update kernels here, and two of them (LAMB's two norms)
+ * merge without a common operand. */
+static void merge_update_siblings(Sched *s)
+{
+    for (int a = 0; a < s->groups.len; a++) {
+        if (s->groups.data[a].dead || !(group_assigns(s, a) || group_reduces(s, a)))
+            continue;
+        for (int b = a + 1; b < s->groups.len; b++) {
+            const Group *ga = &s->groups.data[a], *gb = &s->groups.data[b];
+            if (gb->dead || !shape_equal(&ga->shape, &gb->shape) ||
+                !(group_assigns(s, b) || group_reduces(s, b)))
+                continue;
+            if (reads_accumulated(s, a, b) || reads_accumulated(s, b, a))
+                continue;
+            bool shared = group_reduces(s, a) && group_reduces(s, b);
+            for (int i = 0; i < gb->members.len && !shared; i++) {
+                const IrNode *m = node(s, gb->members.data[i]);
+                for (int j = 0; j < m->nin && !shared; j++) {
+                    int o = m->in[j];
+                    shared = s->group[o] != b && s->role[o] != ROLE_SCALAR &&
+                             group_reads(s, a, o);
+                }
+            }
+            if (!shared || group_inputs_reach(s, a, b, b) || group_inputs_reach(s, b, a, a))
+                continue;
+            merge_groups(s, a, b);
         }
     }
 }
@@ -322,7 +432,7 @@ static void decide_stores(Sched *s)
     }
     for (int v = 0; v < s->n; v++)
         if (s->role[v] == ROLE_FUSED)
-            s->stored[v] = consumed_outside(s, v);
+            s->stored[v] = s->accum[v] || consumed_outside(s, v);
 }
 
 /* ---- units and ordering --------------------------------------------------- */
@@ -468,6 +578,47 @@ static bool try_in_place(Sched *s, int value, int var)
     return ok;
 }
 
+/* The kernel that could store the assignment `assign` of a value no
+ * kernel computes (a gradient from a matrix product, say) instead of a
+ * separate copy: an update kernel of the value's shape that reads it.
+ * Returns its group, or -1. */
+static int copy_host(Sched *s, int assign)
+{
+    int value = node(s, assign)->in[0];
+    if (s->role[value] != ROLE_LEAF && s->role[value] != ROLE_STEP)
+        return -1;
+    for (int gid = 0; gid < s->groups.len; gid++) {
+        const Group *g = &s->groups.data[gid];
+        if (!g->dead && shape_equal(&g->shape, &node(s, value)->shape) &&
+            group_reads(s, gid, value) && group_assigns(s, gid))
+            return gid;
+    }
+    return -1;
+}
+
+/* Lets the host kernel of `assign` store the value into the variable,
+ * ordering every reader of the old value before that kernel, as
+ * try_in_place does for a value the kernel computes. */
+static bool try_absorb_copy(Sched *s, int assign)
+{
+    int gid = copy_host(s, assign);
+    if (gid < 0)
+        return false;
+    int writer = s->group_unit[gid];
+    IntVec readers = {0};
+    reader_units(s, node(s, assign)->attr.var, &readers);
+    bool ok = true;
+    for (int i = 0; i < readers.len && ok; i++)
+        if (readers.data[i] != writer && unit_depends_on(s, readers.data[i], writer))
+            ok = false;
+    for (int i = 0; i < readers.len && ok; i++)
+        add_dep(&s->units.data[writer], readers.data[i], writer);
+    VEC_FREE(&readers);
+    if (ok)
+        s->absorbed[assign] = gid;
+    return ok;
+}
+
 static void add_producer_deps(Sched *s, int u, int v)
 {
     IntVec producers = {0};
@@ -489,7 +640,8 @@ static void build_units(Sched *s)
 
     /* An assignment of a value that no kernel computes is a copy. */
     for (int v = 0; v < s->n; v++)
-        if (node(s, v)->op == IR_ASSIGN && s->role[node(s, v)->in[0]] != ROLE_FUSED)
+        if (node(s, v)->op == IR_ASSIGN && s->role[node(s, v)->in[0]] != ROLE_FUSED &&
+            copy_host(s, v) < 0)
             s->node_unit[v] = add_unit(s, UNIT_COPY, v, v);
 
     for (int u = 0; u < s->units.len; u++) {
@@ -516,6 +668,8 @@ static void build_units(Sched *s)
             continue;
         int var = n->attr.var;
         if (s->node_unit[v] < 0 && try_in_place(s, n->in[0], var))
+            continue;
+        if (s->node_unit[v] < 0 && try_absorb_copy(s, v))
             continue;
         int u = s->node_unit[v];
         if (u < 0) {
@@ -856,8 +1010,17 @@ static Kernel *build_kernel(Sched *s, int gid, Draft *d)
         int v = g->members.data[i];
         if (!s->stored[v])
             continue;
-        VEC_PUSH(&values, emit(&b, v));
+        /* An accumulated sum adds up its operand's values. */
+        VEC_PUSH(&values, emit(&b, s->accum[v] ? node(s, v)->in[0] : v));
         VEC_PUSH(&stores, v);
+    }
+    /* Copies into variables that this kernel stores (try_absorb_copy). */
+    VEC(int) copies = {0}, copied = {0};
+    for (int v = 0; v < s->n; v++) {
+        if (s->absorbed[v] != gid)
+            continue;
+        VEC_PUSH(&copied, emit(&b, node(s, v)->in[0]));
+        VEC_PUSH(&copies, v);
     }
     for (int i = 0; i < stores.len; i++) {
         int v = stores.data[i];
@@ -865,8 +1028,22 @@ static Kernel *build_kernel(Sched *s, int gid, Draft *d)
         strides_for(&node(s, v)->shape, &b.space, rank, strides);
         int a = arg_for(&b, storage_of(s, v), node(s, v)->dtype, strides);
         b.k->args[a].written = true;
-        kernel_store(b.k, a, values.data[i]);
+        if (s->accum[v])
+            kernel_accum(b.k, a, values.data[i]);
+        else
+            kernel_store(b.k, a, values.data[i]);
     }
+    for (int i = 0; i < copies.len; i++) {
+        const IrNode *n = node(s, copies.data[i]);
+        KDim strides[KERNEL_MAX_RANK];
+        strides_for(&node(s, n->in[0])->shape, &b.space, rank, strides);
+        Storage var = {.is_var = true, .id = n->attr.var};
+        int a = arg_for(&b, var, node(s, n->in[0])->dtype, strides);
+        b.k->args[a].written = true;
+        kernel_store(b.k, a, copied.data[i]);
+    }
+    VEC_FREE(&copies);
+    VEC_FREE(&copied);
     collapse_dims(b.k);
     kernel_finalize(b.k);
 
@@ -1105,17 +1282,21 @@ void schedule_graph(const IrGraph *g, int64_t max_batch, Schedule *out)
     s.is_output = xcalloc((size_t)n + 1, sizeof(bool));
     s.stored = xcalloc((size_t)n + 1, sizeof(bool));
     s.var_alias = xmalloc(size_mul((size_t)n + 1, sizeof(int)));
+    s.absorbed = xmalloc(size_mul((size_t)n + 1, sizeof(int)));
+    s.accum = xcalloc((size_t)n + 1, sizeof(bool));
     s.stamp = xcalloc((size_t)n + 1, sizeof(int));
     for (int i = 0; i < n; i++) {
         s.group[i] = -1;
-        s.var_alias[i] = -1;
+        s.var_alias[i] = s.absorbed[i] = -1;
         s.role[i] = role_of(&g->nodes[i]);
     }
     for (int i = 0; i < g->noutputs; i++)
         s.is_output[g->outputs[i].node] = true;
     build_consumers(&s);
 
+    find_accumulated_sums(&s);
     fuse(&s);
+    merge_update_siblings(&s);
     decide_stores(&s);
     build_units(&s);
     int *order = order_units(&s);
@@ -1226,6 +1407,8 @@ void schedule_graph(const IrGraph *g, int64_t max_batch, Schedule *out)
     free(s.is_output);
     free(s.stored);
     free(s.var_alias);
+    free(s.absorbed);
+    free(s.accum);
     free(s.stamp);
     free(s.cons_start);
     free(s.cons);
