@@ -197,8 +197,8 @@ static bool write_reports(const ExperimentSpec *spec, const RunRecord *runs, int
 {
     StrBuf epochs = {0}, steps = {0};
     sb_append(&epochs, "experiment,model,optimizer,seed,epoch,steps,train_loss,"
-                       "train_accuracy,test_loss,test_accuracy,seconds,status\n");
-    sb_append(&steps, "experiment,model,optimizer,seed,step,loss\n");
+                       "train_accuracy,test_loss,test_accuracy,seconds,status,skipped_steps\n");
+    sb_append(&steps, "experiment,model,optimizer,seed,step,loss,lr\n");
     for (int i = 0; i < nruns; i++) {
         const RunRecord *r = &runs[i];
         char *model = csv_field(r->cell->model->label);
@@ -206,16 +206,17 @@ static bool write_reports(const ExperimentSpec *spec, const RunRecord *runs, int
         for (int e = 0; e < r->result.nepochs; e++) {
             const RtEpochResult *er = &r->result.epochs[e];
             bool last = e == r->result.nepochs - 1;
-            sb_printf(&epochs, "%s,%s,%s,%llu,%lld,%lld,%.6f,%.6f,%.6f,%.6f,%.3f,%s\n",
+            sb_printf(&epochs, "%s,%s,%s,%llu,%lld,%lld,%.6f,%.6f,%.6f,%.6f,%.3f,%s,%lld\n",
                       spec->name, model, opt, (unsigned long long)r->seed,
                       (long long)er->epoch, (long long)er->steps, er->train_loss,
                       er->train_accuracy, er->test_loss, er->test_accuracy, er->seconds,
-                      last && r->result.diverged ? "diverged" : "ok");
+                      last && r->result.diverged ? "diverged" : "ok",
+                      (long long)er->skipped);
         }
         for (int64_t s = 0; s < r->result.nsteps; s++)
-            sb_printf(&steps, "%s,%s,%s,%llu,%lld,%.9g\n", spec->name, model, opt,
+            sb_printf(&steps, "%s,%s,%s,%llu,%lld,%.9g,%.17g\n", spec->name, model, opt,
                       (unsigned long long)r->seed, (long long)s + 1,
-                      (double)r->result.step_losses[s]);
+                      (double)r->result.step_losses[s], r->result.step_lrs[s]);
         free(model);
         free(opt);
     }
@@ -449,12 +450,14 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
                                           cell->optimizer->label, (unsigned long long)r->seed)
                               : xasprintf("%s / %s", cell->model->label,
                                           cell->optimizer->label);
+            RtSchedule schedule = spec->schedule;
+            schedule.base_lr = cell->compiled.base_lr;
             RtTrainConfig cfg = {
                 .label = label, .epochs = spec->epochs, .batch = batch,
                 .eval_batch = eval_batch, .max_steps = spec->max_steps,
                 .log_every = spec->log_every, .seed = r->seed,
-                .lr = cell->compiled.base_lr, .log = opts->quiet ? NULL : stdout,
-                .log_is_tty = tty,
+                .lr = cell->compiled.base_lr, .schedule = &schedule, .clip = spec->clip > 0,
+                .log = opts->quiet ? NULL : stdout, .log_is_tty = tty,
             };
             rt_train(&cfg, &runner.runner, splits, &r->result);
             free(label);

@@ -15,6 +15,7 @@
 static const char *const setting_names[] = {
     "data", "model", "optimizer", "gradient", "loss", "epochs", "batch",
     "eval_batch", "seed", "seeds", "train_size", "test_size", "steps", "log_every",
+    "schedule", "clip",
 };
 
 enum { NSETTINGS = (int)BOCB_ARRAY_LEN(setting_names) };
@@ -234,6 +235,191 @@ static bool resolve_seeds(Lower *l, Setting *settings, ExperimentSpec *spec)
     return true;
 }
 
+/* ---- learning-rate schedules ---------------------------------------------- */
+
+/* The schedules and their arguments; the first nrequired have no default. */
+static const struct ScheduleDef {
+    const char *name;
+    RtScheduleKind kind;
+    int nrequired;
+    const char *params[3];
+} schedule_defs[] = {
+    {"constant", RT_SCHEDULE_CONSTANT, 0, {NULL}},
+    {"step", RT_SCHEDULE_STEP, 1, {"every", "gamma"}},
+    {"multistep", RT_SCHEDULE_MULTISTEP, 1, {"milestones", "gamma"}},
+    {"exponential", RT_SCHEDULE_EXPONENTIAL, 1, {"gamma"}},
+    {"cosine", RT_SCHEDULE_COSINE, 0, {"min_lr"}},
+    {"warmup", RT_SCHEDULE_WARMUP, 1, {"epochs", "start_factor"}},
+    {"warmup_cosine", RT_SCHEDULE_WARMUP_COSINE, 1, {"warmup", "min_lr", "start_factor"}},
+};
+
+/* Reads a finite number in [min, max] (an open bound when `open_min`). */
+static bool schedule_number(const Value *v, const char *schedule, const char *arg, double min,
+                            bool open_min, double max, double *out)
+{
+    if (v->kind == VAL_ERROR)
+        return false;
+    if (v->kind != VAL_NUMBER) {
+        diag_error(v->loc, "argument '%s' of schedule '%s' must be a number, but it is %s",
+                   arg, schedule, val_kind_name(v));
+        return false;
+    }
+    double x = v->number.value;
+    if (!(open_min ? x > min : x >= min) || !(x <= max)) {
+        char lo[32], hi[32];
+        format_double(lo, sizeof lo, min);
+        format_double(hi, sizeof hi, max);
+        diag_error(v->loc, "argument '%s' of schedule '%s' must be %s %s and at most %s, "
+                   "but it is %.17g", arg, schedule, open_min ? ">" : ">=", lo, hi, x);
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+static bool schedule_milestones(const Value *v, RtSchedule *out)
+{
+    if (v->kind == VAL_ERROR)
+        return false;
+    if (v->kind != VAL_LIST || v->list.n == 0 || v->list.n > RT_MAX_MILESTONES) {
+        diag_error(v->loc, "argument 'milestones' of schedule 'multistep' must be a list of "
+                   "1 to %d epochs, such as [30, 60]", RT_MAX_MILESTONES);
+        return false;
+    }
+    for (int i = 0; i < v->list.n; i++) {
+        int64_t m;
+        if (!val_to_int(&v->list.items[i], "a milestone", 1, 100000, &m))
+            return false;
+        if (i > 0 && m <= out->milestones[i - 1]) {
+            diag_error(v->list.items[i].loc, "milestones must increase, but %lld follows %lld",
+                       (long long)m, (long long)out->milestones[i - 1]);
+            return false;
+        }
+        out->milestones[i] = m;
+    }
+    out->nmilestones = v->list.n;
+    return true;
+}
+
+/* Sets one argument of a schedule after checking its range. */
+static bool schedule_arg(const char *schedule, const char *arg, const Value *v, RtSchedule *out)
+{
+    if (strcmp(arg, "every") == 0) {
+        int64_t every;
+        if (!val_to_int(v, "argument 'every' of schedule 'step'", 1, 100000, &every))
+            return false;
+        out->every = every;
+        return true;
+    }
+    if (strcmp(arg, "milestones") == 0)
+        return schedule_milestones(v, out);
+    if (strcmp(arg, "gamma") == 0)
+        return schedule_number(v, schedule, arg, 0, true, 1e6, &out->gamma);
+    if (strcmp(arg, "min_lr") == 0)
+        return schedule_number(v, schedule, arg, 0, false, 1e6, &out->min_lr);
+    if (strcmp(arg, "start_factor") == 0)
+        return schedule_number(v, schedule, arg, 0, false, 1, &out->start_factor);
+    /* `epochs` of warmup, `warmup` of warmup_cosine: a duration in epochs */
+    return schedule_number(v, schedule, arg, 0, true, 100000, &out->warmup_epochs);
+}
+
+/* Evaluates the value of the `schedule` setting: a schedule name, or a
+ * schedule called with arguments by name, such as cosine(min_lr = 1e-6). */
+static bool eval_schedule(Lower *l, const Expr *e, RtSchedule *out)
+{
+    const Expr *callee = e->kind == EX_CALL ? e->call.callee : e;
+    if (callee->kind != EX_NAME) {
+        Value v = eval_expr(l, e);
+        if (v.kind != VAL_ERROR)
+            diag_error(e->loc, "setting 'schedule' expects a schedule, such as "
+                       "cosine(min_lr = 1e-6), but this is %s", val_kind_name(&v));
+        return false;
+    }
+    const struct ScheduleDef *def = NULL;
+    const char *names[BOCB_ARRAY_LEN(schedule_defs)];
+    for (size_t i = 0; i < BOCB_ARRAY_LEN(schedule_defs); i++) {
+        names[i] = schedule_defs[i].name;
+        if (strcmp(schedule_defs[i].name, callee->name) == 0)
+            def = &schedule_defs[i];
+    }
+    if (!def) {
+        const char *near = closest_name(callee->name, names, (int)BOCB_ARRAY_LEN(names));
+        StrBuf list = {0};
+        for (size_t i = 0; i < BOCB_ARRAY_LEN(names); i++)
+            sb_printf(&list, "%s%s", i ? ", " : "", names[i]);
+        if (near)
+            diag_error(callee->loc, "unknown schedule '%s'; did you mean '%s'?", callee->name,
+                       near);
+        else
+            diag_error(callee->loc, "unknown schedule '%s'; the schedules are %s",
+                       callee->name, list.data);
+        sb_free(&list);
+        return false;
+    }
+
+    *out = (RtSchedule){.kind = def->kind, .gamma = 0.1};
+    bool ok = true, given[3] = {false, false, false};
+    int nparams = 0;
+    while (nparams < 3 && def->params[nparams])
+        nparams++;
+    for (int a = 0; e->kind == EX_CALL && a < e->call.nargs; a++) {
+        const Arg *arg = &e->call.args[a];
+        Value v = eval_expr(l, arg->value);
+        if (!arg->name) {
+            diag_error(arg->value->loc, "arguments of schedule '%s' must be given by name",
+                       def->name);
+            ok = false;
+            continue;
+        }
+        int p = 0;
+        while (p < nparams && strcmp(def->params[p], arg->name) != 0)
+            p++;
+        if (p == nparams) {
+            const char *near = closest_name(arg->name, def->params, nparams);
+            if (near)
+                diag_error(arg->name_loc, "schedule '%s' has no argument '%s'; did you mean "
+                           "'%s'?", def->name, arg->name, near);
+            else if (nparams == 0)
+                diag_error(arg->name_loc, "schedule '%s' takes no arguments", def->name);
+            else
+                diag_error(arg->name_loc, "schedule '%s' has no argument '%s'", def->name,
+                           arg->name);
+            ok = false;
+            continue;
+        }
+        if (given[p]) {
+            diag_error(arg->name_loc, "'%s' is given more than once", arg->name);
+            ok = false;
+            continue;
+        }
+        given[p] = true;
+        ok &= schedule_arg(def->name, arg->name, &v, out);
+    }
+    for (int p = 0; p < def->nrequired; p++) {
+        if (!given[p]) {
+            diag_error(e->loc, "schedule '%s' needs the argument '%s'", def->name,
+                       def->params[p]);
+            ok = false;
+        }
+    }
+    return ok;
+}
+
+/* Reads a setting that is a finite number > 0 (unset: `fallback`). */
+static bool as_positive_setting(const Setting *s, const char *key, double fallback, double *out)
+{
+    *out = fallback;
+    if (!s->set || s->value.kind == VAL_ERROR)
+        return !s->set;
+    if (s->value.kind != VAL_NUMBER || !(s->value.number.value > 0) ||
+        !isfinite(s->value.number.value)) {
+        diag_error(s->value.loc, "setting '%s' must be a number > 0", key);
+        return false;
+    }
+    *out = s->value.number.value;
+    return true;
+}
+
 static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpec *spec)
 {
     bool ok = true;
@@ -278,12 +464,25 @@ static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpe
     ok &= as_int_setting(&settings[setting_index("log_every")], "log_every", 1, big, 100,
                          &spec->log_every);
     ok &= resolve_seeds(l, settings, spec);
+    ok &= as_positive_setting(&settings[setting_index("clip")], "clip", 0, &spec->clip);
     return ok;
+}
+
+/* Evaluates the value of setting `key`. A schedule is evaluated into
+ * spec->schedule, and its setting holds no value. */
+static Value eval_setting(Lower *l, const char *key, const Expr *e, ExperimentSpec *spec)
+{
+    if (strcmp(key, "schedule") != 0)
+        return eval_expr(l, e);
+    if (!eval_schedule(l, e, &spec->schedule))
+        return val_error();
+    return val_none(e->loc);
 }
 
 /* Parses and evaluates the value of a `-D key=value` override; messages
  * point into the argument as typed. */
-static bool eval_override(Lower *l, const Override *ov, Value *out, SrcLoc *key_loc)
+static bool eval_override(Lower *l, const Override *ov, ExperimentSpec *spec, Value *out,
+                          SrcLoc *key_loc)
 {
     const char *key = strstr(ov->text, ov->key);
     const char *eq = strchr(ov->text, '=');
@@ -295,7 +494,7 @@ static bool eval_override(Lower *l, const Override *ov, Value *out, SrcLoc *key_
     Expr *e = parse_expression(file, (size_t)(eq - ov->text) + 1, l->arena);
     if (!e)
         return false;
-    *out = eval_expr(l, e);
+    *out = eval_setting(l, ov->key, e, spec);
     return out->kind != VAL_ERROR;
 }
 
@@ -343,7 +542,7 @@ bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
             ok = false;
             continue;
         }
-        Value v = eval_expr(l, s->assign.value);
+        Value v = eval_setting(l, s->assign.target->name, s->assign.value, spec);
         ok &= v.kind != VAL_ERROR;
         ok &= record_setting(l, settings, s->assign.target->name, s->assign.target->loc, v,
                              false);
@@ -351,7 +550,7 @@ bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
     for (int i = 0; i < noverrides; i++) {
         Value v;
         SrcLoc key_loc;
-        if (!eval_override(l, &overrides[i], &v, &key_loc)) {
+        if (!eval_override(l, &overrides[i], spec, &v, &key_loc)) {
             ok = false;
             continue;
         }

@@ -12,6 +12,7 @@
 
 #include <stdint.h>
 
+#include "../runtime/lrsched.h"
 #include "eval.h"
 #include "ir.h"
 
@@ -41,6 +42,8 @@ typedef struct ExperimentSpec {
     int64_t max_steps;  /* 0 = no limit */
     int64_t log_every;
     const char *report_dir; /* NULL = no report files */
+    RtSchedule schedule;    /* base_lr is set per cell, from its optimizer */
+    double clip;            /* maximum global gradient norm; 0 = no clipping */
 } ExperimentSpec;
 
 /* The data as a model is compiled for it: one sample's shape and the
