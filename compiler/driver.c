@@ -110,7 +110,9 @@ static Cell *compile_cells(Lower *l, const ExperimentSpec *spec, const DataShape
             if (model_bad[m] || opt_bad[o])
                 continue;
             int before = diag_error_count();
-            c->ok = compile_cell(l, c->model, c->optimizer, shape, DT_F32, &c->compiled);
+            CellOptions options = {.clip = spec->clip};
+            c->ok = compile_cell_with(l, c->model, c->optimizer, shape, DT_F32, &options,
+                                      &c->compiled);
             if (!c->ok && diag_error_count() > before) {
                 if (compile_cell_model_failed(l))
                     model_bad[m] = true;
@@ -275,9 +277,13 @@ static void print_table(const ExperimentSpec *spec, const RunRecord *runs, int n
         for (int e = 0; e < r->result.nepochs; e++)
             seconds += r->result.epochs[e].seconds;
         char test_loss[32], train_loss[32];
-        printf("  %6lld  %8.2f%%  %9s  %10s  %9.2f\n", (long long)last->epoch,
+        printf("  %6lld  %8.2f%%  %9s  %10s  %9.2f", (long long)last->epoch,
                100 * last->test_accuracy, format_metric(last->test_loss, test_loss, 32),
                format_metric(last->train_loss, train_loss, 32), seconds / r->result.nepochs);
+        if (r->result.skipped)
+            printf("  %lld of %lld steps skipped (gradient norm not finite)",
+                   (long long)r->result.skipped, (long long)r->result.nsteps);
+        putchar('\n');
     }
 }
 

@@ -647,9 +647,49 @@ static bool build_forward(Lower *l, IrGraph *g, const Configured *model,
     return true;
 }
 
+/* Scales the gradients by min(1, clip / (norm + 1e-6)), where norm is the
+ * Euclidean norm of all of them together, as torch.nn.utils.clip_grad_norm_
+ * (PyTorch 1.13) does; the 1e-6 also keeps a zero norm from being divided
+ * by. Returns the norm node; grads[i] < 0 (no gradient) are skipped. */
+static int clip_gradients(IrGraph *g, int *grads, int n, double clip, DType dtype, SrcLoc loc)
+{
+    int total = -1;
+    for (int i = 0; i < n; i++) {
+        if (grads[i] < 0)
+            continue;
+        int square = ir_binary(g, IR_MUL, grads[i], grads[i], loc);
+        uint32_t all_axes = (1u << ir_node(g, square)->shape.rank) - 1;
+        int sum = ir_sum(g, square, all_axes, loc);
+        total = total < 0 ? sum : ir_binary(g, IR_ADD, total, sum, loc);
+    }
+    if (total < 0)
+        total = ir_const(g, dtype, 0.0, loc);
+    int norm = ir_unary(g, IR_SQRT, total, loc);
+    int denom = ir_binary(g, IR_ADD, norm, ir_const(g, dtype, 1e-6, loc), loc);
+    int scale = ir_binary(g, IR_DIV, ir_const(g, dtype, clip, loc), denom, loc);
+    scale = ir_binary(g, IR_MIN, scale, ir_const(g, dtype, 1.0, loc), loc);
+    for (int i = 0; i < n; i++) {
+        if (grads[i] < 0)
+            continue;
+        Shape shape = ir_node(g, grads[i])->shape;
+        grads[i] = ir_binary(g, IR_MUL, grads[i], ir_broadcast(g, scale, shape, loc), loc);
+    }
+    return norm;
+}
+
 bool compile_cell(Lower *l, const Configured *model, const Configured *opt,
                   const DataShape *data, DType dtype, CompiledCell *out)
 {
+    return compile_cell_with(l, model, opt, data, dtype, NULL, out);
+}
+
+bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
+                       const DataShape *data, DType dtype, const CellOptions *options,
+                       CompiledCell *out)
+{
+    CellOptions none = {0};
+    if (!options)
+        options = &none;
     memset(out, 0, sizeof *out);
     ir_module_init(&out->module, l->arena);
     l->module = &out->module;
@@ -677,8 +717,19 @@ bool compile_cell(Lower *l, const Configured *model, const Configured *opt,
         int lr = ir_input(train, "lr", dtype, shape_scalar(), oloc);
         int step = ir_input(train, "step", dtype, shape_scalar(), oloc);
         ok = ad_backward(train, loss, params.data, params.len, grads);
+        int grad_norm = -1;
+        if (ok && options->clip > 0)
+            grad_norm = clip_gradients(train, grads, params.len, options->clip, dtype, oloc);
         for (int i = 0; ok && i < params.len; i++)
             ok = expand_optimizer(l, opt, params.data[i], grads[i], lr, step);
+        if (ok && grad_norm >= 0) {
+            /* A non-finite norm (an overflow, a NaN) skips the whole update.
+             * NaN < inf is false, so one comparison covers both. */
+            int finite = ir_binary(train, IR_LT, grad_norm,
+                                   ir_const(train, dtype, INFINITY, oloc), oloc);
+            ir_guard_assigns(train, finite, oloc);
+            ir_add_output(train, "grad_norm", grad_norm);
+        }
         free(grads);
         VEC_FREE(&params);
     }

@@ -68,10 +68,21 @@ typedef struct CompiledCell {
 bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
                         int noverrides, ExperimentSpec *spec);
 
+/* What an experiment adds to the training step of each of its cells. */
+typedef struct CellOptions {
+    double clip; /* maximum global gradient norm; 0 = no clipping */
+} CellOptions;
+
 /* Compiles one cell for data of shape `data` in element type `dtype`.
  * Returns false after reported errors; `out` is then left empty. */
 bool compile_cell(Lower *l, const Configured *model, const Configured *opt,
                   const DataShape *data, DType dtype, CompiledCell *out);
+/* Compiles one cell like compile_cell, with `options` (NULL = none). With
+ * clipping, the training step also outputs grad_norm, the global gradient
+ * norm before clipping, and changes no variable when it is not finite. */
+bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
+                       const DataShape *data, DType dtype, const CellOptions *options,
+                       CompiledCell *out);
 /* Returns true when the last failed compile_cell failed in the model
  * (the forward pass), false when it failed in the optimizer. */
 bool compile_cell_model_failed(const Lower *l);
