@@ -110,7 +110,8 @@ static Cell *compile_cells(Lower *l, const ExperimentSpec *spec, const DataShape
             if (model_bad[m] || opt_bad[o])
                 continue;
             int before = diag_error_count();
-            CellOptions options = {.clip = spec->clip};
+            CellOptions options = {.clip = spec->clip, .groups = spec->groups,
+                                   .ngroups = spec->ngroups};
             c->ok = compile_cell_with(l, c->model, c->optimizer, shape, DT_F32, &options,
                                       &c->compiled);
             if (!c->ok && diag_error_count() > before) {
@@ -297,6 +298,17 @@ static void print_stats(const Cell *c, const CellStats *st)
            (double)st->arena_bytes / 1048576.0, (double)st->eval_arena_bytes / 1048576.0,
            (double)st->variable_bytes / 1048576.0, (double)st->workspace_bytes / 1048576.0,
            (long long)st->parameters, st->train_flops / 1e9);
+    const IrModule *m = &c->compiled.module;
+    for (int v = 0; v < m->nvars; v++) {
+        if (m->vars[v].kind != IR_VAR_PARAM)
+            continue;
+        const char *groups = c->compiled.param_groups ? c->compiled.param_groups[v] : NULL;
+        char shape[96];
+        printf("  parameter %s %s%s%s: %s\n", m->vars[v].name,
+               shape_format(&m->vars[v].shape, shape, sizeof shape),
+               m->vars[v].tag ? " tag " : "",
+               m->vars[v].tag ? m->vars[v].tag : "", groups ? groups : "no group");
+    }
 }
 
 /* ---- running an experiment ------------------------------------------------ */

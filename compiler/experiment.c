@@ -15,7 +15,7 @@
 static const char *const setting_names[] = {
     "data", "model", "optimizer", "gradient", "loss", "epochs", "batch",
     "eval_batch", "seed", "seeds", "train_size", "test_size", "steps", "log_every",
-    "schedule", "clip",
+    "schedule", "clip", "default_no_decay",
 };
 
 enum { NSETTINGS = (int)BOCB_ARRAY_LEN(setting_names) };
@@ -468,6 +468,45 @@ static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpe
     return ok;
 }
 
+/* Evaluates a `group` statement and appends it to spec->groups; a group
+ * named no_decay replaces the built-in one. */
+static bool add_group(Lower *l, const Stmt *s, ExperimentSpec *spec)
+{
+    ParamGroup g;
+    bool ok = group_resolve(l, s, &g);
+    for (int i = 0; i < spec->ngroups; i++) {
+        if (strcmp(spec->groups[i].name, g.name) != 0)
+            continue;
+        if (spec->groups[i].is_default) {
+            spec->groups[i] = g;
+            return ok;
+        }
+        diag_error(g.loc, "group '%s' is defined twice", g.name);
+        diag_note(spec->groups[i].loc, "first defined here");
+        return false;
+    }
+    /* A failed group is kept too, so that a second one of its name is
+     * reported; the experiment does not run anyway. */
+    spec->groups[spec->ngroups++] = g;
+    return ok;
+}
+
+/* Reads `default_no_decay` and drops the built-in group when it is false. */
+static bool resolve_default_group(const Setting *s, ExperimentSpec *spec)
+{
+    if (!s->set || s->value.kind == VAL_ERROR)
+        return !s->set;
+    if (s->value.kind != VAL_BOOL) {
+        diag_error(s->value.loc, "setting 'default_no_decay' must be true or false");
+        return false;
+    }
+    if (!s->value.boolean && spec->ngroups > 0 && spec->groups[0].is_default) {
+        memmove(spec->groups, spec->groups + 1, (size_t)(spec->ngroups - 1) * sizeof *spec->groups);
+        spec->ngroups--;
+    }
+    return true;
+}
+
 /* Evaluates the value of setting `key`. A schedule is evaluated into
  * spec->schedule, and its setting holds no value. */
 static Value eval_setting(Lower *l, const char *key, const Expr *e, ExperimentSpec *spec)
@@ -512,6 +551,11 @@ bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
     bool ok = true;
     const Stmt *report = NULL;
 
+    /* The built-in no_decay group comes first, so every other group
+     * overrides it. */
+    spec->groups = arena_calloc(l->arena, (size_t)exp->body.nstmts + 2, sizeof(ParamGroup));
+    spec->groups[spec->ngroups++] = group_default_no_decay(l);
+
     for (int i = 0; i < exp->body.nstmts; i++) {
         const Stmt *s = exp->body.stmts[i];
         if (s->kind == ST_DIRECTIVE && strcmp(s->directive.keyword, "report") == 0) {
@@ -531,9 +575,13 @@ bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
             }
             continue;
         }
+        if (s->kind == ST_DIRECTIVE && strcmp(s->directive.keyword, "group") == 0) {
+            ok &= add_group(l, s, spec);
+            continue;
+        }
         if (s->kind == ST_DIRECTIVE) {
-            diag_error(s->loc, "'%s' is not available yet; this version supports 'report'",
-                       s->directive.keyword);
+            diag_error(s->loc, "'%s' is not available yet; this version supports 'report' "
+                       "and 'group'", s->directive.keyword);
             ok = false;
             continue;
         }
@@ -560,6 +608,7 @@ bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
     /* Settings that failed are poison; validating the rest still finds
      * independent mistakes. */
     ok = validate(l, exp, settings, spec) && ok;
+    ok &= resolve_default_group(&settings[setting_index("default_no_decay")], spec);
     l->mode = saved_mode;
     return ok;
 }
@@ -677,6 +726,42 @@ static int clip_gradients(IrGraph *g, int *grads, int n, double clip, DType dtyp
     return norm;
 }
 
+/* Expands the optimizer for one parameter with the settings of its
+ * groups; `lr` is scaled by the groups' lr_scale. */
+static bool expand_in_groups(Lower *l, const Configured *opt, const CellOptions *options,
+                             int param, int grad, int lr, int step, const char **label)
+{
+    const Configured *config = opt;
+    double lr_scale = 1;
+    if (options->ngroups > 0) {
+        config = group_configure(l, opt, options->groups, options->ngroups,
+                                 &l->module->vars[param], &lr_scale, label);
+        if (!config)
+            return false;
+    }
+    if (lr_scale != 1) {
+        SrcLoc loc = opt->decl->name_loc;
+        lr = ir_binary(l->graph, IR_MUL, lr, ir_const(l->graph, l->dtype, lr_scale, loc), loc);
+    }
+    return expand_optimizer(l, config, param, grad, lr, step);
+}
+
+/* Warns about each group of the experiment that selects no parameter of
+ * the model. */
+static void warn_empty_groups(Lower *l, const Configured *model, const CellOptions *options,
+                              const IrModule *m)
+{
+    for (int g = 0; g < options->ngroups; g++) {
+        const ParamGroup *group = &options->groups[g];
+        bool used = false;
+        for (int v = 0; v < m->nvars && !used; v++)
+            used = group_selects(group, &m->vars[v]);
+        if (!used && !group->is_default)
+            diag_warning(group->loc, "group '%s' selects no parameter of model '%s'",
+                         group->name, model->decl->name);
+    }
+}
+
 bool compile_cell(Lower *l, const Configured *model, const Configured *opt,
                   const DataShape *data, DType dtype, CompiledCell *out)
 {
@@ -720,8 +805,13 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
         int grad_norm = -1;
         if (ok && options->clip > 0)
             grad_norm = clip_gradients(train, grads, params.len, options->clip, dtype, oloc);
+        out->param_groups = arena_calloc(l->arena, (size_t)out->module.nvars + 1,
+                                         sizeof(char *));
         for (int i = 0; ok && i < params.len; i++)
-            ok = expand_optimizer(l, opt, params.data[i], grads[i], lr, step);
+            ok = expand_in_groups(l, opt, options, params.data[i], grads[i], lr, step,
+                                  &out->param_groups[params.data[i]]);
+        if (ok)
+            warn_empty_groups(l, model, options, &out->module);
         if (ok && grad_norm >= 0) {
             /* A non-finite norm (an overflow, a NaN) skips the whole update.
              * NaN < inf is false, so one comparison covers both. */
