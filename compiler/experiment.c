@@ -73,6 +73,32 @@ static bool as_int_setting(const Setting *s, const char *key, int64_t min, int64
     return val_to_int(&s->value, what, min, max, out);
 }
 
+/* Returns the items of a list with the items of nested lists in their
+ * place, so that `[recipe(t, "resnet50", [sgd, adamw]), lamb]` is a list
+ * of three optimizers. */
+static const Value *flatten_choices(Lower *l, const Value *list, int *count)
+{
+    VEC(Value) flat = {0};
+    VEC(const Value *) stack = {0};
+    for (int i = list->list.n - 1; i >= 0; i--)
+        VEC_PUSH(&stack, &list->list.items[i]);
+    while (stack.len > 0) {
+        const Value *v = stack.data[--stack.len];
+        if (v->kind != VAL_LIST) {
+            VEC_PUSH(&flat, *v);
+            continue;
+        }
+        for (int i = v->list.n - 1; i >= 0; i--)
+            VEC_PUSH(&stack, &v->list.items[i]);
+    }
+    Value *items = arena_calloc(l->arena, (size_t)flat.len + 1, sizeof(Value));
+    memcpy(items, flat.data, (size_t)flat.len * sizeof(Value));
+    *count = flat.len;
+    VEC_FREE(&flat);
+    VEC_FREE(&stack);
+    return items;
+}
+
 /* Accepts one declaration of `kind` (configured or bare) or a list. */
 static bool collect_choices(Lower *l, const Setting *s, const char *key, DeclKind kind,
                             Configured ***out, int *n)
@@ -84,8 +110,7 @@ static bool collect_choices(Lower *l, const Setting *s, const char *key, DeclKin
     if (s->value.kind == VAL_ERROR)
         return false;
     if (s->value.kind == VAL_LIST) {
-        items = s->value.list.items;
-        count = s->value.list.n;
+        items = flatten_choices(l, &s->value, &count);
         if (count == 0) {
             diag_error(s->value.loc, "setting '%s' lists no %ss", key, kind_name);
             return false;
