@@ -6,7 +6,7 @@
  * gives them other hyperparameters than the optimizer's configuration.
  * Groups apply in order: the built-in no_decay group first, then the
  * experiment's groups in source order, each replacing what the ones before
- * it set. The expansion of the optimizer sees the result as an ordinary
+ * it set. The optimizer is expanded with the result as an ordinary
  * configuration, so nothing about groups reaches the IR except a scaled lr.
  */
 #include <fnmatch.h>
@@ -17,16 +17,23 @@
 
 static const char *const selector_names[] = {"name", "rank", "tag"};
 
+/* Returns the items of a list, or v itself as a list of one. */
+static const Value *items_of(const Value *v, int *count)
+{
+    if (v->kind != VAL_LIST) {
+        *count = 1;
+        return v;
+    }
+    *count = v->list.n;
+    return v->list.items;
+}
+
 /* Collects one string or a list of strings into *out. */
 static bool strings_of(Lower *l, const Value *v, const char *selector, const char ***out,
                        int *n)
 {
-    const Value *items = v;
-    int count = 1;
-    if (v->kind == VAL_LIST) {
-        items = v->list.items;
-        count = v->list.n;
-    }
+    int count;
+    const Value *items = items_of(v, &count);
     *out = arena_calloc(l->arena, (size_t)count + 1, sizeof(char *));
     *n = 0;
     for (int i = 0; i < count; i++) {
@@ -45,12 +52,8 @@ static bool strings_of(Lower *l, const Value *v, const char *selector, const cha
 
 static bool ranks_of(const Value *v, uint32_t *out)
 {
-    const Value *items = v;
-    int count = 1;
-    if (v->kind == VAL_LIST) {
-        items = v->list.items;
-        count = v->list.n;
-    }
+    int count;
+    const Value *items = items_of(v, &count);
     for (int i = 0; i < count; i++) {
         int64_t r;
         if (!val_to_int(&items[i], "selector 'rank'", 0, SHAPE_MAX_RANK, &r))

@@ -6,9 +6,9 @@
  * in an experiment returns the optimizer configured with the row's
  * settings, under the settings given with the optimizer, which win. The
  * optimizer may be a list, giving a list, so a grid over the optimizers
- * of a paper is one line. Because rows name optimizers by string, a table
- * loads even where some of its optimizers are not declared; only using
- * such a row is an error.
+ * of a paper is one line. Rows name optimizers by string, so a table loads
+ * even where some of its optimizers are not declared. Only using such a
+ * row is an error.
  */
 #include <string.h>
 
@@ -110,7 +110,11 @@ static Value configure_from_row(Lower *l, const Value *table, const char *backbo
                                 const Value *opt)
 {
     const Configured *given = opt->kind == VAL_CONFIGURED ? opt->configured : NULL;
-    const Decl *d = given ? given->decl : opt->kind == VAL_DECL ? opt->decl : NULL;
+    const Decl *d = NULL;
+    if (given)
+        d = given->decl;
+    else if (opt->kind == VAL_DECL)
+        d = opt->decl;
     if (!d || d->kind != DECL_OPTIMIZER) {
         if (opt->kind == VAL_SYMBOL)
             diag_error(opt->loc, "unknown optimizer '%s'", opt->string);

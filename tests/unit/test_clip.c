@@ -162,8 +162,8 @@ static void reference_init(Reference *ref, bool has_bias)
 }
 
 /* One clipped SGD step (lr 0.5, momentum 0.9, step 1 when first). Returns
- * the gradient norm before clipping. `scale_x` multiplies the input as the
- * model sees it (0 for the model `blind`). */
+ * the gradient norm before clipping. `scale_x` multiplies the input before the
+ * layer (0 for the model `blind`). */
 static double reference_step(Reference *ref, const double *x, const int32_t *labels,
                              double clip, bool first, double scale_x)
 {
@@ -269,7 +269,8 @@ Test(clip, norm_below_clip_unchanged)
 }
 
 /* The model `blind` multiplies its input by 0, so every gradient is 0:
- * the norm is 0, and the step must not produce NaN from 0 / 0. */
+ * the norm is 0, the factor min(1, clip / (0 + 1e-6)) is 1, and nothing
+ * may become NaN. */
 static void check_zero_gradient(Backend backend)
 {
     Cell c;
