@@ -7,13 +7,16 @@
  *   dlogits = (softmax(logits) - onehot(label)) / N,
  *   dW = dlogits^T x,  db = sum over the batch of dlogits,
  * scaled by min(1, clip / (norm + 1e-6)) as torch.nn.utils.clip_grad_norm_
- * (PyTorch 1.13) does, then the torch.optim.SGD momentum update.
+ * (PyTorch 1.13) does, then the torch.optim.SGD momentum update. The two
+ * clipped steps are also compared with PyTorch's own result
+ * (torch_reference.h, from make_torch_reference.py).
  */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <string.h>
 
 #include "../../compiler/driver.h"
+#include "torch_reference.h"
 
 enum { N = 2, IN = 4, OUT = 3 };
 
@@ -251,6 +254,43 @@ static void check_clipped_steps(Backend backend, double tol)
     expect_params(&c, &ref, tol, "step 2");
     cell_destroy(&c);
 }
+
+/* Compares the cell after the two steps of check_clipped_steps with the
+ * parameters and momentum buffers PyTorch computed. */
+static void expect_torch(const Cell *c, double tol)
+{
+    for (int i = 0; i < OUT * IN; i++) {
+        double want = rounded(c, torch_clip_weight[i]), got = get(c, c->weight, i);
+        cr_expect(fabs(got - want) <= tol * fmax(1, fabs(want)),
+                  "weight element %d is %.12g, torch %.12g", i, got, want);
+        want = rounded(c, torch_clip_weight_buf[i]);
+        got = get(c, c->weight_buf, i);
+        cr_expect(fabs(got - want) <= tol * fmax(1, fabs(want)),
+                  "weight.buf element %d is %.12g, torch %.12g", i, got, want);
+    }
+    for (int k = 0; k < OUT; k++) {
+        double want = rounded(c, torch_clip_bias[k]), got = get(c, c->bias, k);
+        cr_expect(fabs(got - want) <= tol * fmax(1, fabs(want)),
+                  "bias element %d is %.12g, torch %.12g", k, got, want);
+    }
+}
+
+static void check_against_torch(Backend backend, double tol)
+{
+    Cell c;
+    cell_create(&c, "tiny", 0.3, backend);
+    double norm = cell_step(&c, batch1, labels1, 1);
+    cr_expect(fabs(norm - torch_clip_norms[0]) <= tol * torch_clip_norms[0],
+              "step 1: grad_norm %.12g, torch %.12g", norm, torch_clip_norms[0]);
+    norm = cell_step(&c, batch2, labels2, 2);
+    cr_expect(fabs(norm - torch_clip_norms[1]) <= tol * torch_clip_norms[1],
+              "step 2: grad_norm %.12g, torch %.12g", norm, torch_clip_norms[1]);
+    expect_torch(&c, tol);
+    cell_destroy(&c);
+}
+
+Test(clip, matches_torch_interp) { check_against_torch(BACKEND_INTERP, 1e-12); }
+Test(clip, matches_torch_jit) { check_against_torch(BACKEND_JIT, 2e-6); }
 
 Test(clip, clipped_steps_interp) { check_clipped_steps(BACKEND_INTERP, 1e-12); }
 Test(clip, clipped_steps_jit) { check_clipped_steps(BACKEND_JIT, 2e-6); }

@@ -5,11 +5,14 @@
  * (1 + cos(pi * k / n)) / 2 for the listed k and n). The first and last
  * step of each schedule, and the first step after a warmup, are compared
  * with ==, because the schedules promise them without rounding error.
+ * A last test compares whole runs with torch.optim.lr_scheduler
+ * (torch_reference.h, from make_torch_reference.py).
  */
 #include <criterion/criterion.h>
 #include <math.h>
 
 #include "../../runtime/lrsched.h"
+#include "torch_reference.h"
 
 static void expect_lr(const RtSchedule *s, int64_t step, int64_t per_epoch, int64_t total,
                       double want)
@@ -139,4 +142,37 @@ Test(lrsched, exponential_per_epoch)
     expect_lr(&s, 3, 2, 6, 0.9);
     expect_lr(&s, 5, 2, 6, 0.81);
     expect_lr(&s, 6, 2, 6, 0.81);
+}
+
+/* The same schedules as PyTorch 1.13's StepLR, MultiStepLR and
+ * ExponentialLR stepped per epoch, CosineAnnealingLR and LinearLR stepped
+ * per step, and SequentialLR of the two. */
+static void expect_run(const RtSchedule *s, int64_t per_epoch, const double *want, int64_t n,
+                       const char *name)
+{
+    for (int64_t step = 1; step <= n; step++) {
+        double got = rt_schedule_lr(s, step, per_epoch, n);
+        cr_expect(fabs(got - want[step - 1]) <= 1e-12 * fabs(want[step - 1]),
+                  "%s, step %lld: lr %.17g, torch %.17g", name, (long long)step, got,
+                  want[step - 1]);
+    }
+}
+
+Test(lrsched, matches_torch)
+{
+    RtSchedule step = {.kind = RT_SCHEDULE_STEP, .base_lr = 0.8, .gamma = 0.5, .every = 2};
+    expect_run(&step, 3, torch_step_lr, 15, "step");
+    RtSchedule multistep = {.kind = RT_SCHEDULE_MULTISTEP, .base_lr = 1.0, .gamma = 0.1,
+                            .milestones = {1, 3}, .nmilestones = 2};
+    expect_run(&multistep, 2, torch_multistep_lr, 10, "multistep");
+    RtSchedule exponential = {.kind = RT_SCHEDULE_EXPONENTIAL, .base_lr = 1.0, .gamma = 0.9};
+    expect_run(&exponential, 2, torch_exponential_lr, 8, "exponential");
+    RtSchedule cosine = {.kind = RT_SCHEDULE_COSINE, .base_lr = 0.1, .min_lr = 1e-6};
+    expect_run(&cosine, 3, torch_cosine_lr, 9, "cosine");
+    RtSchedule warmup = {.kind = RT_SCHEDULE_WARMUP, .base_lr = 0.4, .warmup_epochs = 0.5,
+                         .start_factor = 0.25};
+    expect_run(&warmup, 4, torch_warmup_lr, 6, "warmup");
+    RtSchedule warmup_cosine = {.kind = RT_SCHEDULE_WARMUP_COSINE, .base_lr = 2.0,
+                                .min_lr = 0.2, .warmup_epochs = 1, .start_factor = 0.25};
+    expect_run(&warmup_cosine, 4, torch_warmup_cosine_lr, 13, "warmup_cosine");
 }
