@@ -744,6 +744,7 @@ static const Builtin builtins[] = {
     {"len", PARAMS("x"), 1, bi_len},
     {"idx", PARAMS("path", "normalize"), 1, bi_idx},
     {"require", PARAMS("cond", "message"), 2, bi_require},
+    {"recipe", PARAMS("table", "backbone", "optimizer"), 3, builtin_recipe},
 };
 
 /* The builtin tables: this file's, nn.c's and the spatial family's. */

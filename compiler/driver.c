@@ -111,7 +111,10 @@ static Cell *compile_cells(Lower *l, const ExperimentSpec *spec, const DataShape
             if (model_bad[m] || opt_bad[o])
                 continue;
             int before = diag_error_count();
-            c->ok = compile_cell(l, c->model, c->optimizer, shape, DT_F32, &c->compiled);
+            CellOptions options = {.clip = spec->clip, .groups = spec->groups,
+                                   .ngroups = spec->ngroups};
+            c->ok = compile_cell_with(l, c->model, c->optimizer, shape, DT_F32, &options,
+                                      &c->compiled);
             if (!c->ok && diag_error_count() > before) {
                 if (compile_cell_model_failed(l))
                     model_bad[m] = true;
@@ -198,8 +201,8 @@ static bool write_reports(const ExperimentSpec *spec, const RunRecord *runs, int
 {
     StrBuf epochs = {0}, steps = {0};
     sb_append(&epochs, "experiment,model,optimizer,seed,epoch,steps,train_loss,"
-                       "train_accuracy,test_loss,test_accuracy,seconds,status\n");
-    sb_append(&steps, "experiment,model,optimizer,seed,step,loss\n");
+                       "train_accuracy,test_loss,test_accuracy,seconds,status,skipped_steps\n");
+    sb_append(&steps, "experiment,model,optimizer,seed,step,loss,lr\n");
     for (int i = 0; i < nruns; i++) {
         const RunRecord *r = &runs[i];
         char *model = csv_field(r->cell->model->label);
@@ -207,16 +210,17 @@ static bool write_reports(const ExperimentSpec *spec, const RunRecord *runs, int
         for (int e = 0; e < r->result.nepochs; e++) {
             const RtEpochResult *er = &r->result.epochs[e];
             bool last = e == r->result.nepochs - 1;
-            sb_printf(&epochs, "%s,%s,%s,%llu,%lld,%lld,%.6f,%.6f,%.6f,%.6f,%.3f,%s\n",
+            sb_printf(&epochs, "%s,%s,%s,%llu,%lld,%lld,%.6f,%.6f,%.6f,%.6f,%.3f,%s,%lld\n",
                       spec->name, model, opt, (unsigned long long)r->seed,
                       (long long)er->epoch, (long long)er->steps, er->train_loss,
                       er->train_accuracy, er->test_loss, er->test_accuracy, er->seconds,
-                      last && r->result.diverged ? "diverged" : "ok");
+                      last && r->result.diverged ? "diverged" : "ok",
+                      (long long)er->skipped);
         }
         for (int64_t s = 0; s < r->result.nsteps; s++)
-            sb_printf(&steps, "%s,%s,%s,%llu,%lld,%.9g\n", spec->name, model, opt,
+            sb_printf(&steps, "%s,%s,%s,%llu,%lld,%.9g,%.17g\n", spec->name, model, opt,
                       (unsigned long long)r->seed, (long long)s + 1,
-                      (double)r->result.step_losses[s]);
+                      (double)r->result.step_losses[s], r->result.step_lrs[s]);
         free(model);
         free(opt);
     }
@@ -275,9 +279,13 @@ static void print_table(const ExperimentSpec *spec, const RunRecord *runs, int n
         for (int e = 0; e < r->result.nepochs; e++)
             seconds += r->result.epochs[e].seconds;
         char test_loss[32], train_loss[32];
-        printf("  %6lld  %8.2f%%  %9s  %10s  %9.2f\n", (long long)last->epoch,
+        printf("  %6lld  %8.2f%%  %9s  %10s  %9.2f", (long long)last->epoch,
                100 * last->test_accuracy, format_metric(last->test_loss, test_loss, 32),
                format_metric(last->train_loss, train_loss, 32), seconds / r->result.nepochs);
+        if (r->result.skipped)
+            printf("  %lld of %lld steps skipped (gradient norm not finite)",
+                   (long long)r->result.skipped, (long long)r->result.nsteps);
+        putchar('\n');
     }
 }
 
@@ -291,6 +299,17 @@ static void print_stats(const Cell *c, const CellStats *st)
            (double)st->arena_bytes / 1048576.0, (double)st->eval_arena_bytes / 1048576.0,
            (double)st->variable_bytes / 1048576.0, (double)st->workspace_bytes / 1048576.0,
            (long long)st->parameters, st->train_flops / 1e9);
+    const IrModule *m = &c->compiled.module;
+    for (int v = 0; v < m->nvars; v++) {
+        if (m->vars[v].kind != IR_VAR_PARAM)
+            continue;
+        const char *groups = c->compiled.param_groups ? c->compiled.param_groups[v] : NULL;
+        char shape[96];
+        printf("  parameter %s %s%s%s: %s\n", m->vars[v].name,
+               shape_format(&m->vars[v].shape, shape, sizeof shape),
+               m->vars[v].tag ? " tag " : "",
+               m->vars[v].tag ? m->vars[v].tag : "", groups ? groups : "no group");
+    }
 }
 
 /* ---- running an experiment ------------------------------------------------ */
@@ -450,12 +469,14 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
                                           cell->optimizer->label, (unsigned long long)r->seed)
                               : xasprintf("%s / %s", cell->model->label,
                                           cell->optimizer->label);
+            RtSchedule schedule = spec->schedule;
+            schedule.base_lr = cell->compiled.base_lr;
             RtTrainConfig cfg = {
                 .label = label, .epochs = spec->epochs, .batch = batch,
                 .eval_batch = eval_batch, .max_steps = spec->max_steps,
                 .log_every = spec->log_every, .seed = r->seed,
-                .lr = cell->compiled.base_lr, .log = opts->quiet ? NULL : stdout,
-                .log_is_tty = tty,
+                .lr = cell->compiled.base_lr, .schedule = &schedule, .clip = spec->clip > 0,
+                .log = opts->quiet ? NULL : stdout, .log_is_tty = tty,
             };
             rt_train(&cfg, &runner.runner, splits, &r->result);
             free(label);

@@ -298,6 +298,8 @@ int create_buffer(Lower *l, const char *local, Shape shape, IrInit init, double 
 /* Returns the name of the next layer of `kind` in the current model:
  * `explicit_name` when given, else kind followed by a counter ("linear2"). */
 const char *layer_name(Lower *l, const char *kind, const Value *explicit_name);
+/* The `recipe(table, backbone, optimizer)` builtin (recipe.c). */
+Value builtin_recipe(Lower *l, const Value *args, SrcLoc loc);
 /* Returns the mean over the batch of the per-sample cross-entropy of
  * logits [N, C] against i32 labels [N]. */
 Value lower_cross_entropy(Lower *l, int logits, int labels, SrcLoc loc);

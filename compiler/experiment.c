@@ -17,6 +17,7 @@ static const char *const setting_names[] = {
     "data", "model", "optimizer", "gradient", "loss", "epochs", "batch",
     "eval_batch", "seed", "seeds", "train_size", "test_size", "steps", "log_every",
     "label_smoothing",
+    "schedule", "clip", "default_no_decay",
 };
 
 enum { NSETTINGS = (int)BOCB_ARRAY_LEN(setting_names) };
@@ -74,6 +75,32 @@ static bool as_int_setting(const Setting *s, const char *key, int64_t min, int64
     return val_to_int(&s->value, what, min, max, out);
 }
 
+/* Returns the items of a list with the items of nested lists in their
+ * place, so that `[recipe(t, "resnet50", [sgd, adamw]), lamb]` is a list
+ * of three optimizers. */
+static const Value *flatten_choices(Lower *l, const Value *list, int *count)
+{
+    VEC(Value) flat = {0};
+    VEC(const Value *) stack = {0};
+    for (int i = list->list.n - 1; i >= 0; i--)
+        VEC_PUSH(&stack, &list->list.items[i]);
+    while (stack.len > 0) {
+        const Value *v = stack.data[--stack.len];
+        if (v->kind != VAL_LIST) {
+            VEC_PUSH(&flat, *v);
+            continue;
+        }
+        for (int i = v->list.n - 1; i >= 0; i--)
+            VEC_PUSH(&stack, &v->list.items[i]);
+    }
+    Value *items = arena_calloc(l->arena, (size_t)flat.len + 1, sizeof(Value));
+    memcpy(items, flat.data, (size_t)flat.len * sizeof(Value));
+    *count = flat.len;
+    VEC_FREE(&flat);
+    VEC_FREE(&stack);
+    return items;
+}
+
 /* Accepts one declaration of `kind` (configured or bare) or a list. */
 static bool collect_choices(Lower *l, const Setting *s, const char *key, DeclKind kind,
                             Configured ***out, int *n)
@@ -85,8 +112,7 @@ static bool collect_choices(Lower *l, const Setting *s, const char *key, DeclKin
     if (s->value.kind == VAL_ERROR)
         return false;
     if (s->value.kind == VAL_LIST) {
-        items = s->value.list.items;
-        count = s->value.list.n;
+        items = flatten_choices(l, &s->value, &count);
         if (count == 0) {
             diag_error(s->value.loc, "setting '%s' lists no %ss", key, kind_name);
             return false;
@@ -263,6 +289,191 @@ static bool resolve_seeds(Lower *l, Setting *settings, ExperimentSpec *spec)
     return true;
 }
 
+/* ---- learning-rate schedules ---------------------------------------------- */
+
+/* The schedules and their arguments; the first nrequired have no default. */
+static const struct ScheduleDef {
+    const char *name;
+    RtScheduleKind kind;
+    int nrequired;
+    const char *params[3];
+} schedule_defs[] = {
+    {"constant", RT_SCHEDULE_CONSTANT, 0, {NULL}},
+    {"step", RT_SCHEDULE_STEP, 1, {"every", "gamma"}},
+    {"multistep", RT_SCHEDULE_MULTISTEP, 1, {"milestones", "gamma"}},
+    {"exponential", RT_SCHEDULE_EXPONENTIAL, 1, {"gamma"}},
+    {"cosine", RT_SCHEDULE_COSINE, 0, {"min_lr"}},
+    {"warmup", RT_SCHEDULE_WARMUP, 1, {"epochs", "start_factor"}},
+    {"warmup_cosine", RT_SCHEDULE_WARMUP_COSINE, 1, {"warmup", "min_lr", "start_factor"}},
+};
+
+/* Reads a finite number in [min, max] (an open bound when `open_min`). */
+static bool schedule_number(const Value *v, const char *schedule, const char *arg, double min,
+                            bool open_min, double max, double *out)
+{
+    if (v->kind == VAL_ERROR)
+        return false;
+    if (v->kind != VAL_NUMBER) {
+        diag_error(v->loc, "argument '%s' of schedule '%s' must be a number, but it is %s",
+                   arg, schedule, val_kind_name(v));
+        return false;
+    }
+    double x = v->number.value;
+    if (!(open_min ? x > min : x >= min) || !(x <= max)) {
+        char lo[32], hi[32];
+        format_double(lo, sizeof lo, min);
+        format_double(hi, sizeof hi, max);
+        diag_error(v->loc, "argument '%s' of schedule '%s' must be %s %s and at most %s, "
+                   "but it is %.17g", arg, schedule, open_min ? ">" : ">=", lo, hi, x);
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+static bool schedule_milestones(const Value *v, RtSchedule *out)
+{
+    if (v->kind == VAL_ERROR)
+        return false;
+    if (v->kind != VAL_LIST || v->list.n == 0 || v->list.n > RT_MAX_MILESTONES) {
+        diag_error(v->loc, "argument 'milestones' of schedule 'multistep' must be a list of "
+                   "1 to %d epochs, such as [30, 60]", RT_MAX_MILESTONES);
+        return false;
+    }
+    for (int i = 0; i < v->list.n; i++) {
+        int64_t m;
+        if (!val_to_int(&v->list.items[i], "a milestone", 1, 100000, &m))
+            return false;
+        if (i > 0 && m <= out->milestones[i - 1]) {
+            diag_error(v->list.items[i].loc, "milestones must increase, but %lld follows %lld",
+                       (long long)m, (long long)out->milestones[i - 1]);
+            return false;
+        }
+        out->milestones[i] = m;
+    }
+    out->nmilestones = v->list.n;
+    return true;
+}
+
+/* Sets one argument of a schedule after checking its range. */
+static bool schedule_arg(const char *schedule, const char *arg, const Value *v, RtSchedule *out)
+{
+    if (strcmp(arg, "every") == 0) {
+        int64_t every;
+        if (!val_to_int(v, "argument 'every' of schedule 'step'", 1, 100000, &every))
+            return false;
+        out->every = every;
+        return true;
+    }
+    if (strcmp(arg, "milestones") == 0)
+        return schedule_milestones(v, out);
+    if (strcmp(arg, "gamma") == 0)
+        return schedule_number(v, schedule, arg, 0, true, 1e6, &out->gamma);
+    if (strcmp(arg, "min_lr") == 0)
+        return schedule_number(v, schedule, arg, 0, false, 1e6, &out->min_lr);
+    if (strcmp(arg, "start_factor") == 0)
+        return schedule_number(v, schedule, arg, 0, false, 1, &out->start_factor);
+    /* `epochs` of warmup, `warmup` of warmup_cosine: a duration in epochs */
+    return schedule_number(v, schedule, arg, 0, true, 100000, &out->warmup_epochs);
+}
+
+/* Evaluates the value of the `schedule` setting: a schedule name, or a
+ * schedule called with arguments by name, such as cosine(min_lr = 1e-6). */
+static bool eval_schedule(Lower *l, const Expr *e, RtSchedule *out)
+{
+    const Expr *callee = e->kind == EX_CALL ? e->call.callee : e;
+    if (callee->kind != EX_NAME) {
+        Value v = eval_expr(l, e);
+        if (v.kind != VAL_ERROR)
+            diag_error(e->loc, "setting 'schedule' expects a schedule, such as "
+                       "cosine(min_lr = 1e-6), but this is %s", val_kind_name(&v));
+        return false;
+    }
+    const struct ScheduleDef *def = NULL;
+    const char *names[BOCB_ARRAY_LEN(schedule_defs)];
+    for (size_t i = 0; i < BOCB_ARRAY_LEN(schedule_defs); i++) {
+        names[i] = schedule_defs[i].name;
+        if (strcmp(schedule_defs[i].name, callee->name) == 0)
+            def = &schedule_defs[i];
+    }
+    if (!def) {
+        const char *near = closest_name(callee->name, names, (int)BOCB_ARRAY_LEN(names));
+        StrBuf list = {0};
+        for (size_t i = 0; i < BOCB_ARRAY_LEN(names); i++)
+            sb_printf(&list, "%s%s", i ? ", " : "", names[i]);
+        if (near)
+            diag_error(callee->loc, "unknown schedule '%s'; did you mean '%s'?", callee->name,
+                       near);
+        else
+            diag_error(callee->loc, "unknown schedule '%s'; the schedules are %s",
+                       callee->name, list.data);
+        sb_free(&list);
+        return false;
+    }
+
+    *out = (RtSchedule){.kind = def->kind, .gamma = 0.1};
+    bool ok = true, given[3] = {false, false, false};
+    int nparams = 0;
+    while (nparams < 3 && def->params[nparams])
+        nparams++;
+    for (int a = 0; e->kind == EX_CALL && a < e->call.nargs; a++) {
+        const Arg *arg = &e->call.args[a];
+        Value v = eval_expr(l, arg->value);
+        if (!arg->name) {
+            diag_error(arg->value->loc, "arguments of schedule '%s' must be given by name",
+                       def->name);
+            ok = false;
+            continue;
+        }
+        int p = 0;
+        while (p < nparams && strcmp(def->params[p], arg->name) != 0)
+            p++;
+        if (p == nparams) {
+            const char *near = closest_name(arg->name, def->params, nparams);
+            if (near)
+                diag_error(arg->name_loc, "schedule '%s' has no argument '%s'; did you mean "
+                           "'%s'?", def->name, arg->name, near);
+            else if (nparams == 0)
+                diag_error(arg->name_loc, "schedule '%s' takes no arguments", def->name);
+            else
+                diag_error(arg->name_loc, "schedule '%s' has no argument '%s'", def->name,
+                           arg->name);
+            ok = false;
+            continue;
+        }
+        if (given[p]) {
+            diag_error(arg->name_loc, "'%s' is given more than once", arg->name);
+            ok = false;
+            continue;
+        }
+        given[p] = true;
+        ok &= schedule_arg(def->name, arg->name, &v, out);
+    }
+    for (int p = 0; p < def->nrequired; p++) {
+        if (!given[p]) {
+            diag_error(e->loc, "schedule '%s' needs the argument '%s'", def->name,
+                       def->params[p]);
+            ok = false;
+        }
+    }
+    return ok;
+}
+
+/* Reads a setting that is a finite number > 0 (unset: `fallback`). */
+static bool as_positive_setting(const Setting *s, const char *key, double fallback, double *out)
+{
+    *out = fallback;
+    if (!s->set || s->value.kind == VAL_ERROR)
+        return !s->set;
+    if (s->value.kind != VAL_NUMBER || !(s->value.number.value > 0) ||
+        !isfinite(s->value.number.value)) {
+        diag_error(s->value.loc, "setting '%s' must be a number > 0", key);
+        return false;
+    }
+    *out = s->value.number.value;
+    return true;
+}
+
 static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpec *spec)
 {
     bool ok = true;
@@ -308,12 +519,64 @@ static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpe
     ok &= as_int_setting(&settings[setting_index("log_every")], "log_every", 1, big, 100,
                          &spec->log_every);
     ok &= resolve_seeds(l, settings, spec);
+    ok &= as_positive_setting(&settings[setting_index("clip")], "clip", 0, &spec->clip);
     return ok;
+}
+
+/* Evaluates a `group` statement and appends it to spec->groups; a group
+ * named no_decay replaces the built-in one. */
+static bool add_group(Lower *l, const Stmt *s, ExperimentSpec *spec)
+{
+    ParamGroup g;
+    bool ok = group_resolve(l, s, &g);
+    for (int i = 0; i < spec->ngroups; i++) {
+        if (strcmp(spec->groups[i].name, g.name) != 0)
+            continue;
+        if (spec->groups[i].is_default) {
+            spec->groups[i] = g;
+            return ok;
+        }
+        diag_error(g.loc, "group '%s' is defined twice", g.name);
+        diag_note(spec->groups[i].loc, "first defined here");
+        return false;
+    }
+    /* A failed group is kept too, so that a second one of its name is
+     * reported; the experiment does not run anyway. */
+    spec->groups[spec->ngroups++] = g;
+    return ok;
+}
+
+/* Reads `default_no_decay` and drops the built-in group when it is false. */
+static bool resolve_default_group(const Setting *s, ExperimentSpec *spec)
+{
+    if (!s->set || s->value.kind == VAL_ERROR)
+        return !s->set;
+    if (s->value.kind != VAL_BOOL) {
+        diag_error(s->value.loc, "setting 'default_no_decay' must be true or false");
+        return false;
+    }
+    if (!s->value.boolean && spec->ngroups > 0 && spec->groups[0].is_default) {
+        memmove(spec->groups, spec->groups + 1, (size_t)(spec->ngroups - 1) * sizeof *spec->groups);
+        spec->ngroups--;
+    }
+    return true;
+}
+
+/* Evaluates the value of setting `key`. A schedule is evaluated into
+ * spec->schedule, and its setting holds no value. */
+static Value eval_setting(Lower *l, const char *key, const Expr *e, ExperimentSpec *spec)
+{
+    if (strcmp(key, "schedule") != 0)
+        return eval_expr(l, e);
+    if (!eval_schedule(l, e, &spec->schedule))
+        return val_error();
+    return val_none(e->loc);
 }
 
 /* Parses and evaluates the value of a `-D key=value` override; messages
  * point into the argument as typed. */
-static bool eval_override(Lower *l, const Override *ov, Value *out, SrcLoc *key_loc)
+static bool eval_override(Lower *l, const Override *ov, ExperimentSpec *spec, Value *out,
+                          SrcLoc *key_loc)
 {
     const char *key = strstr(ov->text, ov->key);
     const char *eq = strchr(ov->text, '=');
@@ -325,7 +588,7 @@ static bool eval_override(Lower *l, const Override *ov, Value *out, SrcLoc *key_
     Expr *e = parse_expression(file, (size_t)(eq - ov->text) + 1, l->arena);
     if (!e)
         return false;
-    *out = eval_expr(l, e);
+    *out = eval_setting(l, ov->key, e, spec);
     return out->kind != VAL_ERROR;
 }
 
@@ -342,6 +605,11 @@ bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
     l->mode = MODE_EXPERIMENT;
     bool ok = true;
     const Stmt *report = NULL;
+
+    /* The built-in no_decay group comes first, so every other group
+     * overrides it. */
+    spec->groups = arena_calloc(l->arena, (size_t)exp->body.nstmts + 2, sizeof(ParamGroup));
+    spec->groups[spec->ngroups++] = group_default_no_decay(l);
 
     for (int i = 0; i < exp->body.nstmts; i++) {
         const Stmt *s = exp->body.stmts[i];
@@ -362,9 +630,13 @@ bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
             }
             continue;
         }
+        if (s->kind == ST_DIRECTIVE && strcmp(s->directive.keyword, "group") == 0) {
+            ok &= add_group(l, s, spec);
+            continue;
+        }
         if (s->kind == ST_DIRECTIVE) {
-            diag_error(s->loc, "'%s' is not available yet; this version supports 'report'",
-                       s->directive.keyword);
+            diag_error(s->loc, "'%s' is not available yet; this version supports 'report' "
+                       "and 'group'", s->directive.keyword);
             ok = false;
             continue;
         }
@@ -373,7 +645,7 @@ bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
             ok = false;
             continue;
         }
-        Value v = eval_expr(l, s->assign.value);
+        Value v = eval_setting(l, s->assign.target->name, s->assign.value, spec);
         ok &= v.kind != VAL_ERROR;
         ok &= record_setting(l, settings, s->assign.target->name, s->assign.target->loc, v,
                              false);
@@ -381,7 +653,7 @@ bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
     for (int i = 0; i < noverrides; i++) {
         Value v;
         SrcLoc key_loc;
-        if (!eval_override(l, &overrides[i], &v, &key_loc)) {
+        if (!eval_override(l, &overrides[i], spec, &v, &key_loc)) {
             ok = false;
             continue;
         }
@@ -391,6 +663,7 @@ bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
     /* Settings that failed are poison; validating the rest still finds
      * independent mistakes. */
     ok = validate(l, exp, settings, spec) && ok;
+    ok &= resolve_default_group(&settings[setting_index("default_no_decay")], spec);
     l->mode = saved_mode;
     return ok;
 }
@@ -478,9 +751,85 @@ static bool build_forward(Lower *l, IrGraph *g, const Configured *model,
     return true;
 }
 
+/* Scales the gradients by min(1, clip / (norm + 1e-6)), where norm is the
+ * Euclidean norm of all of them together, as torch.nn.utils.clip_grad_norm_
+ * (PyTorch 1.13) does; the 1e-6 also keeps a zero norm from being divided
+ * by. Returns the norm node; grads[i] < 0 (no gradient) are skipped. */
+static int clip_gradients(IrGraph *g, int *grads, int n, double clip, DType dtype, SrcLoc loc)
+{
+    int total = -1;
+    for (int i = 0; i < n; i++) {
+        if (grads[i] < 0)
+            continue;
+        int square = ir_binary(g, IR_MUL, grads[i], grads[i], loc);
+        uint32_t all_axes = (1u << ir_node(g, square)->shape.rank) - 1;
+        int sum = ir_sum(g, square, all_axes, loc);
+        total = total < 0 ? sum : ir_binary(g, IR_ADD, total, sum, loc);
+    }
+    if (total < 0)
+        total = ir_const(g, dtype, 0.0, loc);
+    int norm = ir_unary(g, IR_SQRT, total, loc);
+    int denom = ir_binary(g, IR_ADD, norm, ir_const(g, dtype, 1e-6, loc), loc);
+    int scale = ir_binary(g, IR_DIV, ir_const(g, dtype, clip, loc), denom, loc);
+    scale = ir_binary(g, IR_MIN, scale, ir_const(g, dtype, 1.0, loc), loc);
+    for (int i = 0; i < n; i++) {
+        if (grads[i] < 0)
+            continue;
+        Shape shape = ir_node(g, grads[i])->shape;
+        grads[i] = ir_binary(g, IR_MUL, grads[i], ir_broadcast(g, scale, shape, loc), loc);
+    }
+    return norm;
+}
+
+/* Expands the optimizer for one parameter with the settings of its
+ * groups; `lr` is scaled by the groups' lr_scale. */
+static bool expand_in_groups(Lower *l, const Configured *opt, const CellOptions *options,
+                             int param, int grad, int lr, int step, const char **label)
+{
+    const Configured *config = opt;
+    double lr_scale = 1;
+    if (options->ngroups > 0) {
+        config = group_configure(l, opt, options->groups, options->ngroups,
+                                 &l->module->vars[param], &lr_scale, label);
+        if (!config)
+            return false;
+    }
+    if (lr_scale != 1) {
+        SrcLoc loc = opt->decl->name_loc;
+        lr = ir_binary(l->graph, IR_MUL, lr, ir_const(l->graph, l->dtype, lr_scale, loc), loc);
+    }
+    return expand_optimizer(l, config, param, grad, lr, step);
+}
+
+/* Warns about each group of the experiment that selects no parameter of
+ * the model. */
+static void warn_empty_groups(Lower *l, const Configured *model, const CellOptions *options,
+                              const IrModule *m)
+{
+    for (int g = 0; g < options->ngroups; g++) {
+        const ParamGroup *group = &options->groups[g];
+        bool used = false;
+        for (int v = 0; v < m->nvars && !used; v++)
+            used = group_selects(group, &m->vars[v]);
+        if (!used && !group->is_default)
+            diag_warning(group->loc, "group '%s' selects no parameter of model '%s'",
+                         group->name, model->decl->name);
+    }
+}
+
 bool compile_cell(Lower *l, const Configured *model, const Configured *opt,
                   const DataShape *data, DType dtype, CompiledCell *out)
 {
+    return compile_cell_with(l, model, opt, data, dtype, NULL, out);
+}
+
+bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
+                       const DataShape *data, DType dtype, const CellOptions *options,
+                       CompiledCell *out)
+{
+    CellOptions none = {0};
+    if (!options)
+        options = &none;
     memset(out, 0, sizeof *out);
     ir_module_init(&out->module, l->arena);
     l->module = &out->module;
@@ -508,8 +857,24 @@ bool compile_cell(Lower *l, const Configured *model, const Configured *opt,
         int lr = ir_input(train, "lr", dtype, shape_scalar(), oloc);
         int step = lower_step_input(l, oloc);
         ok = ad_backward(train, loss, params.data, params.len, grads);
+        int grad_norm = -1;
+        if (ok && options->clip > 0)
+            grad_norm = clip_gradients(train, grads, params.len, options->clip, dtype, oloc);
+        out->param_groups = arena_calloc(l->arena, (size_t)out->module.nvars + 1,
+                                         sizeof(char *));
         for (int i = 0; ok && i < params.len; i++)
-            ok = expand_optimizer(l, opt, params.data[i], grads[i], lr, step);
+            ok = expand_in_groups(l, opt, options, params.data[i], grads[i], lr, step,
+                                  &out->param_groups[params.data[i]]);
+        if (ok)
+            warn_empty_groups(l, model, options, &out->module);
+        if (ok && grad_norm >= 0) {
+            /* A non-finite norm (an overflow, a NaN) skips the whole update.
+             * NaN < inf is false, so one comparison covers both. */
+            int finite = ir_binary(train, IR_LT, grad_norm,
+                                   ir_const(train, dtype, INFINITY, oloc), oloc);
+            ir_guard_assigns(train, finite, oloc);
+            ir_add_output(train, "grad_norm", grad_norm);
+        }
         free(grads);
         VEC_FREE(&params);
     }

@@ -688,6 +688,30 @@ void ir_count_uses(const IrGraph *g, int *uses)
         uses[g->outputs[i].node]++;
 }
 
+/* Removes the nodes not marked in `keep`, which no kept node may use, and
+ * renumbers the rest in order. Returns the new id of every old node (-1
+ * for a removed one), malloc'd. */
+static int *compact_nodes(IrGraph *g, const bool *keep)
+{
+    int *remap = xmalloc(size_mul((size_t)g->nnodes + 1, sizeof *remap));
+    int kept = 0;
+    for (int i = 0; i < g->nnodes; i++) {
+        if (!keep[i]) {
+            remap[i] = -1;
+            continue;
+        }
+        IrNode n = g->nodes[i];
+        for (int j = 0; j < n.nin; j++)
+            n.in[j] = remap[n.in[j]];
+        remap[i] = kept;
+        g->nodes[kept++] = n;
+    }
+    g->nnodes = kept;
+    for (int i = 0; i < g->noutputs; i++)
+        g->outputs[i].node = remap[g->outputs[i].node];
+    return remap;
+}
+
 void ir_dce(IrGraph *g)
 {
     bool *live = xcalloc((size_t)g->nnodes + 1, sizeof *live);
@@ -703,23 +727,36 @@ void ir_dce(IrGraph *g)
         for (int j = 0; j < n->nin; j++)
             live[n->in[j]] = true;
     }
-
-    int *remap = xmalloc(size_mul((size_t)g->nnodes + 1, sizeof *remap));
-    int kept = 0;
-    for (int i = 0; i < g->nnodes; i++) {
-        if (!live[i]) {
-            remap[i] = -1;
-            continue;
-        }
-        IrNode n = g->nodes[i];
-        for (int j = 0; j < n.nin; j++)
-            n.in[j] = remap[n.in[j]];
-        remap[i] = kept;
-        g->nodes[kept++] = n;
-    }
-    g->nnodes = kept;
-    for (int i = 0; i < g->noutputs; i++)
-        g->outputs[i].node = remap[g->outputs[i].node];
-    free(remap);
+    free(compact_nodes(g, live));
     free(live);
+}
+
+void ir_guard_assigns(IrGraph *g, int cond, SrcLoc loc)
+{
+    BOCB_ASSERT(g->nodes[cond].dtype == DT_BOOL && g->nodes[cond].shape.rank == 0);
+    /* An assignment has no users, so each one can move to the end of the
+     * graph, after the nodes its guard needs. */
+    VEC(int) vars = {0};
+    VEC(int) values = {0};
+    bool *keep = xcalloc((size_t)g->nnodes + 1, sizeof *keep);
+    for (int i = 0; i < g->nnodes; i++) {
+        keep[i] = g->nodes[i].op != IR_ASSIGN;
+        if (!keep[i]) {
+            VEC_PUSH(&vars, g->nodes[i].attr.var);
+            VEC_PUSH(&values, g->nodes[i].in[0]);
+        }
+    }
+    int *remap = compact_nodes(g, keep);
+    cond = remap[cond];
+    for (int i = 0; i < vars.len; i++) {
+        int var = vars.data[i], value = remap[values.data[i]];
+        const IrVar *v = &g->module->vars[var];
+        int old = ir_var_read(g, var, loc);
+        int c = ir_broadcast(g, cond, v->shape, loc);
+        ir_assign(g, var, ir_select(g, c, value, old, loc), loc);
+    }
+    free(remap);
+    free(keep);
+    VEC_FREE(&vars);
+    VEC_FREE(&values);
 }

@@ -295,6 +295,13 @@ void ir_count_uses(const IrGraph *g, int *uses);
  * rest (keeping their order). */
 void ir_dce(IrGraph *g);
 
+/* Makes every assignment of g conditional on the rank-0 boolean `cond`:
+ * each variable gets select(cond, new value, old value), so when cond is
+ * false the graph leaves every variable unchanged. The assignments move
+ * to the end of the graph; other node ids may change, except those below
+ * the first assignment. */
+void ir_guard_assigns(IrGraph *g, int cond, SrcLoc loc);
+
 /* Checks every structural invariant: operand ids precede their users,
  * operand dtypes and shapes fit each op, variables exist, no variable is
  * assigned twice, outputs exist. Prints the first violation to stderr with

@@ -12,6 +12,7 @@
 
 #include <stdint.h>
 
+#include "../runtime/lrsched.h"
 #include "eval.h"
 #include "ir.h"
 
@@ -20,6 +21,25 @@ typedef struct Override {
     const char *key;
     const char *text; /* the whole "key=value" argument */
 } Override;
+
+/* A parameter group: `group NAME(selectors) { settings }` in an
+ * experiment. A parameter is in the group when any selector matches it. */
+typedef struct ParamGroup {
+    const char *name;
+    SrcLoc loc;            /* the group's name; NO_LOC for the default group */
+    const char **globs;    /* name = "*.bias" or a list: fnmatch patterns */
+    int nglobs;
+    uint32_t ranks;        /* rank = 1 or a list: bit r selects rank r */
+    const char **tags;     /* tag = "norm" or a list */
+    int ntags;
+    const char **keys;     /* hyperparameter settings, in source order */
+    Value *values;
+    SrcLoc *key_locs;
+    int nsettings;
+    double lr_scale;       /* multiplies the scheduled lr; 1 when not set */
+    bool has_lr_scale;
+    bool is_default;       /* the built-in no_decay group */
+} ParamGroup;
 
 typedef struct ExperimentSpec {
     const Decl *decl;
@@ -42,6 +62,10 @@ typedef struct ExperimentSpec {
     int64_t log_every;
     const char *report_dir; /* NULL = no report files */
     IrLossAttr loss;        /* `loss` and `label_smoothing` */
+    RtSchedule schedule;    /* base_lr is set per cell, from its optimizer */
+    double clip;            /* maximum global gradient norm; 0 = no clipping */
+    ParamGroup *groups;     /* in order of precedence, the lowest first */
+    int ngroups;
 } ExperimentSpec;
 
 /* The data as a model is compiled for it: one sample's shape and the
@@ -57,6 +81,9 @@ typedef struct CompiledCell {
     IrGraph *train; /* inputs x, labels, lr, step; outputs loss, logits */
     IrGraph *eval;  /* inputs x, labels; outputs loss, logits */
     double base_lr;
+    /* Per module variable: the groups of a parameter and what they set,
+     * "no_decay, head (weight_decay=0, lr_scale=10)", or NULL. */
+    const char **param_groups;
 } CompiledCell;
 
 /* Evaluates the settings of experiment `exp`, with `-D` overrides applied
@@ -66,10 +93,44 @@ typedef struct CompiledCell {
 bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
                         int noverrides, ExperimentSpec *spec);
 
+/* What an experiment adds to the training step of each of its cells. */
+typedef struct CellOptions {
+    double clip; /* maximum global gradient norm; 0 = no clipping */
+    const ParamGroup *groups;
+    int ngroups;
+} CellOptions;
+
+/* ---- parameter groups (groups.c) ---- */
+
+/* Evaluates a `group` statement of an experiment into `out`. Returns false
+ * after reported errors. */
+bool group_resolve(Lower *l, const Stmt *s, ParamGroup *out);
+/* Returns the built-in group that turns weight decay off for biases,
+ * normalisation scales, layer scales, position embeddings and class
+ * tokens, selected by their tags. */
+ParamGroup group_default_no_decay(Lower *l);
+/* Returns true when `group` selects parameter `v`. Names are matched with
+ * and without the model's own prefix ("mlp."). */
+bool group_selects(const ParamGroup *group, const IrVar *v);
+/* Returns the configuration of `opt` for parameter `v`: the settings of
+ * every group that selects it applied in order, a later group replacing
+ * what an earlier one set. Sets *lr_scale and *label (NULL when no group
+ * selects it). Returns NULL after reported errors: a setting that is not a
+ * hyperparameter of the optimizer, or of the wrong kind. */
+const Configured *group_configure(Lower *l, const Configured *opt, const ParamGroup *groups,
+                                  int ngroups, const IrVar *v, double *lr_scale,
+                                  const char **label);
+
 /* Compiles one cell for data of shape `data` in element type `dtype`.
  * Returns false after reported errors; `out` is then left empty. */
 bool compile_cell(Lower *l, const Configured *model, const Configured *opt,
                   const DataShape *data, DType dtype, CompiledCell *out);
+/* Compiles one cell like compile_cell, with `options` (NULL = none). With
+ * clipping, the training step also outputs grad_norm, the global gradient
+ * norm before clipping, and changes no variable when it is not finite. */
+bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
+                       const DataShape *data, DType dtype, const CellOptions *options,
+                       CompiledCell *out);
 /* Returns true when the last failed compile_cell failed in the model
  * (the forward pass), false when it failed in the optimizer. */
 bool compile_cell_model_failed(const Lower *l);

@@ -153,7 +153,9 @@ static void check_stmt(Resolver *r, const Stmt *s)
         check_expr(r, s->expr.expr);
         return;
     case ST_DIRECTIVE:
-        check_expr(r, s->directive.value);
+        /* A group's name is not a reference; groups are experiment-only. */
+        if (strcmp(s->directive.keyword, "group") != 0)
+            check_expr(r, s->directive.value);
         return;
     }
 }

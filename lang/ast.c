@@ -46,8 +46,8 @@
  * Statements print as (= target value), (+= target value), (state name
  * init), (return value) or (return), (if cond (then ...) [(else ...)]),
  * (for var iterable ...), (repeat count ...), (report value), (analyze
- * value), (quantize value), and an expression statement as the bare
- * expression. An `else if` shows as an else block that holds one if.
+ * value), (quantize value), (group (call name selectors...) ...), and an
+ * expression statement as the bare expression. An `else if` shows as an else block that holds one if.
  */
 #include "ast.h"
 
@@ -429,6 +429,8 @@ static void print_stmt(FILE *out, const Stmt *s, int indent)
     case ST_DIRECTIVE:
         fprintf(out, "(%s ", s->directive.keyword);
         print_expr(out, s->directive.value);
+        if (s->directive.has_body)
+            print_block(out, &s->directive.body, indent + 2);
         fputc(')', out);
         break;
     }

@@ -125,7 +125,8 @@ typedef enum StmtKind {
     ST_FOR,       /* for i in range(4) { ... } */
     ST_REPEAT,    /* repeat 3 { ... } */
     ST_EXPR,      /* an expression evaluated for its effect */
-    ST_DIRECTIVE, /* report "dir", analyze sharpness(...), quantize weights(...) */
+    ST_DIRECTIVE, /* report "dir", analyze sharpness(...), quantize weights(...),
+                     group no_decay(tag = "bias") { weight_decay = 0 } */
 } StmtKind;
 
 struct Stmt {
@@ -166,8 +167,10 @@ struct Stmt {
             Expr *expr;
         } expr;
         struct {
-            const char *keyword; /* "report", "analyze" or "quantize" */
-            Expr *value;
+            const char *keyword; /* "report", "analyze", "quantize" or "group" */
+            Expr *value;         /* for a group: its name called with its selectors */
+            Block body;          /* the settings of a group */
+            bool has_body;
         } directive;
     };
 };

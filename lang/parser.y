@@ -125,7 +125,7 @@ static void push_decl(ParseState *ps, Decl *decl);
 %token EXPERIMENT "experiment" STATE "state" RETURN "return" IF "if" ELSE "else"
 %token FOR "for" IN "in" REPEAT "repeat" TRUE "true" FALSE "false"
 %token AND "and" OR "or" NOT "not"
-%token REPORT "report" ANALYZE "analyze" QUANTIZE "quantize"
+%token REPORT "report" ANALYZE "analyze" QUANTIZE "quantize" GROUP "group"
 %token LBRACE "{" LPAREN "(" LBRACKET "[" COMMA "," COLON ":"
 %token RPAREN ")" RBRACKET "]" RBRACE "}" ASSIGN "=" DOT "."
 %token EQ "==" NE "!=" LT "<" LE "<=" GT ">" GE ">="
@@ -297,6 +297,19 @@ stmt
         $$.stmt->directive.keyword = "quantize";
         $$.stmt->directive.value = $2;
     }
+    | GROUP IDENT "(" arg_list ")" block {
+        /* A parameter group of an experiment: its name and selectors are
+         * kept as a call, `no_decay(tag = "bias")`, and its settings as a
+         * block. */
+        $$ = make_simple(PS, ST_DIRECTIVE, @$);
+        $$.stmt->directive.keyword = "group";
+        $$.stmt->directive.value =
+            bound_depth(PS, expr_call(ARENA, loc_join(@2, @5), expr_name(ARENA, @2, $2),
+                                      $4.items, $4.len));
+        $$.stmt->directive.body = $6.block;
+        $$.stmt->directive.has_body = true;
+        $$.depth = $6.depth;
+    }
     | recovery                  { $$ = (StmtValue){NULL, 0}; end_recovery(PS, &yyerrstatus); }
     ;
 
@@ -344,7 +357,7 @@ skipped
 skipped_token
     : NEWLINE | INVALID | IDENT {} | NUMBER {} | STRING {}
     | IMPORT | DATA | MODEL | OPTIMIZER | EXPERIMENT | STATE | RETURN | IF | ELSE
-    | FOR | IN | REPEAT | TRUE | FALSE | AND | OR | NOT | REPORT | ANALYZE | QUANTIZE
+    | FOR | IN | REPEAT | TRUE | FALSE | AND | OR | NOT | REPORT | ANALYZE | QUANTIZE | GROUP
     | "(" | "[" | "," | ":" | ")" | "]" | "=" | "."
     | EQ | NE | "<" | LE | ">" | GE | "+" | "-" | "*" | "/" | "%" | "@" | "^"
     | PLUS_ASSIGN | MINUS_ASSIGN | TIMES_ASSIGN | DIVIDE_ASSIGN

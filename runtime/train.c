@@ -98,14 +98,15 @@ void rt_evaluate(RtRunner *runner, const DataSplits *data, const Dataset *ds,
 
 static void log_progress(const RtTrainConfig *cfg, int64_t epoch, int64_t step_in_epoch,
                          int64_t steps_per_epoch, double loss, double accuracy,
-                         double seconds, int64_t steps, int64_t images, bool final)
+                         double learning_rate, double seconds, int64_t steps, int64_t images,
+                         bool final)
 {
     if (!cfg->log)
         return;
     double ms = steps ? 1e3 * seconds / (double)steps : 0;
     double rate = seconds > 0 ? (double)images / seconds : 0;
     char lr[32];
-    format_double(lr, sizeof lr, cfg->lr);
+    format_double(lr, sizeof lr, learning_rate);
     fprintf(cfg->log, "%s%s  epoch %lld/%lld  step %lld/%lld  loss %.4f  acc %.2f%%  lr %s"
             "  %.2f ms/step  %.0f img/s%s",
             cfg->log_is_tty ? "\r" : "", cfg->label, (long long)epoch,
@@ -128,35 +129,44 @@ void rt_train(const RtTrainConfig *cfg, RtRunner *runner, const DataSplits *data
         total_steps = cfg->max_steps;
     result->epochs = xcalloc((size_t)cfg->epochs + 1, sizeof(RtEpochResult));
     result->step_losses = xcalloc((size_t)total_steps + 1, sizeof(float));
+    result->step_lrs = xcalloc((size_t)total_steps + 1, sizeof(double));
 
     int64_t *perm = xmalloc(size_mul((size_t)train->count, sizeof(int64_t)));
     float *staging = runner->dtype == DT_F64
                          ? xmalloc(size_mul(size_mul((size_t)cfg->batch, (size_t)train->sample_size),
                                             sizeof(float)))
                          : NULL;
-    int64_t step = 0;
+    int64_t step = 0, applied = 0;
 
     for (int64_t epoch = 1; epoch <= cfg->epochs && step < total_steps; epoch++) {
         philox_permutation(philox_key(cfg->seed, SHUFFLE_STREAM + (uint32_t)epoch), perm,
                            train->count);
         double start = now_seconds(), loss_sum = 0, log_start = start;
         int64_t correct = 0, seen = 0, epoch_steps = 0, log_steps = 0, log_images = 0;
-        int64_t log_correct = 0, log_seen = 0;
-        double log_loss = 0;
+        int64_t log_correct = 0, log_seen = 0, skipped = 0;
+        double log_loss = 0, lr = cfg->lr;
 
         for (int64_t b = 0; b < steps_per_epoch && step < total_steps; b++) {
             int64_t first = b * cfg->batch;
             int64_t n = train->count - first < cfg->batch ? train->count - first : cfg->batch;
             load_batch(runner, true, data, train, perm + first, n, staging);
-            write_scalar(runner->dtype, runner->input(runner->self, true, "lr"), cfg->lr);
+            if (cfg->schedule)
+                lr = rt_schedule_lr(cfg->schedule, step + 1, steps_per_epoch, total_steps);
+            write_scalar(runner->dtype, runner->input(runner->self, true, "lr"), lr);
             write_scalar(runner->dtype, runner->input(runner->self, true, "step"),
-                         (double)(step + 1));
+                         (double)(applied + 1));
             runner->run(runner->self, true, n);
+            if (cfg->clip && !isfinite(read_scalar(runner->dtype, runner->output(runner->self,
+                                                   true, "grad_norm"), 0)))
+                skipped++;
+            else
+                applied++;
 
             double loss = read_scalar(runner->dtype, runner->output(runner->self, true, "loss"), 0);
             int64_t c = count_correct(runner->dtype, runner->output(runner->self, true, "logits"),
                                       runner->input(runner->self, true, "labels"), n,
                                       train->num_classes);
+            result->step_lrs[step] = lr;
             result->step_losses[step++] = (float)loss;
             result->nsteps = step;
             if (!isfinite(loss)) {
@@ -180,7 +190,7 @@ void rt_train(const RtTrainConfig *cfg, RtRunner *runner, const DataSplits *data
             if (log_steps == cfg->log_every || last) {
                 double now = now_seconds();
                 log_progress(cfg, epoch, b + 1, steps_per_epoch, log_loss / (double)log_steps,
-                             (double)log_correct / (double)log_seen, now - log_start,
+                             (double)log_correct / (double)log_seen, lr, now - log_start,
                              log_steps, log_images, last);
                 log_start = now;
                 log_loss = 0;
@@ -191,6 +201,8 @@ void rt_train(const RtTrainConfig *cfg, RtRunner *runner, const DataSplits *data
         er->epoch = epoch;
         er->steps = step;
         er->seconds = now_seconds() - start;
+        er->skipped = skipped;
+        result->skipped += skipped;
         er->train_loss = epoch_steps ? loss_sum / (double)epoch_steps : NAN;
         er->train_accuracy = seen ? (double)correct / (double)seen : NAN;
         er->test_loss = er->test_accuracy = NAN;
@@ -214,9 +226,14 @@ void rt_train(const RtTrainConfig *cfg, RtRunner *runner, const DataSplits *data
         }
         if (cfg->log)
             fprintf(cfg->log, "%s  epoch %lld: train loss %.4f, train acc %.2f%%, test loss "
-                    "%.4f, test acc %.2f%%, %.1f s\n", cfg->label, (long long)epoch,
+                    "%.4f, test acc %.2f%%, %.1f s", cfg->label, (long long)epoch,
                     er->train_loss, 100 * er->train_accuracy, er->test_loss,
                     100 * er->test_accuracy, er->seconds);
+        if (cfg->log && skipped)
+            fprintf(cfg->log, ", %lld step%s skipped (gradient norm not finite)",
+                    (long long)skipped, skipped == 1 ? "" : "s");
+        if (cfg->log)
+            fputc('\n', cfg->log);
     }
     free(perm);
     free(staging);
@@ -226,5 +243,6 @@ void rt_train_result_free(RtTrainResult *r)
 {
     free(r->epochs);
     free(r->step_losses);
+    free(r->step_lrs);
     memset(r, 0, sizeof *r);
 }

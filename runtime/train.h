@@ -12,12 +12,15 @@
 #include <stdio.h>
 
 #include "data.h"
+#include "lrsched.h"
 #include "shape.h"
 #include "vars.h"
 
 /* One executor of a compiled cell, running two graphs over the same
  * variables. The training step has inputs x, labels, lr and step; the
- * evaluation graph has inputs x and labels. Both output loss and logits. */
+ * evaluation graph has inputs x and labels. Both output loss and logits.
+ * A training step compiled with gradient clipping also outputs grad_norm,
+ * and leaves every variable unchanged when that norm is not finite. */
 typedef struct RtRunner {
     void *self;
     DType dtype; /* of x, lr, step and the outputs */
@@ -38,6 +41,8 @@ typedef struct RtTrainConfig {
     int64_t log_every;
     uint64_t seed;
     double lr;
+    const RtSchedule *schedule; /* NULL = the constant rate lr */
+    bool clip;         /* the step outputs grad_norm and skips non-finite ones */
     FILE *log;         /* progress lines; NULL = silent */
     bool log_is_tty;   /* rewrite one line in place instead of printing many */
 } RtTrainConfig;
@@ -50,13 +55,16 @@ typedef struct RtEpochResult {
     double test_loss;
     double test_accuracy;
     double seconds;      /* training time of the epoch, evaluation excluded */
+    int64_t skipped;     /* steps of the epoch skipped for a non-finite gradient norm */
 } RtEpochResult;
 
 typedef struct RtTrainResult {
     RtEpochResult *epochs;
     int nepochs;
     float *step_losses;  /* the loss of every step, in order */
+    double *step_lrs;    /* the learning rate of every step */
     int64_t nsteps;
+    int64_t skipped;     /* steps skipped for a non-finite gradient norm */
     bool diverged;       /* stopped at a non-finite training or test loss */
     int64_t diverged_step;
     char diverged_reason[96]; /* "the training loss is nan" */
@@ -66,7 +74,10 @@ typedef struct RtTrainResult {
  * evaluates on the test split after every epoch. A non-finite training
  * loss stops the run at once; a non-finite test loss stops it after the
  * epoch. Either way result->diverged is set, and the epoch in which it
- * happened is the last one recorded. */
+ * happened is the last one recorded. With cfg->clip, a step whose gradient
+ * norm is not finite has changed nothing (the compiled step guarantees
+ * that); it is counted in `skipped`, still advances the schedule, but not
+ * the optimizer's `step` input, which counts applied updates. */
 void rt_train(const RtTrainConfig *cfg, RtRunner *runner, const DataSplits *data,
               RtTrainResult *result);
 void rt_train_result_free(RtTrainResult *r);
