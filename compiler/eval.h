@@ -22,6 +22,12 @@ typedef struct Value Value;
 typedef struct Builtin Builtin;
 typedef struct Lower Lower;
 
+/* The stages of compile_cell that Lower.stage_hook sees. */
+typedef enum CellStage {
+    CELL_STAGE_FORWARD,  /* forward pass, loss and logits */
+    CELL_STAGE_BACKWARD, /* plus the gradients of the parameters */
+} CellStage;
+
 typedef enum ValueKind {
     VAL_ERROR, /* an error was already reported */
     VAL_NONE,
@@ -176,6 +182,12 @@ struct Lower {
     int opt_param_var;
     const Decl *opt_decl;
     VEC(struct OptState { const char *name; int var; int read; }) opt_states;
+
+    /* Called by compile_cell with the training step after the forward
+     * pass and again after autodiff (bocbc --emit=ir and ir-grad); NULL
+     * when nothing is to see the intermediate graphs. */
+    void (*stage_hook)(void *context, CellStage stage, const IrGraph *graph);
+    void *stage_hook_context;
 };
 
 /* ---- values --------------------------------------------------------------- */

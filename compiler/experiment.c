@@ -468,6 +468,8 @@ bool compile_cell(Lower *l, const Configured *model, const Configured *opt,
     if (ok) {
         ir_add_output(train, "loss", loss);
         ir_add_output(train, "logits", logits);
+        if (l->stage_hook)
+            l->stage_hook(l->stage_hook_context, CELL_STAGE_FORWARD, train);
 
         VEC(int) params = {0};
         for (int v = 0; v < out->module.nvars; v++)
@@ -478,6 +480,8 @@ bool compile_cell(Lower *l, const Configured *model, const Configured *opt,
         int lr = ir_input(train, "lr", dtype, shape_scalar(), oloc);
         int step = ir_input(train, "step", dtype, shape_scalar(), oloc);
         ok = ad_backward(train, loss, params.data, params.len, grads);
+        if (ok && l->stage_hook)
+            l->stage_hook(l->stage_hook_context, CELL_STAGE_BACKWARD, train);
         for (int i = 0; ok && i < params.len; i++)
             ok = expand_optimizer(l, opt, params.data[i], grads[i], lr, step);
         free(grads);
