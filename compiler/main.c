@@ -69,10 +69,12 @@ static void usage(FILE *out)
           "  BOCB_STDLIB         directory of the standard library (the one that\n"
           "                      contains optim/); default: found next to bocbc\n"
           "  NO_COLOR            when set and not empty, --color=auto does not colour\n"
+          "  TERM                when 'dumb', --color=auto does not colour\n"
           "\n"
           "exit status:\n"
           "  0  success\n"
-          "  1  errors in the program (syntax, names, shapes, settings)\n"
+          "  1  errors in the program (syntax, names, shapes, settings), or an\n"
+          "     input or import file that cannot be read\n"
           "  2  command-line usage error\n"
           "  3  run-time error: unreadable data, a report that cannot be written, too\n"
           "     little memory, or a failure of code generation\n",
