@@ -630,6 +630,13 @@ static int run_experiments(const Options *opts, Lower *l, const Program *program
     int njobs;
     Job *jobs = select_jobs(opts, program, &njobs);
     int status = 0;
+    if (njobs == 0 && opts->check_only && !opts->experiment) {
+        /* A file of declarations only, such as a library module: its
+         * names were resolved by lower_init, but without data no shape
+         * can be checked. */
+        free(jobs);
+        return report_errors();
+    }
     if (njobs == 0) {
         if (opts->experiment)
             fprintf(stderr, "bocbc: error: %s has no experiment called '%s'\n", opts->input,
