@@ -99,6 +99,11 @@ typedef struct Binding {
 typedef struct Scope {
     struct Scope *parent;
     VEC(Binding) bindings;
+    /* A hash index of bindings, built once a scope has SCOPE_INDEX_MIN of
+     * them (the globals of a large program), so that lookups stay O(1):
+     * open addressing, each slot 0 or a binding's index + 1. */
+    int *index;
+    int index_cap; /* a power of two, or 0 */
 } Scope;
 
 typedef enum EvalMode {
