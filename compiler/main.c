@@ -77,8 +77,8 @@ static void usage(FILE *out)
           "  1  errors in the program (syntax, names, shapes, settings), or an\n"
           "     input or import file that cannot be read\n"
           "  2  command-line usage error\n"
-          "  3  run-time error: unreadable data, a report that cannot be written, too\n"
-          "     little memory, or a failure of code generation\n",
+          "  3  run-time error: unreadable data, a report or the standard output that\n"
+          "     cannot be written, too little memory, or a failure of code generation\n",
           out);
 }
 
@@ -333,5 +333,12 @@ int main(int argc, char **argv)
         free(stdlib_dir);
     }
     free_options(&o);
+
+    /* Output that was lost, to a full disk say, is a run-time error. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        perror("bocbc: error: cannot write the standard output");
+        if (status == BOCB_EXIT_OK)
+            status = BOCB_EXIT_RUNTIME;
+    }
     return status;
 }
