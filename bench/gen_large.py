@@ -6,10 +6,10 @@ Writes OUT_DIR/large.bocb, of LINES lines (default 5000), and the four
 IDX files of a 64-sample training split and a 16-sample test split of
 28x28 images with 10 classes in OUT_DIR/data. The program imports
 std/optim and declares constants, MLP and CNN models (some calling
-others as blocks, some with `for` and `if`), optimizers with state, and
-experiments whose model and optimizer lists make grids of 4 to 6 cells,
-so that checking it exercises name resolution, lowering, autodiff and
-optimizer expansion on many declarations. The data is small and
+others as blocks, some with `for` and `if`) and optimizers with state.
+Its experiments have model and optimizer lists that make grids of 4 to
+6 cells. Checking it thus exercises name resolution, lowering, autodiff
+and optimizer expansion on many declarations. The data is small and
 uncompressed so that the time measured is the compiler's, not zlib's.
 """
 import os
@@ -128,6 +128,7 @@ def generate(out_dir, target_lines):
         f'data synthetic = idx("{data_dir}")',
         "",
     ]
+
     # Declarations make up about two thirds of the lines, experiments the rest.
     nblocks = 8
     decls, models, optimizers = [], [], []
@@ -149,6 +150,7 @@ def generate(out_dir, target_lines):
             decls += optimizer(i)
             optimizers.append(f"heavy{i}")
         i += 1
+
     lines = header + decls
     e = 0
     while len(lines) + 10 <= target_lines:
@@ -156,6 +158,7 @@ def generate(out_dir, target_lines):
         e += 1
     while len(lines) < target_lines:
         lines.append("")
+
     with open(os.path.join(out_dir, "large.bocb"), "w") as f:
         f.write("\n".join(lines) + "\n")
     return len(models), len(optimizers), e

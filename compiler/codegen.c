@@ -791,8 +791,8 @@ bool codegen_optimize(LLVMModuleRef module, LLVMTargetMachineRef tm, char **erro
 static char *codegen_emit_text(Kernel *const *kernels, int n, bool optimize, bool assembly,
                                char **error);
 
-/* Returns the O3-optimised module of the kernels as host assembly
- * (malloc'd), or NULL after setting *error. */
+/* Returns `module` compiled to host assembly text (malloc'd), or NULL
+ * after setting *error. */
 static char *emit_assembly(LLVMModuleRef module, LLVMTargetMachineRef tm, char **error)
 {
     char *message = NULL;

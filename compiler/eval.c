@@ -198,7 +198,7 @@ static uint32_t hash_name(const char *name)
     return h;
 }
 
-/* Returns the slot of `name` in s->index: the slot that holds its
+/* Returns the slot of `name` in s->index: the slot that contains its
  * binding, or the empty slot where it would go. */
 static int index_slot(const Scope *s, const char *name)
 {

@@ -22,7 +22,7 @@ typedef struct Value Value;
 typedef struct Builtin Builtin;
 typedef struct Lower Lower;
 
-/* The stages of compile_cell that Lower.stage_hook sees. */
+/* The stages of compile_cell passed to Lower.stage_hook. */
 typedef enum CellStage {
     CELL_STAGE_FORWARD,  /* forward pass, loss and logits */
     CELL_STAGE_BACKWARD, /* plus the gradients of the parameters */
@@ -190,7 +190,7 @@ struct Lower {
 
     /* Called by compile_cell with the training step after the forward
      * pass and again after autodiff (bocbc --emit=ir and ir-grad); NULL
-     * when nothing is to see the intermediate graphs. */
+     * when no caller prints the intermediate graphs. */
     void (*stage_hook)(void *context, CellStage stage, const IrGraph *graph);
     void *stage_hook_context;
 };

@@ -3,7 +3,7 @@
  * Options are parsed with getopt_long, so long options take their value
  * as `--option=VALUE` or as the next argument, may be abbreviated to a
  * unique prefix, and may come before or after the input file. The exit
- * status says what went wrong (see the BOCB_EXIT_* codes in driver.h).
+ * status names the kind of failure (the BOCB_EXIT_* codes in driver.h).
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -334,7 +334,7 @@ int main(int argc, char **argv)
     }
     free_options(&o);
 
-    /* Output that was lost, to a full disk say, is a run-time error. */
+    /* Output that was lost, for example to a full disk, is a run-time error. */
     if (fflush(stdout) != 0 || ferror(stdout)) {
         perror("bocbc: error: cannot write the standard output");
         if (status == BOCB_EXIT_OK)
