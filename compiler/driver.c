@@ -543,6 +543,13 @@ static bool prepare_job(const Options *opts, Lower *l, Job *jobs, int index)
     int errors = diag_error_count();
     job->cells = compile_cells(l, &job->spec, &job->shape, &job->ncells);
     job->ready = resolved && diag_error_count() == errors;
+    if (opts->check_only) {
+        /* Nothing runs the cells, so their graphs go at once, which keeps
+         * the memory of checking a large program to one job's. */
+        free_cells(job->cells, job->ncells);
+        job->cells = NULL;
+        data_splits_free(&job->splits);
+    }
     return job->ready;
 }
 
