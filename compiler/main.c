@@ -195,7 +195,23 @@ static int reject_option(int code, char **argv, int index)
         char name[3] = {'-', (char)optopt, '\0'};
         return fail_usage("unknown option '%s'", name);
     }
-    return fail_usage("unknown option '%s'", arg);
+
+    /* An abbreviation of several long options ("--e") is ambiguous. */
+    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+    StrBuf matches = {0};
+    for (const struct option *o = long_options; o->name && len > 2; o++)
+        if (strncmp(o->name, arg + 2, len - 2) == 0)
+            sb_printf(&matches, "%s--%s", matches.len ? ", " : "", o->name);
+    if (matches.data && strchr(matches.data, ',')) {
+        char *message = xasprintf("option '%.*s' is ambiguous; it abbreviates %s", (int)len,
+                                  arg, matches.data);
+        fail_usage("%s", message);
+        free(message);
+    } else {
+        fail_usage("unknown option '%s'", arg);
+    }
+    sb_free(&matches);
+    return BOCB_EXIT_USAGE;
 }
 
 /* Applies option `code` with `value` (NULL for flags). Returns an exit
