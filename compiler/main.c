@@ -176,7 +176,8 @@ static const struct option long_options[] = {
  * print nothing itself. -c and -o are reserved for compiling to a file. */
 static const char short_options[] = ":hD:I:e:qco:";
 
-/* Returns the message for the option getopt_long rejected at argv[index]. */
+/* Prints why getopt_long rejected the option at argv[index] and returns
+ * BOCB_EXIT_USAGE. */
 static int reject_option(int code, char **argv, int index)
 {
     const char *arg = argv[index];
