@@ -5,7 +5,9 @@
 #   make demo       deps + build + train the quickstart on Fashion-MNIST
 #   make check      deps + build + every test suite; last line "N passed, N failed"
 #   make bench      deps + build + timed runs of the quickstart models
-#   make install    install bocbc and the stdlib under PREFIX (/usr/local)
+#   make install    install bocbc, libbocb.a, the stdlib and the man page under
+#                   PREFIX (/usr/local), staged under DESTDIR if set
+#   make uninstall  remove what `make install` installed
 #
 # Our own files build with -Wall -Wextra and no warnings; the flex output
 # gets three warnings switched off, for code we do not write.
@@ -45,7 +47,7 @@ BOCBC   := $(BUILD)/bocbc
 UNIT_SRC  := $(wildcard tests/unit/*.c) $(wildcard tests/gradcheck/*.c)
 UNIT_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps demo check check-unit check-lit bench install clean
+.PHONY: all deps demo check check-unit check-lit bench install uninstall clean
 .DEFAULT_GOAL := all
 
 all: $(BOCBC)
@@ -67,10 +69,33 @@ bench: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/depthwise $(BUILD)/bench/optim_bench
 	@BUILD=$(BUILD) bench/run.sh
 
-install: $(BOCBC)
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/bocb
+# The installed bocbc finds its standard library as ../share/bocb/stdlib
+# next to itself, so DESTDIR staging and moved prefixes both work. No
+# headers are installed, because bocbc builds no programs that link
+# libbocb.a.
+STDLIB_FILES := $(shell find stdlib -type f -name '*.bocb' | sort)
+MANDIR       ?= $(PREFIX)/share/man
+
+install: $(BOCBC) $(LIB)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(MANDIR)/man1
 	install -m 755 $(BOCBC) $(DESTDIR)$(PREFIX)/bin/bocbc
-	cp -r stdlib $(DESTDIR)$(PREFIX)/share/bocb/
+	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/libbocb.a
+	install -m 644 docs/bocbc.1 $(DESTDIR)$(MANDIR)/man1/bocbc.1
+	for f in $(STDLIB_FILES); do \
+	    install -d $(DESTDIR)$(PREFIX)/share/bocb/$$(dirname $$f) && \
+	    install -m 644 $$f $(DESTDIR)$(PREFIX)/share/bocb/$$f || exit 1; \
+	done
+
+# Removes exactly the files that `make install` writes, then the
+# directories of the standard library once they are empty.
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/bocbc $(DESTDIR)$(PREFIX)/lib/libbocb.a \
+	    $(DESTDIR)$(MANDIR)/man1/bocbc.1
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/share/bocb/,$(STDLIB_FILES))
+	for d in $$(find stdlib -depth -type d) ; do \
+	    rmdir $(DESTDIR)$(PREFIX)/share/bocb/$$d 2>/dev/null || true; \
+	done
+	rmdir $(DESTDIR)$(PREFIX)/share/bocb 2>/dev/null || true
 
 clean:
 	rm -rf $(BUILD)

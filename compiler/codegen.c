@@ -894,7 +894,38 @@ bool codegen_optimize(LLVMModuleRef module, LLVMTargetMachineRef tm, char **erro
     return true;
 }
 
+static char *codegen_emit_text(Kernel *const *kernels, int n, bool optimize, bool assembly,
+                               char **error);
+
+/* Returns `module` compiled to host assembly text (malloc'd), or NULL
+ * after setting *error. */
+static char *emit_assembly(LLVMModuleRef module, LLVMTargetMachineRef tm, char **error)
+{
+    char *message = NULL;
+    LLVMMemoryBufferRef buffer = NULL;
+    if (LLVMTargetMachineEmitToMemoryBuffer(tm, module, LLVMAssemblyFile, &message,
+                                            &buffer)) {
+        *error = xasprintf("cannot emit assembly: %s", message ? message : "unknown error");
+        LLVMDisposeMessage(message);
+        return NULL;
+    }
+    char *text = xstrndup(LLVMGetBufferStart(buffer), LLVMGetBufferSize(buffer));
+    LLVMDisposeMemoryBuffer(buffer);
+    return text;
+}
+
+char *codegen_emit_asm(Kernel *const *kernels, int n, char **error)
+{
+    return codegen_emit_text(kernels, n, true, true, error);
+}
+
 char *codegen_emit_llvm(Kernel *const *kernels, int n, bool optimize, char **error)
+{
+    return codegen_emit_text(kernels, n, optimize, false, error);
+}
+
+static char *codegen_emit_text(Kernel *const *kernels, int n, bool optimize, bool assembly,
+                               char **error)
 {
     LLVMTargetMachineRef tm = codegen_host_target_machine(error);
     if (!tm)
@@ -907,7 +938,9 @@ char *codegen_emit_llvm(Kernel *const *kernels, int n, bool optimize, char **err
     free(symbols);
 
     char *result = NULL;
-    if (!optimize || codegen_optimize(module, tm, error)) {
+    if (assembly && codegen_optimize(module, tm, error)) {
+        result = emit_assembly(module, tm, error);
+    } else if (!assembly && (!optimize || codegen_optimize(module, tm, error))) {
         char *text = LLVMPrintModuleToString(module);
         result = xstrdup(text);
         LLVMDisposeMessage(text);

@@ -38,6 +38,9 @@ const JitStats *jit_stats(const Jit *jit);
  * pipeline when `optimize` is set (bocbc --emit=llvm). */
 char *codegen_emit_llvm(Kernel *const *kernels, int n, bool optimize,
                         char **error);
+/* Returns the host assembly of the kernels (malloc'd), compiled after
+ * the O3 pipeline (bocbc --emit=asm). */
+char *codegen_emit_asm(Kernel *const *kernels, int n, char **error);
 
 /* Shared by codegen.c and jit.c. The parameters use the struct names behind
  * LLVMContextRef, LLVMModuleRef and LLVMTargetMachineRef, so this header

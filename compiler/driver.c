@@ -63,12 +63,18 @@ typedef struct RunRecord {
     RtTrainResult result;
 } RunRecord;
 
+/* Errors reported while loading data: they are run-time errors, not
+ * mistakes in the program, and give exit status BOCB_EXIT_RUNTIME. */
+static int data_errors;
+
 static int report_errors(void)
 {
     int n = diag_reported_count();
     if (n)
         fprintf(stderr, "%d error%s generated.\n", n, n == 1 ? "" : "s");
-    return diag_error_count() ? 1 : 0;
+    if (diag_error_count() > data_errors)
+        return BOCB_EXIT_COMPILE;
+    return data_errors ? BOCB_EXIT_RUNTIME : BOCB_EXIT_OK;
 }
 
 static bool load_data(const ExperimentSpec *spec, DataSplits *splits)
@@ -78,6 +84,7 @@ static bool load_data(const ExperimentSpec *spec, DataSplits *splits)
         diag_error(spec->data->loc, "cannot load data%s%s: %s",
                    spec->data->name ? " " : "", spec->data->name ? spec->data->name : "",
                    error);
+        data_errors++;
         free(error);
         return false;
     }
@@ -139,11 +146,27 @@ static void free_cells(Cell *cells, int n)
 
 /* ---- emitting ------------------------------------------------------------- */
 
+/* Prints the intermediate graphs of the first cell compiled, for
+ * --emit=ir and --emit=ir-grad (a Lower.stage_hook). */
+typedef struct StageEmitter {
+    CellStage stage;
+    bool printed;
+} StageEmitter;
+
+static void emit_stage(void *context, CellStage stage, const IrGraph *graph)
+{
+    StageEmitter *e = context;
+    if (e->printed || stage != e->stage)
+        return;
+    ir_print(stdout, graph);
+    e->printed = true;
+}
+
 static int emit(const Options *opts, const Cell *cell, const ExperimentSpec *spec)
 {
     const CompiledCell *cc = &cell->compiled;
     switch (opts->emit) {
-    case EMIT_IR:
+    case EMIT_IR_OPT:
         ir_print(stdout, cc->train);
         putchar('\n');
         ir_print(stdout, cc->eval);
@@ -152,7 +175,8 @@ static int emit(const Options *opts, const Cell *cell, const ExperimentSpec *spe
         ir_print_dot(stdout, cc->train);
         return 0;
     case EMIT_KERNELS:
-    case EMIT_LLVM: {
+    case EMIT_LLVM:
+    case EMIT_ASM: {
         Schedule s;
         schedule_graph(cc->train, spec->batch, &s);
         int status = 0;
@@ -160,14 +184,16 @@ static int emit(const Options *opts, const Cell *cell, const ExperimentSpec *spe
             schedule_print(stdout, &s);
         } else {
             char *error = NULL;
-            char *text = codegen_emit_llvm(s.kernels, s.nkernels, true, &error);
+            char *text = opts->emit == EMIT_ASM
+                             ? codegen_emit_asm(s.kernels, s.nkernels, &error)
+                             : codegen_emit_llvm(s.kernels, s.nkernels, true, &error);
             if (text) {
                 fputs(text, stdout);
                 free(text);
             } else {
                 fprintf(stderr, "bocbc: error: code generation failed: %s\n", error);
                 free(error);
-                status = 1;
+                status = BOCB_EXIT_RUNTIME;
             }
         }
         schedule_free(&s);
@@ -319,6 +345,7 @@ typedef struct Job {
     const Decl *decl;
     ExperimentSpec spec;
     DataSplits splits;
+    DataShape shape;
     Cell *cells;
     int ncells;
     bool ready;
@@ -421,9 +448,9 @@ static bool check_planned_memory(const Job *job)
     return ok;
 }
 
-/* Trains every cell of a compiled job. Returns 1 when a report could not
- * be written or code generation failed, else 0; diverged cells are
- * results, not failures. */
+/* Trains every cell of a compiled job. Returns BOCB_EXIT_RUNTIME when a
+ * report could not be written or code generation failed, else 0;
+ * diverged cells are results, not failures. */
 static int run_job(const Options *opts, Job *job, Jit *jit)
 {
     const ExperimentSpec *spec = &job->spec;
@@ -454,7 +481,7 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
                 fprintf(stderr, "bocbc: error: %s / %s: %s\n", cell->model->label,
                         cell->optimizer->label, error);
                 free(error);
-                status = 1;
+                status = BOCB_EXIT_RUNTIME;
                 break;
             }
             if (opts->stats)
@@ -482,7 +509,7 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
             free(label);
             cell_runner_destroy(&runner);
             if (spec->report_dir && !write_reports(spec, runs, done))
-                status = 1;
+                status = BOCB_EXIT_RUNTIME;
         }
     }
     if (done > 0)
@@ -493,28 +520,58 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
     return status;
 }
 
-/* Resolves an experiment, loads its data and compiles its cells. Returns
- * false after reported errors. */
-static bool prepare_job(const Options *opts, Lower *l, Job *job)
+/* Returns an earlier job of jobs[0 .. n) that loaded the same data source,
+ * or NULL. */
+static const Job *job_with_same_data(const Job *jobs, int n, const DataSpec *data)
 {
+    for (int i = 0; i < n; i++) {
+        const DataSpec *other = jobs[i].spec.data;
+        if (jobs[i].shape.rank > 0 && other && other->normalize == data->normalize &&
+            strcmp(other->path, data->path) == 0)
+            return &jobs[i];
+    }
+    return NULL;
+}
+
+/* Resolves experiment jobs[index], loads its data and compiles its cells.
+ * With --check, data already loaded for an earlier job is not loaded
+ * again, because only its shape is needed. Returns false after reported
+ * errors. */
+static bool prepare_job(const Options *opts, Lower *l, Job *jobs, int index)
+{
+    Job *job = &jobs[index];
     bool resolved = experiment_resolve(l, job->decl, opts->overrides, opts->noverrides,
                                        &job->spec);
     if (opts->report_dir)
         job->spec.report_dir = opts->report_dir;
     /* Even after errors, the valid models and optimizers are compiled, so
      * that one run reports their mistakes too. */
-    if (!job->spec.data || !load_data(&job->spec, &job->splits))
+    if (!job->spec.data)
         return false;
+    const Job *same = opts->check_only ? job_with_same_data(jobs, index, job->spec.data) : NULL;
+    if (same) {
+        job->shape = same->shape;
+    } else {
+        if (!load_data(&job->spec, &job->splits))
+            return false;
+        const Dataset *train = &job->splits.train;
+        job->shape = (DataShape){.rank = train->rank, .classes = train->num_classes};
+        for (int i = 0; i < train->rank; i++)
+            job->shape.dims[i] = train->sample_dims[i];
+        if (job->splits.test.num_classes > job->shape.classes)
+            job->shape.classes = job->splits.test.num_classes;
+    }
 
-    const Dataset *train = &job->splits.train;
-    DataShape shape = {.rank = train->rank, .classes = train->num_classes};
-    for (int i = 0; i < shape.rank; i++)
-        shape.dims[i] = train->sample_dims[i];
-    if (job->splits.test.num_classes > shape.classes)
-        shape.classes = job->splits.test.num_classes;
     int errors = diag_error_count();
-    job->cells = compile_cells(l, &job->spec, &shape, &job->ncells);
+    job->cells = compile_cells(l, &job->spec, &job->shape, &job->ncells);
     job->ready = resolved && diag_error_count() == errors;
+    if (opts->check_only) {
+        /* Nothing runs the cells, so their graphs go at once, which keeps
+         * the memory of checking a large program to one job's. */
+        free_cells(job->cells, job->ncells);
+        job->cells = NULL;
+        data_splits_free(&job->splits);
+    }
     return job->ready;
 }
 
@@ -562,39 +619,87 @@ static bool check_memory_and_reports(const Job *jobs, int njobs)
     return check_report_dirs(jobs, njobs) && ok;
 }
 
-/* Compiles every selected experiment, reporting all errors, before any
- * of them trains; then runs them in order. */
-static int run_experiments(const Options *opts, Lower *l, const Program *program)
+/* Prints the cells of each job, one a line, named as in the progress
+ * lines: "experiment / model / optimizer / seed N". */
+static void list_cells(const Job *jobs, int njobs)
+{
+    for (int i = 0; i < njobs; i++) {
+        const ExperimentSpec *spec = &jobs[i].spec;
+        for (int m = 0; m < spec->nmodels; m++)
+            for (int o = 0; o < spec->noptimizers; o++)
+                for (int s = 0; s < spec->nseeds; s++)
+                    printf("%s / %s / %s / seed %llu\n", spec->name, spec->models[m]->label,
+                           spec->optimizers[o]->label, (unsigned long long)spec->seeds[s]);
+    }
+}
+
+/* Returns the experiments of the main module that opts selects, and
+ * their number in *njobs. */
+static Job *select_jobs(const Options *opts, const Program *program, int *njobs)
 {
     const Module *main = program->main;
     Job *jobs = xcalloc((size_t)main->ndecls + 1, sizeof *jobs);
-    int njobs = 0;
+    int n = 0;
     for (int i = 0; i < main->ndecls; i++) {
         const Decl *d = main->decls[i];
         if (d->kind != DECL_EXPERIMENT)
             continue;
         if (opts->experiment && strcmp(opts->experiment, d->name) != 0)
             continue;
-        jobs[njobs++].decl = d;
+        jobs[n++].decl = d;
     }
+    *njobs = n;
+    return jobs;
+}
+
+/* Compiles every selected experiment, reporting all errors, before any
+ * of them trains; then runs them in order. */
+static int run_experiments(const Options *opts, Lower *l, const Program *program)
+{
+    int njobs;
+    Job *jobs = select_jobs(opts, program, &njobs);
     int status = 0;
+    if (njobs == 0 && opts->check_only && !opts->experiment) {
+        /* A file of declarations only, such as a library module: its
+         * names were resolved by lower_init, but without data no shape
+         * can be checked. */
+        free(jobs);
+        return report_errors();
+    }
     if (njobs == 0) {
         if (opts->experiment)
             fprintf(stderr, "bocbc: error: %s has no experiment called '%s'\n", opts->input,
                     opts->experiment);
         else
             fprintf(stderr, "bocbc: error: %s defines no experiment to run\n", opts->input);
-        status = 1;
+        status = BOCB_EXIT_COMPILE;
+    }
+
+    StageEmitter stages = {.stage = opts->emit == EMIT_IR ? CELL_STAGE_FORWARD
+                                                          : CELL_STAGE_BACKWARD};
+    if (opts->emit == EMIT_IR || opts->emit == EMIT_IR_GRAD) {
+        l->stage_hook = emit_stage;
+        l->stage_hook_context = &stages;
     }
 
     bool ok = njobs > 0;
-    for (int i = 0; i < njobs; i++)
-        ok &= prepare_job(opts, l, &jobs[i]);
-    if (!ok || diag_error_count()) {
-        report_errors();
-        status = 1;
+    for (int i = 0; i < njobs; i++) {
+        if (opts->list_cells)
+            ok &= experiment_resolve(l, jobs[i].decl, opts->overrides, opts->noverrides,
+                                     &jobs[i].spec);
+        else
+            ok &= prepare_job(opts, l, jobs, i);
+    }
+    if (njobs == 0) {
+        /* Reported above. */
+    } else if (!ok || diag_error_count()) {
+        status = report_errors();
+    } else if (opts->list_cells) {
+        list_cells(jobs, njobs);
+    } else if (opts->check_only || opts->emit == EMIT_IR || opts->emit == EMIT_IR_GRAD) {
+        /* Every cell compiled, and the stage hook printed what --emit asked for. */
     } else if (opts->emit == EMIT_NONE && !check_memory_and_reports(jobs, njobs)) {
-        status = 1;
+        status = BOCB_EXIT_RUNTIME;
     } else if (opts->emit != EMIT_NONE) {
         status = emit(opts, &jobs[0].cells[0], &jobs[0].spec);
     } else {
@@ -603,7 +708,7 @@ static int run_experiments(const Options *opts, Lower *l, const Program *program
         if (opts->backend == BACKEND_JIT && !(jit = jit_create(&error))) {
             fprintf(stderr, "bocbc: error: cannot initialise LLVM: %s\n", error);
             free(error);
-            status = 1;
+            status = BOCB_EXIT_RUNTIME;
         }
         for (int i = 0; i < njobs && status == 0; i++)
             status = run_job(opts, &jobs[i], jit);
@@ -619,19 +724,83 @@ static int run_experiments(const Options *opts, Lower *l, const Program *program
     return status;
 }
 
+/* Decides whether diagnostics are coloured, as GCC does for
+ * -fdiagnostics-color: `auto` colours only when stderr is a terminal
+ * whose TERM is not "dumb", and NO_COLOR (when set and not empty) turns
+ * `auto` off. */
+static bool use_color(ColorMode mode)
+{
+    if (mode != COLOR_AUTO)
+        return mode == COLOR_ALWAYS;
+    const char *no_color = getenv("NO_COLOR");
+    const char *term = getenv("TERM");
+    if (no_color && no_color[0])
+        return false;
+    if (!term || strcmp(term, "dumb") == 0)
+        return false;
+    return isatty(fileno(stderr));
+}
+
+/* Returns the import search directories: each -I DIR, then each entry
+ * of BOCB_PATH (colon-separated; empty entries are skipped). The strings
+ * of BOCB_PATH are copied into `arena`. */
+static const char **search_dirs(const Options *opts, Arena *arena, int *ndirs)
+{
+    VEC(const char *) dirs = {0};
+    for (int i = 0; i < opts->ninclude_dirs; i++)
+        VEC_PUSH(&dirs, opts->include_dirs[i]);
+    const char *env = getenv("BOCB_PATH");
+    for (const char *p = env; p && *p;) {
+        const char *colon = strchr(p, ':');
+        size_t len = colon ? (size_t)(colon - p) : strlen(p);
+        if (len > 0) {
+            char *dir = arena_alloc(arena, len + 1);
+            memcpy(dir, p, len);
+            dir[len] = '\0';
+            VEC_PUSH(&dirs, dir);
+        }
+        p += len + (colon != NULL);
+    }
+    const char **result = arena_calloc(arena, (size_t)dirs.len + 1, sizeof *result);
+    for (int i = 0; i < dirs.len; i++)
+        result[i] = dirs.data[i];
+    *ndirs = dirs.len;
+    VEC_FREE(&dirs);
+    return result;
+}
+
+/* Prints the tokens of the input file (--emit=tokens). */
+static int emit_tokens(const char *path, Arena *arena)
+{
+    char *error;
+    int file = src_load(path, &error);
+    if (file == 0) {
+        diag_error(NO_LOC, "cannot read '%s': %s", path, error);
+        free(error);
+        return report_errors();
+    }
+    lex_print_tokens(stdout, file, arena);
+    return report_errors();
+}
+
 int driver_main(const Options *opts)
 {
+    diag_set_color(use_color(opts->color));
     Arena arena;
     arena_init(&arena);
-    SearchPath search = {.stdlib_dir = opts->stdlib_dir, .dirs = opts->include_dirs,
-                         .ndirs = opts->ninclude_dirs};
+    SearchPath search = {.stdlib_dir = opts->stdlib_dir};
+    search.dirs = search_dirs(opts, &arena, &search.ndirs);
     int status = 0;
+    if (opts->emit == EMIT_TOKENS) {
+        status = emit_tokens(opts->input, &arena);
+        goto done;
+    }
 
     Program *program = load_program(opts->input, &search, &arena);
     if (!program || diag_error_count()) {
         status = report_errors();
         if (!program)
-            status = 1;
+            status = BOCB_EXIT_COMPILE;
         goto done;
     }
     if (opts->syntax_only)

@@ -18,20 +18,41 @@
 #include "lower.h"
 #include "run.h"
 
+/* Exit statuses of bocbc. */
+enum {
+    BOCB_EXIT_OK = 0,
+    BOCB_EXIT_COMPILE = 1, /* errors in the program: syntax, names, shapes */
+    BOCB_EXIT_USAGE = 2,   /* a command-line mistake */
+    BOCB_EXIT_RUNTIME = 3, /* data, reports, memory or code generation failed */
+};
+
 typedef enum EmitKind {
     EMIT_NONE,
     EMIT_AST,
-    EMIT_IR,
+    EMIT_IR,      /* the forward graph, before autodiff */
     EMIT_DOT,
     EMIT_KERNELS,
     EMIT_LLVM,
+    EMIT_TOKENS,
+    EMIT_IR_GRAD, /* the training step after autodiff, before the optimizer */
+    EMIT_IR_OPT,  /* the final training step and evaluation graphs */
+    EMIT_ASM,
 } EmitKind;
+
+typedef enum ColorMode {
+    COLOR_AUTO,   /* colour when stderr is a terminal and NO_COLOR is unset */
+    COLOR_ALWAYS,
+    COLOR_NEVER,
+} ColorMode;
 
 typedef struct Options {
     const char *input;
     Backend backend;
     EmitKind emit;
     bool syntax_only;
+    bool check_only;         /* compile every cell, train nothing */
+    bool list_cells;
+    ColorMode color;
     bool stats;
     bool quiet;              /* no progress lines */
     const char *experiment;  /* NULL = every experiment of the main file */
@@ -44,8 +65,8 @@ typedef struct Options {
     const char *report_dir;  /* replaces the experiment's `report` directory */
 } Options;
 
-/* Runs bocbc with `opts` and returns the process exit status: 0 on
- * success, 1 after errors in the program or its data. */
+/* Runs bocbc with `opts` and returns the process exit status, one of
+ * BOCB_EXIT_OK, BOCB_EXIT_COMPILE and BOCB_EXIT_RUNTIME. */
 int driver_main(const Options *opts);
 
 /* Finds the standard library: $BOCB_STDLIB, else ../stdlib or

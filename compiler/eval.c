@@ -187,39 +187,94 @@ bool val_to_int(const Value *v, const char *what, int64_t min, int64_t max,
 
 /* ---- scopes --------------------------------------------------------------- */
 
+/* Scopes with fewer bindings than this are searched linearly. */
+enum { SCOPE_INDEX_MIN = 32 };
+
+static uint32_t hash_name(const char *name)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h;
+}
+
+/* Returns the slot of `name` in s->index: the slot that contains its
+ * binding, or the empty slot where it would go. */
+static int index_slot(const Scope *s, const char *name)
+{
+    uint32_t mask = (uint32_t)s->index_cap - 1;
+    for (uint32_t i = hash_name(name) & mask;; i = (i + 1) & mask) {
+        int entry = s->index[i];
+        if (entry == 0 || strcmp(s->bindings.data[entry - 1].name, name) == 0)
+            return (int)i;
+    }
+}
+
+/* Rebuilds the index of s with room for twice its bindings. */
+static void index_rebuild(Scope *s)
+{
+    int cap = 64;
+    while (cap < 4 * s->bindings.len)
+        cap *= 2;
+    free(s->index);
+    s->index = xcalloc((size_t)cap, sizeof(int));
+    s->index_cap = cap;
+    for (int i = 0; i < s->bindings.len; i++)
+        s->index[index_slot(s, s->bindings.data[i].name)] = i + 1;
+}
+
+/* Returns the index in s->bindings of `name`, or -1. The last binding
+ * of a name wins, as scope_set never adds a name twice. */
+static int binding_of(const Scope *s, const char *name)
+{
+    if (s->index) {
+        int entry = s->index[index_slot(s, name)];
+        return entry - 1;
+    }
+    for (int i = s->bindings.len - 1; i >= 0; i--)
+        if (strcmp(s->bindings.data[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
 void scope_set(Lower *l, Scope *s, const char *name, Value v)
 {
     (void)l;
-    for (int i = 0; i < s->bindings.len; i++) {
-        if (strcmp(s->bindings.data[i].name, name) == 0) {
-            s->bindings.data[i].value = v;
-            return;
-        }
+    int known = binding_of(s, name);
+    if (known >= 0) {
+        s->bindings.data[known].value = v;
+        return;
     }
     Binding b = {.name = name, .value = v};
     VEC_PUSH(&s->bindings, b);
+    if (s->index && 2 * s->bindings.len <= s->index_cap)
+        s->index[index_slot(s, name)] = s->bindings.len;
+    else if (s->bindings.len >= SCOPE_INDEX_MIN)
+        index_rebuild(s);
 }
 
 Value *scope_find(Scope *s, const char *name)
 {
-    for (; s; s = s->parent)
-        for (int i = s->bindings.len - 1; i >= 0; i--)
-            if (strcmp(s->bindings.data[i].name, name) == 0)
-                return &s->bindings.data[i].value;
+    for (; s; s = s->parent) {
+        int i = binding_of(s, name);
+        if (i >= 0)
+            return &s->bindings.data[i].value;
+    }
     return NULL;
 }
 
 Value *scope_find_local(Scope *s, const char *name)
 {
-    for (int i = s->bindings.len - 1; i >= 0; i--)
-        if (strcmp(s->bindings.data[i].name, name) == 0)
-            return &s->bindings.data[i].value;
-    return NULL;
+    int i = binding_of(s, name);
+    return i >= 0 ? &s->bindings.data[i].value : NULL;
 }
 
 void scope_free(Scope *s)
 {
     VEC_FREE(&s->bindings);
+    free(s->index);
+    s->index = NULL;
+    s->index_cap = 0;
 }
 
 /* ---- suggestions ---------------------------------------------------------- */

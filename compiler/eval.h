@@ -22,6 +22,12 @@ typedef struct Value Value;
 typedef struct Builtin Builtin;
 typedef struct Lower Lower;
 
+/* The stages of compile_cell passed to Lower.stage_hook. */
+typedef enum CellStage {
+    CELL_STAGE_FORWARD,  /* forward pass, loss and logits */
+    CELL_STAGE_BACKWARD, /* plus the gradients of the parameters */
+} CellStage;
+
 typedef enum ValueKind {
     VAL_ERROR, /* an error was already reported */
     VAL_NONE,
@@ -93,6 +99,11 @@ typedef struct Binding {
 typedef struct Scope {
     struct Scope *parent;
     VEC(Binding) bindings;
+    /* A hash index of bindings, built once a scope has SCOPE_INDEX_MIN of
+     * them (the globals of a large program), so that lookups stay O(1):
+     * open addressing, each slot 0 or a binding's index + 1. */
+    int *index;
+    int index_cap; /* a power of two, or 0 */
 } Scope;
 
 typedef enum EvalMode {
@@ -177,6 +188,12 @@ struct Lower {
     int opt_param_var;
     const Decl *opt_decl;
     VEC(struct OptState { const char *name; int var; int read; }) opt_states;
+
+    /* Called by compile_cell with the training step after the forward
+     * pass and again after autodiff (bocbc --emit=ir and ir-grad); NULL
+     * when no caller prints the intermediate graphs. */
+    void (*stage_hook)(void *context, CellStage stage, const IrGraph *graph);
+    void *stage_hook_context;
 };
 
 /* ---- values --------------------------------------------------------------- */

@@ -847,6 +847,8 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
     if (ok) {
         ir_add_output(train, "loss", loss);
         ir_add_output(train, "logits", logits);
+        if (l->stage_hook)
+            l->stage_hook(l->stage_hook_context, CELL_STAGE_FORWARD, train);
 
         VEC(int) params = {0};
         for (int v = 0; v < out->module.nvars; v++)
@@ -857,6 +859,8 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
         int lr = ir_input(train, "lr", dtype, shape_scalar(), oloc);
         int step = lower_step_input(l, oloc);
         ok = ad_backward(train, loss, params.data, params.len, grads);
+        if (ok && l->stage_hook)
+            l->stage_hook(l->stage_hook_context, CELL_STAGE_BACKWARD, train);
         int grad_norm = -1;
         if (ok && options->clip > 0)
             grad_norm = clip_gradients(train, grads, params.len, options->clip, dtype, oloc);

@@ -1,4 +1,11 @@
-/* main.c - the bocbc command line. */
+/* main.c - the bocbc command line.
+ *
+ * Options are parsed with getopt_long, so long options take their value
+ * as `--option=VALUE` or as the next argument, may be abbreviated to a
+ * unique prefix, and may come before or after the input file. The exit
+ * status names the kind of failure (the BOCB_EXIT_* codes in driver.h).
+ */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,27 +23,62 @@ static void usage(FILE *out)
           "modes:\n"
           "  --jit               compile kernels with LLVM and run them (default)\n"
           "  --interp            run the reference interpreter instead (slow; the oracle)\n"
-          "  --syntax-only       parse FILE and report errors, nothing else\n"
-          "  --emit=WHAT         print a stage of the first cell and stop; WHAT is\n"
-          "                      ast, ir (training step and evaluation graphs), dot\n"
-          "                      (training step for Graphviz), kernels (fused kernels\n"
-          "                      and steps) or llvm (LLVM IR after the O3 pipeline)\n"
+          "  --syntax-only       parse FILE and its imports and report errors, nothing else\n"
+          "  --check             parse, resolve and compile every cell, then stop without\n"
+          "                      training; a file without experiments has its names\n"
+          "                      checked, but no shapes\n"
+          "  --list-cells        print the cells (model / optimizer / seed) of each\n"
+          "                      experiment, one per line, and stop\n"
+          "  --emit=WHAT         print a stage of the first cell and stop; WHAT is one of\n"
+          "                        tokens   the tokens of FILE, one per line\n"
+          "                        ast      the syntax tree of FILE\n"
+          "                        ir       the lowered forward graph (loss and logits)\n"
+          "                        ir-grad  the training step after autodiff\n"
+          "                        ir-opt   the final training step and evaluation graphs,\n"
+          "                                 after optimizer expansion and dead-code removal\n"
+          "                        kernels  the fused kernels and the steps that run them\n"
+          "                        dot      the final training step for Graphviz\n"
+          "                        llvm     the LLVM IR of the kernels after the O3 pipeline\n"
+          "                        asm      the host assembly of the kernels\n"
           "\n"
           "options:\n"
           "  -D KEY=VALUE        override an experiment setting, e.g. -D epochs=1\n"
-          "  -e, --experiment N  run only experiment N (default: every experiment)\n"
-          "  -I DIR              search DIR for imports (after the importing file's dir)\n"
-          "  --report DIR        write report files to DIR instead of the experiment's\n"
-          "  --threads N         threads for OpenBLAS matrix products (default: all cores)\n"
-          "  --stats             print kernel count, compile time and planned memory\n"
-          "  -q, --quiet         no progress lines, only the results table\n"
-          "  -h, --help          print this help\n"
-          "  --version           print the version\n"
+          "                      (repeatable)\n"
+          "  -e, --experiment=NAME\n"
+          "                      run only experiment NAME (default: every experiment)\n"
+          "  -I DIR              search DIR for imports (repeatable; see 'imports' below)\n"
+          "  --report=DIR        write report files to DIR instead of the experiment's\n"
+          "                      report directory (default: the experiment's, or none)\n"
+          "  --threads=N         OpenBLAS threads for matrix products, 1 to 1024\n"
+          "                      (default: OpenBLAS's choice, usually all cores)\n"
+          "  --stats             print kernel count, compile time in ms and planned\n"
+          "                      memory in MiB for each cell\n"
+          "  -q, --quiet         print no progress lines, only the results table\n"
+          "  --color=WHEN        colour diagnostics: auto, always or never (default: auto,\n"
+          "                      which colours only when stderr is a terminal and NO_COLOR\n"
+          "                      is unset or empty)\n"
+          "  -h, --help          print this help and exit\n"
+          "  --version           print the version and exit\n"
           "\n"
-          "Options that take a value also accept --option=VALUE.\n"
+          "imports:\n"
+          "  An import path is looked up relative to the importing file, then in each\n"
+          "  -I DIR in order, then in each directory of BOCB_PATH, then (for std/...)\n"
+          "  in the standard library.\n"
           "\n"
           "environment:\n"
-          "  BOCB_STDLIB         directory of the standard library (std/...)\n",
+          "  BOCB_PATH           colon-separated directories to search for imports\n"
+          "  BOCB_STDLIB         directory of the standard library (the one that\n"
+          "                      contains optim/); default: found next to bocbc\n"
+          "  NO_COLOR            when set and not empty, --color=auto does not colour\n"
+          "  TERM                when 'dumb', --color=auto does not colour\n"
+          "\n"
+          "exit status:\n"
+          "  0  success\n"
+          "  1  errors in the program (syntax, names, shapes, settings), or an\n"
+          "     input or import file that cannot be read\n"
+          "  2  command-line usage error\n"
+          "  3  run-time error: unreadable data, a report or the standard output that\n"
+          "     cannot be written, too little memory, or a failure of code generation\n",
           out);
 }
 
@@ -45,7 +87,7 @@ static int fail_usage(const char *fmt, const char *arg)
     fputs("bocbc: error: ", stderr);
     fprintf(stderr, fmt, arg);
     fputs("\nTry 'bocbc --help' for more information.\n", stderr);
-    return 1;
+    return BOCB_EXIT_USAGE;
 }
 
 static bool parse_emit(const char *what, EmitKind *out)
@@ -54,8 +96,9 @@ static bool parse_emit(const char *what, EmitKind *out)
         const char *name;
         EmitKind kind;
     } kinds[] = {
-        {"ast", EMIT_AST}, {"ir", EMIT_IR}, {"dot", EMIT_DOT},
-        {"kernels", EMIT_KERNELS}, {"llvm", EMIT_LLVM},
+        {"tokens", EMIT_TOKENS}, {"ast", EMIT_AST},         {"ir", EMIT_IR},
+        {"ir-grad", EMIT_IR_GRAD}, {"ir-opt", EMIT_IR_OPT}, {"dot", EMIT_DOT},
+        {"kernels", EMIT_KERNELS}, {"llvm", EMIT_LLVM},     {"asm", EMIT_ASM},
     };
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         if (strcmp(kinds[i].name, what) == 0) {
@@ -94,76 +137,162 @@ static void free_options(Options *o)
     free(o->include_dirs);
 }
 
-typedef enum OptionKind {
-    OPTION_FLAG,  /* takes no value */
-    OPTION_VALUE, /* takes one value */
-} OptionKind;
+/* getopt_long codes of the options without a short form. */
+enum {
+    OPT_VERSION = 256,
+    OPT_JIT,
+    OPT_INTERP,
+    OPT_SYNTAX_ONLY,
+    OPT_CHECK,
+    OPT_LIST_CELLS,
+    OPT_EMIT,
+    OPT_REPORT,
+    OPT_THREADS,
+    OPT_STATS,
+    OPT_COLOR,
+    OPT_REPL,
+};
 
-/* Returns whether option `name` takes a value; -1 for an unknown option. */
-static int option_kind(const char *name)
+static const struct option long_options[] = {
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {"jit", no_argument, NULL, OPT_JIT},
+    {"interp", no_argument, NULL, OPT_INTERP},
+    {"syntax-only", no_argument, NULL, OPT_SYNTAX_ONLY},
+    {"check", no_argument, NULL, OPT_CHECK},
+    {"list-cells", no_argument, NULL, OPT_LIST_CELLS},
+    {"emit", required_argument, NULL, OPT_EMIT},
+    {"experiment", required_argument, NULL, 'e'},
+    {"report", required_argument, NULL, OPT_REPORT},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"stats", no_argument, NULL, OPT_STATS},
+    {"quiet", no_argument, NULL, 'q'},
+    {"color", required_argument, NULL, OPT_COLOR},
+    {"repl", no_argument, NULL, OPT_REPL},
+    {NULL, 0, NULL, 0},
+};
+
+/* The leading ':' makes getopt_long return ':' for a missing value and
+ * print nothing itself. -c and -o are reserved for compiling to a file. */
+static const char short_options[] = ":hD:I:e:qco:";
+
+/* Prints why getopt_long rejected the option at argv[index] and returns
+ * BOCB_EXIT_USAGE. */
+static int reject_option(int code, char **argv, int index)
 {
-    static const char *const flags[] = {
-        "-h", "--help", "--version", "--jit", "--interp", "--syntax-only", "--stats",
-        "-q", "--quiet", "--repl", "-c",
-    };
-    static const char *const valued[] = {
-        "-D", "-I", "-e", "--experiment", "--report", "--threads", "--emit", "-o",
-    };
-    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
-        if (strcmp(flags[i], name) == 0)
-            return OPTION_FLAG;
-    for (size_t i = 0; i < sizeof valued / sizeof valued[0]; i++)
-        if (strcmp(valued[i], name) == 0)
-            return OPTION_VALUE;
-    return -1;
+    const char *arg = argv[index];
+    if (code == ':')
+        return fail_usage("option '%s' expects a value", arg);
+    /* A known long flag given a value ("--jit=3") is returned as '?' with
+     * optopt set to its code. */
+    const char *eq = strchr(arg, '=');
+    if (optopt != 0 && strncmp(arg, "--", 2) == 0 && eq) {
+        char *name = xstrndup(arg, (size_t)(eq - arg));
+        fail_usage("option '%s' takes no value", name);
+        free(name);
+        return BOCB_EXIT_USAGE;
+    }
+    if (optopt != 0 && arg[0] == '-' && arg[1] != '-') {
+        char name[3] = {'-', (char)optopt, '\0'};
+        return fail_usage("unknown option '%s'", name);
+    }
+
+    /* An abbreviation of several long options ("--e") is ambiguous. */
+    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+    StrBuf matches = {0};
+    for (const struct option *o = long_options; o->name && len > 2; o++)
+        if (strncmp(o->name, arg + 2, len - 2) == 0)
+            sb_printf(&matches, "%s--%s", matches.len ? ", " : "", o->name);
+    if (matches.data && strchr(matches.data, ',')) {
+        char *message = xasprintf("option '%.*s' is ambiguous; it abbreviates %s", (int)len,
+                                  arg, matches.data);
+        fail_usage("%s", message);
+        free(message);
+    } else {
+        fail_usage("unknown option '%s'", arg);
+    }
+    sb_free(&matches);
+    return BOCB_EXIT_USAGE;
 }
 
-/* Applies option `name` with `value` (NULL for flags). Returns an exit
+/* Applies option `code` with `value` (NULL for flags). Returns an exit
  * status to stop with, or -1 to go on. */
-static int apply_option(Options *o, const char *name, const char *value)
+static int apply_option(Options *o, int code, const char *value)
 {
-    if (strcmp(name, "-h") == 0 || strcmp(name, "--help") == 0) {
+    switch (code) {
+    case 'h':
         usage(stdout);
-        return 0;
-    }
-    if (strcmp(name, "--version") == 0) {
+        return BOCB_EXIT_OK;
+    case OPT_VERSION:
         printf("bocbc %s\n", BOCB_VERSION);
-        return 0;
-    }
-    if (strcmp(name, "--repl") == 0 || strcmp(name, "-c") == 0 || strcmp(name, "-o") == 0)
-        return fail_usage("%s is not available in this version of bocbc", name);
-
-    if (strcmp(name, "--jit") == 0) {
+        return BOCB_EXIT_OK;
+    case OPT_REPL:
+        return fail_usage("%s is not available in this version of bocbc", "--repl");
+    case 'c':
+    case 'o':
+        return fail_usage("%s is not available in this version of bocbc",
+                          code == 'c' ? "-c" : "-o");
+    case OPT_JIT:
         o->backend = BACKEND_JIT;
-    } else if (strcmp(name, "--interp") == 0) {
+        break;
+    case OPT_INTERP:
         o->backend = BACKEND_INTERP;
-    } else if (strcmp(name, "--syntax-only") == 0) {
+        break;
+    case OPT_SYNTAX_ONLY:
         o->syntax_only = true;
-    } else if (strcmp(name, "--stats") == 0) {
+        break;
+    case OPT_CHECK:
+        o->check_only = true;
+        break;
+    case OPT_LIST_CELLS:
+        o->list_cells = true;
+        break;
+    case OPT_STATS:
         o->stats = true;
-    } else if (strcmp(name, "-q") == 0 || strcmp(name, "--quiet") == 0) {
+        break;
+    case 'q':
         o->quiet = true;
-    } else if (strcmp(name, "--emit") == 0) {
+        break;
+    case OPT_EMIT:
         if (!parse_emit(value, &o->emit))
-            return fail_usage("unknown --emit value '%s'; expected ast, ir, dot, kernels "
-                              "or llvm", value);
-    } else if (strcmp(name, "-D") == 0) {
+            return fail_usage("unknown --emit value '%s'; expected tokens, ast, ir, ir-grad, "
+                              "ir-opt, kernels, dot, llvm or asm", value);
+        break;
+    case 'D':
         if (!add_override(o, value))
             return fail_usage("-D expects KEY=VALUE, such as -D epochs=1, not '%s'", value);
-    } else if (strcmp(name, "-I") == 0) {
+        break;
+    case 'I':
         o->include_dirs[o->ninclude_dirs++] = value;
-    } else if (strcmp(name, "-e") == 0 || strcmp(name, "--experiment") == 0) {
+        break;
+    case 'e':
         o->experiment = value;
-    } else if (strcmp(name, "--report") == 0) {
+        break;
+    case OPT_REPORT:
         if (!value[0])
-            return fail_usage("%s expects a directory", name);
+            return fail_usage("%s expects a directory", "--report");
         o->report_dir = value;
-    } else if (strcmp(name, "--threads") == 0) {
+        break;
+    case OPT_THREADS: {
         char *end = NULL;
         long n = strtol(value, &end, 10);
         if (!value[0] || *end || n < 1 || n > 1024)
             return fail_usage("--threads expects a number from 1 to 1024, not '%s'", value);
         o->threads = (int)n;
+        break;
+    }
+    case OPT_COLOR:
+        if (strcmp(value, "auto") == 0)
+            o->color = COLOR_AUTO;
+        else if (strcmp(value, "always") == 0)
+            o->color = COLOR_ALWAYS;
+        else if (strcmp(value, "never") == 0)
+            o->color = COLOR_NEVER;
+        else
+            return fail_usage("--color expects auto, always or never, not '%s'", value);
+        break;
+    default:
+        BOCB_ASSERT(!"an option in long_options or short_options has no case");
     }
     return -1;
 }
@@ -175,49 +304,37 @@ static int parse_arguments(Options *o, int argc, char **argv)
     o->backend = BACKEND_JIT;
     o->include_dirs = xcalloc((size_t)argc + 1, sizeof(char *));
 
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (a[0] != '-' || !a[1]) {
-            if (o->input)
-                return fail_usage("more than one input file given ('%s')", a);
-            o->input = a;
-            continue;
+    opterr = 0;
+    for (;;) {
+        int index = optind;
+        int code = getopt_long(argc, argv, short_options, long_options, NULL);
+        if (code == -1)
+            break;
+        if (code == '?' || code == ':') {
+            /* optind has moved past the rejected argument, unless it was
+             * one of several short options in one word. */
+            int at = optind > index ? optind - 1 : index;
+            return reject_option(code, argv, at < argc ? at : argc - 1);
         }
-
-        /* The value of an option: after '=' (--report=DIR), attached to a
-         * short option (-Dkey=value, -Idir), or the next argument. */
-        char name[64];
-        const char *value = NULL;
-        const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
-        if (eq) {
-            snprintf(name, sizeof name, "%.*s", (int)(eq - a), a);
-            value = eq + 1;
-        } else if (a[1] != '-' && a[2] && (a[1] == 'D' || a[1] == 'I')) {
-            snprintf(name, sizeof name, "-%c", a[1]);
-            value = a + 2;
-        } else {
-            snprintf(name, sizeof name, "%s", a);
-        }
-
-        int kind = option_kind(name);
-        if (kind < 0)
-            return fail_usage("unknown option '%s'", a);
-        if (kind == OPTION_FLAG && value)
-            return fail_usage("option '%s' takes no value", name);
-        if (kind == OPTION_VALUE && !value) {
-            if (i + 1 >= argc)
-                return fail_usage("option '%s' expects a value", name);
-            value = argv[++i];
-        }
-        int status = apply_option(o, name, value);
+        int status = apply_option(o, code, optarg);
         if (status >= 0)
             return status;
+    }
+
+    for (int i = optind; i < argc; i++) {
+        if (o->input)
+            return fail_usage("more than one input file given ('%s')", argv[i]);
+        o->input = argv[i];
     }
     if (!o->input) {
         fputs("bocbc: error: no input file\n", stderr);
         usage(stderr);
-        return 1;
+        return BOCB_EXIT_USAGE;
     }
+    int modes = o->syntax_only + o->check_only + o->list_cells + (o->emit != EMIT_NONE);
+    if (modes > 1)
+        return fail_usage("%s", "--syntax-only, --check, --list-cells and --emit each "
+                                "stop at a different stage; give only one of them");
     return -1;
 }
 
@@ -233,5 +350,12 @@ int main(int argc, char **argv)
         free(stdlib_dir);
     }
     free_options(&o);
+
+    /* Output that was lost, for example to a full disk, is a run-time error. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        perror("bocbc: error: cannot write the standard output");
+        if (status == BOCB_EXIT_OK)
+            status = BOCB_EXIT_RUNTIME;
+    }
     return status;
 }

@@ -28,6 +28,23 @@ typedef struct SourceFile {
 static VEC(SourceFile) sources;
 static FILE *diag_stream;
 static int error_count;
+static bool use_color;
+
+/* SGR escape sequences for colour output, as GCC uses them by default:
+ * a bold location, a bold red "error", bold magenta "warning", bold
+ * cyan "note" and a bold green caret line. */
+#define SGR_BOLD "\033[1m"
+#define SGR_ERROR "\033[1;31m"
+#define SGR_WARNING "\033[1;35m"
+#define SGR_NOTE "\033[1;36m"
+#define SGR_CARET "\033[1;32m"
+#define SGR_RESET "\033[0m"
+
+/* Returns `sgr` when diagnostics are coloured, else "". */
+static const char *color(const char *sgr)
+{
+    return use_color ? sgr : "";
+}
 
 /* ---- Source registry ---------------------------------------------------- */
 
@@ -406,22 +423,36 @@ static void print_source_excerpt(FILE *out, SrcLoc loc)
         fputc(' ', out);
     for (size_t at = shown_start; at < caret; at += char_length(line, len, at))
         fputc(line[at] == '\t' ? '\t' : ' ', out);
+    fputs(color(SGR_CARET), out);
     fputc('^', out);
     if (caret < len) {
         size_t at = caret + char_length(line, len, caret);
         for (; at <= last && at < shown_end; at += char_length(line, len, at))
             fputc('~', out);
     }
+    fputs(color(SGR_RESET), out);
     fputc('\n', out);
+}
+
+static const char *severity_color(const char *severity)
+{
+    if (strcmp(severity, "error") == 0)
+        return color(SGR_ERROR);
+    if (strcmp(severity, "warning") == 0)
+        return color(SGR_WARNING);
+    return color(SGR_NOTE);
 }
 
 static void report(const char *severity, SrcLoc loc, const char *fmt, va_list ap)
 {
     FILE *out = stream();
+    fputs(color(SGR_BOLD), out);
     if (loc.file == 0)
-        fprintf(out, "bocbc: %s: ", severity);
+        fputs("bocbc:", out);
     else
-        fprintf(out, "%s:%d:%d: %s: ", src_path(loc.file), loc.line, loc.col, severity);
+        fprintf(out, "%s:%d:%d:", src_path(loc.file), loc.line, loc.col);
+    fprintf(out, "%s %s%s:%s ", color(SGR_RESET), severity_color(severity), severity,
+            color(SGR_RESET));
     vfprintf(out, fmt, ap);
     fputc('\n', out);
     if (loc.file != 0)
@@ -517,4 +548,9 @@ void diag_reset_count(void)
 void diag_set_stream(FILE *s)
 {
     diag_stream = s;
+}
+
+void diag_set_color(bool on)
+{
+    use_color = on;
 }

@@ -66,5 +66,8 @@ int diag_reported_count(void);
 /* Forgets the error count (the REPL does this after each input). */
 void diag_reset_count(void);
 void diag_set_stream(FILE *stream);
+/* Turns ANSI colour on or off for the diagnostics that follow (off at
+ * start); the caller decides, from a terminal test and NO_COLOR. */
+void diag_set_color(bool on);
 
 #endif

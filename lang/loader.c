@@ -238,31 +238,36 @@ static void resolve_import(Loader *loader, const Module *importer, const Decl *d
 
     StrBuf tried = {0};
     bool found = false;
-    if (strcmp(path, "std") == 0 || strncmp(path, "std/", 4) == 0) {
+    bool is_std = strcmp(path, "std") == 0 || strncmp(path, "std/", 4) == 0;
+    if (path[0] == '/') {
+        found = try_import_at(loader, path, d, &tried);
+    } else {
+        if (!is_std) {
+            char *dir = directory_of(importer->path);
+            char *base = join_path(dir, path);
+            found = try_import_at(loader, base, d, &tried);
+            free(base);
+            free(dir);
+        }
+        for (int i = 0; !found && loader->search && i < loader->search->ndirs; i++) {
+            char *base = join_path(loader->search->dirs[i], path);
+            found = try_import_at(loader, base, d, &tried);
+            free(base);
+        }
+    }
+    if (!found && is_std) {
         const char *stdlib = loader->search ? loader->search->stdlib_dir : NULL;
         if (!stdlib) {
             diag_error(d->path_loc, "cannot import \"%s\": the standard library was not "
                                     "found; set BOCB_STDLIB to its directory (stdlib/ in the "
                                     "bocb source tree), or install bocbc with 'make install'",
                        path);
+            sb_free(&tried);
             return;
         }
         char *base = path[3] ? join_path(stdlib, path + 4) : xstrdup(stdlib);
         found = try_import_at(loader, base, d, &tried);
         free(base);
-    } else if (path[0] == '/') {
-        found = try_import_at(loader, path, d, &tried);
-    } else {
-        char *dir = directory_of(importer->path);
-        char *base = join_path(dir, path);
-        found = try_import_at(loader, base, d, &tried);
-        free(base);
-        free(dir);
-        for (int i = 0; !found && loader->search && i < loader->search->ndirs; i++) {
-            base = join_path(loader->search->dirs[i], path);
-            found = try_import_at(loader, base, d, &tried);
-            free(base);
-        }
     }
 
     if (!found)

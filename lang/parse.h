@@ -15,6 +15,12 @@ Module *parse_module(int file, Arena *arena);
  * errors. */
 Expr *parse_expression(int file, size_t offset, Arena *arena);
 
+/* Prints the tokens of a registered file, one a line, as "LINE:COL KIND"
+ * followed by the token's text for identifiers, numbers, strings,
+ * newlines and invalid tokens (bocbc --emit=tokens). Lexical errors are
+ * reported through diag. */
+void lex_print_tokens(FILE *out, int file, Arena *arena);
+
 /* A loaded program: the main module and everything it imports, each file
  * parsed once, in dependency order (imports before importers). */
 typedef struct Program {
@@ -23,9 +29,10 @@ typedef struct Program {
     Module *main;
 } Program;
 
-/* Where imports are looked up. "std/..." resolves against stdlib_dir;
- * any other path is tried relative to the importing file, then in each
- * of dirs in order. */
+/* Where imports are looked up. A relative path is tried relative to the
+ * importing file, then in each of dirs in order (-I, then BOCB_PATH). A
+ * "std/..." path skips the importing file's directory, is tried in dirs,
+ * and then resolves against stdlib_dir. */
 typedef struct SearchPath {
     const char *stdlib_dir;
     const char **dirs;

@@ -1044,11 +1044,16 @@ static char *scanner_copy(const char *text, size_t len)
     return copy;
 }
 
-/* Runs the parser over bytes [offset, end) of a registered file. */
-static void run_parser(ParseState *ps, int file, size_t offset)
-{
+/* A scanner over bytes [offset, end) of a registered file. */
+typedef struct Scanner {
     yyscan_t scanner;
-    if (yylex_init_extra(ps, &scanner) != 0)
+    YY_BUFFER_STATE buffer;
+    char *scanned; /* the bytes, as scanner_copy() prepares them */
+} Scanner;
+
+static void scanner_open(Scanner *s, ParseState *ps, int file, size_t offset)
+{
+    if (yylex_init_extra(ps, &s->scanner) != 0)
         bocb_panic(__FILE__, __LINE__, "cannot create the scanner");
     const char *text = src_text(file);
     size_t len = src_length(file);
@@ -1060,13 +1065,76 @@ static void run_parser(ParseState *ps, int file, size_t offset)
         ps->line += line_break;
         ps->col = line_break ? 1 : ps->col + 1;
     }
-    char *scanned = scanner_copy(text + offset, len - offset);
-    YY_BUFFER_STATE buffer = yy_scan_buffer(scanned, len - offset + 2, scanner);
-    yyparse(scanner);
+    s->scanned = scanner_copy(text + offset, len - offset);
+    s->buffer = yy_scan_buffer(s->scanned, len - offset + 2, s->scanner);
+}
+
+static void scanner_close(Scanner *s)
+{
+    yy_delete_buffer(s->buffer, s->scanner);
+    yylex_destroy(s->scanner);
+    free(s->scanned);
+}
+
+/* Runs the parser over bytes [offset, end) of a registered file. */
+static void run_parser(ParseState *ps, int file, size_t offset)
+{
+    Scanner s;
+    scanner_open(&s, ps, file, offset);
+    yyparse(s.scanner);
     report_unclosed_bracket(ps);
-    yy_delete_buffer(buffer, scanner);
-    yylex_destroy(scanner);
-    free(scanned);
+    scanner_close(&s);
+}
+
+/* Prints `text` with control bytes, quotes and backslashes escaped. */
+static void print_token_text(FILE *out, const char *text, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c == '\\')
+            fputs("\\\\", out);
+        else if (c == '\n')
+            fputs("\\n", out);
+        else if (c == '\r')
+            fputs("\\r", out);
+        else if (c == '\t')
+            fputs("\\t", out);
+        else if (c < 0x20 || c == 0x7F)
+            fprintf(out, "\\x%02x", c);
+        else
+            fputc(c, out);
+    }
+}
+
+void lex_print_tokens(FILE *out, int file, Arena *arena)
+{
+    Module scratch = {.path = src_path(file), .file = file};
+    ParseState ps = {0};
+    ps.arena = arena;
+    ps.module = &scratch;
+    ps.file = file;
+    Scanner s;
+    scanner_open(&s, &ps, file, 0);
+    for (;;) {
+        YYSTYPE value;
+        SrcLoc loc;
+        int token = yylex(&value, &loc, s.scanner);
+        if (token == TOK_YYEOF)
+            break;
+        /* The name of a keyword or punctuator is its text, so only the
+         * other kinds are followed by their text. */
+        fprintf(out, "%d:%d %s", loc.line, loc.col, yysymbol_name(YYTRANSLATE(token)));
+        bool has_text = token == TOK_IDENT || token == TOK_NUMBER || token == TOK_STRING ||
+                        token == TOK_NEWLINE || token == TOK_INVALID;
+        if (has_text) {
+            fputc(' ', out);
+            const char *text = src_text(file) + ps.token_offset;
+            print_token_text(out, text, ps.offset - ps.token_offset);
+        }
+        fputc('\n', out);
+    }
+    scanner_close(&s);
+    VEC_FREE(&ps.brackets);
 }
 
 Expr *parse_expression(int file, size_t offset, Arena *arena)

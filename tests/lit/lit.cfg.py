@@ -24,6 +24,9 @@ config.environment["BOCB_STDLIB"] = os.path.abspath(
 config.environment["TERM"] = "dumb"
 
 config.substitutions.append(("%bocbc", os.path.join(build, "bocbc")))
+config.substitutions.append(("%build", build))
+config.substitutions.append(("%srcroot", os.path.abspath(
+    os.path.join(config.test_source_root, "..", ".."))))
 config.substitutions.append(("%examples", os.path.abspath(
     os.path.join(config.test_source_root, "..", "..", "examples"))))
 config.substitutions.append(("%python", sys.executable))
