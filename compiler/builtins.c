@@ -121,6 +121,55 @@ static bool axis_mask(Lower *l, const Value *axis, const Shape *s, uint32_t *mas
     return true;
 }
 
+/* ---- output sizes --------------------------------------------------------- */
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+/* Checks that a convolution or pooling window leaves at least one output
+ * position along both spatial axes of x (rank 4), and otherwise reports
+ * the formula with its values:
+ *   output height (in + 2*pad - dilation*(kernel - 1) - 1) / stride + 1 = n
+ * Pooling has no dilation and prints the shorter (in + 2*pad - kernel). */
+static bool check_window(Lower *l, const char *fn, const Shape *xs, const int64_t kernel[2],
+                         const int64_t stride[2], const int64_t pad[2],
+                         const int64_t *dilation, SrcLoc loc)
+{
+    static const char *const axis[2] = {"height", "width"};
+    if (xs->rank != 4)
+        return true; /* the shape rule reports the rank */
+    /* A square window over a square input fails alike in both axes,
+     * which is reported once. */
+    bool same = xs->dims[2] == xs->dims[3] && kernel[0] == kernel[1] &&
+                stride[0] == stride[1] && pad[0] == pad[1] &&
+                (!dilation || dilation[0] == dilation[1]);
+    static const char *const both = "height and width";
+    bool ok = true;
+    for (int i = 0; i < (same ? 1 : 2); i++) {
+        const char *name = same ? both : axis[i];
+        int64_t in = xs->dims[2 + i];
+        int64_t d = dilation ? dilation[i] : 1;
+        int64_t out = floor_div(in + 2 * pad[i] - d * (kernel[i] - 1) - 1, stride[i]) + 1;
+        if (out >= 1)
+            continue;
+        if (dilation)
+            diag_error(loc, "%s output %s (%lld + 2*%lld - %lld*(%lld - 1) - 1) / %lld + 1 "
+                       "= %lld must be >= 1", fn, name, (long long)in, (long long)pad[i],
+                       (long long)d, (long long)kernel[i], (long long)stride[i],
+                       (long long)out);
+        else
+            diag_error(loc, "%s output %s (%lld + 2*%lld - %lld) / %lld + 1 = %lld must be "
+                       ">= 1", fn, name, (long long)in, (long long)pad[i],
+                       (long long)kernel[i], (long long)stride[i], (long long)out);
+        diag_note(loc, "the input has shape %s", shape_text(l, xs));
+        ok = false;
+    }
+    return ok;
+}
+
 /* ---- layers --------------------------------------------------------------- */
 
 static Value bi_linear(Lower *l, const Value *args, SrcLoc loc)
@@ -213,7 +262,8 @@ static Value bi_conv2d(Lower *l, const Value *args, SrcLoc loc)
     int64_t wdims[4] = {out_channels, in_channels / groups, kernel[0], kernel[1]};
     Shape ws = shape_make(4, wdims), ys;
     const char *why;
-    if (!check_tensor_size(l, &ws, "the weight of conv2d", loc))
+    if (!check_tensor_size(l, &ws, "the weight of conv2d", loc) ||
+        !check_window(l, "conv2d", &xs, kernel, stride, pad, dilation, loc))
         return val_error();
     if (!ir_conv2d_shape(&xs, &ws, &attr, &ys, &why)) {
         diag_error(loc, "%s (input %s, kernel %lldx%lld)", why, shape_text(l, &xs),
@@ -353,6 +403,8 @@ static Value bi_max_pool2d(Lower *l, const Value *args, SrcLoc loc)
     }
     Shape xs = *shape_of(l, x), ys;
     const char *why;
+    if (!check_window(l, "max_pool2d", &xs, kernel, stride, pad, NULL, loc))
+        return val_error();
     if (!ir_pool2d_shape(&xs, &attr, &ys, &why)) {
         diag_error(loc, "%s (input %s)", why, shape_text(l, &xs));
         return val_error();
