@@ -229,7 +229,9 @@ static int edit_distance(const char *a, const char *b)
     size_t n = strlen(a), m = strlen(b);
     if (n > 64 || m > 64)
         return 1000;
-    int prev[65], cur[65];
+    /* Rows i - 2, i - 1 and i of the table; swapping two adjacent
+     * letters ("sdg" for "sgd") costs one edit, as in Damerau's distance. */
+    int before[65], prev[65], cur[65];
     for (size_t j = 0; j <= m; j++)
         prev[j] = (int)j;
     for (size_t i = 1; i <= n; i++) {
@@ -240,8 +242,12 @@ static int edit_distance(const char *a, const char *b)
                 best = prev[j] + 1; /* deletion */
             if (cur[j - 1] + 1 < best)
                 best = cur[j - 1] + 1; /* insertion */
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                before[j - 2] + 1 < best)
+                best = before[j - 2] + 1; /* transposition */
             cur[j] = best;
         }
+        memcpy(before, prev, sizeof(int) * (m + 1));
         memcpy(prev, cur, sizeof(int) * (m + 1));
     }
     return prev[m];

@@ -267,8 +267,11 @@ static void resolve_decl(Lower *l, const Decl *d)
     /* Defaults may use the parameters before them. */
     for (int i = 0; i < d->nparams; i++)
         check_expr(&r, d->params[i].default_value);
+    int unknown_before = l->unknown_names.len;
     check_block(&r, &d->body);
-    warn_unused(&r, d);
+    /* A misspelled name leaves the name it meant unread: no warning then. */
+    if (l->unknown_names.len == unknown_before)
+        warn_unused(&r, d);
     VEC_FREE(&r.known);
     VEC_FREE(&r.read);
 }
