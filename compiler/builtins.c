@@ -265,11 +265,10 @@ static Value bi_conv2d(Lower *l, const Value *args, SrcLoc loc)
     if (!check_tensor_size(l, &ws, "the weight of conv2d", loc) ||
         !check_window(l, "conv2d", &xs, kernel, stride, pad, dilation, loc))
         return val_error();
-    if (!ir_conv2d_shape(&xs, &ws, &attr, &ys, &why)) {
-        diag_error(loc, "%s (input %s, kernel %lldx%lld)", why, shape_text(l, &xs),
-                   (long long)kernel[0], (long long)kernel[1]);
-        return val_error();
-    }
+    /* The rank, the groups, the window and the weight were checked above,
+     * and every op keeps the batch dimension first. */
+    bool shaped = ir_conv2d_shape(&xs, &ws, &attr, &ys, &why);
+    BOCB_ASSERT(shaped);
     if (!check_tensor_size(l, &ys, "the output of conv2d", loc))
         return val_error();
 
@@ -312,11 +311,8 @@ static Value bi_flatten(Lower *l, const Value *args, SrcLoc loc)
                    shape_text(l, &xs));
         return val_error();
     }
-    if (xs.batch_axis > start) {
-        diag_error(loc, "flatten would merge the batch dimension of %s into other axes",
-                   shape_text(l, &xs));
-        return val_error();
-    }
+    /* Every op keeps the batch dimension first, so no start is past it. */
+    BOCB_ASSERT(xs.batch_axis <= start);
     Shape out = xs;
     out.rank = (int)start + 1;
     int64_t rest = 1;

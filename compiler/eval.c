@@ -905,10 +905,8 @@ void exec_block(Lower *l, const Block *b)
 static void exec_assign(Lower *l, const Stmt *s)
 {
     const Expr *target = s->assign.target;
-    if (target->kind != EX_NAME) {
-        diag_error(target->loc, "only names can be assigned to here");
-        return;
-    }
+    /* The parser accepts only names as assignment targets. */
+    BOCB_ASSERT(target->kind == EX_NAME);
     const char *name = target->name;
     Value v;
     if (s->assign.compound) {

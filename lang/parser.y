@@ -1061,10 +1061,8 @@ Expr *parse_expression(int file, size_t offset, Arena *arena)
     Module scratch = {.path = src_path(file), .file = file};
     size_t len = src_length(file);
     BOCB_ASSERT(offset <= len);
-    if (len > INT_MAX) {
-        diag_error(NO_LOC, "%s: text too large to parse (%zu bytes)", scratch.path, len);
-        return NULL;
-    }
+    /* Texts come from src_load (at most SRC_MAX_BYTES) or the command line. */
+    BOCB_ASSERT(len <= INT_MAX);
     int errors = diag_error_count();
     ParseState ps = {0};
     ps.arena = arena;
@@ -1084,10 +1082,7 @@ Module *parse_module(int file, Arena *arena)
     m->file = file;
 
     size_t len = src_length(file);
-    if (len > INT_MAX) {
-        diag_error(NO_LOC, "%s: file too large to parse (%zu bytes)", m->path, len);
-        return m;
-    }
+    BOCB_ASSERT(len <= INT_MAX); /* src_load reads at most SRC_MAX_BYTES */
 
     ParseState ps = {0};
     ps.arena = arena;

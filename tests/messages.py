@@ -10,6 +10,11 @@ printf conversions (%s, %d, %lld, ...), ignoring parts without a letter
 or digit. A format with no fixed text ("%s") forwards a message built
 elsewhere and is listed as forwarded, not checked.
 
+A message that no test can reach, because it reports a failure of the
+machine or of LLVM rather than of the program, is exempt when a comment
+"messages.py: not reached: REASON" ends within the three lines above its
+call. Anything else that no program can reach is an assertion instead.
+
     tests/messages.py              fail, naming each message no test reaches
     tests/messages.py -v           also list every message with its tests
     tests/messages.py --since REF  mark messages whose format is not in
@@ -40,7 +45,8 @@ NOT_CHECKS = {"RUN", "REQUIRES", "UNSUPPORTED", "XFAIL", "END"}
 
 
 class Message:
-    def __init__(self, path, line, severity, fmt):
+    def __init__(self, path, line, severity, fmt, exempt=None):
+        self.exempt = exempt
         self.path = path
         self.line = line
         self.severity = severity
@@ -105,6 +111,22 @@ def literal(arg):
     return bytes("".join(pieces), "utf-8").decode("unicode_escape")
 
 
+EXEMPT = re.compile(r"messages\.py: not reached: (.*?)(\*/|$)", re.S)
+
+
+def exemption(text, offset):
+    """Returns the reason of a "messages.py: not reached:" comment in the
+    three lines before offset, or None."""
+    start = offset
+    for _ in range(4):
+        start = text.rfind("\n", 0, start)
+        if start < 0:
+            start = 0
+            break
+    m = EXEMPT.search(text, start, offset)
+    return " ".join(m.group(1).replace("*", " ").split()) if m else None
+
+
 def scan_source(path, text):
     found = []
     for m in DIAG_CALL.finditer(text):
@@ -113,7 +135,7 @@ def scan_source(path, text):
             continue
         line = text.count("\n", 0, m.start()) + 1
         severity = m.group(1)[len("diag_"):]
-        found.append(Message(path, line, severity, literal(args[1])))
+        found.append(Message(path, line, severity, literal(args[1]), exemption(text, m.start())))
     for m in DIRECT_PRINT.finditer(text):
         args, _ = split_args(text, m.end() - len('"bocbc: %s: ' % m.group(2)) - 1 + 1)
         line = text.count("\n", 0, m.start()) + 1
@@ -123,7 +145,7 @@ def scan_source(path, text):
         fmt = literal(fmt_arg)
         if fmt is not None:
             fmt = fmt[len("bocbc: %s: " % m.group(2)):].rstrip("\n")
-        found.append(Message(path, line, m.group(2), fmt))
+        found.append(Message(path, line, m.group(2), fmt, exemption(text, m.start())))
     return found
 
 
@@ -207,22 +229,26 @@ def main():
         if old is not None and msg.fmt not in old:
             msg.new = True
 
-    checked = [m for m in messages if m.parts]
-    forwarded = [m for m in messages if not m.parts]
+    checked = [m for m in messages if m.parts and not m.exempt]
+    exempt = [m for m in messages if m.exempt]
+    forwarded = [m for m in messages if not m.parts and not m.exempt]
     unreached = [m for m in checked if not m.tests]
     if opts.verbose:
         for m in messages:
             fmt = m.fmt if m.fmt is not None else "(format built at run time)"
             print("%s: %s: %s%s" % (m.where(), m.severity, fmt, " [new]" if m.new else ""))
-            if not m.parts:
+            if m.exempt:
+                print("    exempt: " + m.exempt)
+            elif not m.parts:
                 print("    forwarded; not checked")
             for t in m.tests:
                 print("    " + t)
     for m in unreached:
         print("%s: unreached %s%s: %s" % (m.where(), m.severity, " [new]" if m.new else "",
                                           m.fmt))
-    print("messages: %d checked, %d reached, %d unreached, %d forwarded" %
-          (len(checked), len(checked) - len(unreached), len(unreached), len(forwarded)))
+    print("messages: %d checked, %d reached, %d unreached, %d forwarded, %d exempt" %
+          (len(checked), len(checked) - len(unreached), len(unreached), len(forwarded),
+           len(exempt)))
     return 1 if unreached else 0
 
 
