@@ -257,6 +257,11 @@ static void resolve_decl(Lower *l, const Decl *d)
             if (p->type->dims[j]->kind == EX_NAME)
                 VEC_PUSH(&r.known, p->type->dims[j]->name);
     }
+    /* A type reads the hyperparameters and constants it names, [B, N]. */
+    for (int i = 0; i < d->nparams; i++)
+        for (int j = 0; d->params[i].type && j < d->params[i].type->ndims; j++)
+            if (d->params[i].type->dims[j]->kind == EX_NAME)
+                VEC_PUSH(&r.read, d->params[i].type->dims[j]->name);
     if (d->kind == DECL_OPTIMIZER) {
         VEC_PUSH(&r.known, "param");
         VEC_PUSH(&r.known, "grad");
