@@ -322,6 +322,18 @@ static Value bi_flatten(Lower *l, const Value *args, SrcLoc loc)
     return val_tensor(ir_reshape(l->graph, x, out, loc), loc);
 }
 
+/* Formats the element count of a shape: "784", or "B*784" when it
+ * depends on the batch size. */
+static const char *element_count_text(Lower *l, const Shape *s)
+{
+    int64_t per_sample = shape_numel(s, 1);
+    if (s->batch_axis < 0)
+        return arena_printf(l->arena, "%lld", (long long)per_sample);
+    if (per_sample == 1)
+        return "B";
+    return arena_printf(l->arena, "B*%lld", (long long)per_sample);
+}
+
 static Value bi_reshape(Lower *l, const Value *args, SrcLoc loc)
 {
     int x = tensor_arg(l, &args[0], "reshape", "x");
@@ -363,9 +375,16 @@ static Value bi_reshape(Lower *l, const Value *args, SrcLoc loc)
     }
     if (out.rank > 0 && out.dims[0] == -1) {
         int64_t total = shape_numel(&xs, 1);
-        if (xs.batch_axis < 0 || total % known != 0) {
-            diag_error(loc, "cannot reshape %s to %s", shape_text(l, &xs),
-                       val_format(l, dims));
+        if (xs.batch_axis < 0) {
+            diag_error(loc, "cannot reshape %s to %s: -1 stands for the batch dimension, "
+                       "and the input has none", shape_text(l, &xs), val_format(l, dims));
+            return val_error();
+        }
+        if (total % known != 0) {
+            diag_error(loc, "cannot reshape %s to %s: each sample has %lld elements, and "
+                       "%lld %% %lld = %lld must be 0", shape_text(l, &xs),
+                       val_format(l, dims), (long long)total, (long long)total,
+                       (long long)known, (long long)(total % known));
             return val_error();
         }
         out.dims[0] = total / known;
@@ -373,8 +392,9 @@ static Value bi_reshape(Lower *l, const Value *args, SrcLoc loc)
     }
     if (shape_numel(&out, 1) != shape_numel(&xs, 1) ||
         shape_numel(&out, 2) != shape_numel(&xs, 2)) {
-        diag_error(loc, "cannot reshape %s to %s: the element counts differ",
-                   shape_text(l, &xs), val_format(l, dims));
+        diag_error(loc, "cannot reshape %s to %s: the element counts %s and %s differ",
+                   shape_text(l, &xs), val_format(l, dims), element_count_text(l, &xs),
+                   element_count_text(l, &out));
         return val_error();
     }
     return val_tensor(ir_reshape(l->graph, x, out, loc), loc);
