@@ -450,6 +450,8 @@ static Value bi_cross_entropy(Lower *l, const Value *args, SrcLoc loc)
         ny->shape.dims[0] != nl->shape.dims[0] || ny->shape.batch_axis != nl->shape.batch_axis) {
         diag_error(loc, "cross_entropy expects logits [N, C] and integer labels [N], but "
                    "got %s and %s", shape_text(l, &nl->shape), shape_text(l, &ny->shape));
+        note_operand_origin(l, "the tensor of logits", &args[0], logits);
+        note_operand_origin(l, "the tensor of labels", &args[1], labels);
         return val_error();
     }
     return lower_cross_entropy(l, logits, labels, loc);
@@ -550,6 +552,9 @@ static Value bi_where(Lower *l, const Value *args, SrcLoc loc)
     if (!ir_broadcast_shape(&sa, &sb, &s1) || !ir_broadcast_shape(&s1, &sc, &out)) {
         diag_error(loc, "operands of where have incompatible shapes %s, %s and %s",
                    shape_text(l, &sc), shape_text(l, &sa), shape_text(l, &sb));
+        note_operand_origin(l, "the condition", &args[0], c);
+        note_operand_origin(l, "the second operand", &args[1], a);
+        note_operand_origin(l, "the third operand", &args[2], b);
         return val_error();
     }
     if (!check_tensor_size(l, &out, "the result of where", loc))

@@ -320,13 +320,13 @@ const char *shape_text(Lower *l, const Shape *s)
     return arena_strdup(l->arena, shape_format(s, buf, sizeof buf));
 }
 
-void note_operand_origin(Lower *l, const char *side, const Value *v, int node)
+void note_operand_origin(Lower *l, const char *what, const Value *v, int node)
 {
     SrcLoc at = ir_node(l->graph, node)->loc;
     if (at.file == 0 || (at.file == v->loc.file && at.line == v->loc.line &&
                          at.col == v->loc.col))
         return;
-    diag_note(at, "the %s operand, of shape %s, comes from here", side,
+    diag_note(at, "%s, of shape %s, comes from here", what,
               shape_text(l, &ir_node(l->graph, node)->shape));
 }
 
@@ -366,8 +366,8 @@ Value tensor_binary(Lower *l, IrOp op, const char *spelling, const Value *a,
     if (!ir_broadcast_shape(&sa, &sb, &out)) {
         diag_error(loc, "operands of '%s' have incompatible shapes %s and %s",
                    spelling, shape_text(l, &sa), shape_text(l, &sb));
-        note_operand_origin(l, "left", a, x);
-        note_operand_origin(l, "right", b, y);
+        note_operand_origin(l, "the left operand", a, x);
+        note_operand_origin(l, "the right operand", b, y);
         return val_error();
     }
     char what[64];
@@ -523,8 +523,8 @@ static Value eval_matmul(Lower *l, const Value *a, const Value *b, SrcLoc loc)
     if (!ir_matmul_shape(&sa, &sb, false, false, &out, &why)) {
         diag_error(loc, "operands of '@' have incompatible shapes %s and %s: %s",
                    shape_text(l, &sa), shape_text(l, &sb), why);
-        note_operand_origin(l, "left", a, x);
-        note_operand_origin(l, "right", b, y);
+        note_operand_origin(l, "the left operand", a, x);
+        note_operand_origin(l, "the right operand", b, y);
         return val_error();
     }
     return val_tensor(ir_matmul(l->graph, x, y, false, false, loc), loc);
