@@ -75,6 +75,7 @@ static Expr *bound_depth(ParseState *ps, Expr *e);
 static Expr *make_binary(yyscan_t scanner, SrcLoc loc, BinaryOp op, Expr *lhs, Expr *rhs);
 static Expr *make_tuple(ParseState *ps, SrcLoc loc, Expr *first, const ExprSeq *rest);
 static void push_arg(ParseState *ps, ArgSeq *seq, Arg arg);
+static void check_arg_order(const Expr *callee, const ArgSeq *args);
 static Param make_param(SrcLoc loc, const char *name, TypeExpr *type, Expr *default_value);
 static TypeExpr *make_type(ParseState *ps, SrcLoc loc, const char *dtype, ExprSeq dims);
 static BlockValue make_block(ParseState *ps, SrcLoc loc, StmtSeq stmts);
@@ -415,6 +416,7 @@ pow_expr
 postfix_expr
     : primary
     | postfix_expr "(" arg_list ")" {
+        check_arg_order($1, &$3);
         $$ = bound_depth(PS, expr_call(ARENA, @$, $1, $3.items, $3.len));
     }
     | postfix_expr "[" expr "]" {
@@ -546,13 +548,26 @@ static Expr *make_tuple(ParseState *ps, SrcLoc loc, Expr *first, const ExprSeq *
 
 static void push_arg(ParseState *ps, ArgSeq *seq, Arg arg)
 {
-    if (arg.name) {
-        seq->has_keyword = true;
-    } else if (seq->has_keyword && !seq->order_reported) {
-        diag_error(arg.value->loc, "positional argument follows keyword argument");
-        seq->order_reported = true;
-    }
     ARENA_SEQ_PUSH(ps->arena, seq, arg);
+}
+
+/* Reports the first positional argument that follows a keyword argument,
+ * naming the callee when it is a name. */
+static void check_arg_order(const Expr *callee, const ArgSeq *args)
+{
+    bool keyword = false;
+    for (int i = 0; i < args->len; i++) {
+        const Arg *a = &args->items[i];
+        keyword |= a->name != NULL;
+        if (a->name || !keyword)
+            continue;
+        if (callee->kind == EX_NAME)
+            diag_error(a->value->loc, "positional argument of '%s' follows a keyword "
+                       "argument", callee->name);
+        else
+            diag_error(a->value->loc, "positional argument follows a keyword argument");
+        return;
+    }
 }
 
 static Param make_param(SrcLoc loc, const char *name, TypeExpr *type, Expr *default_value)
