@@ -2,9 +2,9 @@
 """messages.py - list the compiler's error and warning messages and the
 lit tests that reach each one.
 
-A message is a format string passed to diag_error, diag_warning or
-diag_fatal (or printed as "bocbc: error: ..." with fprintf or fputs) in
-lang/ and compiler/. A lit test reaches it when one of its CHECK lines
+A message is a format string passed to diag_error, diag_warning,
+diag_fatal or main.c's fail_usage, or printed as "bocbc: error: ..." with
+fprintf or fputs, in lang/ and compiler/. A lit test reaches it when one of its CHECK lines
 contains every fixed part of the format, in order: the text between the
 printf conversions (%s, %d, %lld, ...), ignoring parts without a letter
 or digit. A format with no fixed text ("%s") forwards a message built
@@ -33,10 +33,17 @@ SOURCE_DIRS = ["lang", "compiler"]
 SOURCE_SUFFIXES = (".c", ".h", ".y", ".l")
 TEST_DIR = os.path.join("tests", "lit")
 
-# Calls whose second argument is the format; severity by function.
-DIAG_CALL = re.compile(r"\b(diag_error|diag_warning|diag_fatal)\s*\(")
+# Functions that print a message: the severity and the index of the
+# argument that is the format.
+REPORTERS = {
+    "diag_error": ("error", 1),
+    "diag_warning": ("warning", 1),
+    "diag_fatal": ("fatal", 1),
+    "fail_usage": ("error", 0),  # main.c: "bocbc: error: " and the format
+}
+DIAG_CALL = re.compile(r"\b(%s)\s*\(" % "|".join(REPORTERS))
 # Direct prints: fprintf(stderr, "bocbc: error: ...") and fputs.
-DIRECT_PRINT = re.compile(r"\b(fprintf\s*\(\s*stderr\s*,|fputs\s*\()\s*\"bocbc: (error|warning): ")
+DIRECT_PRINT = re.compile(r"\b(fprintf\s*\(\s*stderr\s*,|fputs\s*\()\s*(?=\"bocbc: (error|warning): )")
 CONVERSION = re.compile(r"%[-+ #0]*(\*|\d+)?(\.(\*|\d+))?(hh|h|ll|l|z|j|t|L)?[diouxXeEfFgGcsp%]")
 # A FileCheck directive in a comment: "# CHECK-NEXT: text", any prefix.
 CHECK_LINE = re.compile(r"^\s*(?:#|//|;)\s*([A-Z][A-Z0-9_]*(?:-[A-Z0-9_]+)*?)"
@@ -131,18 +138,18 @@ def scan_source(path, text):
     found = []
     for m in DIAG_CALL.finditer(text):
         args, _ = split_args(text, m.end())
-        if len(args) < 2:
+        severity, index = REPORTERS[m.group(1)]
+        # Skip the declarations and definitions of the functions themselves.
+        if len(args) <= index or re.match(r"\s*(const\s+)?(SrcLoc|char)\b", args[0]):
             continue
         line = text.count("\n", 0, m.start()) + 1
-        severity = m.group(1)[len("diag_"):]
-        found.append(Message(path, line, severity, literal(args[1]), exemption(text, m.start())))
+        found.append(Message(path, line, severity, literal(args[index]),
+                             exemption(text, m.start())))
     for m in DIRECT_PRINT.finditer(text):
-        args, _ = split_args(text, m.end() - len('"bocbc: %s: ' % m.group(2)) - 1 + 1)
+        # The match ends at the format, the first argument scanned here.
+        args, _ = split_args(text, m.end())
         line = text.count("\n", 0, m.start()) + 1
-        fmt_arg = args[0]
-        # The format of fprintf(stderr, ...) comes first after stderr; that
-        # of fputs is its first argument, so both are args[0] here.
-        fmt = literal(fmt_arg)
+        fmt = literal(args[0])
         if fmt is not None:
             fmt = fmt[len("bocbc: %s: " % m.group(2)):].rstrip("\n")
         found.append(Message(path, line, m.group(2), fmt, exemption(text, m.start())))
@@ -249,6 +256,9 @@ def main():
     print("messages: %d checked, %d reached, %d unreached, %d forwarded, %d exempt" %
           (len(checked), len(checked) - len(unreached), len(unreached), len(forwarded),
            len(exempt)))
+    if unreached:
+        print("messages: add a lit test whose CHECK lines contain each unreached message; "
+              "--since REF marks the messages added since commit REF")
     return 1 if unreached else 0
 
 
