@@ -133,6 +133,55 @@ static bool axis_mask(Lower *l, const Value *axis, const Shape *s, uint32_t *mas
     return true;
 }
 
+/* ---- output sizes --------------------------------------------------------- */
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+/* Checks that a convolution or pooling window leaves at least one output
+ * position along both spatial axes of x (rank 4), and otherwise reports
+ * the formula with its values:
+ *   output height (in + 2*pad - dilation*(kernel - 1) - 1) / stride + 1 = n
+ * Pooling has no dilation and prints the shorter (in + 2*pad - kernel). */
+static bool check_window(Lower *l, const char *fn, const Shape *xs, const int64_t kernel[2],
+                         const int64_t stride[2], const int64_t pad[2],
+                         const int64_t *dilation, SrcLoc loc)
+{
+    static const char *const axis[2] = {"height", "width"};
+    if (xs->rank != 4)
+        return true; /* the shape rule reports the rank */
+    /* A square window over a square input fails alike in both axes,
+     * which is reported once. */
+    bool same = xs->dims[2] == xs->dims[3] && kernel[0] == kernel[1] &&
+                stride[0] == stride[1] && pad[0] == pad[1] &&
+                (!dilation || dilation[0] == dilation[1]);
+    static const char *const both = "height and width";
+    bool ok = true;
+    for (int i = 0; i < (same ? 1 : 2); i++) {
+        const char *name = same ? both : axis[i];
+        int64_t in = xs->dims[2 + i];
+        int64_t d = dilation ? dilation[i] : 1;
+        int64_t out = floor_div(in + 2 * pad[i] - d * (kernel[i] - 1) - 1, stride[i]) + 1;
+        if (out >= 1)
+            continue;
+        if (dilation)
+            diag_error(loc, "%s output %s (%lld + 2*%lld - %lld*(%lld - 1) - 1) / %lld + 1 "
+                       "= %lld must be >= 1", fn, name, (long long)in, (long long)pad[i],
+                       (long long)d, (long long)kernel[i], (long long)stride[i],
+                       (long long)out);
+        else
+            diag_error(loc, "%s output %s (%lld + 2*%lld - %lld) / %lld + 1 = %lld must be "
+                       ">= 1", fn, name, (long long)in, (long long)pad[i],
+                       (long long)kernel[i], (long long)stride[i], (long long)out);
+        diag_note(loc, "the input has shape %s", shape_text(l, xs));
+        ok = false;
+    }
+    return ok;
+}
+
 /* ---- layers --------------------------------------------------------------- */
 
 static Value bi_linear(Lower *l, const Value *args, SrcLoc loc)
@@ -225,13 +274,13 @@ static Value bi_conv2d(Lower *l, const Value *args, SrcLoc loc)
     int64_t wdims[4] = {out_channels, in_channels / groups, kernel[0], kernel[1]};
     Shape ws = shape_make(4, wdims), ys;
     const char *why;
-    if (!check_tensor_size(l, &ws, "the weight of conv2d", loc))
+    if (!check_tensor_size(l, &ws, "the weight of conv2d", loc) ||
+        !check_window(l, "conv2d", &xs, kernel, stride, pad, dilation, loc))
         return val_error();
-    if (!ir_conv2d_shape(&xs, &ws, &attr, &ys, &why)) {
-        diag_error(loc, "%s (input %s, kernel %lldx%lld)", why, shape_text(l, &xs),
-                   (long long)kernel[0], (long long)kernel[1]);
-        return val_error();
-    }
+    /* The rank, the groups, the window and the weight were checked above,
+     * and every op keeps the batch dimension first. */
+    bool shaped = ir_conv2d_shape(&xs, &ws, &attr, &ys, &why);
+    BOCB_ASSERT(shaped);
     if (!check_tensor_size(l, &ys, "the output of conv2d", loc))
         return val_error();
 
@@ -274,11 +323,8 @@ static Value bi_flatten(Lower *l, const Value *args, SrcLoc loc)
                    shape_text(l, &xs));
         return val_error();
     }
-    if (xs.batch_axis > start) {
-        diag_error(loc, "flatten would merge the batch dimension of %s into other axes",
-                   shape_text(l, &xs));
-        return val_error();
-    }
+    /* Every op keeps the batch dimension first, so no start is past it. */
+    BOCB_ASSERT(xs.batch_axis <= start);
     Shape out = xs;
     out.rank = (int)start + 1;
     int64_t rest = 1;
@@ -286,6 +332,18 @@ static Value bi_flatten(Lower *l, const Value *args, SrcLoc loc)
         rest *= xs.dims[i];
     out.dims[start] = rest;
     return val_tensor(ir_reshape(l->graph, x, out, loc), loc);
+}
+
+/* Formats the element count of a shape: "784", or "B*784" when it
+ * depends on the batch size. */
+static const char *element_count_text(Lower *l, const Shape *s)
+{
+    int64_t per_sample = shape_numel(s, 1);
+    if (s->batch_axis < 0)
+        return arena_printf(l->arena, "%lld", (long long)per_sample);
+    if (per_sample == 1)
+        return "B";
+    return arena_printf(l->arena, "B*%lld", (long long)per_sample);
 }
 
 static Value bi_reshape(Lower *l, const Value *args, SrcLoc loc)
@@ -329,9 +387,16 @@ static Value bi_reshape(Lower *l, const Value *args, SrcLoc loc)
     }
     if (out.rank > 0 && out.dims[0] == -1) {
         int64_t total = shape_numel(&xs, 1);
-        if (xs.batch_axis < 0 || total % known != 0) {
-            diag_error(loc, "cannot reshape %s to %s", shape_text(l, &xs),
-                       val_format(l, dims));
+        if (xs.batch_axis < 0) {
+            diag_error(loc, "cannot reshape %s to %s: -1 stands for the batch dimension, "
+                       "and the input has none", shape_text(l, &xs), val_format(l, dims));
+            return val_error();
+        }
+        if (total % known != 0) {
+            diag_error(loc, "cannot reshape %s to %s: each sample has %lld elements, and "
+                       "%lld %% %lld = %lld must be 0", shape_text(l, &xs),
+                       val_format(l, dims), (long long)total, (long long)total,
+                       (long long)known, (long long)(total % known));
             return val_error();
         }
         out.dims[0] = total / known;
@@ -339,8 +404,9 @@ static Value bi_reshape(Lower *l, const Value *args, SrcLoc loc)
     }
     if (shape_numel(&out, 1) != shape_numel(&xs, 1) ||
         shape_numel(&out, 2) != shape_numel(&xs, 2)) {
-        diag_error(loc, "cannot reshape %s to %s: the element counts differ",
-                   shape_text(l, &xs), val_format(l, dims));
+        diag_error(loc, "cannot reshape %s to %s: the element counts %s and %s differ",
+                   shape_text(l, &xs), val_format(l, dims), element_count_text(l, &xs),
+                   element_count_text(l, &out));
         return val_error();
     }
     return val_tensor(ir_reshape(l->graph, x, out, loc), loc);
@@ -365,6 +431,8 @@ static Value bi_max_pool2d(Lower *l, const Value *args, SrcLoc loc)
     }
     Shape xs = *shape_of(l, x), ys;
     const char *why;
+    if (!check_window(l, "max_pool2d", &xs, kernel, stride, pad, NULL, loc))
+        return val_error();
     if (!ir_pool2d_shape(&xs, &attr, &ys, &why)) {
         diag_error(loc, "%s (input %s)", why, shape_text(l, &xs));
         return val_error();
@@ -399,6 +467,8 @@ static Value bi_cross_entropy(Lower *l, const Value *args, SrcLoc loc)
         ny->shape.dims[0] != nl->shape.dims[0] || ny->shape.batch_axis != nl->shape.batch_axis) {
         diag_error(loc, "cross_entropy expects logits [N, C] and integer labels [N], but "
                    "got %s and %s", shape_text(l, &nl->shape), shape_text(l, &ny->shape));
+        note_operand_origin(l, "the tensor of logits", &args[0], logits);
+        note_operand_origin(l, "the tensor of labels", &args[1], labels);
         return val_error();
     }
     IrLossAttr attr = {.kind = IR_LOSS_CROSS_ENTROPY};
@@ -508,6 +578,9 @@ static Value bi_where(Lower *l, const Value *args, SrcLoc loc)
     if (!ir_broadcast_shape(&sa, &sb, &s1) || !ir_broadcast_shape(&s1, &sc, &out)) {
         diag_error(loc, "operands of where have incompatible shapes %s, %s and %s",
                    shape_text(l, &sc), shape_text(l, &sa), shape_text(l, &sb));
+        note_operand_origin(l, "the condition", &args[0], c);
+        note_operand_origin(l, "the second operand", &args[1], a);
+        note_operand_origin(l, "the third operand", &args[2], b);
         return val_error();
     }
     if (!check_tensor_size(l, &out, "the result of where", loc))

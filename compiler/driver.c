@@ -92,10 +92,8 @@ static bool load_data(const ExperimentSpec *spec, DataSplits *splits)
         dataset_truncate(&splits->train, spec->train_size);
     if (spec->test_size)
         dataset_truncate(&splits->test, spec->test_size);
-    if (splits->train.rank > 3) {
-        diag_error(spec->data->loc, "samples of rank %d are not supported", splits->train.rank);
-        return false;
-    }
+    /* The IDX loader accepts images of rank 3 and labels of rank 1 only. */
+    BOCB_ASSERT(splits->train.rank <= 3);
     return true;
 }
 
@@ -191,6 +189,7 @@ static int emit(const Options *opts, const Cell *cell, const ExperimentSpec *spe
                 fputs(text, stdout);
                 free(text);
             } else {
+                /* messages.py: not reached: LLVM rejects no kernel we build. */
                 fprintf(stderr, "bocbc: error: code generation failed: %s\n", error);
                 free(error);
                 status = BOCB_EXIT_RUNTIME;
@@ -706,6 +705,7 @@ static int run_experiments(const Options *opts, Lower *l, const Program *program
         char *error = NULL;
         Jit *jit = NULL;
         if (opts->backend == BACKEND_JIT && !(jit = jit_create(&error))) {
+            /* messages.py: not reached: needs a host LLVM cannot target. */
             fprintf(stderr, "bocbc: error: cannot initialise LLVM: %s\n", error);
             free(error);
             status = BOCB_EXIT_RUNTIME;

@@ -284,7 +284,9 @@ static int edit_distance(const char *a, const char *b)
     size_t n = strlen(a), m = strlen(b);
     if (n > 64 || m > 64)
         return 1000;
-    int prev[65], cur[65];
+    /* Rows i - 2, i - 1 and i of the table; swapping two adjacent
+     * letters ("sdg" for "sgd") costs one edit, as in Damerau's distance. */
+    int before[65], prev[65], cur[65];
     for (size_t j = 0; j <= m; j++)
         prev[j] = (int)j;
     for (size_t i = 1; i <= n; i++) {
@@ -295,8 +297,12 @@ static int edit_distance(const char *a, const char *b)
                 best = prev[j] + 1; /* deletion */
             if (cur[j - 1] + 1 < best)
                 best = cur[j - 1] + 1; /* insertion */
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                before[j - 2] + 1 < best)
+                best = before[j - 2] + 1; /* transposition */
             cur[j] = best;
         }
+        memcpy(before, prev, sizeof(int) * (m + 1));
         memcpy(prev, cur, sizeof(int) * (m + 1));
     }
     return prev[m];
@@ -369,6 +375,16 @@ const char *shape_text(Lower *l, const Shape *s)
     return arena_strdup(l->arena, shape_format(s, buf, sizeof buf));
 }
 
+void note_operand_origin(Lower *l, const char *what, const Value *v, int node)
+{
+    SrcLoc at = ir_node(l->graph, node)->loc;
+    if (at.file == 0 || (at.file == v->loc.file && at.line == v->loc.line &&
+                         at.col == v->loc.col))
+        return;
+    diag_note(at, "%s, of shape %s, comes from here", what,
+              shape_text(l, &ir_node(l->graph, node)->shape));
+}
+
 int as_tensor(Lower *l, const Value *v, const char *what)
 {
     switch (v->kind) {
@@ -405,6 +421,8 @@ Value tensor_binary(Lower *l, IrOp op, const char *spelling, const Value *a,
     if (!ir_broadcast_shape(&sa, &sb, &out)) {
         diag_error(loc, "operands of '%s' have incompatible shapes %s and %s",
                    spelling, shape_text(l, &sa), shape_text(l, &sb));
+        note_operand_origin(l, "the left operand", a, x);
+        note_operand_origin(l, "the right operand", b, y);
         return val_error();
     }
     char what[64];
@@ -555,7 +573,12 @@ static Value eval_matmul(Lower *l, const Value *a, const Value *b, SrcLoc loc)
     int y = as_tensor(l, b, "operand of '@'");
     if (x < 0 || y < 0)
         return val_error();
-    return lower_matmul(l, x, y, "'@'", loc);
+    Value r = lower_matmul(l, x, y, "'@'", loc);
+    if (r.kind == VAL_ERROR) {
+        note_operand_origin(l, "the left operand", a, x);
+        note_operand_origin(l, "the right operand", b, y);
+    }
+    return r;
 }
 
 static Value eval_binary(Lower *l, const Expr *e)
@@ -933,10 +956,8 @@ void exec_block(Lower *l, const Block *b)
 static void exec_assign(Lower *l, const Stmt *s)
 {
     const Expr *target = s->assign.target;
-    if (target->kind != EX_NAME) {
-        diag_error(target->loc, "only names can be assigned to here");
-        return;
-    }
+    /* The parser accepts only names as assignment targets. */
+    BOCB_ASSERT(target->kind == EX_NAME);
     const char *name = target->name;
     Value v;
     if (s->assign.compound) {
@@ -1160,7 +1181,41 @@ int model_input_param(const Decl *model)
     return -1;
 }
 
-/* Checks input x against the model's declared tensor type. */
+/* A named dimension of a model's input type, bound to the size it has
+ * in the input the model is given. */
+typedef struct NamedDim {
+    const char *name;
+    int64_t size;
+    int axis;
+    SrcLoc loc;
+} NamedDim;
+
+/* Formats a declared input type as "[B, C, 28, 28]": names as written,
+ * with the sizes bound so far where the input matched them. */
+static const char *type_text(Lower *l, const TypeExpr *t, const Shape *want,
+                             const bool *named)
+{
+    StrBuf sb = {0};
+    sb_append(&sb, "[");
+    for (int i = 0; i < t->ndims; i++) {
+        if (i > 0)
+            sb_append(&sb, ", ");
+        if (named[i])
+            sb_append(&sb, t->dims[i]->name);
+        else
+            sb_printf(&sb, "%lld", (long long)want->dims[i]);
+    }
+    sb_append(&sb, "]");
+    const char *r = arena_strdup(l->arena, sb.data);
+    sb_free(&sb);
+    return r;
+}
+
+/* Checks input x against the model's declared tensor type. A name in
+ * the first position that is not a constant is the batch dimension; a
+ * name elsewhere is bound to the size of its axis on first use, must
+ * have that size wherever it appears again, and is a constant in the
+ * model's body. */
 static bool check_input_type(Lower *l, const Decl *model, const Param *p, int x,
                              SrcLoc call_loc)
 {
@@ -1173,17 +1228,46 @@ static bool check_input_type(Lower *l, const Decl *model, const Param *p, int x,
         diag_error(t->loc, "tensor types have at most %d dimensions", SHAPE_MAX_RANK);
         return false;
     }
+    bool named[SHAPE_MAX_RANK] = {false};
+    NamedDim dims[SHAPE_MAX_RANK];
+    int ndims = 0;
+    const char *batch_name = NULL;
+    bool same_rank = t->ndims == s.rank;
     for (int i = 0; i < t->ndims; i++) {
         const Expr *d = t->dims[i];
         if (d->kind == EX_NAME && !scope_find(l->scope, d->name)) {
-            if (i != 0 || want.batch_axis >= 0) {
-                diag_error(d->loc, "symbolic dimension '%s' must be the first dimension; "
-                           "only the batch dimension may be symbolic", d->name);
+            named[i] = true;
+            if (i == 0) {
+                batch_name = d->name;
+                want.batch_axis = 0;
+                want.dims[0] = 1;
+                continue;
+            }
+            if (batch_name && strcmp(batch_name, d->name) == 0) {
+                diag_error(d->loc, "'%s' is the batch dimension and can only be the first "
+                           "dimension", d->name);
                 ok = false;
                 continue;
             }
-            want.batch_axis = i;
-            want.dims[i] = 1;
+            int64_t size = same_rank ? s.dims[i] : 0;
+            const NamedDim *first = NULL;
+            for (int j = 0; j < ndims; j++)
+                if (strcmp(dims[j].name, d->name) == 0)
+                    first = &dims[j];
+            if (first && same_rank && s.batch_axis != i && first->size != size) {
+                diag_error(call_loc, "dimension '%s' of input '%s' of model '%s' is %lld in "
+                           "axis %d, but %lld in axis %d", d->name, p->name, model->name,
+                           (long long)first->size, first->axis, (long long)size, i);
+                diag_note(first->loc, "'%s' is bound to %lld here", d->name,
+                          (long long)first->size);
+                diag_note(d->loc, "and must be %lld here too", (long long)first->size);
+                ok = false;
+                continue;
+            }
+            want.dims[i] = size;
+            if (!first)
+                dims[ndims++] = (NamedDim){.name = d->name, .size = size, .axis = i,
+                                           .loc = d->loc};
             continue;
         }
         Value v = eval_expr(l, d);
@@ -1203,11 +1287,17 @@ static bool check_input_type(Lower *l, const Decl *model, const Param *p, int x,
         ok = false;
     }
     if (ok && !shape_equal(&want, &s)) {
+        /* Named sizes were copied from the input, so they can only differ
+         * in rank or in whether the axis is the batch. */
+        bool any_named = ndims > 0;
         diag_error(call_loc, "model '%s' expects input of shape %s, but it is given %s",
-                   model->name, shape_text(l, &want), shape_text(l, &s));
+                   model->name, any_named ? type_text(l, t, &want, named)
+                                          : shape_text(l, &want), shape_text(l, &s));
         diag_note(t->loc, "input type declared here");
         ok = false;
     }
+    for (int i = 0; ok && i < ndims; i++)
+        scope_set(l, l->scope, dims[i].name, val_number((double)dims[i].size, dims[i].loc));
     return ok;
 }
 

@@ -270,6 +270,10 @@ int as_tensor(Lower *l, const Value *v, const char *what);
 Value tensor_binary(Lower *l, IrOp op, const char *spelling, const Value *a,
                     const Value *b, SrcLoc loc);
 Value tensor_unary(Lower *l, IrOp op, const Value *x, SrcLoc loc);
+/* After a shape error, notes where operand `v` (node `node`), described
+ * by `what` ("the left operand"), got its shape, unless that is the
+ * operand itself. */
+void note_operand_origin(Lower *l, const char *what, const Value *v, int node);
 /* Reports a tensor whose element count is too large (see shape_size_ok)
  * and returns false. `what` names it ("the output of conv2d"). */
 bool check_tensor_size(Lower *l, const Shape *s, const char *what, SrcLoc loc);

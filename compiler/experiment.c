@@ -101,6 +101,25 @@ static const Value *flatten_choices(Lower *l, const Value *list, int *count)
     return items;
 }
 
+/* Reports `name`, which names no declaration of `kind`, suggesting the
+ * closest declaration of that kind. */
+static void report_unknown_decl(Lower *l, DeclKind kind, const char *kind_name,
+                                const char *name, SrcLoc loc)
+{
+    VEC(const char *) names = {0};
+    for (int b = 0; b < l->globals.bindings.len; b++) {
+        const Value *g = &l->globals.bindings.data[b].value;
+        if (g->kind == VAL_DECL && g->decl->kind == kind)
+            VEC_PUSH(&names, g->decl->name);
+    }
+    const char *near = closest_name(name, names.data, names.len);
+    if (near)
+        diag_error(loc, "unknown %s '%s'; did you mean '%s'?", kind_name, name, near);
+    else
+        diag_error(loc, "unknown %s '%s'", kind_name, name);
+    VEC_FREE(&names);
+}
+
 /* Accepts one declaration of `kind` (configured or bare) or a list. */
 static bool collect_choices(Lower *l, const Setting *s, const char *key, DeclKind kind,
                             Configured ***out, int *n)
@@ -142,19 +161,7 @@ static bool collect_choices(Lower *l, const Setting *s, const char *key, DeclKin
             continue;
         }
         if (v->kind == VAL_SYMBOL) {
-            VEC(const char *) names = {0};
-            for (int b = 0; b < l->globals.bindings.len; b++) {
-                const Value *g = &l->globals.bindings.data[b].value;
-                if (g->kind == VAL_DECL && g->decl->kind == kind)
-                    VEC_PUSH(&names, g->decl->name);
-            }
-            const char *near = closest_name(v->string, names.data, names.len);
-            if (near)
-                diag_error(v->loc, "unknown %s '%s'; did you mean '%s'?", kind_name,
-                           v->string, near);
-            else
-                diag_error(v->loc, "unknown %s '%s'", kind_name, v->string);
-            VEC_FREE(&names);
+            report_unknown_decl(l, kind, kind_name, v->string, v->loc);
         } else {
             diag_error(v->loc, "setting '%s' expects %s %s, but this is %s", key,
                        kind == DECL_MODEL ? "a" : "an", kind_name, val_kind_name(v));
@@ -181,7 +188,7 @@ static bool resolve_data(Lower *l, const Setting *s, ExperimentSpec *spec)
         return false;
     if (v.kind != VAL_DATA) {
         if (v.kind == VAL_SYMBOL)
-            diag_error(s->value.loc, "unknown data '%s'", v.string);
+            report_unknown_decl(l, DECL_DATA, "data", v.string, s->value.loc);
         else
             diag_error(v.loc, "setting 'data' expects a data source, such as "
                        "idx(\"/usr/share/datasets/fashion-mnist\"), but this is %s",

@@ -58,10 +58,12 @@ static void collect_locals(const Block *b, NameVec *out)
 typedef struct Resolver {
     Lower *l;
     NameVec known;
+    NameVec read; /* every name the body reads, for the unused warnings */
 } Resolver;
 
 static void check_name(Resolver *r, const char *name, SrcLoc loc)
 {
+    VEC_PUSH(&r->read, name);
     if (contains(&r->known, name) || scope_find(&r->l->globals, name) || builtin_find(name))
         return;
     NameVec candidates = {0};
@@ -166,11 +168,102 @@ static void check_block(Resolver *r, const Block *b)
         check_stmt(r, b->stmts[i]);
 }
 
+/* ---- unused names ------------------------------------------------------- */
+
+/* A name the body assigns, at its first assignment. */
+typedef struct Assigned {
+    const char *name;
+    SrcLoc loc;
+} Assigned;
+
+typedef VEC(Assigned) AssignedVec;
+
+static void collect_assigned(const Block *b, AssignedVec *out)
+{
+    for (int i = 0; i < b->nstmts; i++) {
+        const Stmt *s = b->stmts[i];
+        Assigned a = {0};
+        switch (s->kind) {
+        case ST_ASSIGN:
+            if (s->assign.target->kind == EX_NAME && !s->assign.compound)
+                a = (Assigned){s->assign.target->name, s->assign.target->loc};
+            break;
+        case ST_STATE:
+            a = (Assigned){s->state.name, s->state.name_loc};
+            break;
+        case ST_FOR:
+            collect_assigned(&s->for_.body, out);
+            break;
+        case ST_IF:
+            collect_assigned(&s->if_.then_block, out);
+            collect_assigned(&s->if_.else_block, out);
+            break;
+        case ST_REPEAT:
+            collect_assigned(&s->repeat.body, out);
+            break;
+        default:
+            break;
+        }
+        if (!a.name)
+            continue;
+        bool seen = false;
+        for (int j = 0; j < out->len && !seen; j++)
+            seen = strcmp(out->data[j].name, a.name) == 0;
+        if (!seen)
+            VEC_PUSH(out, a);
+    }
+}
+
+/* Warns about locals that are assigned and never read, and about model
+ * hyperparameters that are never read. A name that starts with '_' is
+ * exempt, and so are loop variables and an optimizer's 'param', which
+ * is its result. */
+static void warn_unused(Resolver *r, const Decl *d)
+{
+    AssignedVec assigned = {0};
+    collect_assigned(&d->body, &assigned);
+    for (int i = 0; i < assigned.len; i++) {
+        const Assigned *a = &assigned.data[i];
+        if (a->name[0] == '_' || contains(&r->read, a->name) ||
+            (d->kind == DECL_OPTIMIZER && strcmp(a->name, "param") == 0))
+            continue;
+        bool is_param = false;
+        for (int j = 0; j < d->nparams; j++)
+            is_param |= strcmp(d->params[j].name, a->name) == 0;
+        if (is_param)
+            continue; /* reassigning a parameter: it is reported below if unread */
+        diag_warning(a->loc, "'%s' is assigned but never read; rename it '_%s' if that is "
+                     "intended", a->name, a->name);
+    }
+    VEC_FREE(&assigned);
+    if (d->kind != DECL_MODEL)
+        return;
+    for (int i = 0; i < d->nparams; i++) {
+        const Param *p = &d->params[i];
+        if (p->type || p->name[0] == '_' || contains(&r->read, p->name))
+            continue;
+        diag_warning(p->loc, "hyperparameter '%s' of model '%s' is never read; rename it "
+                     "'_%s' if that is intended", p->name, d->name, p->name);
+    }
+}
+
 static void resolve_decl(Lower *l, const Decl *d)
 {
     Resolver r = {.l = l};
+    for (int i = 0; i < d->nparams; i++) {
+        const Param *p = &d->params[i];
+        VEC_PUSH(&r.known, p->name);
+        /* Named sizes of an input type, [B, C, H, W], are constants in
+         * the body; the first is the batch, which is not. */
+        for (int j = 1; p->type && j < p->type->ndims; j++)
+            if (p->type->dims[j]->kind == EX_NAME)
+                VEC_PUSH(&r.known, p->type->dims[j]->name);
+    }
+    /* A type reads the hyperparameters and constants it names, [B, N]. */
     for (int i = 0; i < d->nparams; i++)
-        VEC_PUSH(&r.known, d->params[i].name);
+        for (int j = 0; d->params[i].type && j < d->params[i].type->ndims; j++)
+            if (d->params[i].type->dims[j]->kind == EX_NAME)
+                VEC_PUSH(&r.read, d->params[i].type->dims[j]->name);
     if (d->kind == DECL_OPTIMIZER) {
         VEC_PUSH(&r.known, "param");
         VEC_PUSH(&r.known, "grad");
@@ -181,8 +274,13 @@ static void resolve_decl(Lower *l, const Decl *d)
     /* Defaults may use the parameters before them. */
     for (int i = 0; i < d->nparams; i++)
         check_expr(&r, d->params[i].default_value);
+    int unknown_before = l->unknown_names.len;
     check_block(&r, &d->body);
+    /* A misspelled name leaves the name it meant unread: no warning then. */
+    if (l->unknown_names.len == unknown_before)
+        warn_unused(&r, d);
     VEC_FREE(&r.known);
+    VEC_FREE(&r.read);
 }
 
 void resolve_names(Lower *l)

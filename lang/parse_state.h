@@ -97,8 +97,6 @@ typedef struct ExprSeq {
 typedef struct ArgSeq {
     Arg *items;
     int len, cap;
-    bool has_keyword;      /* a keyword argument has been seen */
-    bool order_reported;   /* "positional argument follows ..." was reported */
 } ArgSeq;
 
 typedef struct ParamSeq {

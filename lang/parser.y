@@ -75,6 +75,7 @@ static Expr *bound_depth(ParseState *ps, Expr *e);
 static Expr *make_binary(yyscan_t scanner, SrcLoc loc, BinaryOp op, Expr *lhs, Expr *rhs);
 static Expr *make_tuple(ParseState *ps, SrcLoc loc, Expr *first, const ExprSeq *rest);
 static void push_arg(ParseState *ps, ArgSeq *seq, Arg arg);
+static void check_arg_order(const Expr *callee, const ArgSeq *args);
 static Param make_param(SrcLoc loc, const char *name, TypeExpr *type, Expr *default_value);
 static TypeExpr *make_type(ParseState *ps, SrcLoc loc, const char *dtype, ExprSeq dims);
 static BlockValue make_block(ParseState *ps, SrcLoc loc, StmtSeq stmts);
@@ -428,6 +429,7 @@ pow_expr
 postfix_expr
     : primary
     | postfix_expr "(" arg_list ")" {
+        check_arg_order($1, &$3);
         $$ = bound_depth(PS, expr_call(ARENA, @$, $1, $3.items, $3.len));
     }
     | postfix_expr "[" expr "]" {
@@ -559,13 +561,26 @@ static Expr *make_tuple(ParseState *ps, SrcLoc loc, Expr *first, const ExprSeq *
 
 static void push_arg(ParseState *ps, ArgSeq *seq, Arg arg)
 {
-    if (arg.name) {
-        seq->has_keyword = true;
-    } else if (seq->has_keyword && !seq->order_reported) {
-        diag_error(arg.value->loc, "positional argument follows keyword argument");
-        seq->order_reported = true;
-    }
     ARENA_SEQ_PUSH(ps->arena, seq, arg);
+}
+
+/* Reports the first positional argument that follows a keyword argument,
+ * naming the callee when it is a name. */
+static void check_arg_order(const Expr *callee, const ArgSeq *args)
+{
+    bool keyword = false;
+    for (int i = 0; i < args->len; i++) {
+        const Arg *a = &args->items[i];
+        keyword |= a->name != NULL;
+        if (a->name || !keyword)
+            continue;
+        if (callee->kind == EX_NAME)
+            diag_error(a->value->loc, "positional argument of '%s' follows a keyword "
+                       "argument", callee->name);
+        else
+            diag_error(a->value->loc, "positional argument follows a keyword argument");
+        return;
+    }
 }
 
 static Param make_param(SrcLoc loc, const char *name, TypeExpr *type, Expr *default_value)
@@ -1142,10 +1157,8 @@ Expr *parse_expression(int file, size_t offset, Arena *arena)
     Module scratch = {.path = src_path(file), .file = file};
     size_t len = src_length(file);
     BOCB_ASSERT(offset <= len);
-    if (len > INT_MAX) {
-        diag_error(NO_LOC, "%s: text too large to parse (%zu bytes)", scratch.path, len);
-        return NULL;
-    }
+    /* Texts come from src_load (at most SRC_MAX_BYTES) or the command line. */
+    BOCB_ASSERT(len <= INT_MAX);
     int errors = diag_error_count();
     ParseState ps = {0};
     ps.arena = arena;
@@ -1165,10 +1178,7 @@ Module *parse_module(int file, Arena *arena)
     m->file = file;
 
     size_t len = src_length(file);
-    if (len > INT_MAX) {
-        diag_error(NO_LOC, "%s: file too large to parse (%zu bytes)", m->path, len);
-        return m;
-    }
+    BOCB_ASSERT(len <= INT_MAX); /* src_load reads at most SRC_MAX_BYTES */
 
     ParseState ps = {0};
     ps.arena = arena;

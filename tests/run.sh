@@ -3,7 +3,8 @@
 # "N passed, N failed", summing the suites. Called by `make check`.
 #
 # Suites: the Criterion unit and gradient-check programs in build/tests,
-# and the lit + FileCheck tests in tests/lit. The exit status is 0 only
+# the lit + FileCheck tests in tests/lit, and tests/messages.py, which
+# checks that the lit tests reach every compiler message. The exit status is 0 only
 # when nothing failed.
 set -u
 
@@ -57,6 +58,16 @@ fi
 echo "   lit: $lp passed, $lf failed"
 passed=$((passed + lp))
 failed=$((failed + lf))
+
+# Every error and warning message of the compiler must be reached by a
+# lit test; tests/messages.py names those that are not.
+echo "== messages"
+if "$PYTHON" tests/messages.py; then
+    passed=$((passed + 1))
+else
+    echo "   messages: unreached messages above; counted as 1 failure"
+    failed=$((failed + 1))
+fi
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
