@@ -145,12 +145,13 @@ static int channel_axis(Lower *l, int x, bool channels_first, const char *fn, Sr
     return axis;
 }
 
-/* The graph's tensor argument x, after checking there is a graph. */
+/* The graph's floating-point tensor argument x, after checking there is a
+ * graph. */
 static int graph_tensor(Lower *l, const Value *v, const char *fn, SrcLoc loc)
 {
     if (!need_graph(l, fn, loc))
         return -1;
-    return tensor_arg(l, v, fn, "x");
+    return float_tensor_arg(l, v, fn, "x");
 }
 
 static bool in_model(Lower *l, const char *fn, SrcLoc loc)
