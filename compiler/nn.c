@@ -624,7 +624,9 @@ static Value bi_parameter(Lower *l, const Value *args, SrcLoc loc)
         diag_error(args[1].loc, "init must be \"zeros\", \"ones\" or \"trunc_normal\"");
         return val_error();
     }
-    if (!number_arg(&args[2], "std", 0, 1e6, 0.02, &std))
+    /* At most 1: the bounds stay 2 standard deviations or more away, so
+     * redrawing is rare. */
+    if (!number_arg(&args[2], "std", 0, 1, 0.02, &std))
         return val_error();
     if (init == IR_INIT_TRUNC_NORMAL)
         value = std;
