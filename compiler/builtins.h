@@ -19,6 +19,8 @@ bool need_graph(Lower *l, const char *name, SrcLoc loc);
 /* The tensor node of argument `param` of builtin `fn`, or -1 after
  * reporting. */
 int tensor_arg(Lower *l, const Value *v, const char *fn, const char *param);
+/* As tensor_arg, and reports a tensor that is not f32 or f64. */
+int float_tensor_arg(Lower *l, const Value *v, const char *fn, const char *param);
 /* A boolean argument, `fallback` when not given; false after reporting. */
 bool bool_arg(const Value *v, const char *what, bool fallback, bool *out);
 /* A rank-0 node with the number of elements that `axes` of `shape` cover,

@@ -43,9 +43,9 @@ typedef enum IrOp {
     IR_FLOOR, IR_NOT, IR_CAST,
     IR_ERF,     /* the error function */
     IR_SIGMOID, /* 1 / (1 + exp(-x)) */
-    /* random(key, step): uniform in [0, 1) from Philox4x32-10, keyed by the
-     * bits of `key` and counted by (element index, step); both operands are
-     * broadcasts of rank-0 values. No gradient. */
+    /* random(key, step): uniform in [0, 1) from Philox4x32-10. The key is
+     * the bit pattern of `key`, and the counter is (element index, step).
+     * Both operands are broadcasts of rank-0 values. No gradient. */
     IR_RANDOM,
 
     /* elementwise, two operands of the same shape and dtype */

@@ -145,12 +145,13 @@ static int channel_axis(Lower *l, int x, bool channels_first, const char *fn, Sr
     return axis;
 }
 
-/* The graph's tensor argument x, after checking there is a graph. */
+/* The graph's floating-point tensor argument x, after checking there is a
+ * graph. */
 static int graph_tensor(Lower *l, const Value *v, const char *fn, SrcLoc loc)
 {
     if (!need_graph(l, fn, loc))
         return -1;
-    return tensor_arg(l, v, fn, "x");
+    return float_tensor_arg(l, v, fn, "x");
 }
 
 static bool in_model(Lower *l, const char *fn, SrcLoc loc)
@@ -623,7 +624,9 @@ static Value bi_parameter(Lower *l, const Value *args, SrcLoc loc)
         diag_error(args[1].loc, "init must be \"zeros\", \"ones\" or \"trunc_normal\"");
         return val_error();
     }
-    if (!number_arg(&args[2], "std", 0, 1e6, 0.02, &std))
+    /* At most 1: the bounds stay 2 standard deviations or more away, so
+     * redrawing is rare. */
+    if (!number_arg(&args[2], "std", 0, 1, 0.02, &std))
         return val_error();
     if (init == IR_INIT_TRUNC_NORMAL)
         value = std;

@@ -35,12 +35,12 @@ float philox_uniform_f32(PhiloxKey key, uint64_t index);
 /* Returns a double in [0, 1) with 53 random bits (uses indices 2i, 2i+1). */
 double philox_uniform_f64(PhiloxKey key, uint64_t index);
 
-/* The random numbers of the IR's `random` op, element `index` at training
- * step `step`: the key is the bit pattern of a random variable's value
- * (32 bits for f32, 64 for f64), the counter is (index, step, 0), and the
- * result is a uniform number in [0, 1) from word 0 (f32) or words 0 and 1
- * (f64) of the block. The step saturates to [0, 2^32 - 1], NaN to 0. The
- * code generator emits the same computation inline. */
+/* Returns element `index` of the IR's `random` op at training step `step`.
+ * The key is the bit pattern of `key`, a random variable's value (32 bits
+ * for f32, 64 for f64), and the counter is (index, step, 0). The result is
+ * a uniform number in [0, 1) made from word 0 (f32) or words 0 and 1 (f64)
+ * of the block. The step saturates to [0, 2^32 - 1], and NaN becomes 0.
+ * The code generator emits the same computation inline. */
 float philox_random_f32(float key, float step, uint64_t index);
 double philox_random_f64(double key, double step, uint64_t index);
 

@@ -218,3 +218,33 @@ Test(philox, permutation_is_uniform)
                          "position %d holds %d in %d of %d trials", i, v,
                          counts[i][v], TRIALS);
 }
+
+Test(philox, trunc_normal_moments)
+{
+    /* N(0, 1) cut at [-2, 2] has variance 1 - 4 phi(2) / (2 Phi(2) - 1)
+     * = 0.77374; with std 0.5 the cut is at 4 standard deviations, which
+     * leaves the variance at 0.25 (0.99893 of it). */
+    enum { N = 40000 };
+    static double v[N];
+    const double stds[2] = {1.0, 0.5}, want_var[2] = {0.77374, 0.25 * 0.99893};
+    for (int k = 0; k < 2; k++) {
+        philox_fill_trunc_normal_f64(philox_key(5, (uint32_t)k), v, N, stds[k]);
+        double sum = 0, squares = 0;
+        for (int i = 0; i < N; i++) {
+            cr_assert(v[i] >= -2 && v[i] <= 2, "value %d is %g", i, v[i]);
+            sum += v[i];
+            squares += v[i] * v[i];
+        }
+        double mean = sum / N, var = squares / N - mean * mean;
+        /* Standard errors: about 0.0044 for the mean, 0.004 for the variance. */
+        cr_expect(fabs(mean) < 0.025, "std %g: mean %g", stds[k], mean);
+        cr_expect(fabs(var - want_var[k]) < 0.02, "std %g: variance %g, want %g", stds[k], var,
+                  want_var[k]);
+    }
+    float f[8];
+    double d[8];
+    philox_fill_trunc_normal_f32(philox_key(6, 0), f, 8, 0.02);
+    philox_fill_trunc_normal_f64(philox_key(6, 0), d, 8, 0.02);
+    for (int i = 0; i < 8; i++)
+        cr_expect(f[i] == (float)d[i], "f32 element %d is the rounded f64 value", i);
+}
