@@ -140,9 +140,22 @@ static int64_t conv_col_rows(const RtConv2d *cv)
     return cv->c / cv->groups * cv->r * cv->s;
 }
 
+/* Elements of the two planes of the direct depthwise kernels: the input
+ * with a zero border, [H + 2*pad_h, W + 2*pad_w], and the output rows at
+ * the padded width, [P, W + 2*pad_w]. */
+static size_t depthwise_scratch_elems(const RtConv2d *cv)
+{
+    size_t wp = (size_t)(cv->w + 2 * cv->pad_w);
+    return size_mul((size_t)(cv->h + 2 * cv->pad_h) + (size_t)cv->p, wp);
+}
+
 size_t rt_conv2d_workspace_bytes(DType dt, const RtConv2d *cv)
 {
     size_t elems = size_mul((size_t)conv_col_rows(cv), (size_t)(cv->p * cv->q));
+    /* A depthwise convolution may run on either path (the direct one in
+     * training, both in tests and benchmarks), so it gets room for both. */
+    if (rt_conv2d_is_depthwise(cv) && depthwise_scratch_elems(cv) > elems)
+        elems = depthwise_scratch_elems(cv);
     return size_mul(elems, float_size(dt));
 }
 
@@ -499,14 +512,14 @@ DEFINE_DEPTHWISE(double, f64)
 enum { DEPTHWISE_FORWARD, DEPTHWISE_GRAD_INPUT, DEPTHWISE_GRAD_WEIGHT };
 
 static void depthwise(DType dt, const RtConv2d *cv, int mode, const void *a,
-                      const void *b, void *out)
+                      const void *b, void *out, void *workspace)
 {
     size_t es = float_size(dt);
     conv_check(cv);
     BOCB_ASSERT(rt_conv2d_is_depthwise(cv));
     DepthwisePlan pl = depthwise_plan(cv);
-    void *padded = xmalloc(size_mul((size_t)(pl.hp * pl.wp), es));
-    void *wide = xmalloc(size_mul((size_t)(cv->p * pl.wp), es));
+    void *padded = workspace;
+    void *wide = elem_ptr(workspace, pl.hp * pl.wp, es);
     if (es == sizeof(float)) {
         if (mode == DEPTHWISE_FORWARD)
             dw_forward_f32(cv, a, b, out, padded, wide);
@@ -522,26 +535,24 @@ static void depthwise(DType dt, const RtConv2d *cv, int mode, const void *a,
         else
             dw_grad_weight_f64(cv, a, b, out, padded, wide);
     }
-    free(padded);
-    free(wide);
 }
 
 void rt_depthwise_forward(DType dt, const RtConv2d *cv, const void *x, const void *w,
-                          void *y)
+                          void *y, void *workspace)
 {
-    depthwise(dt, cv, DEPTHWISE_FORWARD, x, w, y);
+    depthwise(dt, cv, DEPTHWISE_FORWARD, x, w, y, workspace);
 }
 
 void rt_depthwise_grad_input(DType dt, const RtConv2d *cv, const void *dy, const void *w,
-                             void *dx)
+                             void *dx, void *workspace)
 {
-    depthwise(dt, cv, DEPTHWISE_GRAD_INPUT, dy, w, dx);
+    depthwise(dt, cv, DEPTHWISE_GRAD_INPUT, dy, w, dx, workspace);
 }
 
 void rt_depthwise_grad_weight(DType dt, const RtConv2d *cv, const void *x, const void *dy,
-                              void *dw)
+                              void *dw, void *workspace)
 {
-    depthwise(dt, cv, DEPTHWISE_GRAD_WEIGHT, x, dy, dw);
+    depthwise(dt, cv, DEPTHWISE_GRAD_WEIGHT, x, dy, dw, workspace);
 }
 
 /* ---- Convolution entry points --------------------------------------------- */
@@ -550,7 +561,7 @@ void rt_conv2d_forward(DType dt, const RtConv2d *cv, const void *x,
                        const void *w, void *y, void *workspace)
 {
     if (rt_conv2d_is_depthwise(cv))
-        rt_depthwise_forward(dt, cv, x, w, y);
+        rt_depthwise_forward(dt, cv, x, w, y, workspace);
     else
         rt_conv2d_im2col_forward(dt, cv, x, w, y, workspace);
 }
@@ -559,7 +570,7 @@ void rt_conv2d_grad_input(DType dt, const RtConv2d *cv, const void *dy,
                           const void *w, void *dx, void *workspace)
 {
     if (rt_conv2d_is_depthwise(cv))
-        rt_depthwise_grad_input(dt, cv, dy, w, dx);
+        rt_depthwise_grad_input(dt, cv, dy, w, dx, workspace);
     else
         rt_conv2d_im2col_grad_input(dt, cv, dy, w, dx, workspace);
 }
@@ -568,7 +579,7 @@ void rt_conv2d_grad_weight(DType dt, const RtConv2d *cv, const void *x,
                            const void *dy, void *dw, void *workspace)
 {
     if (rt_conv2d_is_depthwise(cv))
-        rt_depthwise_grad_weight(dt, cv, x, dy, dw);
+        rt_depthwise_grad_weight(dt, cv, x, dy, dw, workspace);
     else
         rt_conv2d_im2col_grad_weight(dt, cv, x, dy, dw, workspace);
 }

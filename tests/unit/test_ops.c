@@ -416,9 +416,9 @@ Test(conv2d, depthwise_matches_im2col)
             out[path][1] = malloc(nx * sizeof(double));
             out[path][2] = malloc(nw * sizeof(double));
         }
-        rt_depthwise_forward(DT_F64, &cv, x, w, out[0][0]);
-        rt_depthwise_grad_input(DT_F64, &cv, dy, w, out[0][1]);
-        rt_depthwise_grad_weight(DT_F64, &cv, x, dy, out[0][2]);
+        rt_depthwise_forward(DT_F64, &cv, x, w, out[0][0], ws);
+        rt_depthwise_grad_input(DT_F64, &cv, dy, w, out[0][1], ws);
+        rt_depthwise_grad_weight(DT_F64, &cv, x, dy, out[0][2], ws);
         rt_conv2d_im2col_forward(DT_F64, &cv, x, w, out[1][0], ws);
         rt_conv2d_im2col_grad_input(DT_F64, &cv, dy, w, out[1][1], ws);
         rt_conv2d_im2col_grad_weight(DT_F64, &cv, x, dy, out[1][2], ws);
