@@ -254,6 +254,36 @@ static bool leading_shape(const Shape *s, Shape *lead)
     return s->batch_axis < lead->rank;
 }
 
+/* Returns the operand of `node` when it is a permute that swaps only the
+ * last two axes, with *trans set, so that the product reads the matrix
+ * transposed instead of a transposed copy; else returns node. */
+static int fold_transpose(IrGraph *g, int node, bool *trans)
+{
+    const IrNode *n = ir_node(g, node);
+    int rank = n->shape.rank;
+    *trans = false;
+    if (n->op != IR_PERMUTE || rank < 2)
+        return node;
+    for (int i = 0; i < rank - 2; i++)
+        if (n->attr.spatial.p[i] != i)
+            return node;
+    if (n->attr.spatial.p[rank - 2] != rank - 1 || n->attr.spatial.p[rank - 1] != rank - 2)
+        return node;
+    *trans = true;
+    return n->in[0];
+}
+
+/* s with its last two axes swapped when `trans`. */
+static Shape stored_shape(Shape s, bool trans)
+{
+    if (trans) {
+        int64_t t = s.dims[s.rank - 1];
+        s.dims[s.rank - 1] = s.dims[s.rank - 2];
+        s.dims[s.rank - 2] = t;
+    }
+    return s;
+}
+
 Value lower_matmul(Lower *l, int a, int b, const char *what, SrcLoc loc)
 {
     IrGraph *g = l->graph;
@@ -265,7 +295,9 @@ Value lower_matmul(Lower *l, int a, int b, const char *what, SrcLoc loc)
                        shape_text(l, &sa), shape_text(l, &sb), why);
             return val_error();
         }
-        return val_tensor(ir_matmul(g, a, b, false, false, loc), loc);
+        bool ta, tb;
+        int fa = fold_transpose(g, a, &ta), fb = fold_transpose(g, b, &tb);
+        return val_tensor(ir_matmul(g, fa, fb, ta, tb, loc), loc);
     }
 
     /* Batched: broadcast the leading axes, then one product per matrix. */
@@ -286,8 +318,11 @@ Value lower_matmul(Lower *l, int a, int b, const char *what, SrcLoc loc)
         if (ir_bmm_shape(&ta, &tb, false, false, &out, &why)) {
             if (!check_tensor_size(l, &out, "the result of a matrix product", loc))
                 return val_error();
-            return val_tensor(ir_bmm(g, ir_broadcast(g, a, ta, loc), ir_broadcast(g, b, tb, loc),
-                                     false, false, loc), loc);
+            bool trans_a, trans_b;
+            int fa = fold_transpose(g, a, &trans_a), fb = fold_transpose(g, b, &trans_b);
+            fa = ir_broadcast(g, fa, stored_shape(ta, trans_a), loc);
+            fb = ir_broadcast(g, fb, stored_shape(tb, trans_b), loc);
+            return val_tensor(ir_bmm(g, fa, fb, trans_a, trans_b, loc), loc);
         }
     }
     diag_error(loc, "operands of %s have incompatible shapes %s and %s: %s", what,
