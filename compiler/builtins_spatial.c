@@ -568,8 +568,9 @@ static int window_bias(Lower *l, int64_t h, int64_t w_img, int64_t window, int64
         int64_t span = (2 * window - 1) * (2 * window - 1);
         int64_t tdims[2] = {span, heads};
         /* Swin draws the table from N(0, 0.02^2); this uniform has that
-         * standard deviation. */
-        int table = create_param(l, "relative_bias", "weight", shape_make(2, tdims),
+         * standard deviation. The table is tagged a bias: Swin exempts it
+         * from weight decay, as biases usually are. */
+        int table = create_param(l, "relative_bias", "bias", shape_make(2, tdims),
                                  IR_INIT_UNIFORM, 0.02 * sqrt(3.0), loc);
         if (table < 0)
             return -2;
