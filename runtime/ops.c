@@ -366,6 +366,26 @@ static int64_t tap_offset(const RtConv2d *cv, const DepthwisePlan *pl, int64_t r
         return sum;                                                           \
     }                                                                         \
                                                                               \
+    /* out[i] += sum over s of w[s] * src[i + s * dil] for i in [0, n): the  \
+     * taps of one kernel row, three at a time, so that out is loaded and    \
+     * stored once per three taps. */                                         \
+    static void flat_taps_##SFX(T *out, const T *src, const T *w, int64_t taps, \
+                                int64_t dil, int64_t n)                       \
+    {                                                                         \
+        int64_t s = 0;                                                        \
+        for (; s + 3 <= taps; s += 3) {                                       \
+            const T w0 = w[s], w1 = w[s + 1], w2 = w[s + 2];                  \
+            const T *a = src + s * dil, *b = a + dil, *c = b + dil;           \
+            for (int64_t i = 0; i < n; i++)                                   \
+                out[i] += w0 * a[i] + w1 * b[i] + w2 * c[i];                  \
+        }                                                                     \
+        for (; s < taps; s++) {                                               \
+            const T ws = w[s], *a = src + s * dil;                            \
+            for (int64_t i = 0; i < n; i++)                                   \
+                out[i] += ws * a[i];                                          \
+        }                                                                     \
+    }                                                                         \
+                                                                              \
     /* Copies plane x [H, W] into the middle of padded [Hp, Wp], whose        \
      * border must already be zero. */                                        \
     static void pad_plane_##SFX(const RtConv2d *cv, const DepthwisePlan *pl,  \
@@ -403,12 +423,9 @@ static int64_t tap_offset(const RtConv2d *cv, const DepthwisePlan *pl, int64_t r
                 if (pl.flat) {                                                \
                     memset(wide, 0, (size_t)pl.run * sizeof(T));              \
                     for (int64_t r = 0; r < cv->r; r++)                       \
-                        for (int64_t s = 0; s < cv->s; s++) {                 \
-                            const T wv = wk[r * cv->s + s];                   \
-                            const T *src = padded + tap_offset(cv, &pl, r, s); \
-                            for (int64_t i = 0; i < pl.run; i++)              \
-                                wide[i] += wv * src[i];                       \
-                        }                                                     \
+                        flat_taps_##SFX(wide, padded + tap_offset(cv, &pl, r, 0), \
+                                        wk + r * cv->s, cv->s, cv->dil_w,     \
+                                        pl.run);                              \
                     for (int64_t p = 0; p < cv->p; p++)                       \
                         memcpy(out + p * cv->q, wide + p * pl.wp,             \
                                (size_t)cv->q * sizeof(T));                    \
