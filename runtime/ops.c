@@ -142,11 +142,11 @@ static int64_t conv_col_rows(const RtConv2d *cv)
 
 /* Elements of the two planes of the direct depthwise kernels: the input
  * with a zero border, [H + 2*pad_h, W + 2*pad_w], and the output rows at
- * the padded width, [P, W + 2*pad_w]. */
+ * the padded width after one row of zeros, [1 + P, W + 2*pad_w]. */
 static size_t depthwise_scratch_elems(const RtConv2d *cv)
 {
     size_t wp = (size_t)(cv->w + 2 * cv->pad_w);
-    return size_mul((size_t)(cv->h + 2 * cv->pad_h) + (size_t)cv->p, wp);
+    return size_mul((size_t)(cv->h + 2 * cv->pad_h) + (size_t)cv->p + 1, wp);
 }
 
 size_t rt_conv2d_workspace_bytes(DType dt, const RtConv2d *cv)
@@ -386,6 +386,29 @@ static int64_t tap_offset(const RtConv2d *cv, const DepthwisePlan *pl, int64_t r
         }                                                                     \
     }                                                                         \
                                                                               \
+    /* The adjoint of flat_taps: dst[i + s * dil] += w[s] * src[i]. Three    \
+     * taps at a time, as dst[j] += w0 src[j] + w1 src[j - dil] + w2 src[j - \
+     * 2 dil], which reads up to 2 * dil elements before src and after       \
+     * src[n - 1]: the caller keeps those zero. */                            \
+    static void flat_taps_adjoint_##SFX(T *dst, const T *src, const T *w,     \
+                                        int64_t taps, int64_t dil, int64_t n) \
+    {                                                                         \
+        int64_t s = 0;                                                        \
+        for (; s + 3 <= taps; s += 3) {                                       \
+            const T w0 = w[s], w1 = w[s + 1], w2 = w[s + 2];                  \
+            const T *a = src, *b = src - dil, *c = src - 2 * dil;             \
+            T *d = dst + s * dil;                                             \
+            for (int64_t j = 0; j < n + 2 * dil; j++)                         \
+                d[j] += w0 * a[j] + w1 * b[j] + w2 * c[j];                    \
+        }                                                                     \
+        for (; s < taps; s++) {                                               \
+            const T ws = w[s];                                                \
+            T *d = dst + s * dil;                                             \
+            for (int64_t i = 0; i < n; i++)                                   \
+                d[i] += ws * src[i];                                          \
+        }                                                                     \
+    }                                                                         \
+                                                                              \
     /* Copies plane x [H, W] into the middle of padded [Hp, Wp], whose        \
      * border must already be zero. */                                        \
     static void pad_plane_##SFX(const RtConv2d *cv, const DepthwisePlan *pl,  \
@@ -462,15 +485,16 @@ static int64_t tap_offset(const RtConv2d *cv, const DepthwisePlan *pl, int64_t r
                     const T *wk = w + kc * rs;                                \
                     if (pl.flat)                                              \
                         widen_##SFX(cv, &pl, g, wide);                        \
-                    for (int64_t r = 0; r < cv->r; r++)                       \
+                    for (int64_t r = 0; r < cv->r; r++) {                     \
+                        if (pl.flat) {                                        \
+                            flat_taps_adjoint_##SFX(                          \
+                                padded + tap_offset(cv, &pl, r, 0), wide,     \
+                                wk + r * cv->s, cv->s, cv->dil_w, pl.run);    \
+                            continue;                                         \
+                        }                                                     \
                         for (int64_t s = 0; s < cv->s; s++) {                 \
                             const T wv = wk[r * cv->s + s];                   \
                             T *dst = padded + tap_offset(cv, &pl, r, s);      \
-                            if (pl.flat) {                                    \
-                                for (int64_t i = 0; i < pl.run; i++)          \
-                                    dst[i] += wv * wide[i];                   \
-                                continue;                                     \
-                            }                                                 \
                             for (int64_t p = 0; p < cv->p; p++) {             \
                                 T *drow = dst + p * sh * pl.wp;               \
                                 const T *grow = g + p * cv->q;                \
@@ -478,6 +502,7 @@ static int64_t tap_offset(const RtConv2d *cv, const DepthwisePlan *pl, int64_t r
                                     drow[q * sw] += wv * grow[q];             \
                             }                                                 \
                         }                                                     \
+                    }                                                         \
                 }                                                             \
                 T *plane = dx + (n * cv->c + c) * cv->h * cv->w;              \
                 for (int64_t h = 0; h < cv->h; h++)                           \
@@ -535,8 +560,10 @@ static void depthwise(DType dt, const RtConv2d *cv, int mode, const void *a,
     conv_check(cv);
     BOCB_ASSERT(rt_conv2d_is_depthwise(cv));
     DepthwisePlan pl = depthwise_plan(cv);
+    /* wide is preceded by a row of zeros, which flat_taps_adjoint reads. */
     void *padded = workspace;
-    void *wide = elem_ptr(workspace, pl.hp * pl.wp, es);
+    memset(elem_ptr(workspace, pl.hp * pl.wp, es), 0, size_mul((size_t)pl.wp, es));
+    void *wide = elem_ptr(workspace, (pl.hp + 1) * pl.wp, es);
     if (es == sizeof(float)) {
         if (mode == DEPTHWISE_FORWARD)
             dw_forward_f32(cv, a, b, out, padded, wide);
