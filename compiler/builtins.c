@@ -45,6 +45,20 @@ int tensor_arg(Lower *l, const Value *v, const char *fn, const char *param)
     return as_tensor(l, v, what);
 }
 
+int float_tensor_arg(Lower *l, const Value *v, const char *fn, const char *param)
+{
+    int t = tensor_arg(l, v, fn, param);
+    if (t < 0)
+        return -1;
+    DType dt = ir_node(l->graph, t)->dtype;
+    if (dt != DT_F32 && dt != DT_F64) {
+        diag_error(v->loc, "argument '%s' of '%s' must be a floating-point tensor, but it "
+                   "is a %s tensor", param, fn, dtype_name(dt));
+        return -1;
+    }
+    return t;
+}
+
 static const Shape *shape_of(Lower *l, int node)
 {
     return &ir_node(l->graph, node)->shape;
@@ -125,7 +139,7 @@ static bool axis_mask(Lower *l, const Value *axis, const Shape *s, uint32_t *mas
 
 static Value bi_linear(Lower *l, const Value *args, SrcLoc loc)
 {
-    int x = tensor_arg(l, &args[0], "linear", "x");
+    int x = float_tensor_arg(l, &args[0], "linear", "x");
     int64_t out_features;
     bool bias;
     if (x < 0 || !val_to_int(&args[1], "out_features", 1, INT64_C(1) << 30, &out_features) ||
@@ -176,7 +190,7 @@ static Value bi_linear(Lower *l, const Value *args, SrcLoc loc)
 
 static Value bi_conv2d(Lower *l, const Value *args, SrcLoc loc)
 {
-    int x = tensor_arg(l, &args[0], "conv2d", "x");
+    int x = float_tensor_arg(l, &args[0], "conv2d", "x");
     int64_t out_channels, kernel[2], stride[2] = {1, 1}, pad[2] = {0, 0};
     int64_t dilation[2] = {1, 1}, groups = 1;
     bool bias;
@@ -336,7 +350,7 @@ static Value bi_reshape(Lower *l, const Value *args, SrcLoc loc)
 
 static Value bi_max_pool2d(Lower *l, const Value *args, SrcLoc loc)
 {
-    int x = tensor_arg(l, &args[0], "max_pool2d", "x");
+    int x = float_tensor_arg(l, &args[0], "max_pool2d", "x");
     int64_t kernel[2], stride[2], pad[2] = {0, 0};
     if (x < 0 || !int_pair(&args[1], "kernel_size", 1, kernel))
         return val_error();
@@ -496,7 +510,7 @@ static Value reduce(Lower *l, const Value *args, SrcLoc loc, const char *name, b
 {
     if (!need_graph(l, name, loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], name, "x");
+    int x = float_tensor_arg(l, &args[0], name, "x");
     if (x < 0)
         return val_error();
     Shape xs = *shape_of(l, x);
@@ -525,7 +539,7 @@ static Value bi_norm(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_graph(l, "norm", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "norm", "x");
+    int x = float_tensor_arg(l, &args[0], "norm", "x");
     if (x < 0)
         return val_error();
     IrGraph *g = l->graph;

@@ -115,7 +115,7 @@ static Value bi_permute(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_graph(l, "permute", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "permute", "x");
+    int x = float_tensor_arg(l, &args[0], "permute", "x");
     if (x < 0)
         return val_error();
     Shape xs = *shape_of(l, x), ys;
@@ -141,7 +141,7 @@ static Value bi_transpose(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_graph(l, "transpose", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "transpose", "x");
+    int x = float_tensor_arg(l, &args[0], "transpose", "x");
     if (x < 0)
         return val_error();
     const Shape *xs = shape_of(l, x);
@@ -160,7 +160,7 @@ static Value bi_slice(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_graph(l, "slice", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "slice", "x");
+    int x = float_tensor_arg(l, &args[0], "slice", "x");
     if (x < 0)
         return val_error();
     Shape xs = *shape_of(l, x);
@@ -190,14 +190,14 @@ static Value bi_concat(Lower *l, const Value *args, SrcLoc loc)
         diag_error(list->loc, "concat takes a list of tensors, such as concat([a, b], axis = 1)");
         return val_error();
     }
-    int y = tensor_arg(l, &list->list.items[0], "concat", "tensors");
+    int y = float_tensor_arg(l, &list->list.items[0], "concat", "tensors");
     if (y < 0)
         return val_error();
     int axis;
     if (!static_axis_arg(l, &args[1], shape_of(l, y), "concat", &axis))
         return val_error();
     for (int i = 1; i < list->list.n; i++) {
-        int t = tensor_arg(l, &list->list.items[i], "concat", "tensors");
+        int t = float_tensor_arg(l, &list->list.items[i], "concat", "tensors");
         if (t < 0)
             return val_error();
         Shape ys = *shape_of(l, y), ts = *shape_of(l, t), out;
@@ -219,7 +219,7 @@ static Value bi_roll(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_graph(l, "roll", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "roll", "x");
+    int x = float_tensor_arg(l, &args[0], "roll", "x");
     if (x < 0)
         return val_error();
     /* shift and axis are both numbers or both lists of equal length. */
@@ -289,6 +289,12 @@ Value lower_matmul(Lower *l, int a, int b, const char *what, SrcLoc loc)
     IrGraph *g = l->graph;
     Shape sa = *shape_of(l, a), sb = *shape_of(l, b), out;
     const char *why = NULL;
+    DType da = ir_node(g, a)->dtype, db = ir_node(g, b)->dtype;
+    if (da != db || (da != DT_F32 && da != DT_F64)) {
+        diag_error(loc, "operands of %s must be floating-point tensors of one type, but "
+                   "they are %s and %s", what, dtype_name(da), dtype_name(db));
+        return val_error();
+    }
     if (sa.rank == 2 && sb.rank == 2) {
         if (!ir_matmul_shape(&sa, &sb, false, false, &out, &why)) {
             diag_error(loc, "operands of %s have incompatible shapes %s and %s: %s", what,
@@ -334,8 +340,8 @@ static Value bi_matmul(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_graph(l, "matmul", loc))
         return val_error();
-    int a = tensor_arg(l, &args[0], "matmul", "a");
-    int b = tensor_arg(l, &args[1], "matmul", "b");
+    int a = float_tensor_arg(l, &args[0], "matmul", "a");
+    int b = float_tensor_arg(l, &args[1], "matmul", "b");
     if (a < 0 || b < 0)
         return val_error();
     return lower_matmul(l, a, b, "'matmul'", loc);
@@ -347,7 +353,7 @@ static Value bi_amax(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_graph(l, "amax", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "amax", "x");
+    int x = float_tensor_arg(l, &args[0], "amax", "x");
     if (x < 0)
         return val_error();
     const Shape *xs = shape_of(l, x);
@@ -372,7 +378,7 @@ static Value softmax(Lower *l, const Value *args, SrcLoc loc, const char *name, 
 {
     if (!need_graph(l, name, loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], name, "x");
+    int x = float_tensor_arg(l, &args[0], name, "x");
     if (x < 0)
         return val_error();
     const Shape *xs = shape_of(l, x);
@@ -403,7 +409,7 @@ static Value bi_log_softmax(Lower *l, const Value *args, SrcLoc loc)
 static bool pool_args(Lower *l, const Value *args, const char *name, int *x, IrPoolAttr *attr,
                       SrcLoc loc)
 {
-    *x = tensor_arg(l, &args[0], name, "x");
+    *x = float_tensor_arg(l, &args[0], name, "x");
     int64_t kernel[2], stride[2], pad[2] = {0, 0};
     if (*x < 0 || !int_pair(&args[1], "kernel_size", 1, kernel))
         return false;
@@ -444,7 +450,7 @@ static Value bi_global_avg_pool(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_graph(l, "global_avg_pool", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "global_avg_pool", "x");
+    int x = float_tensor_arg(l, &args[0], "global_avg_pool", "x");
     if (x < 0)
         return val_error();
     Shape xs = *shape_of(l, x);
@@ -525,7 +531,7 @@ static Value bi_attention(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_model(l, "attention", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "attention", "x");
+    int x = float_tensor_arg(l, &args[0], "attention", "x");
     bool causal, bias;
     if (x < 0 || !bool_arg(&args[2], "causal", false, &causal) ||
         !bool_arg(&args[3], "bias", true, &bias))
@@ -595,7 +601,7 @@ static Value bi_window_attention(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_model(l, "window_attention", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "window_attention", "x");
+    int x = float_tensor_arg(l, &args[0], "window_attention", "x");
     int64_t window, shift = 0;
     bool relative;
     if (x < 0 || !val_to_int(&args[2], "window", 1, INT64_C(1) << 20, &window) ||
@@ -654,7 +660,7 @@ static Value bi_token_mixing(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_model(l, "token_mixing", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "token_mixing", "x");
+    int x = float_tensor_arg(l, &args[0], "token_mixing", "x");
     int64_t hidden;
     if (x < 0 || !val_to_int(&args[1], "hidden", 1, INT64_C(1) << 30, &hidden))
         return val_error();
@@ -683,7 +689,7 @@ static Value bi_pool_mixer(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_graph(l, "pool_mixer", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "pool_mixer", "x");
+    int x = float_tensor_arg(l, &args[0], "pool_mixer", "x");
     int64_t size = 3;
     if (x < 0 || (!is_none(&args[1]) && !val_to_int(&args[1], "pool_size", 1, 1 << 20, &size)))
         return val_error();
@@ -708,7 +714,7 @@ static Value bi_identity_mixer(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_graph(l, "identity_mixer", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "identity_mixer", "x");
+    int x = float_tensor_arg(l, &args[0], "identity_mixer", "x");
     return x < 0 ? val_error() : val_tensor(x, loc);
 }
 
@@ -720,7 +726,7 @@ static Value bi_sep_conv(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_model(l, "sep_conv", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "sep_conv", "x");
+    int x = float_tensor_arg(l, &args[0], "sep_conv", "x");
     int64_t expansion = 2, kernel = 7;
     if (x < 0 ||
         (!is_none(&args[1]) && !val_to_int(&args[1], "expansion", 1, 1 << 10, &expansion)) ||

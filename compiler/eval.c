@@ -346,6 +346,13 @@ Value tensor_binary(Lower *l, IrOp op, const char *spelling, const Value *a,
                    dtype_name(ir_node(g, y)->dtype));
         return val_error();
     }
+    DType dt = ir_node(g, x)->dtype;
+    bool arithmetic = op >= IR_ADD && op <= IR_MIN;
+    if (arithmetic && dt != DT_F32 && dt != DT_F64) {
+        diag_error(loc, "operands of '%s' must be floating-point tensors, but they are %s",
+                   spelling, dtype_name(dt));
+        return val_error();
+    }
     Shape sa = ir_node(g, x)->shape, sb = ir_node(g, y)->shape, out;
     if (!ir_broadcast_shape(&sa, &sb, &out)) {
         diag_error(loc, "operands of '%s' have incompatible shapes %s and %s",
@@ -366,6 +373,12 @@ Value tensor_unary(Lower *l, IrOp op, const Value *x, SrcLoc loc)
     int t = as_tensor(l, x, "operand");
     if (t < 0)
         return val_error();
+    DType dt = ir_node(l->graph, t)->dtype;
+    if (dt != DT_F32 && dt != DT_F64) {
+        diag_error(x->loc, "'%s' takes a floating-point tensor, but this is a %s tensor",
+                   ir_op_name(op), dtype_name(dt));
+        return val_error();
+    }
     return val_tensor(ir_unary(l->graph, op, t, loc), loc);
 }
 
