@@ -347,7 +347,8 @@ Value tensor_binary(Lower *l, IrOp op, const char *spelling, const Value *a,
         return val_error();
     }
     DType dt = ir_node(g, x)->dtype;
-    bool arithmetic = op >= IR_ADD && op <= IR_MIN;
+    bool arithmetic = op == IR_ADD || op == IR_SUB || op == IR_MUL || op == IR_DIV ||
+                      op == IR_POW || op == IR_MAX || op == IR_MIN;
     if (arithmetic && dt != DT_F32 && dt != DT_F64) {
         diag_error(loc, "operands of '%s' must be floating-point tensors, but they are %s",
                    spelling, dtype_name(dt));
