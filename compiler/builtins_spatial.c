@@ -545,6 +545,10 @@ static Value bi_attention(Lower *l, const Value *args, SrcLoc loc)
     int64_t c = xs.dims[2], heads;
     if (!heads_arg(l, &args[1], c, &heads))
         return val_error();
+    int64_t score_dims[4] = {xs.dims[0], heads, xs.dims[1], xs.dims[1]};
+    Shape scores = shape_like(&xs, 4, score_dims, 0);
+    if (!check_tensor_size(l, &scores, "the attention scores", loc))
+        return val_error();
 
     IrGraph *g = l->graph;
     size_t saved = l->prefix.len;
@@ -625,6 +629,12 @@ static Value bi_window_attention(Lower *l, const Value *args, SrcLoc loc)
 
     IrGraph *g = l->graph;
     int64_t n = window * window, nwin = (h / window) * (w_img / window);
+    int64_t span = 2 * window - 1;
+    int64_t score_dims[5] = {xs.dims[0], nwin, heads, n, n}, hot_dims[2] = {n * n, span * span};
+    Shape scores = shape_like(&xs, 5, score_dims, 0), hot = shape_make(2, hot_dims);
+    if (!check_tensor_size(l, &scores, "the attention scores", loc) ||
+        (relative && !check_tensor_size(l, &hot, "the relative position one-hot matrix", loc)))
+        return val_error();
     size_t saved = l->prefix.len;
     push_prefix(l, layer_name(l, "window_attention", &args[5]));
     int y = -1;
