@@ -46,17 +46,17 @@ static double time_pass(const RtConv2d *cv, const Buffers *b, int pass, bool dir
         double t0 = now_ms();
         if (pass == 0) {
             if (direct)
-                rt_depthwise_forward(DT_F32, cv, b->x, b->w, b->y);
+                rt_depthwise_forward(DT_F32, cv, b->x, b->w, b->y, b->ws);
             else
                 rt_conv2d_im2col_forward(DT_F32, cv, b->x, b->w, b->y, b->ws);
         } else if (pass == 1) {
             if (direct)
-                rt_depthwise_grad_input(DT_F32, cv, b->y, b->w, b->dx);
+                rt_depthwise_grad_input(DT_F32, cv, b->y, b->w, b->dx, b->ws);
             else
                 rt_conv2d_im2col_grad_input(DT_F32, cv, b->y, b->w, b->dx, b->ws);
         } else {
             if (direct)
-                rt_depthwise_grad_weight(DT_F32, cv, b->x, b->y, b->dw);
+                rt_depthwise_grad_weight(DT_F32, cv, b->x, b->y, b->dw, b->ws);
             else
                 rt_conv2d_im2col_grad_weight(DT_F32, cv, b->x, b->y, b->dw, b->ws);
         }

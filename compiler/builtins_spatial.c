@@ -115,7 +115,7 @@ static Value bi_permute(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_graph(l, "permute", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "permute", "x");
+    int x = float_tensor_arg(l, &args[0], "permute", "x");
     if (x < 0)
         return val_error();
     Shape xs = *shape_of(l, x), ys;
@@ -141,7 +141,7 @@ static Value bi_transpose(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_graph(l, "transpose", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "transpose", "x");
+    int x = float_tensor_arg(l, &args[0], "transpose", "x");
     if (x < 0)
         return val_error();
     const Shape *xs = shape_of(l, x);
@@ -160,7 +160,7 @@ static Value bi_slice(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_graph(l, "slice", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "slice", "x");
+    int x = float_tensor_arg(l, &args[0], "slice", "x");
     if (x < 0)
         return val_error();
     Shape xs = *shape_of(l, x);
@@ -190,14 +190,14 @@ static Value bi_concat(Lower *l, const Value *args, SrcLoc loc)
         diag_error(list->loc, "concat takes a list of tensors, such as concat([a, b], axis = 1)");
         return val_error();
     }
-    int y = tensor_arg(l, &list->list.items[0], "concat", "tensors");
+    int y = float_tensor_arg(l, &list->list.items[0], "concat", "tensors");
     if (y < 0)
         return val_error();
     int axis;
     if (!static_axis_arg(l, &args[1], shape_of(l, y), "concat", &axis))
         return val_error();
     for (int i = 1; i < list->list.n; i++) {
-        int t = tensor_arg(l, &list->list.items[i], "concat", "tensors");
+        int t = float_tensor_arg(l, &list->list.items[i], "concat", "tensors");
         if (t < 0)
             return val_error();
         Shape ys = *shape_of(l, y), ts = *shape_of(l, t), out;
@@ -219,7 +219,7 @@ static Value bi_roll(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_graph(l, "roll", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "roll", "x");
+    int x = float_tensor_arg(l, &args[0], "roll", "x");
     if (x < 0)
         return val_error();
     /* shift and axis are both numbers or both lists of equal length. */
@@ -254,18 +254,56 @@ static bool leading_shape(const Shape *s, Shape *lead)
     return s->batch_axis < lead->rank;
 }
 
+/* Returns the operand of `node` when it is a permute that swaps only the
+ * last two axes, with *trans set, so that the product reads the matrix
+ * transposed instead of a transposed copy; else returns node. */
+static int fold_transpose(IrGraph *g, int node, bool *trans)
+{
+    const IrNode *n = ir_node(g, node);
+    int rank = n->shape.rank;
+    *trans = false;
+    if (n->op != IR_PERMUTE || rank < 2)
+        return node;
+    for (int i = 0; i < rank - 2; i++)
+        if (n->attr.spatial.p[i] != i)
+            return node;
+    if (n->attr.spatial.p[rank - 2] != rank - 1 || n->attr.spatial.p[rank - 1] != rank - 2)
+        return node;
+    *trans = true;
+    return n->in[0];
+}
+
+/* s with its last two axes swapped when `trans`. */
+static Shape stored_shape(Shape s, bool trans)
+{
+    if (trans) {
+        int64_t t = s.dims[s.rank - 1];
+        s.dims[s.rank - 1] = s.dims[s.rank - 2];
+        s.dims[s.rank - 2] = t;
+    }
+    return s;
+}
+
 Value lower_matmul(Lower *l, int a, int b, const char *what, SrcLoc loc)
 {
     IrGraph *g = l->graph;
     Shape sa = *shape_of(l, a), sb = *shape_of(l, b), out;
     const char *why = NULL;
+    DType da = ir_node(g, a)->dtype, db = ir_node(g, b)->dtype;
+    if (da != db || (da != DT_F32 && da != DT_F64)) {
+        diag_error(loc, "operands of %s must be floating-point tensors of one type, but "
+                   "they are %s and %s", what, dtype_name(da), dtype_name(db));
+        return val_error();
+    }
     if (sa.rank == 2 && sb.rank == 2) {
         if (!ir_matmul_shape(&sa, &sb, false, false, &out, &why)) {
             diag_error(loc, "operands of %s have incompatible shapes %s and %s: %s", what,
                        shape_text(l, &sa), shape_text(l, &sb), why);
             return val_error();
         }
-        return val_tensor(ir_matmul(g, a, b, false, false, loc), loc);
+        bool ta, tb;
+        int fa = fold_transpose(g, a, &ta), fb = fold_transpose(g, b, &tb);
+        return val_tensor(ir_matmul(g, fa, fb, ta, tb, loc), loc);
     }
 
     /* Batched: broadcast the leading axes, then one product per matrix. */
@@ -286,8 +324,11 @@ Value lower_matmul(Lower *l, int a, int b, const char *what, SrcLoc loc)
         if (ir_bmm_shape(&ta, &tb, false, false, &out, &why)) {
             if (!check_tensor_size(l, &out, "the result of a matrix product", loc))
                 return val_error();
-            return val_tensor(ir_bmm(g, ir_broadcast(g, a, ta, loc), ir_broadcast(g, b, tb, loc),
-                                     false, false, loc), loc);
+            bool trans_a, trans_b;
+            int fa = fold_transpose(g, a, &trans_a), fb = fold_transpose(g, b, &trans_b);
+            fa = ir_broadcast(g, fa, stored_shape(ta, trans_a), loc);
+            fb = ir_broadcast(g, fb, stored_shape(tb, trans_b), loc);
+            return val_tensor(ir_bmm(g, fa, fb, trans_a, trans_b, loc), loc);
         }
     }
     diag_error(loc, "operands of %s have incompatible shapes %s and %s: %s", what,
@@ -299,8 +340,8 @@ static Value bi_matmul(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_graph(l, "matmul", loc))
         return val_error();
-    int a = tensor_arg(l, &args[0], "matmul", "a");
-    int b = tensor_arg(l, &args[1], "matmul", "b");
+    int a = float_tensor_arg(l, &args[0], "matmul", "a");
+    int b = float_tensor_arg(l, &args[1], "matmul", "b");
     if (a < 0 || b < 0)
         return val_error();
     return lower_matmul(l, a, b, "'matmul'", loc);
@@ -312,7 +353,7 @@ static Value bi_amax(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_graph(l, "amax", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "amax", "x");
+    int x = float_tensor_arg(l, &args[0], "amax", "x");
     if (x < 0)
         return val_error();
     const Shape *xs = shape_of(l, x);
@@ -337,7 +378,7 @@ static Value softmax(Lower *l, const Value *args, SrcLoc loc, const char *name, 
 {
     if (!need_graph(l, name, loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], name, "x");
+    int x = float_tensor_arg(l, &args[0], name, "x");
     if (x < 0)
         return val_error();
     const Shape *xs = shape_of(l, x);
@@ -368,7 +409,7 @@ static Value bi_log_softmax(Lower *l, const Value *args, SrcLoc loc)
 static bool pool_args(Lower *l, const Value *args, const char *name, int *x, IrPoolAttr *attr,
                       SrcLoc loc)
 {
-    *x = tensor_arg(l, &args[0], name, "x");
+    *x = float_tensor_arg(l, &args[0], name, "x");
     int64_t kernel[2], stride[2], pad[2] = {0, 0};
     if (*x < 0 || !int_pair(&args[1], "kernel_size", 1, kernel))
         return false;
@@ -409,7 +450,7 @@ static Value bi_global_avg_pool(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_graph(l, "global_avg_pool", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "global_avg_pool", "x");
+    int x = float_tensor_arg(l, &args[0], "global_avg_pool", "x");
     if (x < 0)
         return val_error();
     Shape xs = *shape_of(l, x);
@@ -490,7 +531,7 @@ static Value bi_attention(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_model(l, "attention", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "attention", "x");
+    int x = float_tensor_arg(l, &args[0], "attention", "x");
     bool causal, bias;
     if (x < 0 || !bool_arg(&args[2], "causal", false, &causal) ||
         !bool_arg(&args[3], "bias", true, &bias))
@@ -503,6 +544,10 @@ static Value bi_attention(Lower *l, const Value *args, SrcLoc loc)
     }
     int64_t c = xs.dims[2], heads;
     if (!heads_arg(l, &args[1], c, &heads))
+        return val_error();
+    int64_t score_dims[4] = {xs.dims[0], heads, xs.dims[1], xs.dims[1]};
+    Shape scores = shape_like(&xs, 4, score_dims, 0);
+    if (!check_tensor_size(l, &scores, "the attention scores", loc))
         return val_error();
 
     IrGraph *g = l->graph;
@@ -533,8 +578,9 @@ static int window_bias(Lower *l, int64_t h, int64_t w_img, int64_t window, int64
         int64_t span = (2 * window - 1) * (2 * window - 1);
         int64_t tdims[2] = {span, heads};
         /* Swin draws the table from N(0, 0.02^2); this uniform has that
-         * standard deviation. */
-        int table = create_param(l, "relative_bias", "weight", shape_make(2, tdims),
+         * standard deviation. The table is tagged a bias: Swin exempts it
+         * from weight decay, as biases usually are. */
+        int table = create_param(l, "relative_bias", "bias", shape_make(2, tdims),
                                  IR_INIT_UNIFORM, 0.02 * sqrt(3.0), loc);
         if (table < 0)
             return -2;
@@ -559,7 +605,7 @@ static Value bi_window_attention(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_model(l, "window_attention", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "window_attention", "x");
+    int x = float_tensor_arg(l, &args[0], "window_attention", "x");
     int64_t window, shift = 0;
     bool relative;
     if (x < 0 || !val_to_int(&args[2], "window", 1, INT64_C(1) << 20, &window) ||
@@ -583,6 +629,12 @@ static Value bi_window_attention(Lower *l, const Value *args, SrcLoc loc)
 
     IrGraph *g = l->graph;
     int64_t n = window * window, nwin = (h / window) * (w_img / window);
+    int64_t span = 2 * window - 1;
+    int64_t score_dims[5] = {xs.dims[0], nwin, heads, n, n}, hot_dims[2] = {n * n, span * span};
+    Shape scores = shape_like(&xs, 5, score_dims, 0), hot = shape_make(2, hot_dims);
+    if (!check_tensor_size(l, &scores, "the attention scores", loc) ||
+        (relative && !check_tensor_size(l, &hot, "the relative position one-hot matrix", loc)))
+        return val_error();
     size_t saved = l->prefix.len;
     push_prefix(l, layer_name(l, "window_attention", &args[5]));
     int y = -1;
@@ -618,7 +670,7 @@ static Value bi_token_mixing(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_model(l, "token_mixing", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "token_mixing", "x");
+    int x = float_tensor_arg(l, &args[0], "token_mixing", "x");
     int64_t hidden;
     if (x < 0 || !val_to_int(&args[1], "hidden", 1, INT64_C(1) << 30, &hidden))
         return val_error();
@@ -647,7 +699,7 @@ static Value bi_pool_mixer(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_graph(l, "pool_mixer", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "pool_mixer", "x");
+    int x = float_tensor_arg(l, &args[0], "pool_mixer", "x");
     int64_t size = 3;
     if (x < 0 || (!is_none(&args[1]) && !val_to_int(&args[1], "pool_size", 1, 1 << 20, &size)))
         return val_error();
@@ -672,7 +724,7 @@ static Value bi_identity_mixer(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_graph(l, "identity_mixer", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "identity_mixer", "x");
+    int x = float_tensor_arg(l, &args[0], "identity_mixer", "x");
     return x < 0 ? val_error() : val_tensor(x, loc);
 }
 
@@ -684,7 +736,7 @@ static Value bi_sep_conv(Lower *l, const Value *args, SrcLoc loc)
 {
     if (!need_model(l, "sep_conv", loc))
         return val_error();
-    int x = tensor_arg(l, &args[0], "sep_conv", "x");
+    int x = float_tensor_arg(l, &args[0], "sep_conv", "x");
     int64_t expansion = 2, kernel = 7;
     if (x < 0 ||
         (!is_none(&args[1]) && !val_to_int(&args[1], "expansion", 1, 1 << 10, &expansion)) ||

@@ -300,6 +300,9 @@ const Builtin *builtin_spatial_table(int *count);
 bool is_none(const Value *v);
 bool need_graph(Lower *l, const char *name, SrcLoc loc);
 int tensor_arg(Lower *l, const Value *v, const char *fn, const char *param);
+/* As tensor_arg, and reports a tensor that is not f32 or f64 (such as the
+ * bool result of a comparison). */
+int float_tensor_arg(Lower *l, const Value *v, const char *fn, const char *param);
 bool int_pair(const Value *v, const char *what, int64_t min, int64_t out[2]);
 bool bool_arg(const Value *v, const char *what, bool fallback, bool *out);
 int count_node(Lower *l, const Shape *shape, uint32_t axes, SrcLoc loc);

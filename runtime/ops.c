@@ -140,9 +140,22 @@ static int64_t conv_col_rows(const RtConv2d *cv)
     return cv->c / cv->groups * cv->r * cv->s;
 }
 
+/* Elements of the two planes of the direct depthwise kernels: the input
+ * with a zero border, [H + 2*pad_h, W + 2*pad_w], and the output rows at
+ * the padded width after one row of zeros, [1 + P, W + 2*pad_w]. */
+static size_t depthwise_scratch_elems(const RtConv2d *cv)
+{
+    size_t wp = (size_t)(cv->w + 2 * cv->pad_w);
+    return size_mul((size_t)(cv->h + 2 * cv->pad_h) + (size_t)cv->p + 1, wp);
+}
+
 size_t rt_conv2d_workspace_bytes(DType dt, const RtConv2d *cv)
 {
     size_t elems = size_mul((size_t)conv_col_rows(cv), (size_t)(cv->p * cv->q));
+    /* A depthwise convolution may run on either path (the direct one in
+     * training, both in tests and benchmarks), so it gets room for both. */
+    if (rt_conv2d_is_depthwise(cv) && depthwise_scratch_elems(cv) > elems)
+        elems = depthwise_scratch_elems(cv);
     return size_mul(elems, float_size(dt));
 }
 
@@ -353,6 +366,49 @@ static int64_t tap_offset(const RtConv2d *cv, const DepthwisePlan *pl, int64_t r
         return sum;                                                           \
     }                                                                         \
                                                                               \
+    /* out[i] += sum over s of w[s] * src[i + s * dil] for i in [0, n): the  \
+     * taps of one kernel row, three at a time, so that out is loaded and    \
+     * stored once per three taps. */                                         \
+    static void flat_taps_##SFX(T *out, const T *src, const T *w, int64_t taps, \
+                                int64_t dil, int64_t n)                       \
+    {                                                                         \
+        int64_t s = 0;                                                        \
+        for (; s + 3 <= taps; s += 3) {                                       \
+            const T w0 = w[s], w1 = w[s + 1], w2 = w[s + 2];                  \
+            const T *a = src + s * dil, *b = a + dil, *c = b + dil;           \
+            for (int64_t i = 0; i < n; i++)                                   \
+                out[i] += w0 * a[i] + w1 * b[i] + w2 * c[i];                  \
+        }                                                                     \
+        for (; s < taps; s++) {                                               \
+            const T ws = w[s], *a = src + s * dil;                            \
+            for (int64_t i = 0; i < n; i++)                                   \
+                out[i] += ws * a[i];                                          \
+        }                                                                     \
+    }                                                                         \
+                                                                              \
+    /* The adjoint of flat_taps: dst[i + s * dil] += w[s] * src[i]. Three    \
+     * taps at a time, as dst[j] += w0 src[j] + w1 src[j - dil] + w2 src[j - \
+     * 2 dil], which reads up to 2 * dil elements before src and after       \
+     * src[n - 1]: the caller keeps those zero. */                            \
+    static void flat_taps_adjoint_##SFX(T *dst, const T *src, const T *w,     \
+                                        int64_t taps, int64_t dil, int64_t n) \
+    {                                                                         \
+        int64_t s = 0;                                                        \
+        for (; s + 3 <= taps; s += 3) {                                       \
+            const T w0 = w[s], w1 = w[s + 1], w2 = w[s + 2];                  \
+            const T *a = src, *b = src - dil, *c = src - 2 * dil;             \
+            T *d = dst + s * dil;                                             \
+            for (int64_t j = 0; j < n + 2 * dil; j++)                         \
+                d[j] += w0 * a[j] + w1 * b[j] + w2 * c[j];                    \
+        }                                                                     \
+        for (; s < taps; s++) {                                               \
+            const T ws = w[s];                                                \
+            T *d = dst + s * dil;                                             \
+            for (int64_t i = 0; i < n; i++)                                   \
+                d[i] += ws * src[i];                                          \
+        }                                                                     \
+    }                                                                         \
+                                                                              \
     /* Copies plane x [H, W] into the middle of padded [Hp, Wp], whose        \
      * border must already be zero. */                                        \
     static void pad_plane_##SFX(const RtConv2d *cv, const DepthwisePlan *pl,  \
@@ -390,12 +446,9 @@ static int64_t tap_offset(const RtConv2d *cv, const DepthwisePlan *pl, int64_t r
                 if (pl.flat) {                                                \
                     memset(wide, 0, (size_t)pl.run * sizeof(T));              \
                     for (int64_t r = 0; r < cv->r; r++)                       \
-                        for (int64_t s = 0; s < cv->s; s++) {                 \
-                            const T wv = wk[r * cv->s + s];                   \
-                            const T *src = padded + tap_offset(cv, &pl, r, s); \
-                            for (int64_t i = 0; i < pl.run; i++)              \
-                                wide[i] += wv * src[i];                       \
-                        }                                                     \
+                        flat_taps_##SFX(wide, padded + tap_offset(cv, &pl, r, 0), \
+                                        wk + r * cv->s, cv->s, cv->dil_w,     \
+                                        pl.run);                              \
                     for (int64_t p = 0; p < cv->p; p++)                       \
                         memcpy(out + p * cv->q, wide + p * pl.wp,             \
                                (size_t)cv->q * sizeof(T));                    \
@@ -432,15 +485,16 @@ static int64_t tap_offset(const RtConv2d *cv, const DepthwisePlan *pl, int64_t r
                     const T *wk = w + kc * rs;                                \
                     if (pl.flat)                                              \
                         widen_##SFX(cv, &pl, g, wide);                        \
-                    for (int64_t r = 0; r < cv->r; r++)                       \
+                    for (int64_t r = 0; r < cv->r; r++) {                     \
+                        if (pl.flat) {                                        \
+                            flat_taps_adjoint_##SFX(                          \
+                                padded + tap_offset(cv, &pl, r, 0), wide,     \
+                                wk + r * cv->s, cv->s, cv->dil_w, pl.run);    \
+                            continue;                                         \
+                        }                                                     \
                         for (int64_t s = 0; s < cv->s; s++) {                 \
                             const T wv = wk[r * cv->s + s];                   \
                             T *dst = padded + tap_offset(cv, &pl, r, s);      \
-                            if (pl.flat) {                                    \
-                                for (int64_t i = 0; i < pl.run; i++)          \
-                                    dst[i] += wv * wide[i];                   \
-                                continue;                                     \
-                            }                                                 \
                             for (int64_t p = 0; p < cv->p; p++) {             \
                                 T *drow = dst + p * sh * pl.wp;               \
                                 const T *grow = g + p * cv->q;                \
@@ -448,6 +502,7 @@ static int64_t tap_offset(const RtConv2d *cv, const DepthwisePlan *pl, int64_t r
                                     drow[q * sw] += wv * grow[q];             \
                             }                                                 \
                         }                                                     \
+                    }                                                         \
                 }                                                             \
                 T *plane = dx + (n * cv->c + c) * cv->h * cv->w;              \
                 for (int64_t h = 0; h < cv->h; h++)                           \
@@ -499,14 +554,16 @@ DEFINE_DEPTHWISE(double, f64)
 enum { DEPTHWISE_FORWARD, DEPTHWISE_GRAD_INPUT, DEPTHWISE_GRAD_WEIGHT };
 
 static void depthwise(DType dt, const RtConv2d *cv, int mode, const void *a,
-                      const void *b, void *out)
+                      const void *b, void *out, void *workspace)
 {
     size_t es = float_size(dt);
     conv_check(cv);
     BOCB_ASSERT(rt_conv2d_is_depthwise(cv));
     DepthwisePlan pl = depthwise_plan(cv);
-    void *padded = xmalloc(size_mul((size_t)(pl.hp * pl.wp), es));
-    void *wide = xmalloc(size_mul((size_t)(cv->p * pl.wp), es));
+    /* wide is preceded by a row of zeros, which flat_taps_adjoint reads. */
+    void *padded = workspace;
+    memset(elem_ptr(workspace, pl.hp * pl.wp, es), 0, size_mul((size_t)pl.wp, es));
+    void *wide = elem_ptr(workspace, (pl.hp + 1) * pl.wp, es);
     if (es == sizeof(float)) {
         if (mode == DEPTHWISE_FORWARD)
             dw_forward_f32(cv, a, b, out, padded, wide);
@@ -522,26 +579,24 @@ static void depthwise(DType dt, const RtConv2d *cv, int mode, const void *a,
         else
             dw_grad_weight_f64(cv, a, b, out, padded, wide);
     }
-    free(padded);
-    free(wide);
 }
 
 void rt_depthwise_forward(DType dt, const RtConv2d *cv, const void *x, const void *w,
-                          void *y)
+                          void *y, void *workspace)
 {
-    depthwise(dt, cv, DEPTHWISE_FORWARD, x, w, y);
+    depthwise(dt, cv, DEPTHWISE_FORWARD, x, w, y, workspace);
 }
 
 void rt_depthwise_grad_input(DType dt, const RtConv2d *cv, const void *dy, const void *w,
-                             void *dx)
+                             void *dx, void *workspace)
 {
-    depthwise(dt, cv, DEPTHWISE_GRAD_INPUT, dy, w, dx);
+    depthwise(dt, cv, DEPTHWISE_GRAD_INPUT, dy, w, dx, workspace);
 }
 
 void rt_depthwise_grad_weight(DType dt, const RtConv2d *cv, const void *x, const void *dy,
-                              void *dw)
+                              void *dw, void *workspace)
 {
-    depthwise(dt, cv, DEPTHWISE_GRAD_WEIGHT, x, dy, dw);
+    depthwise(dt, cv, DEPTHWISE_GRAD_WEIGHT, x, dy, dw, workspace);
 }
 
 /* ---- Convolution entry points --------------------------------------------- */
@@ -550,7 +605,7 @@ void rt_conv2d_forward(DType dt, const RtConv2d *cv, const void *x,
                        const void *w, void *y, void *workspace)
 {
     if (rt_conv2d_is_depthwise(cv))
-        rt_depthwise_forward(dt, cv, x, w, y);
+        rt_depthwise_forward(dt, cv, x, w, y, workspace);
     else
         rt_conv2d_im2col_forward(dt, cv, x, w, y, workspace);
 }
@@ -559,7 +614,7 @@ void rt_conv2d_grad_input(DType dt, const RtConv2d *cv, const void *dy,
                           const void *w, void *dx, void *workspace)
 {
     if (rt_conv2d_is_depthwise(cv))
-        rt_depthwise_grad_input(dt, cv, dy, w, dx);
+        rt_depthwise_grad_input(dt, cv, dy, w, dx, workspace);
     else
         rt_conv2d_im2col_grad_input(dt, cv, dy, w, dx, workspace);
 }
@@ -568,7 +623,7 @@ void rt_conv2d_grad_weight(DType dt, const RtConv2d *cv, const void *x,
                            const void *dy, void *dw, void *workspace)
 {
     if (rt_conv2d_is_depthwise(cv))
-        rt_depthwise_grad_weight(dt, cv, x, dy, dw);
+        rt_depthwise_grad_weight(dt, cv, x, dy, dw, workspace);
     else
         rt_conv2d_im2col_grad_weight(dt, cv, x, dy, dw, workspace);
 }

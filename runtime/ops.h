@@ -45,8 +45,9 @@ RtConv2d rt_conv2d_make(const Shape *x, const Shape *w, const int64_t stride[2],
 /* Fills p and q from the other fields. Returns false if the output would
  * be empty or a field is invalid, which the compiler rules out before. */
 bool rt_conv2d_infer(RtConv2d *cv);
-/* Bytes of scratch memory the three conv kernels need (one image's column
- * buffer). */
+/* Bytes of scratch memory the three conv kernels need: one image's column
+ * buffer, or for a depthwise convolution at least the planes of the
+ * direct kernels. */
 size_t rt_conv2d_workspace_bytes(DType dt, const RtConv2d *cv);
 void rt_conv2d_forward(DType dt, const RtConv2d *cv, const void *x,
                        const void *w, void *y, void *workspace);
@@ -59,15 +60,15 @@ void rt_conv2d_grad_weight(DType dt, const RtConv2d *cv, const void *x,
 
 /* True when every group has exactly one input channel (groups == C > 1):
  * a depthwise convolution, which the three conv kernels above compute with
- * direct loops (rt_depthwise_*) instead of im2col + GEMM, and without the
- * workspace. */
+ * direct loops (rt_depthwise_*) instead of im2col + GEMM. Their workspace
+ * is the one rt_conv2d_workspace_bytes sizes. */
 bool rt_conv2d_is_depthwise(const RtConv2d *cv);
 void rt_depthwise_forward(DType dt, const RtConv2d *cv, const void *x, const void *w,
-                          void *y);
+                          void *y, void *workspace);
 void rt_depthwise_grad_input(DType dt, const RtConv2d *cv, const void *dy, const void *w,
-                             void *dx);
+                             void *dx, void *workspace);
 void rt_depthwise_grad_weight(DType dt, const RtConv2d *cv, const void *x, const void *dy,
-                              void *dw);
+                              void *dw, void *workspace);
 /* The im2col + GEMM path for any convolution, depthwise included, with the
  * contracts of rt_conv2d_forward, _grad_input and _grad_weight. The conv
  * kernels use it for everything but depthwise; tests and `make bench`

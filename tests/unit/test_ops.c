@@ -250,10 +250,16 @@ static const ConvCase conv_cases[] = {
     {3, 3, 5, 11, 6, 3, 5, 2, 1, 1, 2, 1, 2, 3},
     {1, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1},
     {3, 8, 14, 14, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1},
-    /* depthwise: stride 2 with padding, channel multiplier 2, 1x1 */
+    /* depthwise: stride 2 with padding, channel multiplier 2, 1x1, and
+     * stride 1 (the flat path) with dilation and with 4 and 5 kernel
+     * columns (taps in groups of three plus a rest) */
     {2, 5, 9, 8, 5, 3, 3, 2, 2, 1, 1, 1, 1, 5},
     {2, 4, 7, 7, 8, 5, 5, 2, 2, 2, 2, 1, 1, 4},
     {1, 3, 6, 6, 3, 1, 1, 1, 1, 0, 0, 1, 1, 3},
+    {2, 3, 9, 10, 3, 3, 3, 1, 1, 2, 2, 2, 2, 3},
+    {1, 2, 8, 9, 4, 3, 4, 1, 1, 1, 2, 1, 1, 2},
+    {1, 2, 7, 7, 2, 5, 5, 1, 1, 2, 2, 1, 1, 2},
+    {2, 2, 6, 9, 2, 2, 3, 1, 1, 0, 1, 2, 3, 2},
 };
 
 static RtConv2d conv_from_case(const ConvCase *cc)
@@ -416,9 +422,9 @@ Test(conv2d, depthwise_matches_im2col)
             out[path][1] = malloc(nx * sizeof(double));
             out[path][2] = malloc(nw * sizeof(double));
         }
-        rt_depthwise_forward(DT_F64, &cv, x, w, out[0][0]);
-        rt_depthwise_grad_input(DT_F64, &cv, dy, w, out[0][1]);
-        rt_depthwise_grad_weight(DT_F64, &cv, x, dy, out[0][2]);
+        rt_depthwise_forward(DT_F64, &cv, x, w, out[0][0], ws);
+        rt_depthwise_grad_input(DT_F64, &cv, dy, w, out[0][1], ws);
+        rt_depthwise_grad_weight(DT_F64, &cv, x, dy, out[0][2], ws);
         rt_conv2d_im2col_forward(DT_F64, &cv, x, w, out[1][0], ws);
         rt_conv2d_im2col_grad_input(DT_F64, &cv, dy, w, out[1][1], ws);
         rt_conv2d_im2col_grad_weight(DT_F64, &cv, x, dy, out[1][2], ws);
