@@ -536,6 +536,7 @@ static bool add_group(Lower *l, const Stmt *s, ExperimentSpec *spec)
 {
     ParamGroup g;
     bool ok = group_resolve(l, s, &g);
+    g.failed = !ok;
     for (int i = 0; i < spec->ngroups; i++) {
         if (strcmp(spec->groups[i].name, g.name) != 0)
             continue;
@@ -818,7 +819,7 @@ static void warn_empty_groups(Lower *l, const Configured *model, const CellOptio
         bool used = false;
         for (int v = 0; v < m->nvars && !used; v++)
             used = group_selects(group, &m->vars[v]);
-        if (!used && !group->is_default)
+        if (!used && !group->is_default && !group->failed)
             diag_warning(group->loc, "group '%s' selects no parameter of model '%s'",
                          group->name, model->decl->name);
     }

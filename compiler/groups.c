@@ -204,7 +204,7 @@ ParamGroup group_default_no_decay(Lower *l)
 
 bool group_selects(const ParamGroup *group, const IrVar *v)
 {
-    if (v->kind != IR_VAR_PARAM)
+    if (v->kind != IR_VAR_PARAM || group->failed)
         return false;
     if (group->ranks & (1u << v->shape.rank))
         return true;

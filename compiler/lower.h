@@ -39,6 +39,7 @@ typedef struct ParamGroup {
     double lr_scale;       /* multiplies the scheduled lr; 1 when not set */
     bool has_lr_scale;
     bool is_default;       /* the built-in no_decay group */
+    bool failed;           /* had errors; kept only to report a second group of its name */
 } ParamGroup;
 
 typedef struct ExperimentSpec {
