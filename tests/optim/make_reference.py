@@ -249,6 +249,38 @@ def np_adabelief(p, g, s, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-16, weight_
     return p
 
 
+def np_adafactor(p, g, s, t, lr=0.0, eps1=1e-30, eps2=1e-3, clip_threshold=1.0,
+                 decay_rate=-0.8, beta1=0.0, weight_decay=0.0, scale_parameter=True,
+                 relative_step=True, warmup_init=False):
+    def rms(x):
+        return np.linalg.norm(x) / math.sqrt(x.size)
+
+    if relative_step:
+        rho = min(1e-6 * t if warmup_init else 1e-2, 1 / math.sqrt(t))
+    else:
+        rho = lr
+    alpha = rho * max(eps2, rms(p)) if scale_parameter else rho
+    beta2 = 1 - t ** decay_rate
+    sq = g * g + eps1
+    if p.ndim >= 2:
+        # fairseq keeps row [.., R] and col [.., C]; the .bocb rule keeps
+        # them with the reduced axis as length 1, which is what is stored.
+        row = beta2 * s.get("row", 0) + (1 - beta2) * sq.mean(-1, keepdims=True)
+        col = beta2 * s.get("col", 0) + (1 - beta2) * sq.mean(-2, keepdims=True)
+        s["row"], s["col"] = row, col
+        r_factor = 1 / np.sqrt(row / row.mean(-2, keepdims=True))
+        u = r_factor * (1 / np.sqrt(col)) * g
+    else:
+        s["v"] = beta2 * s.get("v", 0 * p) + (1 - beta2) * sq
+        u = g / np.sqrt(s["v"])
+    u = u / max(1.0, rms(u) / clip_threshold)
+    u = alpha * u
+    if beta1 > 0:
+        s["m"] = beta1 * s.get("m", 0 * p) + (1 - beta1) * u
+        u = s["m"]
+    return p - weight_decay * alpha * p - u
+
+
 def run_numpy(problem, rule, kwargs):
     params = initial(problem)
     states = [dict() for _ in params]
@@ -257,8 +289,13 @@ def run_numpy(problem, rule, kwargs):
         grads = gradients(problem, params)
         params = [rule(p, g, s, t, **kwargs) for p, g, s in zip(params, grads, states)]
         history.append([p.copy() for p in params])
-    names = sorted(states[0])
-    return history, {n: [np.broadcast_to(s[n], p.shape).copy() for s, p in zip(states, params)]
+    # A state that a parameter does not have (Adafactor's row for a bias)
+    # is left out; the others keep their own shape.
+    names = sorted(set().union(*states))
+    # NovoGrad's v is one number per tensor, stored at the parameter's size.
+    return history, {n: [np.broadcast_to(s[n], p.shape).copy() if np.ndim(s[n]) == 0
+                         else np.asarray(s[n]).copy()
+                         for s, p in zip(states, params) if n in s]
                      for n in names}
 
 
@@ -357,6 +394,11 @@ CASES = [
     numpy_case("adabelief(lr = 0.01, degenerated_to_sgd = false, fixed_decay = true, "
                "weight_decay = 0.01)", np_adabelief, lr=0.01, degenerated_to_sgd=False,
                fixed_decay=True, weight_decay=0.01),
+    numpy_case("adafactor()", np_adafactor),
+    numpy_case("adafactor(lr = 0.01, relative_step = false, beta1 = 0.9, weight_decay = 0.1)",
+               np_adafactor, lr=0.01, relative_step=False, beta1=0.9, weight_decay=0.1),
+    numpy_case("adafactor(warmup_init = true, scale_parameter = false, clip_threshold = 0.5)",
+               np_adafactor, warmup_init=True, scale_parameter=False, clip_threshold=0.5),
 ]
 
 # Each optimizer's first case also runs on the edge-case problems.
@@ -369,7 +411,8 @@ def learning_rate(spec):
         key, _, value = arg.partition("=")
         if key.strip() == "lr":
             return float(value)
-    return {"adamax": 2e-3, "nadam": 2e-3, "adadelta": 1.0, "rmsprop": 1e-2}[name]
+    return {"adamax": 2e-3, "nadam": 2e-3, "adadelta": 1.0, "rmsprop": 1e-2,
+            "adafactor": 0.0}[name]
 
 
 # ---- output --------------------------------------------------------------
@@ -404,18 +447,20 @@ def main():
             assert np.all(np.isfinite(flat)), (spec, problem)
             out.append(c_array(f"{tag}_params", flat))
             state_names = sorted(states)
+            nstate_values = sum(a.size for n in state_names for a in states[n])
             if state_names:
                 out.append(c_array(f"{tag}_states", np.concatenate(
                     [np.concatenate([a.ravel() for a in states[n]]) for n in state_names])))
                 out.append("static const char *const %s_state_names[] = {%s};\n" % (
                     tag, ", ".join(f'"{n}"' for n in state_names)))
-            entries.append((spec, problem, learning_rate(spec), tag, len(state_names)))
+            entries.append((spec, problem, learning_rate(spec), tag, len(state_names),
+                            nstate_values))
     out.append("static const RefCase ref_cases[] = {\n")
-    for spec, problem, lr, tag, nstates in entries:
+    for spec, problem, lr, tag, nstates, nvalues in entries:
         names = f"{tag}_state_names" if nstates else "NULL"
         states = f"{tag}_states" if nstates else "NULL"
         out.append(f'    {{"{spec}", "{problem}", {lr!r}, {tag}_params, {nstates}, '
-                   f"{names}, {states}}},\n")
+                   f"{names}, {states}, {nvalues}}},\n")
     out.append("};\n")
     with open(out_path, "w") as f:
         f.write("".join(out))
