@@ -541,6 +541,23 @@ static bool unit_depends_on(Sched *s, int from, int target)
     return found;
 }
 
+/* Orders every unit that reads the old value of variable `var` before
+ * unit `writer`, which overwrites it. Returns false, adding nothing, when
+ * some reader depends on the writer. */
+static bool order_readers_before(Sched *s, int var, int writer)
+{
+    IntVec readers = {0};
+    reader_units(s, var, &readers);
+    bool ok = true;
+    for (int i = 0; i < readers.len && ok; i++)
+        if (readers.data[i] != writer && unit_depends_on(s, readers.data[i], writer))
+            ok = false;
+    for (int i = 0; i < readers.len && ok; i++)
+        add_dep(&s->units.data[writer], readers.data[i], writer);
+    VEC_FREE(&readers);
+    return ok;
+}
+
 /* Tries to let the kernel that computes `value` write variable `var` in
  * place, ordering every reader of the old value before it. */
 static bool try_in_place(Sched *s, int value, int var)
@@ -560,16 +577,7 @@ static bool try_in_place(Sched *s, int value, int var)
         }
     }
 
-    int writer = s->group_unit[gid];
-    IntVec readers = {0};
-    reader_units(s, var, &readers);
-    bool ok = true;
-    for (int i = 0; i < readers.len && ok; i++)
-        if (readers.data[i] != writer && unit_depends_on(s, readers.data[i], writer))
-            ok = false;
-    for (int i = 0; i < readers.len && ok; i++)
-        add_dep(&s->units.data[writer], readers.data[i], writer);
-    VEC_FREE(&readers);
+    bool ok = order_readers_before(s, var, s->group_unit[gid]);
     if (ok)
         s->var_alias[value] = var;
     return ok;
@@ -601,16 +609,7 @@ static bool try_absorb_copy(Sched *s, int assign)
     int gid = copy_host(s, assign);
     if (gid < 0)
         return false;
-    int writer = s->group_unit[gid];
-    IntVec readers = {0};
-    reader_units(s, node(s, assign)->attr.var, &readers);
-    bool ok = true;
-    for (int i = 0; i < readers.len && ok; i++)
-        if (readers.data[i] != writer && unit_depends_on(s, readers.data[i], writer))
-            ok = false;
-    for (int i = 0; i < readers.len && ok; i++)
-        add_dep(&s->units.data[writer], readers.data[i], writer);
-    VEC_FREE(&readers);
+    bool ok = order_readers_before(s, node(s, assign)->attr.var, s->group_unit[gid]);
     if (ok)
         s->absorbed[assign] = gid;
     return ok;

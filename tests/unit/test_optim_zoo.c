@@ -247,14 +247,21 @@ static void check_states(Problem *p, const RefCase *rc, RtVarStore *store, DType
                  rc->nstate_values);
 }
 
+/* Compiles the case's problem and gives it a variable store at the
+ * starting point. */
+static void start_case(Problem *p, const RefCase *rc, DType dtype, RtVarStore *store)
+{
+    problem_init(p, rc->spec, rc->problem, dtype);
+    create_var_store(store, module_of(p));
+    rt_vars_reset(store, 0);
+    load_initial(p, rc->problem, store, dtype);
+}
+
 static void run_interp(const RefCase *rc)
 {
     Problem p;
-    problem_init(&p, rc->spec, rc->problem, DT_F64);
     RtVarStore store;
-    create_var_store(&store, module_of(&p));
-    rt_vars_reset(&store, 0);
-    load_initial(&p, rc->problem, &store, DT_F64);
+    start_case(&p, rc, DT_F64, &store);
     IrGraph *g = graph_of(&p);
     Interp *it = interp_create(g, &store);
     double a[MAX_VALUES], b_f64[MAX_VALUES], lr = rc->lr, step;
@@ -279,11 +286,8 @@ static void run_interp(const RefCase *rc)
 static void run_jit(const RefCase *rc)
 {
     Problem p;
-    problem_init(&p, rc->spec, rc->problem, DT_F32);
     RtVarStore store;
-    create_var_store(&store, module_of(&p));
-    rt_vars_reset(&store, 0);
-    load_initial(&p, rc->problem, &store, DT_F32);
+    start_case(&p, rc, DT_F32, &store);
 
     Schedule sched;
     schedule_graph(graph_of(&p), MLP_BATCH, &sched);
