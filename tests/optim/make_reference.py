@@ -113,8 +113,9 @@ def projection(p, g, d, delta, eps):
     drows = d.reshape(p.shape[0], -1)
 
     def cos(x, y):
-        return np.abs((x * y).sum(1)) / np.maximum(
-            np.sqrt((x * x).sum(1) * (y * y).sum(1)), eps)
+        # torch 1.13's F.cosine_similarity clamps each norm to eps.
+        return np.abs((x * y).sum(1)) / (np.maximum(np.sqrt((x * x).sum(1)), eps) *
+                                         np.maximum(np.sqrt((y * y).sum(1)), eps))
 
     if cos(grows, rows).max() < delta / math.sqrt(rows.shape[1]):
         unit = rows / (np.linalg.norm(rows, axis=1, keepdims=True) + eps)
