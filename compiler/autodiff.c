@@ -38,6 +38,7 @@ bool ad_has_rule(IrOp op)
         return true;
     case IR_CONV2D_GRAD_INPUT: case IR_CONV2D_GRAD_WEIGHT:
     case IR_MAXPOOL2D_GRAD: case IR_CROSS_ENTROPY_GRAD: case IR_ASSIGN:
+    case IR_SAMPLE_LABELS: /* an i32 result, which is never active */
     case IR_OP_COUNT:
         return false;
     }

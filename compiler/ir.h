@@ -65,6 +65,7 @@ typedef enum IrOp {
     IR_MAXPOOL2D_GRAD,      /* x, dy -> dx */
     IR_CROSS_ENTROPY,       /* logits [N,C], labels i32 [N] -> loss [N] */
     IR_CROSS_ENTROPY_GRAD,  /* logits, labels, dloss [N] -> dlogits [N,C] */
+    IR_SAMPLE_LABELS,       /* logits [N,C], step -> i32 [N] drawn from softmax */
 
     /* effects */
     IR_ASSIGN, /* variable attr.var := operand 0 when the graph finishes */
@@ -113,6 +114,7 @@ typedef struct IrNode {
         IrConvAttr conv;
         IrPoolAttr pool;
         uint32_t axes; /* IR_SUM: bit i set = axis i reduced */
+        uint32_t stream; /* IR_SAMPLE_LABELS: Philox stream, keyed with the step */
     } attr;
 } IrNode;
 
@@ -212,6 +214,9 @@ int ir_maxpool2d_grad(IrGraph *g, int x, int dy, IrPoolAttr attr, SrcLoc loc);
 int ir_cross_entropy(IrGraph *g, int logits, int labels, SrcLoc loc);
 int ir_cross_entropy_grad(IrGraph *g, int logits, int labels, int dloss,
                           SrcLoc loc);
+/* Labels drawn from softmax(logits) per row, with Philox key
+ * philox_key(stream, step) (rt_sample_labels). No gradient flows through. */
+int ir_sample_labels(IrGraph *g, int logits, int step, uint32_t stream, SrcLoc loc);
 int ir_assign(IrGraph *g, int var, int value, SrcLoc loc);
 void ir_add_output(IrGraph *g, const char *name, int node);
 /* Returns the node of the output called `name`, or -1. */

@@ -1069,6 +1069,7 @@ static RtStepKind step_kind(IrOp op)
     case IR_MAXPOOL2D_GRAD: return RT_STEP_MAXPOOL2D_GRAD;
     case IR_CROSS_ENTROPY: return RT_STEP_CROSS_ENTROPY;
     case IR_CROSS_ENTROPY_GRAD: return RT_STEP_CROSS_ENTROPY_GRAD;
+    case IR_SAMPLE_LABELS: return RT_STEP_SAMPLE_LABELS;
     case IR_SUM: return RT_STEP_REDUCE_SUM;
     default: BOCB_UNREACHABLE("library step");
     }
@@ -1110,6 +1111,10 @@ static void build_library_step(Sched *s, int v, Draft *d)
         break;
     case IR_SUM:
         d->step.attr.axes = n->attr.axes;
+        break;
+    case IR_SAMPLE_LABELS:
+        d->step.attr.sample.stream = n->attr.stream;
+        d->step.attr.sample.logits_dtype = node(s, n->in[0])->dtype;
         break;
     default:
         break;

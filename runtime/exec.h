@@ -48,6 +48,7 @@ typedef enum RtStepKind {
     RT_STEP_MAXPOOL2D_GRAD,
     RT_STEP_CROSS_ENTROPY,
     RT_STEP_CROSS_ENTROPY_GRAD,
+    RT_STEP_SAMPLE_LABELS,
     RT_STEP_REDUCE_SUM,
     RT_STEP_COPY,
 } RtStepKind;
@@ -72,6 +73,10 @@ typedef struct RtStep {
             int64_t kernel[2], stride[2], pad[2];
         } pool;
         uint32_t axes; /* RT_STEP_REDUCE_SUM */
+        struct {
+            uint32_t stream;
+            DType logits_dtype;
+        } sample; /* RT_STEP_SAMPLE_LABELS */
         struct {
             int index;              /* into RtProgram.kernels */
             int64_t outer_extent;   /* iterations of the outermost loop ... */
