@@ -174,6 +174,7 @@ struct Lower {
 
     /* Optimizer rules: the parameter being updated and its state. */
     int opt_param_var;
+    int opt_hess; /* the Hessian-diagonal estimate bound to `hess`, or -1 */
     const Decl *opt_decl;
     VEC(struct OptState { const char *name; int var; int read; }) opt_states;
 };

@@ -448,6 +448,35 @@ static bool build_forward(Lower *l, IrGraph *g, const Configured *model,
     return true;
 }
 
+/* The Gauss-Newton-Bartlett estimate of each parameter's Hessian
+ * diagonal (Liu et al., "Sophia", 2023): labels drawn from the model's own
+ * softmax, the gradient g of the mean cross-entropy on those labels, and
+ * B * g^2 with B the batch size. The draw uses Philox stream HESS_STREAM
+ * keyed by the step, so it is the same for every seed. An optimizer that
+ * does not read `hess` leaves these nodes to dead-code elimination. */
+enum { HESS_STREAM = 0x48455353 };
+
+static bool gnb_estimates(Lower *l, IrGraph *g, int logits, int step, const int *params,
+                          int nparams, int *hess, SrcLoc loc)
+{
+    int labels = ir_sample_labels(g, logits, step, HESS_STREAM, loc);
+    Value sampled = lower_cross_entropy(l, logits, labels, loc);
+    if (sampled.kind != VAL_TENSOR || !ad_backward(g, sampled.tensor, params, nparams, hess))
+        return false;
+    for (int i = 0; i < nparams; i++) {
+        Shape shape = l->module->vars[params[i]].shape;
+        DType dt = l->module->vars[params[i]].dtype;
+        if (hess[i] < 0) {
+            hess[i] = ir_broadcast(g, ir_const(g, dt, 0.0, loc), shape, loc);
+            continue;
+        }
+        int squares = ir_binary(g, IR_MUL, hess[i], hess[i], loc);
+        int batch = ir_broadcast(g, ir_batch(g, dt, loc), shape, loc);
+        hess[i] = ir_binary(g, IR_MUL, batch, squares, loc);
+    }
+    return true;
+}
+
 bool compile_cell(Lower *l, const Configured *model, const Configured *opt,
                   const DataShape *data, DType dtype, CompiledCell *out)
 {
@@ -474,12 +503,18 @@ bool compile_cell(Lower *l, const Configured *model, const Configured *opt,
             if (out->module.vars[v].kind == IR_VAR_PARAM)
                 VEC_PUSH(&params, v);
         int *grads = xcalloc((size_t)params.len + 1, sizeof *grads);
+        int *hess = xcalloc((size_t)params.len + 1, sizeof *hess);
         SrcLoc oloc = opt->decl->name_loc;
         int lr = ir_input(train, "lr", dtype, shape_scalar(), oloc);
         int step = ir_input(train, "step", dtype, shape_scalar(), oloc);
-        ok = ad_backward(train, loss, params.data, params.len, grads);
-        for (int i = 0; ok && i < params.len; i++)
+        ok = ad_backward(train, loss, params.data, params.len, grads) &&
+             gnb_estimates(l, train, logits, step, params.data, params.len, hess, oloc);
+        for (int i = 0; ok && i < params.len; i++) {
+            l->opt_hess = hess[i];
             ok = expand_optimizer(l, opt, params.data[i], grads[i], lr, step);
+        }
+        l->opt_hess = -1;
+        free(hess);
         free(grads);
         VEC_FREE(&params);
     }

@@ -7,6 +7,9 @@
  * (the parameter, each state) turns into an IR_ASSIGN. Nothing about any
  * particular optimizer is known here.
  *
+ * `hess` is a Hessian-diagonal estimate of the parameter when the caller
+ * supplies one (compile_cell does, see gnb_estimates in experiment.c).
+ *
  * Hyperparameters are compile-time constants folded into the update, with
  * one exception: `lr` is the graph's rank-0 input, so learning-rate
  * schedules change it every step without recompiling.
@@ -15,7 +18,7 @@
 
 #include "eval.h"
 
-static const char *const reserved[] = {"param", "grad", "step"};
+static const char *const reserved[] = {"param", "grad", "step", "hess"};
 
 /* Reads a state's initial value from full_like(x, value): a broadcast of
  * a constant, whose shape becomes the state's. */
@@ -162,6 +165,8 @@ bool expand_optimizer(Lower *l, const Configured *opt, int param, int grad,
     scope_set(l, &scope, "param", val_tensor(param_read, d->name_loc));
     scope_set(l, &scope, "grad", val_tensor(grad, d->name_loc));
     scope_set(l, &scope, "step", val_tensor(step, d->name_loc));
+    if (l->opt_hess >= 0)
+        scope_set(l, &scope, "hess", val_tensor(l->opt_hess, d->name_loc));
 
     bool saved_returned = l->returned;
     l->returned = false;
