@@ -282,6 +282,91 @@ def np_adafactor(p, g, s, t, lr=0.0, eps1=1e-30, eps2=1e-3, clip_threshold=1.0,
     return p - weight_decay * alpha * p - u
 
 
+# ---- Sophia: Philox4x32-10 and label sampling, as runtime/philox.c and
+# rt_sample_labels compute them, for the Gauss-Newton-Bartlett estimate ----
+
+M32 = 0xFFFFFFFF
+M64 = 0xFFFFFFFFFFFFFFFF
+HESS_STREAM = 0x48455353
+
+
+def philox4x32_10(counter, key):
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for round_ in range(10):
+        if round_ > 0:
+            k0 = (k0 + 0x9E3779B9) & M32
+            k1 = (k1 + 0xBB67AE85) & M32
+        p0 = 0xD2511F53 * c0
+        p1 = 0xCD9E8D57 * c2
+        c0, c1, c2, c3 = ((p1 >> 32) ^ c1 ^ k0, p1 & M32, (p0 >> 32) ^ c3 ^ k1, p0 & M32)
+    return c0, c1, c2, c3
+
+
+def mix64(z):
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def philox_key(seed, stream):
+    stream_bits = mix64((stream * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) & M64)
+    mixed = mix64(mix64(seed) ^ stream_bits)
+    return mixed & M32, mixed >> 32
+
+
+def philox_uniform_f64(key, index):
+    block = philox4x32_10(((index // 2) & M32, (index // 2) >> 32, 0, 0), key)
+    word = (index % 2) * 2
+    bits = (block[word] << 32) | block[word + 1]
+    return (bits >> 11) * 2.0 ** -53
+
+
+def sample_labels(logits, step):
+    key = philox_key(HESS_STREAM, step)
+    labels = []
+    for i, row in enumerate(logits.tolist()):
+        row_max = max(row)
+        total = 0.0
+        for z in row:
+            total += math.exp(z - row_max)
+        target, running, label = philox_uniform_f64(key, i) * total, 0.0, len(row) - 1
+        for j, z in enumerate(row):
+            running += math.exp(z - row_max)
+            if target < running:
+                label = j
+                break
+        labels.append(label)
+    return labels
+
+
+def run_sophia(problem, lr=1e-4, beta1=0.965, beta2=0.99, rho=0.04, weight_decay=0.1, k=10,
+               eps=1e-15):
+    """Sophia on the MLP: the update from the paper and SophiaG, with the
+    estimate refreshed at the start of steps 1, k + 1, ... (sophia.bocb)."""
+    assert problem == "mlp"
+    params = initial(problem)
+    m = [0 * p for p in params]
+    h = [0 * p for p in params]
+    history = []
+    for t in range(1, STEPS + 1):
+        grads = gradients(problem, params)
+        tensors = [torch.tensor(a, requires_grad=True) for a in params]
+        w1, b1, w2, b2 = tensors
+        logits = torch.tanh(torch.tensor(MLP_X) @ w1.T + b1) @ w2.T + b2
+        sampled = torch.tensor(sample_labels(logits.detach(), t))
+        torch.nn.functional.cross_entropy(logits, sampled).backward()
+        for i, (p, g, x) in enumerate(zip(params, grads, tensors)):
+            if (t - 1) % k == 0:
+                estimate = len(MLP_LABELS) * x.grad.numpy() ** 2
+                h[i] = beta2 * h[i] + (1 - beta2) * estimate
+            p = p * (1 - lr * weight_decay)
+            m[i] = beta1 * m[i] + (1 - beta1) * g
+            params[i] = p - lr * np.sign(m[i]) * np.minimum(np.abs(m[i]) / (rho * h[i] + eps), 1)
+        history.append([p.copy() for p in params])
+    return history, {"h": [a.copy() for a in h], "m": [a.copy() for a in m]}
+
+
 def run_numpy(problem, rule, kwargs):
     params = initial(problem)
     states = [dict() for _ in params]
@@ -395,6 +480,13 @@ CASES = [
     numpy_case("adabelief(lr = 0.01, degenerated_to_sgd = false, fixed_decay = true, "
                "weight_decay = 0.01)", np_adabelief, lr=0.01, degenerated_to_sgd=False,
                fixed_decay=True, weight_decay=0.01),
+    ("sophia(lr = 1e-3)", lambda problem: run_sophia(problem, lr=1e-3)),
+    ("sophia(lr = 1e-3, k = 3, rho = 0.5, weight_decay = 0)",
+     lambda problem: run_sophia(problem, lr=1e-3, k=3, rho=0.5, weight_decay=0.0)),
+    ("sophia(lr = 1e-2, beta1 = 0.9, beta2 = 0.5, k = 1)",
+     lambda problem: run_sophia(problem, lr=1e-2, beta1=0.9, beta2=0.5, k=1)),
+    ("sophia(lr = 1e-3, k = 20, eps = 1e-3)",
+     lambda problem: run_sophia(problem, lr=1e-3, k=20, eps=1e-3)),
     numpy_case("adafactor()", np_adafactor),
     numpy_case("adafactor(lr = 0.01, relative_step = false, beta1 = 0.9, weight_decay = 0.1)",
                np_adafactor, lr=0.01, relative_step=False, beta1=0.9, weight_decay=0.1),
@@ -436,8 +528,9 @@ def main():
     seen = set()
     for index, (spec, run) in enumerate(CASES):
         name = spec.split("(")[0]
-        problems = ["quadratic", "mlp"]
-        if name not in seen:
+        # Sophia's estimate needs a model with a softmax: the MLP only.
+        problems = ["mlp"] if name == "sophia" else ["quadratic", "mlp"]
+        if name not in seen and name != "sophia":
             problems += EDGE_PROBLEMS
             seen.add(name)
         for problem in problems:

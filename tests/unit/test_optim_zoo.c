@@ -349,6 +349,7 @@ Test(optim_zoo, adan) { check_optimizer("adan"); }
 Test(optim_zoo, adabound) { check_optimizer("adabound"); }
 Test(optim_zoo, adabelief) { check_optimizer("adabelief"); }
 Test(optim_zoo, adafactor) { check_optimizer("adafactor"); }
+Test(optim_zoo, sophia) { check_optimizer("sophia"); }
 
 /* ---- kernel counts --------------------------------------------------------- */
 
@@ -416,4 +417,34 @@ Test(optim_zoo, passes_of_norm_rules)
         cr_expect_eq(c.steps - base.steps, 4 * rules[i].steps, "%s: %d steps, plain SGD %d",
                      rules[i].spec, c.steps, base.steps);
     }
+}
+
+/* ---- the Gauss-Newton-Bartlett labels ------------------------------------- */
+
+/* rt_sample_labels, which draws Sophia's labels, follows the softmax: over
+ * 20000 rows of logits (0, 1, 2, -inf), the class frequencies are within
+ * 0.01 of the probabilities (about three standard deviations), and the
+ * class of probability 0 never appears. Philox makes the draw fixed, so
+ * the test cannot flicker. */
+Test(optim_zoo, sampled_labels_follow_softmax)
+{
+    enum { ROWS = 20000, CLASSES = 4 };
+    static double logits[ROWS * CLASSES];
+    static int32_t labels[ROWS];
+    for (int i = 0; i < ROWS; i++)
+        for (int j = 0; j < CLASSES; j++)
+            logits[i * CLASSES + j] = j < 3 ? j : -INFINITY;
+    rt_sample_labels(DT_F64, ROWS, CLASSES, logits, philox_key(3, 7), labels);
+    int counts[CLASSES] = {0};
+    for (int i = 0; i < ROWS; i++) {
+        cr_assert(labels[i] >= 0 && labels[i] < CLASSES, "label %d out of range", labels[i]);
+        counts[labels[i]]++;
+    }
+    double total = 1 + exp(1) + exp(2);
+    for (int j = 0; j < 3; j++) {
+        double want = exp(j) / total, got = (double)counts[j] / ROWS;
+        cr_expect(fabs(got - want) < 0.01, "class %d drawn %.4f of the time, softmax %.4f", j,
+                  got, want);
+    }
+    cr_expect_eq(counts[3], 0, "the class of probability 0 was drawn %d times", counts[3]);
 }
