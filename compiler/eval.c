@@ -1333,7 +1333,6 @@ void lower_init(Lower *l, const Program *program, Arena *arena)
     l->scope = &l->globals;
     l->mode = MODE_CONST;
     l->dtype = DT_F32;
-    l->opt_hess = -1;
 
     /* Declarations first, so that constants may name any of them; then
      * constants in source order, each seeing the ones before it. */

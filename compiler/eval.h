@@ -174,7 +174,9 @@ struct Lower {
 
     /* Optimizer rules: the parameter being updated and its state. */
     int opt_param_var;
-    int opt_hess; /* the Hessian-diagonal estimate bound to `hess`, or -1 */
+    /* Per variable of `module`: the Hessian-diagonal estimate that rules
+     * read as `hess`, or -1; NULL when there is none (gnb_estimates). */
+    const int *opt_hess;
     const Decl *opt_decl;
     VEC(struct OptState { const char *name; int var; int read; }) opt_states;
 };

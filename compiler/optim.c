@@ -165,8 +165,8 @@ bool expand_optimizer(Lower *l, const Configured *opt, int param, int grad,
     scope_set(l, &scope, "param", val_tensor(param_read, d->name_loc));
     scope_set(l, &scope, "grad", val_tensor(grad, d->name_loc));
     scope_set(l, &scope, "step", val_tensor(step, d->name_loc));
-    if (l->opt_hess >= 0)
-        scope_set(l, &scope, "hess", val_tensor(l->opt_hess, d->name_loc));
+    if (l->opt_hess && l->opt_hess[param] >= 0)
+        scope_set(l, &scope, "hess", val_tensor(l->opt_hess[param], d->name_loc));
 
     bool saved_returned = l->returned;
     l->returned = false;
