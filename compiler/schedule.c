@@ -558,6 +558,23 @@ static bool order_readers_before(Sched *s, int var, int writer)
     return ok;
 }
 
+/* Does group `gid` read variable `var` through a broadcast, at elements
+ * other than the one each point writes? Then the kernel cannot write the
+ * variable in place. */
+static bool reads_var_elsewhere(const Sched *s, int gid, int var)
+{
+    const Group *g = &s->groups.data[gid];
+    for (int i = 0; i < g->members.len; i++) {
+        const IrNode *m = node(s, g->members.data[i]);
+        for (int j = 0; j < m->nin; j++) {
+            const IrNode *o = node(s, m->in[j]);
+            if (o->op == IR_VAR && o->attr.var == var && m->op == IR_BROADCAST)
+                return true;
+        }
+    }
+    return false;
+}
+
 /* Tries to let the kernel that computes `value` write variable `var` in
  * place, ordering every reader of the old value before it. */
 static bool try_in_place(Sched *s, int value, int var)
@@ -565,18 +582,8 @@ static bool try_in_place(Sched *s, int value, int var)
     if (s->role[value] != ROLE_FUSED || s->var_alias[value] >= 0)
         return false;
     int gid = s->group[value];
-    const Group *g = &s->groups.data[gid];
-
-    /* The kernel may read the variable only at the element it writes. */
-    for (int i = 0; i < g->members.len; i++) {
-        const IrNode *m = node(s, g->members.data[i]);
-        for (int j = 0; j < m->nin; j++) {
-            const IrNode *o = node(s, m->in[j]);
-            if (o->op == IR_VAR && o->attr.var == var && m->op == IR_BROADCAST)
-                return false;
-        }
-    }
-
+    if (reads_var_elsewhere(s, gid, var))
+        return false;
     bool ok = order_readers_before(s, var, s->group_unit[gid]);
     if (ok)
         s->var_alias[value] = var;
@@ -607,7 +614,7 @@ static int copy_host(Sched *s, int assign)
 static bool try_absorb_copy(Sched *s, int assign)
 {
     int gid = copy_host(s, assign);
-    if (gid < 0)
+    if (gid < 0 || reads_var_elsewhere(s, gid, node(s, assign)->attr.var))
         return false;
     bool ok = order_readers_before(s, node(s, assign)->attr.var, s->group_unit[gid]);
     if (ok)
