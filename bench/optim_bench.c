@@ -12,6 +12,9 @@
  *   unfused  the same AdamW step as one C loop per operation, the way an
  *            eager framework runs it (one pass over memory per operation).
  *
+ * It also times LAMB, whose update adds two norms (a reduction kernel
+ * and an update kernel, 40 bytes per element).
+ *
  * Prints the best time of each over REPEATS runs, its bytes per second,
  * and the fused update's bandwidth as a fraction of the triad's.
  *
@@ -67,83 +70,80 @@ static double best_triad(int64_t n, int repeats)
     return best;
 }
 
+/* The arrays of a C AdamW step; d is scratch for the unfused form. */
+typedef struct AdamwArrays {
+    float *p, *g, *m, *v, *d;
+} AdamwArrays;
+
+typedef void (*AdamwStep)(int64_t n, const AdamwArrays *a, float step);
+
+static const float LR = 1e-3f, WD = 1e-2f, B1 = 0.9f, B2 = 0.999f, EPS = 1e-8f;
+
 /* The whole AdamW step in one C loop: what the fused kernel should match. */
-static void adamw_loop(int64_t n, float *restrict p, const float *restrict g,
-                       float *restrict m, float *restrict v, float step)
+static void adamw_loop(int64_t n, const AdamwArrays *a, float step)
 {
-    const float lr = 1e-3f, wd = 1e-2f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
-    float step_size = lr / (1 - powf(b1, step)), root_bc2 = sqrtf(1 - powf(b2, step));
+    float *restrict p = a->p, *restrict m = a->m, *restrict v = a->v;
+    const float *restrict g = a->g;
+    float step_size = LR / (1 - powf(B1, step)), root_bc2 = sqrtf(1 - powf(B2, step));
     for (int64_t i = 0; i < n; i++) {
-        float mi = b1 * m[i] + (1 - b1) * g[i];
-        float vi = b2 * v[i] + (1 - b2) * g[i] * g[i];
+        float mi = B1 * m[i] + (1 - B1) * g[i];
+        float vi = B2 * v[i] + (1 - B2) * g[i] * g[i];
         m[i] = mi;
         v[i] = vi;
-        p[i] = p[i] * (1 - lr * wd) - step_size * mi / (sqrtf(vi) / root_bc2 + eps);
+        p[i] = p[i] * (1 - LR * WD) - step_size * mi / (sqrtf(vi) / root_bc2 + EPS);
     }
-}
-
-static double best_loop(int64_t n, int repeats)
-{
-    float *p = filled(n, 0.5f), *g = filled(n, 0.1f), *m = filled(n, 0), *v = filled(n, 0);
-    double best = INFINITY;
-    for (int r = 0; r < repeats + 1; r++) {
-        double t0 = now();
-        adamw_loop(n, p, g, m, v, (float)(r + 1));
-        double t = now() - t0;
-        if (r > 0 && t < best)
-            best = t;
-    }
-    if (p[n / 2] > 1e30f)
-        puts("");
-    free(p);
-    free(g);
-    free(m);
-    free(v);
-    return best;
 }
 
 /* torch.optim.AdamW's single-tensor step, one loop per tensor operation. */
-static double best_unfused(int64_t n, int repeats)
+static void adamw_unfused(int64_t n, const AdamwArrays *a, float step)
 {
-    float *p = filled(n, 0.5f), *g = filled(n, 0.1f), *m = filled(n, 0), *v = filled(n, 0);
-    float *d = filled(n, 0);
-    const float lr = 1e-3f, wd = 1e-2f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
+    float *restrict p = a->p, *restrict m = a->m, *restrict v = a->v, *restrict d = a->d;
+    const float *restrict g = a->g;
+    float bc1 = 1 - powf(B1, step), bc2 = 1 - powf(B2, step);
+    for (int64_t i = 0; i < n; i++) p[i] *= 1 - LR * WD;              /* param.mul_ */
+    for (int64_t i = 0; i < n; i++) m[i] = m[i] * B1 + (1 - B1) * g[i]; /* lerp_ */
+    for (int64_t i = 0; i < n; i++) v[i] *= B2;                        /* mul_ */
+    for (int64_t i = 0; i < n; i++) v[i] += (1 - B2) * g[i] * g[i];    /* addcmul_ */
+    for (int64_t i = 0; i < n; i++) d[i] = sqrtf(v[i]);                /* sqrt */
+    for (int64_t i = 0; i < n; i++) d[i] /= sqrtf(bc2);                /* div_ */
+    for (int64_t i = 0; i < n; i++) d[i] += EPS;                       /* add_ */
+    for (int64_t i = 0; i < n; i++) p[i] -= LR / bc1 * m[i] / d[i];    /* addcdiv_ */
+}
+
+/* Times `fn` on fresh arrays: the best of `repeats` runs after a warm-up. */
+static double best_c_step(int64_t n, int repeats, AdamwStep fn)
+{
+    AdamwArrays a = {filled(n, 0.5f), filled(n, 0.1f), filled(n, 0), filled(n, 0),
+                     filled(n, 0)};
     double best = INFINITY;
     for (int r = 0; r < repeats + 1; r++) {
-        int step = r + 1;
-        float bc1 = 1 - powf(b1, (float)step), bc2 = 1 - powf(b2, (float)step);
         double t0 = now();
-        for (int64_t i = 0; i < n; i++) p[i] *= 1 - lr * wd;              /* param.mul_ */
-        for (int64_t i = 0; i < n; i++) m[i] = m[i] * b1 + (1 - b1) * g[i]; /* lerp_ */
-        for (int64_t i = 0; i < n; i++) v[i] *= b2;                        /* mul_ */
-        for (int64_t i = 0; i < n; i++) v[i] += (1 - b2) * g[i] * g[i];    /* addcmul_ */
-        for (int64_t i = 0; i < n; i++) d[i] = sqrtf(v[i]);                /* sqrt */
-        for (int64_t i = 0; i < n; i++) d[i] /= sqrtf(bc2);                /* div_ */
-        for (int64_t i = 0; i < n; i++) d[i] += eps;                       /* add_ */
-        for (int64_t i = 0; i < n; i++) p[i] -= lr / bc1 * m[i] / d[i];    /* addcdiv_ */
+        fn(n, &a, (float)(r + 1));
         double t = now() - t0;
         if (r > 0 && t < best)
             best = t;
     }
-    if (p[n / 2] > 1e30f)
+    if (a.p[n / 2] > 1e30f) /* keep the loops */
         puts("");
-    free(p);
-    free(g);
-    free(m);
-    free(v);
-    free(d);
+    free(a.p);
+    free(a.g);
+    free(a.m);
+    free(a.v);
+    free(a.d);
     return best;
 }
 
-static double best_fused(int64_t n, int repeats, int *nsteps)
+/* Times the update of optimizer configuration `spec` (e.g. "adamw()"),
+ * compiled as bocbc compiles it, and returns the best time. */
+static double best_fused(const char *spec, int64_t n, int repeats, int *nsteps)
 {
     Arena arena;
     arena_init(&arena);
     const char *dir = getenv("BOCB_STDLIB");
     SearchPath search = {.stdlib_dir = dir ? dir : "stdlib"};
-    Program *program = load_program_string(
-        "bench.bocb", "import \"std/optim\"\nexperiment e { optimizer = adamw() }\n", &search,
-        &arena);
+    char *text = xasprintf("import \"std/optim\"\nexperiment e { optimizer = %s }\n", spec);
+    Program *program = load_program_string("bench.bocb", text, &search, &arena);
+    free(text);
     if (!program || diag_error_count()) {
         fprintf(stderr, "optim_bench: the stdlib did not load\n");
         exit(1);
@@ -167,7 +167,7 @@ static double best_fused(int64_t n, int repeats, int *nsteps)
     lower.dtype = DT_F32;
     if (opt.kind != VAL_CONFIGURED ||
         !expand_optimizer(&lower, opt.configured, param, grad, lr, step)) {
-        fprintf(stderr, "optim_bench: adamw did not expand\n");
+        fprintf(stderr, "optim_bench: %s did not expand\n", spec);
         exit(1);
     }
     ir_dce(g);
@@ -217,11 +217,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: optim_bench [N] [REPEATS]\n");
         return 2;
     }
-    int nsteps = 0;
+    int nsteps = 0, lamb_steps = 0;
     double triad = best_triad(n, repeats);
-    double fused = best_fused(n, repeats, &nsteps);
-    double loop = best_loop(n, repeats);
-    double unfused = best_unfused(n, repeats);
+    double fused = best_fused("adamw()", n, repeats, &nsteps);
+    double lamb = best_fused("lamb(weight_decay = 0.01)", n, repeats, &lamb_steps);
+    double loop = best_c_step(n, repeats, adamw_loop);
+    double unfused = best_c_step(n, repeats, adamw_unfused);
     double gb = 1e-9 * (double)n;
     printf("AdamW update of %lld f32 parameters, best of %d runs\n", (long long)n, repeats);
     printf("%-28s %10s %10s %12s\n", "", "ms", "GB/s", "of triad");
@@ -235,5 +236,10 @@ int main(int argc, char **argv)
            28 * gb / unfused, 100 * (28 * gb / unfused) / (12 * gb / triad));
     printf("fused program: %d step%s; unfused is %.2fx the fused time\n", nsteps,
            nsteps == 1 ? "" : "s", unfused / fused);
+    /* LAMB: a kernel that reads the gradient, the parameter and both
+     * moments, writes both moments and the update, and sums two norms;
+     * then one that reads the update and the parameter and writes it. */
+    printf("%-28s %10.2f %10.2f %11.0f%%  (%d steps)\n", "bocb LAMB (40 B/elem)", 1e3 * lamb,
+           40 * gb / lamb, 100 * (40 * gb / lamb) / (12 * gb / triad), lamb_steps);
     return 0;
 }

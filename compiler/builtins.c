@@ -662,6 +662,26 @@ static Value bi_norm(Lower *l, const Value *args, SrcLoc loc)
     return val_tensor(ir_unary(g, IR_SQRT, total, loc), loc);
 }
 
+/* full_like(x, value): a tensor of x's shape and element type with every
+ * element `value`. It is also how an optimizer declares a state whose
+ * shape differs from its parameter's (state row = full_like(..., 0)). */
+static Value bi_full_like(Lower *l, const Value *args, SrcLoc loc)
+{
+    if (!need_graph(l, "full_like", loc))
+        return val_error();
+    int x = tensor_arg(l, &args[0], "full_like", "x");
+    if (x < 0)
+        return val_error();
+    if (args[1].kind != VAL_NUMBER) {
+        diag_error(args[1].loc, "the value of full_like must be a number known at compile "
+                   "time, but it is %s", val_kind_name(&args[1]));
+        return val_error();
+    }
+    const IrNode *n = ir_node(l->graph, x);
+    int c = ir_const(l->graph, n->dtype, args[1].number.value, loc);
+    return val_tensor(ir_broadcast(l->graph, c, n->shape, loc), loc);
+}
+
 /* ndim(x): the rank of a tensor, known at compile time, so an optimizer
  * rule can treat matrices and vectors differently. */
 static Value bi_ndim(Lower *l, const Value *args, SrcLoc loc)
@@ -826,6 +846,7 @@ static const Builtin builtins[] = {
     {"mean", PARAMS("x", "axis", "keepdims"), 1, bi_mean},
     {"norm", PARAMS("x"), 1, bi_norm},
     {"ndim", PARAMS("x"), 1, bi_ndim},
+    {"full_like", PARAMS("x", "value"), 2, bi_full_like},
     {"size", PARAMS("x", "axis"), 1, bi_size},
     {"range", PARAMS("start", "stop", "step"), 1, bi_range},
     {"len", PARAMS("x"), 1, bi_len},

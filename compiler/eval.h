@@ -186,6 +186,9 @@ struct Lower {
 
     /* Optimizer rules: the parameter being updated and its state. */
     int opt_param_var;
+    /* Per variable of `module`: the Hessian-diagonal estimate that rules
+     * read as `hess`, or -1; NULL when there is none (gnb_estimates). */
+    const int *opt_hess;
     const Decl *opt_decl;
     VEC(struct OptState { const char *name; int var; int read; }) opt_states;
 

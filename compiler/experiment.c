@@ -710,6 +710,51 @@ static double base_learning_rate(Lower *l, const Configured *opt)
     return NAN;
 }
 
+/* Returns the Gauss-Newton-Bartlett estimate of each parameter's Hessian
+ * diagonal (Liu et al., "Sophia", 2023), per variable of the module (-1
+ * for a variable that is not a parameter): labels drawn from the model's
+ * own softmax, the gradient g of the mean cross-entropy on those labels,
+ * and B * g^2 with B the batch size. The draw uses Philox stream
+ * HESS_STREAM keyed by the step, so it is the same for every seed. An
+ * optimizer that does not read `hess` leaves these nodes to dead-code
+ * elimination. Returns NULL, reporting nothing, when an op of the forward
+ * pass has no VJP rule; the training step's own reverse pass reports it. */
+enum { HESS_STREAM = 0x48455353 };
+
+static const int *gnb_estimates(Lower *l, IrGraph *g, int logits, int step, SrcLoc loc)
+{
+    for (int i = 0; i < g->nnodes; i++)
+        if (!ad_has_rule(g->nodes[i].op))
+            return NULL;
+    const IrModule *m = l->module;
+    VEC(int) params = {0};
+    for (int v = 0; v < m->nvars; v++)
+        if (m->vars[v].kind == IR_VAR_PARAM)
+            VEC_PUSH(&params, v);
+    int *grads = xcalloc((size_t)params.len + 1, sizeof *grads);
+    int labels = ir_sample_labels(g, logits, step, HESS_STREAM, loc);
+    Value sampled = lower_cross_entropy(l, logits, labels, loc);
+    int *hess = arena_calloc(l->arena, (size_t)m->nvars + 1, sizeof *hess);
+    for (int v = 0; v < m->nvars; v++)
+        hess[v] = -1;
+    if (sampled.kind == VAL_TENSOR && ad_backward(g, sampled.tensor, params.data, params.len,
+                                                  grads)) {
+        for (int i = 0; i < params.len; i++) {
+            const IrVar *var = &m->vars[params.data[i]];
+            int estimate = ir_broadcast(g, ir_const(g, var->dtype, 0.0, loc), var->shape, loc);
+            if (grads[i] >= 0) {
+                int squares = ir_binary(g, IR_MUL, grads[i], grads[i], loc);
+                int batch = ir_broadcast(g, ir_batch(g, var->dtype, loc), var->shape, loc);
+                estimate = ir_binary(g, IR_MUL, batch, squares, loc);
+            }
+            hess[params.data[i]] = estimate;
+        }
+    }
+    free(grads);
+    VEC_FREE(&params);
+    return hess;
+}
+
 /* Builds the forward pass: inputs, the model, the loss. Returns false
  * after reported errors. */
 static bool build_forward(Lower *l, IrGraph *g, const Configured *model,
@@ -866,6 +911,8 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
         SrcLoc oloc = opt->decl->name_loc;
         int lr = ir_input(train, "lr", dtype, shape_scalar(), oloc);
         int step = lower_step_input(l, oloc);
+
+        l->opt_hess = gnb_estimates(l, train, logits, step, oloc);
         ok = ad_backward(train, loss, params.data, params.len, grads);
         if (ok && l->stage_hook)
             l->stage_hook(l->stage_hook_context, CELL_STAGE_BACKWARD, train);
@@ -909,6 +956,7 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
         ok = diag_error_count() == errors && !isnan(out->base_lr);
     }
     l->graph = NULL;
+    l->opt_hess = NULL;
     l->module = NULL;
     if (!ok) {
         /* A failure without a message would hide a mistake from the user. */

@@ -422,6 +422,13 @@ static void eval_library(Interp *it, const IrNode *n, void *const *in, void *out
         rt_loss_grad(dt, rt_loss_of(&n->attr.loss), shape_dim(s0, 0, batch), s0->dims[1],
                      in[0], in[1], in[2], out);
         return;
+    case IR_SAMPLE_LABELS: {
+        DType lt = g->nodes[n->in[0]].dtype;
+        double step = lt == DT_F32 ? *(const float *)in[1] : *(const double *)in[1];
+        rt_sample_labels(lt, shape_dim(s0, 0, batch), s0->dims[1], in[0],
+                         philox_key(n->attr.stream, (uint32_t)step), out);
+        return;
+    }
     default:
         BOCB_UNREACHABLE("library op");
     }

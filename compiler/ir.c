@@ -70,6 +70,7 @@ static const struct {
     [IR_REDUCE_MAX] = {"reduce_max", IR_CLASS_LIBRARY},
     [IR_REDUCE_MAX_GRAD] = {"reduce_max_grad", IR_CLASS_LIBRARY},
     [IR_IOTA] = {"iota", IR_CLASS_LIBRARY},
+    [IR_SAMPLE_LABELS] = {"sample_labels", IR_CLASS_LIBRARY},
     [IR_ASSIGN] = {"assign", IR_CLASS_EFFECT},
 };
 
@@ -628,6 +629,17 @@ int ir_cross_entropy_grad(IrGraph *g, int logits, int labels, int dloss,
     BOCB_ASSERT(shape_equal(&rows, &g->nodes[labels].shape));
     int in[3] = {logits, labels, dloss};
     return add_node(g, IR_CROSS_ENTROPY_GRAD, nl->dtype, nl->shape, 3, in, loc);
+}
+
+int ir_sample_labels(IrGraph *g, int logits, int step, uint32_t stream, SrcLoc loc)
+{
+    const IrNode *nl = &g->nodes[logits], *ns = &g->nodes[step];
+    BOCB_ASSERT(nl->shape.rank == 2 && nl->shape.batch_axis != 1 && is_float(nl->dtype));
+    BOCB_ASSERT(ns->shape.rank == 0 && ns->dtype == nl->dtype);
+    int in[2] = {logits, step};
+    int id = add_node(g, IR_SAMPLE_LABELS, DT_I32, rows_of(&nl->shape), 2, in, loc);
+    g->nodes[id].attr.stream = stream;
+    return id;
 }
 
 int ir_assign(IrGraph *g, int var, int value, SrcLoc loc)

@@ -85,6 +85,7 @@ typedef enum IrOp {
     IR_REDUCE_MAX,       /* x -> y, over the axes in the mask p[0] */
     IR_REDUCE_MAX_GRAD,  /* x, dy -> dx */
     IR_IOTA,             /* -> y, the index along axis p[0] */
+    IR_SAMPLE_LABELS,       /* logits [N,C], step -> i32 [N] drawn from softmax */
 
     /* effects */
     IR_ASSIGN, /* variable attr.var := operand 0 when the graph finishes */
@@ -146,6 +147,7 @@ typedef struct IrNode {
         uint32_t axes; /* IR_SUM: bit i set = axis i reduced */
         IrLossAttr loss; /* IR_CROSS_ENTROPY(_GRAD) */
         RtSpatialAttr spatial; /* the ops of ir_spatial.h */
+        uint32_t stream; /* IR_SAMPLE_LABELS: Philox stream, keyed with the step */
     } attr;
 } IrNode;
 
@@ -257,6 +259,9 @@ int ir_loss(IrGraph *g, int logits, int labels, IrLossAttr attr, SrcLoc loc);
 /* Uniform random numbers of shape `shape`, keyed by the rank-0 value `key`
  * (a variable read) and counted by the rank-0 value `step`. */
 int ir_random(IrGraph *g, int key, int step, Shape shape, SrcLoc loc);
+/* Labels drawn from softmax(logits) per row, with Philox key
+ * philox_key(stream, step) (rt_sample_labels). No gradient flows through. */
+int ir_sample_labels(IrGraph *g, int logits, int step, uint32_t stream, SrcLoc loc);
 int ir_assign(IrGraph *g, int var, int value, SrcLoc loc);
 /* Adds a node of the spatial family (ir_spatial.h builds them) with the
  * given result type and attributes, unchecked. */

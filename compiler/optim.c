@@ -7,6 +7,9 @@
  * (the parameter, each state) turns into an IR_ASSIGN. Nothing about any
  * particular optimizer is known here.
  *
+ * `hess` is a Hessian-diagonal estimate of the parameter when the caller
+ * supplies one (compile_cell does, see gnb_estimates in experiment.c).
+ *
  * Hyperparameters are compile-time constants folded into the update, with
  * one exception: `lr` is the graph's rank-0 input, so learning-rate
  * schedules change it every step without recompiling.
@@ -15,7 +18,23 @@
 
 #include "eval.h"
 
-static const char *const reserved[] = {"param", "grad", "step"};
+static const char *const reserved[] = {"param", "grad", "step", "hess"};
+
+/* Reads a state's initial value from full_like(x, value): a broadcast of
+ * a constant, whose shape becomes the state's. */
+static bool constant_fill(Lower *l, const Value *init, double *value, Shape *shape)
+{
+    if (init->kind != VAL_TENSOR)
+        return false;
+    const IrNode *n = ir_node(l->graph, init->tensor);
+    if (n->op == IR_BROADCAST)
+        n = ir_node(l->graph, n->in[0]);
+    if (n->op != IR_CONST || ir_node(l->graph, init->tensor)->shape.batch_axis >= 0)
+        return false;
+    *value = n->attr.value;
+    *shape = ir_node(l->graph, init->tensor)->shape;
+    return true;
+}
 
 void declare_state(Lower *l, const Stmt *s)
 {
@@ -42,21 +61,25 @@ void declare_state(Lower *l, const Stmt *s)
             }
         }
     }
+    const IrVar *p = &l->module->vars[l->opt_param_var];
+    Shape shape = p->shape;
+    double v;
     Value init = eval_expr(l, s->state.init);
-    if (init.kind != VAL_NUMBER) {
+    if (init.kind == VAL_NUMBER) {
+        v = init.number.value;
+    } else if (!constant_fill(l, &init, &v, &shape)) {
         if (init.kind != VAL_ERROR)
             diag_error(s->state.init->loc, "the initial value of state '%s' must be a "
-                       "number, but it is %s", name, val_kind_name(&init));
+                       "number or full_like(x, number), but it is %s", name,
+                       init.kind == VAL_TENSOR ? "a computed tensor" : val_kind_name(&init));
         scope_set(l, l->scope, name, val_error());
         return;
     }
 
-    const IrVar *p = &l->module->vars[l->opt_param_var];
     const char *full = arena_printf(l->arena, "%s.%s", p->name, name);
-    double v = init.number.value;
     int var = ir_module_find_var(l->module, full);
     if (var < 0)
-        var = ir_module_add_var(l->module, full, IR_VAR_STATE, p->dtype, p->shape,
+        var = ir_module_add_var(l->module, full, IR_VAR_STATE, p->dtype, shape,
                                 v == 0 ? IR_INIT_ZEROS : IR_INIT_CONST, v,
                                 l->opt_param_var, s->loc);
     int read = ir_var_read(l->graph, var, s->loc);
@@ -142,6 +165,8 @@ bool expand_optimizer(Lower *l, const Configured *opt, int param, int grad,
     scope_set(l, &scope, "param", val_tensor(param_read, d->name_loc));
     scope_set(l, &scope, "grad", val_tensor(grad, d->name_loc));
     scope_set(l, &scope, "step", val_tensor(step, d->name_loc));
+    if (l->opt_hess && l->opt_hess[param] >= 0)
+        scope_set(l, &scope, "hess", val_tensor(l->opt_hess[param], d->name_loc));
 
     bool saved_returned = l->returned;
     l->returned = false;
@@ -179,14 +204,17 @@ bool expand_optimizer(Lower *l, const Configured *opt, int param, int grad,
                 ok = false;
                 continue;
             }
-            if (!ir_can_broadcast(&shape, &p->shape)) {
-                diag_error(v->loc, "state '%s' must keep the shape of its parameter %s, "
-                           "but it becomes %s", st->name, shape_text(l, &p->shape),
+            /* A state keeps the shape it was declared with: its
+             * parameter's, or that of its full_like initial value. */
+            Shape declared = l->module->vars[st->var].shape;
+            if (!ir_can_broadcast(&shape, &declared)) {
+                diag_error(v->loc, "state '%s' must keep its declared shape %s, but it "
+                           "becomes %s", st->name, shape_text(l, &declared),
                            shape_text(l, &shape));
                 ok = false;
                 continue;
             }
-            t = ir_broadcast(g, t, p->shape, v->loc);
+            t = ir_broadcast(g, t, declared, v->loc);
             if (t != st->read)
                 ir_assign(g, st->var, t, v->loc);
         }

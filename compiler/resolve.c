@@ -268,6 +268,7 @@ static void resolve_decl(Lower *l, const Decl *d)
         VEC_PUSH(&r.known, "param");
         VEC_PUSH(&r.known, "grad");
         VEC_PUSH(&r.known, "step");
+        VEC_PUSH(&r.known, "hess");
     }
     collect_locals(&d->body, &r.known);
 

@@ -544,26 +544,11 @@ static bool unit_depends_on(Sched *s, int from, int target)
     return found;
 }
 
-/* Tries to let the kernel that computes `value` write variable `var` in
- * place, ordering every reader of the old value before it. */
-static bool try_in_place(Sched *s, int value, int var)
+/* Orders every unit that reads the old value of variable `var` before
+ * unit `writer`, which overwrites it. Returns false, adding nothing, when
+ * some reader depends on the writer. */
+static bool order_readers_before(Sched *s, int var, int writer)
 {
-    if (s->role[value] != ROLE_FUSED || s->var_alias[value] >= 0)
-        return false;
-    int gid = s->group[value];
-    const Group *g = &s->groups.data[gid];
-
-    /* The kernel may read the variable only at the element it writes. */
-    for (int i = 0; i < g->members.len; i++) {
-        const IrNode *m = node(s, g->members.data[i]);
-        for (int j = 0; j < m->nin; j++) {
-            const IrNode *o = node(s, m->in[j]);
-            if (o->op == IR_VAR && o->attr.var == var && m->op == IR_BROADCAST)
-                return false;
-        }
-    }
-
-    int writer = s->group_unit[gid];
     IntVec readers = {0};
     reader_units(s, var, &readers);
     bool ok = true;
@@ -573,6 +558,36 @@ static bool try_in_place(Sched *s, int value, int var)
     for (int i = 0; i < readers.len && ok; i++)
         add_dep(&s->units.data[writer], readers.data[i], writer);
     VEC_FREE(&readers);
+    return ok;
+}
+
+/* Does group `gid` read variable `var` through a broadcast, at elements
+ * other than the one each point writes? Then the kernel cannot write the
+ * variable in place. */
+static bool reads_var_elsewhere(const Sched *s, int gid, int var)
+{
+    const Group *g = &s->groups.data[gid];
+    for (int i = 0; i < g->members.len; i++) {
+        const IrNode *m = node(s, g->members.data[i]);
+        for (int j = 0; j < m->nin; j++) {
+            const IrNode *o = node(s, m->in[j]);
+            if (o->op == IR_VAR && o->attr.var == var && m->op == IR_BROADCAST)
+                return true;
+        }
+    }
+    return false;
+}
+
+/* Tries to let the kernel that computes `value` write variable `var` in
+ * place, ordering every reader of the old value before it. */
+static bool try_in_place(Sched *s, int value, int var)
+{
+    if (s->role[value] != ROLE_FUSED || s->var_alias[value] >= 0)
+        return false;
+    int gid = s->group[value];
+    if (reads_var_elsewhere(s, gid, var))
+        return false;
+    bool ok = order_readers_before(s, var, s->group_unit[gid]);
     if (ok)
         s->var_alias[value] = var;
     return ok;
@@ -602,18 +617,9 @@ static int copy_host(Sched *s, int assign)
 static bool try_absorb_copy(Sched *s, int assign)
 {
     int gid = copy_host(s, assign);
-    if (gid < 0)
+    if (gid < 0 || reads_var_elsewhere(s, gid, node(s, assign)->attr.var))
         return false;
-    int writer = s->group_unit[gid];
-    IntVec readers = {0};
-    reader_units(s, node(s, assign)->attr.var, &readers);
-    bool ok = true;
-    for (int i = 0; i < readers.len && ok; i++)
-        if (readers.data[i] != writer && unit_depends_on(s, readers.data[i], writer))
-            ok = false;
-    for (int i = 0; i < readers.len && ok; i++)
-        add_dep(&s->units.data[writer], readers.data[i], writer);
-    VEC_FREE(&readers);
+    bool ok = order_readers_before(s, node(s, assign)->attr.var, s->group_unit[gid]);
     if (ok)
         s->absorbed[assign] = gid;
     return ok;
@@ -1078,6 +1084,7 @@ static RtStepKind step_kind(IrOp op)
     case IR_CROSS_ENTROPY_GRAD: return RT_STEP_CROSS_ENTROPY_GRAD;
     case IR_GATHER: return RT_STEP_GATHER;
     case IR_SCATTER_ADD: return RT_STEP_SCATTER_ADD;
+    case IR_SAMPLE_LABELS: return RT_STEP_SAMPLE_LABELS;
     case IR_SUM: return RT_STEP_REDUCE_SUM;
     default: BOCB_UNREACHABLE("library step");
     }
@@ -1122,6 +1129,10 @@ static void build_library_step(Sched *s, int v, Draft *d)
         break;
     case IR_CROSS_ENTROPY: case IR_CROSS_ENTROPY_GRAD:
         d->step.attr.loss = rt_loss_of(&n->attr.loss);
+        break;
+    case IR_SAMPLE_LABELS:
+        d->step.attr.sample.stream = n->attr.stream;
+        d->step.attr.sample.logits_dtype = node(s, n->in[0])->dtype;
         break;
     default:
         if (ir_is_spatial(n->op))

@@ -187,6 +187,11 @@ static void check_library(Verifier *v, const IrNode *n)
             expect_shape(v, &want, &b->shape);
         }
         break;
+    case IR_SAMPLE_LABELS:
+        if (a->shape.rank != 2 || b->shape.rank != 0 || b->dtype != a->dtype ||
+            n->dtype != DT_I32 || n->shape.rank != 1)
+            fail(v, "sample_labels takes logits [N, C] and a step, and gives i32 [N]");
+        return; /* float operands, i32 result */
     default:
         BOCB_UNREACHABLE("library op");
     }

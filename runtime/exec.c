@@ -198,6 +198,13 @@ static void run_step(RtExec *e, const RtStep *s, void **p, int64_t batch)
         rt_scatter_add(dt, shape_numel(&sh[0], batch), sh[2].dims[0], sh[2].dims[1], p[0],
                        p[1], p[2]);
         return;
+    case RT_STEP_SAMPLE_LABELS: {
+        DType lt = s->attr.sample.logits_dtype;
+        double step = lt == DT_F32 ? *(const float *)p[1] : *(const double *)p[1];
+        rt_sample_labels(lt, shape_dim(&sh[0], 0, batch), sh[0].dims[1], p[0],
+                         philox_key(s->attr.sample.stream, (uint32_t)step), p[2]);
+        return;
+    }
     case RT_STEP_REDUCE_SUM: {
         int64_t dims[SHAPE_MAX_RANK];
         for (int i = 0; i < sh[0].rank; i++)

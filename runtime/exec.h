@@ -51,6 +51,7 @@ typedef enum RtStepKind {
     RT_STEP_CROSS_ENTROPY_GRAD,
     RT_STEP_GATHER,      /* table, ids -> rows */
     RT_STEP_SCATTER_ADD, /* ids, rows -> table */
+    RT_STEP_SAMPLE_LABELS,
     RT_STEP_REDUCE_SUM,
     RT_STEP_COPY,
     RT_STEP_SPATIAL, /* rt_spatial_run with attr.spatial */
@@ -78,6 +79,10 @@ typedef struct RtStep {
         uint32_t axes; /* RT_STEP_REDUCE_SUM */
         RtLoss loss;   /* RT_STEP_CROSS_ENTROPY(_GRAD) */
         RtSpatialAttr spatial; /* RT_STEP_SPATIAL */
+        struct {
+            uint32_t stream;
+            DType logits_dtype;
+        } sample; /* RT_STEP_SAMPLE_LABELS */
         struct {
             int index;              /* into RtProgram.kernels */
             int64_t outer_extent;   /* iterations of the outermost loop ... */

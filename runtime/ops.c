@@ -1093,6 +1093,36 @@ void rt_cross_entropy(DType dt, int64_t n, int64_t c, const void *logits,
         free(scratch);
 }
 
+static double load_float(DType dt, const void *data, int64_t i)
+{
+    return dt == DT_F32 ? ((const float *)data)[i] : ((const double *)data)[i];
+}
+
+void rt_sample_labels(DType dt, int64_t n, int64_t c, const void *logits, PhiloxKey key,
+                      int32_t *labels)
+{
+    assert_float_type(dt);
+    BOCB_ASSERT(n >= 0 && c >= 1 && c <= INT32_MAX);
+    for (int64_t i = 0; i < n; i++) {
+        double row_max = -INFINITY;
+        for (int64_t j = 0; j < c; j++)
+            row_max = fmax(row_max, load_float(dt, logits, i * c + j));
+        double total = 0;
+        for (int64_t j = 0; j < c; j++)
+            total += exp(load_float(dt, logits, i * c + j) - row_max);
+        double target = philox_uniform_f64(key, (uint64_t)i) * total, running = 0;
+        int64_t label = c - 1; /* where rounding leaves the target past the end */
+        for (int64_t j = 0; j < c; j++) {
+            running += exp(load_float(dt, logits, i * c + j) - row_max);
+            if (target < running) {
+                label = j;
+                break;
+            }
+        }
+        labels[i] = (int32_t)label;
+    }
+}
+
 void rt_cross_entropy_grad(DType dt, int64_t n, int64_t c, const void *logits,
                            const int32_t *labels, const void *dloss,
                            void *dlogits)

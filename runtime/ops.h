@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "philox.h"
 #include "shape.h"
 
 /* C[M,N] = op(A) * op(B) + beta * C, where op(A) is [M,K] (A is stored
@@ -108,6 +109,11 @@ void rt_maxpool2d_grad(DType dt, const RtPool2d *pl, const void *x,
  * give a finite result. Labels must lie in [0, C). */
 void rt_cross_entropy(DType dt, int64_t n, int64_t c, const void *logits,
                       const int32_t *labels, void *loss);
+/* labels[i] = a class drawn from softmax(logits[i]): the first j whose
+ * running sum of exp(logits[i, k] - max) exceeds u * the total, with
+ * u = philox_uniform_f64(key, i), all in f64. */
+void rt_sample_labels(DType dt, int64_t n, int64_t c, const void *logits, PhiloxKey key,
+                      int32_t *labels);
 /* dlogits[i, j] = dloss[i] * (softmax(logits[i])[j] - (j == labels[i])). */
 void rt_cross_entropy_grad(DType dt, int64_t n, int64_t c, const void *logits,
                            const int32_t *labels, const void *dloss,

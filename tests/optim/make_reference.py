@@ -113,8 +113,9 @@ def projection(p, g, d, delta, eps):
     drows = d.reshape(p.shape[0], -1)
 
     def cos(x, y):
-        return np.abs((x * y).sum(1)) / np.maximum(
-            np.sqrt((x * x).sum(1) * (y * y).sum(1)), eps)
+        # torch 1.13's F.cosine_similarity clamps each norm to eps.
+        return np.abs((x * y).sum(1)) / (np.maximum(np.sqrt((x * x).sum(1)), eps) *
+                                         np.maximum(np.sqrt((y * y).sum(1)), eps))
 
     if cos(grows, rows).max() < delta / math.sqrt(rows.shape[1]):
         unit = rows / (np.linalg.norm(rows, axis=1, keepdims=True) + eps)
@@ -249,6 +250,123 @@ def np_adabelief(p, g, s, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-16, weight_
     return p
 
 
+def np_adafactor(p, g, s, t, lr=0.0, eps1=1e-30, eps2=1e-3, clip_threshold=1.0,
+                 decay_rate=-0.8, beta1=0.0, weight_decay=0.0, scale_parameter=True,
+                 relative_step=True, warmup_init=False):
+    def rms(x):
+        return np.linalg.norm(x) / math.sqrt(x.size)
+
+    if relative_step:
+        rho = min(1e-6 * t if warmup_init else 1e-2, 1 / math.sqrt(t))
+    else:
+        rho = lr
+    alpha = rho * max(eps2, rms(p)) if scale_parameter else rho
+    beta2 = 1 - t ** decay_rate
+    sq = g * g + eps1
+    if p.ndim >= 2:
+        # fairseq keeps row [.., R] and col [.., C]; the .bocb rule keeps
+        # them with the reduced axis as length 1, which is what is stored.
+        row = beta2 * s.get("row", 0) + (1 - beta2) * sq.mean(-1, keepdims=True)
+        col = beta2 * s.get("col", 0) + (1 - beta2) * sq.mean(-2, keepdims=True)
+        s["row"], s["col"] = row, col
+        r_factor = 1 / np.sqrt(row / row.mean(-2, keepdims=True))
+        u = r_factor * (1 / np.sqrt(col)) * g
+    else:
+        s["v"] = beta2 * s.get("v", 0 * p) + (1 - beta2) * sq
+        u = g / np.sqrt(s["v"])
+    u = u / max(1.0, rms(u) / clip_threshold)
+    u = alpha * u
+    if beta1 > 0:
+        s["m"] = beta1 * s.get("m", 0 * p) + (1 - beta1) * u
+        u = s["m"]
+    return p - weight_decay * alpha * p - u
+
+
+# ---- Sophia: Philox4x32-10 and label sampling, as runtime/philox.c and
+# rt_sample_labels compute them, for the Gauss-Newton-Bartlett estimate ----
+
+M32 = 0xFFFFFFFF
+M64 = 0xFFFFFFFFFFFFFFFF
+HESS_STREAM = 0x48455353
+
+
+def philox4x32_10(counter, key):
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for round_ in range(10):
+        if round_ > 0:
+            k0 = (k0 + 0x9E3779B9) & M32
+            k1 = (k1 + 0xBB67AE85) & M32
+        p0 = 0xD2511F53 * c0
+        p1 = 0xCD9E8D57 * c2
+        c0, c1, c2, c3 = ((p1 >> 32) ^ c1 ^ k0, p1 & M32, (p0 >> 32) ^ c3 ^ k1, p0 & M32)
+    return c0, c1, c2, c3
+
+
+def mix64(z):
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def philox_key(seed, stream):
+    stream_bits = mix64((stream * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) & M64)
+    mixed = mix64(mix64(seed) ^ stream_bits)
+    return mixed & M32, mixed >> 32
+
+
+def philox_uniform_f64(key, index):
+    block = philox4x32_10(((index // 2) & M32, (index // 2) >> 32, 0, 0), key)
+    word = (index % 2) * 2
+    bits = (block[word] << 32) | block[word + 1]
+    return (bits >> 11) * 2.0 ** -53
+
+
+def sample_labels(logits, step):
+    key = philox_key(HESS_STREAM, step)
+    labels = []
+    for i, row in enumerate(logits.tolist()):
+        row_max = max(row)
+        total = 0.0
+        for z in row:
+            total += math.exp(z - row_max)
+        target, running, label = philox_uniform_f64(key, i) * total, 0.0, len(row) - 1
+        for j, z in enumerate(row):
+            running += math.exp(z - row_max)
+            if target < running:
+                label = j
+                break
+        labels.append(label)
+    return labels
+
+
+def run_sophia(problem, lr=1e-4, beta1=0.965, beta2=0.99, rho=0.04, weight_decay=0.1, k=10,
+               eps=1e-15):
+    """Sophia on the MLP: the update from the paper and SophiaG, with the
+    estimate refreshed at the start of steps 1, k + 1, ... (sophia.bocb)."""
+    assert problem == "mlp"
+    params = initial(problem)
+    m = [0 * p for p in params]
+    h = [0 * p for p in params]
+    history = []
+    for t in range(1, STEPS + 1):
+        grads = gradients(problem, params)
+        tensors = [torch.tensor(a, requires_grad=True) for a in params]
+        w1, b1, w2, b2 = tensors
+        logits = torch.tanh(torch.tensor(MLP_X) @ w1.T + b1) @ w2.T + b2
+        sampled = torch.tensor(sample_labels(logits.detach(), t))
+        torch.nn.functional.cross_entropy(logits, sampled).backward()
+        for i, (p, g, x) in enumerate(zip(params, grads, tensors)):
+            if (t - 1) % k == 0:
+                estimate = len(MLP_LABELS) * x.grad.numpy() ** 2
+                h[i] = beta2 * h[i] + (1 - beta2) * estimate
+            p = p * (1 - lr * weight_decay)
+            m[i] = beta1 * m[i] + (1 - beta1) * g
+            params[i] = p - lr * np.sign(m[i]) * np.minimum(np.abs(m[i]) / (rho * h[i] + eps), 1)
+        history.append([p.copy() for p in params])
+    return history, {"h": [a.copy() for a in h], "m": [a.copy() for a in m]}
+
+
 def run_numpy(problem, rule, kwargs):
     params = initial(problem)
     states = [dict() for _ in params]
@@ -257,8 +375,13 @@ def run_numpy(problem, rule, kwargs):
         grads = gradients(problem, params)
         params = [rule(p, g, s, t, **kwargs) for p, g, s in zip(params, grads, states)]
         history.append([p.copy() for p in params])
-    names = sorted(states[0])
-    return history, {n: [np.broadcast_to(s[n], p.shape).copy() for s, p in zip(states, params)]
+    # A state that a parameter does not have (Adafactor's row for a bias)
+    # is left out; the others keep their own shape.
+    names = sorted(set().union(*states))
+    # NovoGrad's v is one number per tensor, stored at the parameter's size.
+    return history, {n: [np.broadcast_to(s[n], p.shape).copy() if np.ndim(s[n]) == 0
+                         else np.asarray(s[n]).copy()
+                         for s, p in zip(states, params) if n in s]
                      for n in names}
 
 
@@ -357,6 +480,18 @@ CASES = [
     numpy_case("adabelief(lr = 0.01, degenerated_to_sgd = false, fixed_decay = true, "
                "weight_decay = 0.01)", np_adabelief, lr=0.01, degenerated_to_sgd=False,
                fixed_decay=True, weight_decay=0.01),
+    ("sophia(lr = 1e-3)", lambda problem: run_sophia(problem, lr=1e-3)),
+    ("sophia(lr = 1e-3, k = 3, rho = 0.5, weight_decay = 0)",
+     lambda problem: run_sophia(problem, lr=1e-3, k=3, rho=0.5, weight_decay=0.0)),
+    ("sophia(lr = 1e-2, beta1 = 0.9, beta2 = 0.5, k = 1)",
+     lambda problem: run_sophia(problem, lr=1e-2, beta1=0.9, beta2=0.5, k=1)),
+    ("sophia(lr = 1e-3, k = 20, eps = 1e-3)",
+     lambda problem: run_sophia(problem, lr=1e-3, k=20, eps=1e-3)),
+    numpy_case("adafactor()", np_adafactor),
+    numpy_case("adafactor(lr = 0.01, relative_step = false, beta1 = 0.9, weight_decay = 0.1)",
+               np_adafactor, lr=0.01, relative_step=False, beta1=0.9, weight_decay=0.1),
+    numpy_case("adafactor(warmup_init = true, scale_parameter = false, clip_threshold = 0.5)",
+               np_adafactor, warmup_init=True, scale_parameter=False, clip_threshold=0.5),
 ]
 
 # Each optimizer's first case also runs on the edge-case problems.
@@ -369,7 +504,8 @@ def learning_rate(spec):
         key, _, value = arg.partition("=")
         if key.strip() == "lr":
             return float(value)
-    return {"adamax": 2e-3, "nadam": 2e-3, "adadelta": 1.0, "rmsprop": 1e-2}[name]
+    return {"adamax": 2e-3, "nadam": 2e-3, "adadelta": 1.0, "rmsprop": 1e-2,
+            "adafactor": 0.0}[name]
 
 
 # ---- output --------------------------------------------------------------
@@ -392,8 +528,9 @@ def main():
     seen = set()
     for index, (spec, run) in enumerate(CASES):
         name = spec.split("(")[0]
-        problems = ["quadratic", "mlp"]
-        if name not in seen:
+        # Sophia's estimate needs a model with a softmax: the MLP only.
+        problems = ["mlp"] if name == "sophia" else ["quadratic", "mlp"]
+        if name not in seen and name != "sophia":
             problems += EDGE_PROBLEMS
             seen.add(name)
         for problem in problems:
@@ -404,18 +541,20 @@ def main():
             assert np.all(np.isfinite(flat)), (spec, problem)
             out.append(c_array(f"{tag}_params", flat))
             state_names = sorted(states)
+            nstate_values = sum(a.size for n in state_names for a in states[n])
             if state_names:
                 out.append(c_array(f"{tag}_states", np.concatenate(
                     [np.concatenate([a.ravel() for a in states[n]]) for n in state_names])))
                 out.append("static const char *const %s_state_names[] = {%s};\n" % (
                     tag, ", ".join(f'"{n}"' for n in state_names)))
-            entries.append((spec, problem, learning_rate(spec), tag, len(state_names)))
+            entries.append((spec, problem, learning_rate(spec), tag, len(state_names),
+                            nstate_values))
     out.append("static const RefCase ref_cases[] = {\n")
-    for spec, problem, lr, tag, nstates in entries:
+    for spec, problem, lr, tag, nstates, nvalues in entries:
         names = f"{tag}_state_names" if nstates else "NULL"
         states = f"{tag}_states" if nstates else "NULL"
         out.append(f'    {{"{spec}", "{problem}", {lr!r}, {tag}_params, {nstates}, '
-                   f"{names}, {states}}},\n")
+                   f"{names}, {states}, {nvalues}}},\n")
     out.append("};\n")
     with open(out_path, "w") as f:
         f.write("".join(out))
