@@ -13,6 +13,7 @@
 
 #include "../runtime/data.h"
 #include "builtins.h"
+#include "ir_spatial.h"
 
 #define PARAMS(...) ((const char *const[]){__VA_ARGS__, NULL})
 
@@ -551,13 +552,41 @@ static Value math_binary(Lower *l, const Value *a, const Value *b, IrOp op,
     return tensor_binary(l, op, name, a, b, loc);
 }
 
+/* max(x) and min(x) with one argument: the extreme element of a whole
+ * tensor, a rank-0 tensor. The minimum is -max(-x), so it shares the
+ * maximum's gradient rule (the first extreme element in row-major order
+ * gets it) and its NaN rule. */
+static Value whole_extreme(Lower *l, const Value *x, bool minimum, SrcLoc loc)
+{
+    const char *name = minimum ? "min" : "max";
+    if (x->kind == VAL_NUMBER) {
+        diag_error(x->loc, "%s of one argument reduces a tensor, but it is given a number; "
+                   "compare two numbers with %s(a, b)", name, name);
+        return val_error();
+    }
+    if (!need_graph(l, name, loc))
+        return val_error();
+    int t = float_tensor_arg(l, x, name, "a");
+    if (t < 0)
+        return val_error();
+    IrGraph *g = l->graph;
+    if (minimum)
+        t = ir_unary(g, IR_NEG, t, loc);
+    int r = ir_reduce_max(g, t, all_axes(shape_of(l, t)), loc);
+    return val_tensor(minimum ? ir_unary(g, IR_NEG, r, loc) : r, loc);
+}
+
 static Value bi_max(Lower *l, const Value *args, SrcLoc loc)
 {
+    if (is_none(&args[1]))
+        return whole_extreme(l, &args[0], false, loc);
     return math_binary(l, &args[0], &args[1], IR_MAX, "max", loc);
 }
 
 static Value bi_min(Lower *l, const Value *args, SrcLoc loc)
 {
+    if (is_none(&args[1]))
+        return whole_extreme(l, &args[0], true, loc);
     return math_binary(l, &args[0], &args[1], IR_MIN, "min", loc);
 }
 
@@ -647,6 +676,23 @@ static Value bi_sum(Lower *l, const Value *args, SrcLoc loc)
 static Value bi_mean(Lower *l, const Value *args, SrcLoc loc)
 {
     return reduce(l, args, loc, "mean", true);
+}
+
+/* rms(x, axis, keepdims): the root mean square, sqrt(mean(x^2)), over the
+ * axes that sum and mean take. */
+static Value bi_rms(Lower *l, const Value *args, SrcLoc loc)
+{
+    if (!need_graph(l, "rms", loc))
+        return val_error();
+    int x = float_tensor_arg(l, &args[0], "rms", "x");
+    if (x < 0)
+        return val_error();
+    Value squared[3] = {val_tensor(ir_binary(l->graph, IR_MUL, x, x, loc), loc), args[1],
+                        args[2]};
+    Value m = reduce(l, squared, loc, "rms", true);
+    if (m.kind == VAL_ERROR)
+        return m;
+    return val_tensor(ir_unary(l->graph, IR_SQRT, m.tensor, loc), loc);
 }
 
 static Value bi_norm(Lower *l, const Value *args, SrcLoc loc)
@@ -838,13 +884,14 @@ static const Builtin builtins[] = {
     {"sign", PARAMS("x"), 1, bi_sign},
     {"tanh", PARAMS("x"), 1, bi_tanh},
     {"floor", PARAMS("x"), 1, bi_floor},
-    {"max", PARAMS("a", "b"), 2, bi_max},
-    {"min", PARAMS("a", "b"), 2, bi_min},
+    {"max", PARAMS("a", "b"), 1, bi_max},
+    {"min", PARAMS("a", "b"), 1, bi_min},
     {"clamp", PARAMS("x", "min", "max"), 1, bi_clamp},
     {"where", PARAMS("cond", "a", "b"), 3, bi_where},
     {"sum", PARAMS("x", "axis", "keepdims"), 1, bi_sum},
     {"mean", PARAMS("x", "axis", "keepdims"), 1, bi_mean},
     {"norm", PARAMS("x"), 1, bi_norm},
+    {"rms", PARAMS("x", "axis", "keepdims"), 1, bi_rms},
     {"ndim", PARAMS("x"), 1, bi_ndim},
     {"full_like", PARAMS("x", "value"), 2, bi_full_like},
     {"size", PARAMS("x", "axis"), 1, bi_size},

@@ -583,6 +583,15 @@ Test(gradcheck, squeeze_excite)
 {
     lang_case("[2, 4, 2, 3]", "squeeze_excite(x, rd_ratio = 0.5)", false, DIMS(2, 4, 2, 3));
 }
+/* The whole-tensor extremes and the root mean square of the rules. */
+Test(gradcheck, max_whole) { lang_case("[3, 5]", "max(x) * x", false, DIMS(3, 5)); }
+Test(gradcheck, min_whole) { lang_case("[3, 5]", "min(x) * x", false, DIMS(3, 5)); }
+Test(gradcheck, rms_whole) { lang_case("[3, 5]", "rms(x) * x", false, DIMS(3, 5)); }
+Test(gradcheck, rms_rows)
+{
+    lang_case("[3, 5]", "rms(x, -1, keepdims = true) * x", false, DIMS(3, 5));
+}
+Test(gradcheck, rms_columns) { lang_case("[3, 5]", "rms(x, 0) + x", false, DIMS(3, 5)); }
 Test(gradcheck, layer_scale) { lang_case("[4, 6]", "layer_scale(x, init = 0.5)", false, DIMS(4, 6)); }
 Test(gradcheck, parameter)
 {
