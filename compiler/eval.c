@@ -970,8 +970,14 @@ void exec_block(Lower *l, const Block *b)
 static void exec_assign(Lower *l, const Stmt *s)
 {
     const Expr *target = s->assign.target;
-    /* The parser accepts only names as assignment targets. */
-    BOCB_ASSERT(target->kind == EX_NAME);
+    /* The parser also accepts members and indexes as targets, but lists
+     * and tuples are constants here and nothing has members. */
+    if (target->kind != EX_NAME) {
+        diag_error(target->loc, "only a name can be assigned in %s; build a new list "
+                   "instead of assigning to an element or a member",
+                   l->mode == MODE_OPTIMIZER ? "an optimizer rule" : "a model");
+        return;
+    }
     const char *name = target->name;
     Value v;
     if (s->assign.compound) {
