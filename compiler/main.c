@@ -338,10 +338,26 @@ static int parse_arguments(Options *o, int argc, char **argv)
     return -1;
 }
 
+/* `bocbc --list-builtins` prints the name of every builtin, one per line,
+ * for the test that checks that docs/language.md documents each one. It
+ * is hidden from --help, and it is matched here, before getopt_long, so
+ * that it neither makes `--list` an ambiguous abbreviation of
+ * --list-cells nor appears in the message about an ambiguous one. */
+static bool list_builtins(int argc, char **argv)
+{
+    if (argc != 2 || strcmp(argv[1], "--list-builtins") != 0)
+        return false;
+    for (const char *const *name = builtin_names(); *name; name++)
+        puts(*name);
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     Options o;
     memset(&o, 0, sizeof o);
+    if (list_builtins(argc, argv))
+        return fflush(stdout) == 0 && !ferror(stdout) ? BOCB_EXIT_OK : BOCB_EXIT_RUNTIME;
     int status = parse_arguments(&o, argc, argv);
     if (status < 0) {
         char *stdlib_dir = driver_find_stdlib();
