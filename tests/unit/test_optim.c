@@ -14,6 +14,7 @@
 
 #include "../../compiler/driver.h"
 #include "../../runtime/philox.h"
+#include "update_runner.h"
 
 enum { N = 37, STEPS = 6 };
 
@@ -47,26 +48,10 @@ static void setup(Setup *s, DType dtype, const char *spec)
     cr_assert(s->program && diag_error_count() == 0, "the stdlib did not load");
     lower_init(&s->lower, s->program, &s->arena);
 
-    /* Evaluate the experiment's `optimizer = ...` to get the configured rule. */
-    const Decl *exp = s->program->main->decls[1];
-    s->lower.mode = MODE_EXPERIMENT;
-    Value v = eval_expr(&s->lower, exp->body.stmts[0]->assign.value);
-    cr_assert(v.kind == VAL_CONFIGURED, "optimizer did not configure");
-
-    ir_module_init(&s->module, &s->arena);
-    s->g = ir_graph_new(&s->module, "update");
+    const Configured *opt = configure_test_optimizer(&s->lower, s->program);
     int64_t n = N;
-    s->param = ir_module_add_var(&s->module, "w", IR_VAR_PARAM, dtype, shape_make(1, &n),
-                                 IR_INIT_ZEROS, 0, -1, NO_LOC);
-    int grad = ir_input(s->g, "grad", dtype, shape_make(1, &n), NO_LOC);
-    int lr = ir_input(s->g, "lr", dtype, shape_scalar(), NO_LOC);
-    int step = ir_input(s->g, "step", dtype, shape_scalar(), NO_LOC);
-    s->lower.graph = s->g;
-    s->lower.module = &s->module;
-    s->lower.dtype = dtype;
-    cr_assert(expand_optimizer(&s->lower, v.configured, s->param, grad, lr, step));
-    ir_dce(s->g);
-    cr_assert(ir_verify(s->g));
+    s->g = build_update(&s->lower, &s->module, &s->arena, opt, dtype, shape_make(1, &n),
+                        &s->param);
 
     for (int t = 0; t < STEPS; t++)
         philox_fill_uniform_f64(philox_key(7, (uint32_t)t), s->grads[t], N, -1, 1);
@@ -81,73 +66,31 @@ static void teardown(Setup *s)
     arena_free(&s->arena);
 }
 
+static UpdateRun update_run(Setup *s, double lr)
+{
+    return (UpdateRun){.module = &s->module, .graph = s->g, .param = s->param, .n = N,
+                       .init = s->init, .grads = &s->grads[0][0], .steps = STEPS, .lr = lr};
+}
+
 /* Runs STEPS updates in the interpreter (f64) and returns the parameter. */
 static void run_interp(Setup *s, double lr, double *out)
 {
-    RtVarStore store;
-    create_var_store(&store, &s->module);
-    rt_vars_reset(&store, 0);
-    memcpy(rt_var_data(&store, s->param), s->init, sizeof s->init);
-    Interp *it = interp_create(s->g, &store);
-    double grad[N], lr_value = lr, step_value;
-    interp_bind_input(it, ir_find_input(s->g, "grad"), grad);
-    interp_bind_input(it, ir_find_input(s->g, "lr"), &lr_value);
-    interp_bind_input(it, ir_find_input(s->g, "step"), &step_value);
-    for (int t = 0; t < STEPS; t++) {
-        memcpy(grad, s->grads[t], sizeof grad);
-        step_value = t + 1;
-        interp_run(it, 1);
-    }
-    memcpy(out, rt_var_data(&store, s->param), sizeof(double) * N);
-    interp_destroy(it);
-    rt_vars_free(&store);
+    UpdateRun r = update_run(s, lr);
+    run_update_interp(&r, out);
 }
 
-/* Runs STEPS updates as a scheduled, JIT-compiled program (f32). */
+/* Runs STEPS updates as a scheduled, JIT-compiled program (f32); the
+ * whole update must be one kernel writing the parameter in place. */
 static void run_jit(Setup *s, double lr, double *out)
 {
-    RtVarStore store;
-    create_var_store(&store, &s->module);
-    rt_vars_reset(&store, 0);
-    float *w = rt_var_data(&store, s->param);
-    for (int i = 0; i < N; i++)
-        w[i] = (float)s->init[i];
-
-    Schedule sched;
-    schedule_graph(s->g, 1, &sched);
-    char *error = NULL;
-    Jit *jit = jit_create(&error);
-    cr_assert(jit, "%s", error);
-    cr_assert(jit_compile(jit, sched.kernels, sched.nkernels, sched.program.kernels, &error),
-              "%s", error);
-    /* The whole update must be one kernel writing the parameter in place. */
-    cr_expect_eq(sched.program.nsteps, 1, "update took %d steps", sched.program.nsteps);
-
-    RtExec *e = rt_exec_create(&sched.program, &store);
-    for (int t = 0; t < STEPS; t++) {
-        float *grad = rt_exec_input(e, "grad");
-        for (int i = 0; i < N; i++)
-            grad[i] = (float)s->grads[t][i];
-        *(float *)rt_exec_input(e, "lr") = (float)lr;
-        *(float *)rt_exec_input(e, "step") = (float)(t + 1);
-        rt_exec_run(e, 1);
-    }
-    for (int i = 0; i < N; i++)
-        out[i] = w[i];
-    rt_exec_destroy(e);
-    schedule_free(&sched);
-    jit_destroy(jit);
-    rt_vars_free(&store);
+    UpdateRun r = update_run(s, lr);
+    run_update_jit(&r, true, out);
 }
 
 static void expect_close(const double *got, const double *want, double tol,
                          const char *backend)
 {
-    for (int i = 0; i < N; i++) {
-        double err = fabs(got[i] - want[i]) / fmax(1.0, fabs(want[i]));
-        cr_expect(err <= tol, "%s: element %d is %.12g, reference %.12g", backend, i,
-                  got[i], want[i]);
-    }
+    expect_update_close(got, want, N, tol, backend);
 }
 
 /* ---- references, from the equations of torch.optim (PyTorch 1.13) ------ */
