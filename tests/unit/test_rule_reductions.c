@@ -1,13 +1,14 @@
 /* test_rule_reductions.c - the reductions of optimizer rules against a
  * reference written here.
  *
- * A rule that uses every reduction an optimizer can apply to its tensors
- * (the whole-tensor max, min, sum, norm and rms, a row rms and a column
- * mean kept as broadcastable [R, 1] and [1, C] tensors), together with
- * sign, abs, clamp, where, a state and the step number, is expanded for
- * one [R, C] parameter whose gradient is a graph input. Several steps run
- * in the interpreter (f64) and, scheduled and JIT-compiled, in f32; both
- * are compared with the same update computed in double by plain loops.
+ * The rule below uses every reduction an optimizer can apply to its
+ * tensors: the whole-tensor max, min, sum, norm and rms, and a row rms and
+ * a column mean kept as broadcastable [R, 1] and [1, C] tensors. It also
+ * uses sign, abs, clamp, where, a state and the step number. The rule is
+ * expanded for one [R, C] parameter whose gradient is a graph input.
+ * Several steps run in the interpreter (f64) and, scheduled and
+ * JIT-compiled, in f32; both are compared with the same update computed
+ * in double by plain loops.
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -94,7 +95,11 @@ static void reference(const Setup *s, double *w)
         for (int i = 0; i < N; i++) {
             m[i] = DECAY * m[i] + g[i] / gmax;
             double selected = g[i] > 0 ? sqrt(row[i / C] / C) : col[i % C] / R;
-            double sign = g[i] > 0 ? 1 : g[i] < 0 ? -1 : 0;
+            double sign = 0;
+            if (g[i] > 0)
+                sign = 1;
+            else if (g[i] < 0)
+                sign = -1;
             double shift = selected + gmin + w_rms * sign;
             w[i] -= LR * (m[i] + shift + tilt) / (t + 1);
         }
