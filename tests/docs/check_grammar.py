@@ -81,13 +81,13 @@ def ebnf_rules(block):
     return defined, used, terminals
 
 
-def compare(what, expected, actual, failures):
+def compare(list_name, expected, actual, failures):
     """Prints the names of one list missing from the other."""
     for name in sorted(expected - actual):
-        print(f"error: {what}: '{name}' is missing")
+        print(f"error: {list_name}: '{name}' is missing")
         failures.append(name)
     for name in sorted(actual - expected):
-        print(f"error: {what}: '{name}' is extra")
+        print(f"error: {list_name}: '{name}' is extra")
         failures.append(name)
 
 
