@@ -419,7 +419,7 @@ static bool eval_schedule(Lower *l, const Expr *e, RtSchedule *out)
     }
 
     *out = (RtSchedule){.kind = def->kind, .gamma = 0.1};
-    bool ok = true, given[3] = {false, false, false};
+    bool ok = true, positional = false, given[3] = {false, false, false};
     int nparams = 0;
     while (nparams < 3 && def->params[nparams])
         nparams++;
@@ -430,6 +430,7 @@ static bool eval_schedule(Lower *l, const Expr *e, RtSchedule *out)
             diag_error(arg->value->loc, "arguments of schedule '%s' must be given by name",
                        def->name);
             ok = false;
+            positional = true;
             continue;
         }
         int p = 0;
@@ -456,7 +457,9 @@ static bool eval_schedule(Lower *l, const Expr *e, RtSchedule *out)
         given[p] = true;
         ok &= schedule_arg(def->name, arg->name, &v, out);
     }
-    for (int p = 0; p < def->nrequired; p++) {
+    /* A positional argument was probably meant for a required one, so
+     * the missing ones are not reported on top of it. */
+    for (int p = 0; p < def->nrequired && !positional; p++) {
         if (!given[p]) {
             diag_error(e->loc, "schedule '%s' needs the argument '%s'", def->name,
                        def->params[p]);
