@@ -128,6 +128,10 @@ static Cell *compile_cells(Lower *l, const ExperimentSpec *spec, const DataShape
             }
         }
     }
+    /* With no valid optimizer there is no cell, but the models can still
+     * be checked. */
+    for (int m = 0; spec->noptimizers == 0 && m < spec->nmodels; m++)
+        check_model(l, spec->models[m], shape, DT_F32);
     free(model_bad);
     free(opt_bad);
     *ncells = n;

@@ -974,6 +974,23 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
     return true;
 }
 
+bool check_model(Lower *l, const Configured *model, const DataShape *data, DType dtype)
+{
+    IrModule module;
+    ir_module_init(&module, l->arena);
+    l->module = &module;
+    l->dtype = dtype;
+    l->training = true;
+    int errors = diag_error_count(), logits, loss;
+    IrGraph *g = ir_graph_new(&module, "forward");
+    bool ok = build_forward(l, g, model, data, &logits, &loss) && diag_error_count() == errors;
+    l->graph = NULL;
+    l->module = NULL;
+    ir_graph_free(g);
+    ir_module_free(&module);
+    return ok;
+}
+
 bool compile_cell_model_failed(const Lower *l)
 {
     return l->model_failed;

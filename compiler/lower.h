@@ -132,6 +132,10 @@ bool compile_cell(Lower *l, const Configured *model, const Configured *opt,
 bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
                        const DataShape *data, DType dtype, const CellOptions *options,
                        CompiledCell *out);
+/* Builds the forward pass of `model` alone, for an experiment without a
+ * valid optimizer to pair it with, and frees it. Returns false after
+ * reported errors. */
+bool check_model(Lower *l, const Configured *model, const DataShape *data, DType dtype);
 /* Returns true when the last failed compile_cell failed in the model
  * (the forward pass), false when it failed in the optimizer. */
 bool compile_cell_model_failed(const Lower *l);
