@@ -776,7 +776,11 @@ static bool build_forward(Lower *l, IrGraph *g, const Configured *model,
     ys.dims[0] = 1;
 
     SrcLoc loc = model->loc.file ? model->loc : model->decl->name_loc;
-    Value x = val_tensor(ir_input(g, "x", l->dtype, xs, loc), loc);
+    /* The input node is located at the model's input declaration, so that
+     * a note on where an operand comes from shows its declared shape. */
+    int input = model_input_param(model->decl);
+    SrcLoc input_loc = input >= 0 ? model->decl->params[input].loc : loc;
+    Value x = val_tensor(ir_input(g, "x", l->dtype, xs, input_loc), loc);
     int labels = ir_input(g, "labels", DT_I32, ys, loc);
     Value out = instantiate_model(l, model->decl, &x, model, loc);
     if (out.kind != VAL_TENSOR)
