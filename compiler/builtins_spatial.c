@@ -207,6 +207,10 @@ static Value bi_concat(Lower *l, const Value *args, SrcLoc loc)
             !ir_concat_shape(&ys, &ts, axis, &out, &why)) {
             diag_error(list->list.items[i].loc, "cannot concatenate %s to %s along axis %d",
                        shape_text(l, &ts), shape_text(l, &ys), axis);
+            note_operand_origin(l, "this tensor", &list->list.items[i], t);
+            /* Past the second tensor, y is a concat located at the call. */
+            if (i == 1)
+                note_operand_origin(l, "the first tensor", &list->list.items[0], y);
             return val_error();
         }
         if (!check_tensor_size(l, &out, "the result of concat", loc))
@@ -345,7 +349,12 @@ static Value bi_matmul(Lower *l, const Value *args, SrcLoc loc)
     int b = float_tensor_arg(l, &args[1], "matmul", "b");
     if (a < 0 || b < 0)
         return val_error();
-    return lower_matmul(l, a, b, "'matmul'", loc);
+    Value r = lower_matmul(l, a, b, "'matmul'", loc);
+    if (r.kind == VAL_ERROR) {
+        note_operand_origin(l, "the left operand", &args[0], a);
+        note_operand_origin(l, "the right operand", &args[1], b);
+    }
+    return r;
 }
 
 /* ---- maxima and softmax --------------------------------------------------- */
