@@ -877,6 +877,43 @@ static void warn_empty_groups(Lower *l, const Configured *model, const CellOptio
     }
 }
 
+/* Expands each of options->check_optimizers over the parameters that a
+ * failed model created before its mistake, with zero gradients and
+ * Hessian estimates, so that the optimizers' own mistakes are reported in
+ * the same run, and records in options->check_failed which of them
+ * reported errors. */
+static void check_optimizers_on_partial_model(Lower *l, IrGraph *g, const CellOptions *options)
+{
+    const IrModule *m = l->module;
+    int *hess = arena_calloc(l->arena, (size_t)m->nvars + 1, sizeof *hess);
+    for (int v = 0; v < m->nvars; v++) {
+        const IrVar *var = &m->vars[v];
+        hess[v] = var->kind != IR_VAR_PARAM
+                      ? -1
+                      : ir_broadcast(g, ir_const(g, var->dtype, 0.0, var->loc), var->shape,
+                                     var->loc);
+    }
+    l->opt_hess = hess;
+    int lr = -1, step = -1;
+    for (int i = 0; i < options->ncheck_optimizers; i++) {
+        const Configured *opt = options->check_optimizers[i];
+        SrcLoc oloc = opt->decl->name_loc;
+        if (lr < 0) {
+            lr = ir_input(g, "lr", l->dtype, shape_scalar(), oloc);
+            step = lower_step_input(l, oloc);
+        }
+        int errors = diag_error_count();
+        for (int v = 0; v < m->nvars && diag_error_count() == errors; v++) {
+            const char *label = NULL;
+            if (m->vars[v].kind == IR_VAR_PARAM)
+                expand_in_groups(l, opt, options, v, -1, lr, step, &label);
+        }
+        if (diag_error_count() == errors)
+            base_learning_rate(l, opt);
+        options->check_failed[i] = diag_error_count() > errors;
+    }
+}
+
 bool compile_cell(Lower *l, const Configured *model, const Configured *opt,
                   const DataShape *data, DType dtype, CompiledCell *out)
 {
@@ -904,6 +941,8 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
     bool ok = build_forward(l, train, model, data, &logits, &loss) &&
               diag_error_count() == errors;
     l->model_failed = !ok;
+    if (!ok && options->ncheck_optimizers > 0)
+        check_optimizers_on_partial_model(l, train, options);
     if (ok) {
         ir_add_output(train, "loss", loss);
         ir_add_output(train, "logits", logits);

@@ -99,6 +99,12 @@ typedef struct CellOptions {
     double clip; /* maximum global gradient norm; 0 = no clipping */
     const ParamGroup *groups;
     int ngroups;
+    /* Optimizers to expand anyway when the model fails, over the
+     * parameters it created before its mistake, and for each of them
+     * whether that reported errors (set only when the model fails). */
+    const Configured *const *check_optimizers;
+    int ncheck_optimizers;
+    bool *check_failed;
 } CellOptions;
 
 /* ---- parameter groups (groups.c) ---- */
