@@ -99,9 +99,9 @@ typedef struct CellOptions {
     double clip; /* maximum global gradient norm; 0 = no clipping */
     const ParamGroup *groups;
     int ngroups;
-    /* Optimizers to expand anyway when the model fails, over the
-     * parameters it created before its mistake, and for each of them
-     * whether that reported errors (set only when the model fails). */
+    /* When the model fails, the optimizers to expand anyway over the
+     * parameters it created before its first mistake, and where to record
+     * which of them reported errors. */
     const Configured *const *check_optimizers;
     int ncheck_optimizers;
     bool *check_failed;
