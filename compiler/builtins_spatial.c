@@ -350,10 +350,8 @@ static Value bi_matmul(Lower *l, const Value *args, SrcLoc loc)
     if (a < 0 || b < 0)
         return val_error();
     Value r = lower_matmul(l, a, b, "'matmul'", loc);
-    if (r.kind == VAL_ERROR) {
-        note_operand_origin(l, "the left operand", &args[0], a);
-        note_operand_origin(l, "the right operand", &args[1], b);
-    }
+    if (r.kind == VAL_ERROR)
+        note_operand_origins(l, &args[0], a, &args[1], b);
     return r;
 }
 
