@@ -21,13 +21,13 @@ static const Shape *shape_of(Lower *l, int node)
     return &ir_node(l->graph, node)->shape;
 }
 
-/* Reads an axis of a rank-`rank` tensor; negative values count from the
- * end, as in Python. */
-static bool axis_arg(const Value *v, int rank, const char *what, int *axis)
+/* Reads an axis of the rank-`rank` input of `fn`; negative values count
+ * from the end, as in Python. */
+static bool axis_arg(const Value *v, int rank, const char *fn, const char *what, int *axis)
 {
     int64_t a;
     if (rank == 0) {
-        diag_error(v->loc, "%s: a scalar has no axes", what);
+        diag_error(v->loc, "%s needs an axis of its input, but the input is a scalar", fn);
         return false;
     }
     if (!val_to_int(v, what, -rank, rank - 1, &a))
@@ -40,7 +40,7 @@ static bool axis_arg(const Value *v, int rank, const char *what, int *axis)
 static bool static_axis_arg(Lower *l, const Value *v, const Shape *s, const char *fn,
                             int *axis)
 {
-    if (!axis_arg(v, s->rank, "axis", axis))
+    if (!axis_arg(v, s->rank, fn, "axis", axis))
         return false;
     if (*axis == s->batch_axis) {
         diag_error(v->loc, "%s cannot work along the batch dimension of %s", fn,
@@ -127,7 +127,7 @@ static Value bi_permute(Lower *l, const Value *args, SrcLoc loc)
     }
     int perm[SHAPE_MAX_RANK];
     for (int i = 0; i < xs.rank; i++)
-        if (!axis_arg(&dims->list.items[i], xs.rank, "an axis of permute", &perm[i]))
+        if (!axis_arg(&dims->list.items[i], xs.rank, "permute", "an axis of permute", &perm[i]))
             return val_error();
     const char *why;
     if (!ir_permute_shape(&xs, perm, &ys, &why)) {
@@ -146,7 +146,8 @@ static Value bi_transpose(Lower *l, const Value *args, SrcLoc loc)
         return val_error();
     const Shape *xs = shape_of(l, x);
     int a, b;
-    if (!axis_arg(&args[1], xs->rank, "axis", &a) || !axis_arg(&args[2], xs->rank, "axis", &b))
+    if (!axis_arg(&args[1], xs->rank, "transpose", "axis", &a) ||
+        !axis_arg(&args[2], xs->rank, "transpose", "axis", &b))
         return val_error();
     int perm[SHAPE_MAX_RANK];
     for (int i = 0; i < xs->rank; i++)
@@ -206,6 +207,10 @@ static Value bi_concat(Lower *l, const Value *args, SrcLoc loc)
             !ir_concat_shape(&ys, &ts, axis, &out, &why)) {
             diag_error(list->list.items[i].loc, "cannot concatenate %s to %s along axis %d",
                        shape_text(l, &ts), shape_text(l, &ys), axis);
+            note_operand_origin(l, "this tensor", &list->list.items[i], t);
+            /* Past the second tensor, y is a concat located at the call. */
+            if (i == 1)
+                note_operand_origin(l, "the first tensor", &list->list.items[0], y);
             return val_error();
         }
         if (!check_tensor_size(l, &out, "the result of concat", loc))
@@ -344,7 +349,10 @@ static Value bi_matmul(Lower *l, const Value *args, SrcLoc loc)
     int b = float_tensor_arg(l, &args[1], "matmul", "b");
     if (a < 0 || b < 0)
         return val_error();
-    return lower_matmul(l, a, b, "'matmul'", loc);
+    Value r = lower_matmul(l, a, b, "'matmul'", loc);
+    if (r.kind == VAL_ERROR)
+        note_operand_origins(l, &args[0], a, &args[1], b);
+    return r;
 }
 
 /* ---- maxima and softmax --------------------------------------------------- */
@@ -366,7 +374,7 @@ static Value bi_amax(Lower *l, const Value *args, SrcLoc loc)
         int n = list ? axis->list.n : 1;
         for (int i = 0; i < n; i++) {
             int a;
-            if (!axis_arg(list ? &axis->list.items[i] : axis, xs->rank, "axis", &a))
+            if (!axis_arg(list ? &axis->list.items[i] : axis, xs->rank, "amax", "axis", &a))
                 return val_error();
             mask |= 1u << a;
         }
@@ -382,10 +390,14 @@ static Value softmax(Lower *l, const Value *args, SrcLoc loc, const char *name, 
     if (x < 0)
         return val_error();
     const Shape *xs = shape_of(l, x);
+    if (xs->rank == 0) {
+        diag_error(loc, "%s needs an axis of its input, but the input is a scalar", name);
+        return val_error();
+    }
     int axis = xs->rank - 1;
     if (!is_none(&args[1]) && !static_axis_arg(l, &args[1], xs, name, &axis))
         return val_error();
-    if (xs->rank == 0 || axis == xs->batch_axis) {
+    if (axis == xs->batch_axis) {
         diag_error(loc, "%s needs an axis that is not the batch dimension, but the input "
                    "has shape %s", name, shape_text(l, xs));
         return val_error();

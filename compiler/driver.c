@@ -107,6 +107,12 @@ static Cell *compile_cells(Lower *l, const ExperimentSpec *spec, const DataShape
     Cell *cells = xcalloc((size_t)n + 1, sizeof *cells);
     bool *model_bad = xcalloc((size_t)spec->nmodels + 1, sizeof(bool));
     bool *opt_bad = xcalloc((size_t)spec->noptimizers + 1, sizeof(bool));
+    /* reached[o]: optimizer o was expanded in a cell whose model compiled. */
+    bool *reached = xcalloc((size_t)spec->noptimizers + 1, sizeof(bool));
+    const Configured **unchecked = xcalloc((size_t)spec->noptimizers + 1,
+                                           sizeof *unchecked);
+    int *unchecked_index = xcalloc((size_t)spec->noptimizers + 1, sizeof(int));
+    bool *unchecked_failed = xcalloc((size_t)spec->noptimizers + 1, sizeof(bool));
     l->loss = spec->loss;
     for (int m = 0; m < spec->nmodels; m++) {
         for (int o = 0; o < spec->noptimizers; o++) {
@@ -115,21 +121,44 @@ static Cell *compile_cells(Lower *l, const ExperimentSpec *spec, const DataShape
             c->optimizer = spec->optimizers[o];
             if (model_bad[m] || opt_bad[o])
                 continue;
+            /* Should the model fail, the optimizers that no cell has
+             * checked yet are expanded over the parameters it created. */
+            int nunchecked = 0;
+            for (int k = 0; k < spec->noptimizers; k++) {
+                if (!reached[k] && !opt_bad[k]) {
+                    unchecked_index[nunchecked] = k;
+                    unchecked[nunchecked++] = spec->optimizers[k];
+                }
+            }
             int before = diag_error_count();
             CellOptions options = {.clip = spec->clip, .groups = spec->groups,
-                                   .ngroups = spec->ngroups};
+                                   .ngroups = spec->ngroups, .check_optimizers = unchecked,
+                                   .ncheck_optimizers = nunchecked,
+                                   .check_failed = unchecked_failed};
             c->ok = compile_cell_with(l, c->model, c->optimizer, shape, DT_F32, &options,
                                       &c->compiled);
+            bool model_failed = !c->ok && compile_cell_model_failed(l);
             if (!c->ok && diag_error_count() > before) {
-                if (compile_cell_model_failed(l))
+                if (model_failed)
                     model_bad[m] = true;
                 else
                     opt_bad[o] = true;
             }
+            for (int k = 0; model_failed && k < nunchecked; k++)
+                opt_bad[unchecked_index[k]] |= unchecked_failed[k];
+            reached[o] |= !model_failed;
         }
     }
+    /* With no valid optimizer there is no cell, but the models can still
+     * be checked. */
+    for (int m = 0; spec->noptimizers == 0 && m < spec->nmodels; m++)
+        check_model(l, spec->models[m], shape, DT_F32);
     free(model_bad);
     free(opt_bad);
+    free(reached);
+    free(unchecked);
+    free(unchecked_index);
+    free(unchecked_failed);
     *ncells = n;
     return cells;
 }

@@ -375,14 +375,44 @@ const char *shape_text(Lower *l, const Shape *s)
     return arena_strdup(l->arena, shape_format(s, buf, sizeof buf));
 }
 
-void note_operand_origin(Lower *l, const char *what, const Value *v, int node)
+/* Returns where `node` was built, or a location without a file when that
+ * is the operand `v` itself, where a note would repeat the error's caret. */
+static SrcLoc operand_origin(Lower *l, const Value *v, int node)
 {
     SrcLoc at = ir_node(l->graph, node)->loc;
-    if (at.file == 0 || (at.file == v->loc.file && at.line == v->loc.line &&
-                         at.col == v->loc.col))
+    if (at.file == v->loc.file && at.line == v->loc.line && at.col == v->loc.col)
+        at.file = 0;
+    return at;
+}
+
+void note_operand_origin(Lower *l, const char *what, const Value *v, int node)
+{
+    SrcLoc at = operand_origin(l, v, node);
+    if (at.file == 0)
         return;
     diag_note(at, "%s, of shape %s, comes from here", what,
               shape_text(l, &ir_node(l->graph, node)->shape));
+}
+
+static void note_operand_type_origin(Lower *l, const char *what, const Value *v, int node)
+{
+    SrcLoc at = operand_origin(l, v, node);
+    if (at.file == 0)
+        return;
+    diag_note(at, "%s, of element type %s, comes from here", what,
+              dtype_name(ir_node(l->graph, node)->dtype));
+}
+
+void note_operand_origins(Lower *l, const Value *a, int x, const Value *b, int y)
+{
+    DType dx = ir_node(l->graph, x)->dtype, dy = ir_node(l->graph, y)->dtype;
+    if (dx != dy || (dx != DT_F32 && dx != DT_F64)) {
+        note_operand_type_origin(l, "the left operand", a, x);
+        note_operand_type_origin(l, "the right operand", b, y);
+    } else {
+        note_operand_origin(l, "the left operand", a, x);
+        note_operand_origin(l, "the right operand", b, y);
+    }
 }
 
 int as_tensor(Lower *l, const Value *v, const char *what)
@@ -415,6 +445,7 @@ Value tensor_binary(Lower *l, IrOp op, const char *spelling, const Value *a,
         diag_error(loc, "operands of '%s' have different element types (%s and %s)",
                    spelling, dtype_name(ir_node(g, x)->dtype),
                    dtype_name(ir_node(g, y)->dtype));
+        note_operand_origins(l, a, x, b, y);
         return val_error();
     }
     DType dt = ir_node(g, x)->dtype;
@@ -588,10 +619,8 @@ static Value eval_matmul(Lower *l, const Value *a, const Value *b, SrcLoc loc)
     if (x < 0 || y < 0)
         return val_error();
     Value r = lower_matmul(l, x, y, "'@'", loc);
-    if (r.kind == VAL_ERROR) {
-        note_operand_origin(l, "the left operand", a, x);
-        note_operand_origin(l, "the right operand", b, y);
-    }
+    if (r.kind == VAL_ERROR)
+        note_operand_origins(l, a, x, b, y);
     return r;
 }
 

@@ -277,6 +277,11 @@ Value tensor_unary(Lower *l, IrOp op, const Value *x, SrcLoc loc);
  * by `what` ("the left operand"), got its shape, unless that is the
  * operand itself. */
 void note_operand_origin(Lower *l, const char *what, const Value *v, int node);
+/* After a failed matrix product or a binary op of two element types,
+ * notes where the left operand a (node x) and the right operand b (node
+ * y) come from, with their element types when those are the mistake, else
+ * with their shapes. */
+void note_operand_origins(Lower *l, const Value *a, int x, const Value *b, int y);
 /* Reports a tensor whose element count is too large (see shape_size_ok)
  * and returns false. `what` names it ("the output of conv2d"). */
 bool check_tensor_size(Lower *l, const Shape *s, const char *what, SrcLoc loc);

@@ -419,7 +419,7 @@ static bool eval_schedule(Lower *l, const Expr *e, RtSchedule *out)
     }
 
     *out = (RtSchedule){.kind = def->kind, .gamma = 0.1};
-    bool ok = true, given[3] = {false, false, false};
+    bool ok = true, positional = false, given[3] = {false, false, false};
     int nparams = 0;
     while (nparams < 3 && def->params[nparams])
         nparams++;
@@ -430,6 +430,7 @@ static bool eval_schedule(Lower *l, const Expr *e, RtSchedule *out)
             diag_error(arg->value->loc, "arguments of schedule '%s' must be given by name",
                        def->name);
             ok = false;
+            positional = true;
             continue;
         }
         int p = 0;
@@ -456,7 +457,9 @@ static bool eval_schedule(Lower *l, const Expr *e, RtSchedule *out)
         given[p] = true;
         ok &= schedule_arg(def->name, arg->name, &v, out);
     }
-    for (int p = 0; p < def->nrequired; p++) {
+    /* A positional argument was probably meant for a required one, so
+     * the missing ones are not reported on top of it. */
+    for (int p = 0; p < def->nrequired && !positional; p++) {
         if (!given[p]) {
             diag_error(e->loc, "schedule '%s' needs the argument '%s'", def->name,
                        def->params[p]);
@@ -773,7 +776,11 @@ static bool build_forward(Lower *l, IrGraph *g, const Configured *model,
     ys.dims[0] = 1;
 
     SrcLoc loc = model->loc.file ? model->loc : model->decl->name_loc;
-    Value x = val_tensor(ir_input(g, "x", l->dtype, xs, loc), loc);
+    /* The input node is located at the model's input declaration, so that
+     * a note on where an operand comes from shows its declared shape. */
+    int input = model_input_param(model->decl);
+    SrcLoc input_loc = input >= 0 ? model->decl->params[input].loc : loc;
+    Value x = val_tensor(ir_input(g, "x", l->dtype, xs, input_loc), loc);
     int labels = ir_input(g, "labels", DT_I32, ys, loc);
     Value out = instantiate_model(l, model->decl, &x, model, loc);
     if (out.kind != VAL_TENSOR)
@@ -870,6 +877,43 @@ static void warn_empty_groups(Lower *l, const Configured *model, const CellOptio
     }
 }
 
+/* Expands each of options->check_optimizers over the parameters that a
+ * failed model created before its mistake, with zero gradients and
+ * Hessian estimates, so that the optimizers' own mistakes are reported in
+ * the same run, and records in options->check_failed which of them
+ * reported errors. */
+static void check_optimizers_on_partial_model(Lower *l, IrGraph *g, const CellOptions *options)
+{
+    const IrModule *m = l->module;
+    int *hess = arena_calloc(l->arena, (size_t)m->nvars + 1, sizeof *hess);
+    for (int v = 0; v < m->nvars; v++) {
+        const IrVar *var = &m->vars[v];
+        hess[v] = var->kind != IR_VAR_PARAM
+                      ? -1
+                      : ir_broadcast(g, ir_const(g, var->dtype, 0.0, var->loc), var->shape,
+                                     var->loc);
+    }
+    l->opt_hess = hess;
+    int lr = -1, step = -1;
+    for (int i = 0; i < options->ncheck_optimizers; i++) {
+        const Configured *opt = options->check_optimizers[i];
+        SrcLoc oloc = opt->decl->name_loc;
+        if (lr < 0) {
+            lr = ir_input(g, "lr", l->dtype, shape_scalar(), oloc);
+            step = lower_step_input(l, oloc);
+        }
+        int errors = diag_error_count();
+        for (int v = 0; v < m->nvars && diag_error_count() == errors; v++) {
+            const char *label = NULL;
+            if (m->vars[v].kind == IR_VAR_PARAM)
+                expand_in_groups(l, opt, options, v, -1, lr, step, &label);
+        }
+        if (diag_error_count() == errors)
+            base_learning_rate(l, opt);
+        options->check_failed[i] = diag_error_count() > errors;
+    }
+}
+
 bool compile_cell(Lower *l, const Configured *model, const Configured *opt,
                   const DataShape *data, DType dtype, CompiledCell *out)
 {
@@ -897,6 +941,8 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
     bool ok = build_forward(l, train, model, data, &logits, &loss) &&
               diag_error_count() == errors;
     l->model_failed = !ok;
+    if (!ok && options->ncheck_optimizers > 0)
+        check_optimizers_on_partial_model(l, train, options);
     if (ok) {
         ir_add_output(train, "loss", loss);
         ir_add_output(train, "logits", logits);
@@ -969,6 +1015,23 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
     BOCB_ASSERT(ir_verify(out->train));
     BOCB_ASSERT(ir_verify(out->eval));
     return true;
+}
+
+bool check_model(Lower *l, const Configured *model, const DataShape *data, DType dtype)
+{
+    IrModule module;
+    ir_module_init(&module, l->arena);
+    l->module = &module;
+    l->dtype = dtype;
+    l->training = true;
+    int errors = diag_error_count(), logits, loss;
+    IrGraph *g = ir_graph_new(&module, "forward");
+    bool ok = build_forward(l, g, model, data, &logits, &loss) && diag_error_count() == errors;
+    l->graph = NULL;
+    l->module = NULL;
+    ir_graph_free(g);
+    ir_module_free(&module);
+    return ok;
 }
 
 bool compile_cell_model_failed(const Lower *l)

@@ -78,6 +78,7 @@ static bool resolve_selector(Lower *l, const Arg *arg, const Value *v, ParamGrou
 static bool resolve_settings(Lower *l, const Block *body, ParamGroup *out)
 {
     bool ok = true;
+    SrcLoc lr_scale_loc = NO_LOC;
     out->keys = arena_calloc(l->arena, (size_t)body->nstmts + 1, sizeof(char *));
     out->values = arena_calloc(l->arena, (size_t)body->nstmts + 1, sizeof(Value));
     out->key_locs = arena_calloc(l->arena, (size_t)body->nstmts + 1, sizeof(SrcLoc));
@@ -95,17 +96,19 @@ static bool resolve_settings(Lower *l, const Block *body, ParamGroup *out)
             ok = false;
             continue;
         }
-        bool repeated = false;
+        /* lr_scale is kept apart from the settings, so its first
+         * location is too. */
+        bool repeated = out->has_lr_scale && strcmp(key, "lr_scale") == 0;
+        SrcLoc first = lr_scale_loc;
         for (int k = 0; k < out->nsettings && !repeated; k++) {
             if (strcmp(out->keys[k], key) == 0) {
-                diag_error(key_loc, "'%s' is set twice in group '%s'", key, out->name);
-                diag_note(out->key_locs[k], "first set here");
+                first = out->key_locs[k];
                 repeated = true;
             }
         }
-        if (repeated || (out->has_lr_scale && strcmp(key, "lr_scale") == 0)) {
-            if (!repeated)
-                diag_error(key_loc, "'lr_scale' is set twice in group '%s'", out->name);
+        if (repeated) {
+            diag_error(key_loc, "'%s' is set twice in group '%s'", key, out->name);
+            diag_note(first, "first set here");
             ok = false;
             continue;
         }
@@ -123,6 +126,7 @@ static bool resolve_settings(Lower *l, const Block *body, ParamGroup *out)
             }
             out->lr_scale = v.number.value;
             out->has_lr_scale = true;
+            lr_scale_loc = key_loc;
             continue;
         }
         if (v.kind != VAL_NUMBER && v.kind != VAL_BOOL) {

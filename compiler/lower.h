@@ -99,6 +99,12 @@ typedef struct CellOptions {
     double clip; /* maximum global gradient norm; 0 = no clipping */
     const ParamGroup *groups;
     int ngroups;
+    /* When the model fails, the optimizers to expand anyway over the
+     * parameters it created before its first mistake, and where to record
+     * which of them reported errors. */
+    const Configured *const *check_optimizers;
+    int ncheck_optimizers;
+    bool *check_failed;
 } CellOptions;
 
 /* ---- parameter groups (groups.c) ---- */
@@ -132,6 +138,10 @@ bool compile_cell(Lower *l, const Configured *model, const Configured *opt,
 bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
                        const DataShape *data, DType dtype, const CellOptions *options,
                        CompiledCell *out);
+/* Builds the forward pass of `model` alone, for an experiment without a
+ * valid optimizer to pair it with, and frees it. Returns false after
+ * reported errors. */
+bool check_model(Lower *l, const Configured *model, const DataShape *data, DType dtype);
 /* Returns true when the last failed compile_cell failed in the model
  * (the forward pass), false when it failed in the optimizer. */
 bool compile_cell_model_failed(const Lower *l);

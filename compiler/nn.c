@@ -660,8 +660,8 @@ static Value bi_embedding(Lower *l, const Value *args, SrcLoc loc)
     IrGraph *g = l->graph;
     Shape is = *shape_of(l, ids);
     if (is.rank >= SHAPE_MAX_RANK) {
-        diag_error(args[0].loc, "embedding adds an axis, so ids have at most %d dimensions",
-                   SHAPE_MAX_RANK - 1);
+        diag_error(args[0].loc, "embedding adds an axis, so ids have at most %d dimensions, "
+                   "but these have shape %s", SHAPE_MAX_RANK - 1, shape_text(l, &is));
         return val_error();
     }
     Shape table = shape_make(2, (int64_t[]){num, dim}), out = is;
