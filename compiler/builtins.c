@@ -764,6 +764,36 @@ static Value bi_len(Lower *l, const Value *args, SrcLoc loc)
     return val_error();
 }
 
+/* str(x): a compile-time number, boolean or string as a string, so that
+ * a loop can name its blocks (`name = "stage" + str(i + 1)`). Integers
+ * print without a fraction, other numbers with as many digits as they
+ * need to read back unchanged. */
+static Value bi_str(Lower *l, const Value *args, SrcLoc loc)
+{
+    Value r = val_none(loc);
+    r.kind = VAL_STRING;
+    switch (args[0].kind) {
+    case VAL_STRING:
+        r.string = args[0].string;
+        return r;
+    case VAL_BOOL:
+        r.string = args[0].boolean ? "true" : "false";
+        return r;
+    case VAL_NUMBER: {
+        double x = args[0].number.value;
+        if (x == floor(x) && fabs(x) < 9007199254740992.0)
+            r.string = arena_printf(l->arena, "%lld", (long long)x);
+        else
+            r.string = arena_printf(l->arena, "%.17g", x);
+        return r;
+    }
+    default:
+        diag_error(args[0].loc, "str() takes a number, a boolean or a string known at "
+                   "compile time, not %s", val_kind_name(&args[0]));
+        return val_error();
+    }
+}
+
 /* require(cond, "message"): a compile-time check, for rules that must
  * reject a combination of hyperparameters (as torch.optim does). */
 static Value bi_require(Lower *l, const Value *args, SrcLoc loc)
@@ -850,6 +880,7 @@ static const Builtin builtins[] = {
     {"size", PARAMS("x", "axis"), 1, bi_size},
     {"range", PARAMS("start", "stop", "step"), 1, bi_range},
     {"len", PARAMS("x"), 1, bi_len},
+    {"str", PARAMS("x"), 1, bi_str},
     {"idx", PARAMS("path", "normalize"), 1, bi_idx},
     {"require", PARAMS("cond", "message"), 2, bi_require},
     {"recipe", PARAMS("table", "backbone", "optimizer"), 3, builtin_recipe},

@@ -744,6 +744,39 @@ static bool eval_call_args(Lower *l, const Expr *e, CallArgs *args)
 
 static Value configure(Lower *l, const Decl *d, const CallArgs *args);
 
+/* A block call may name its level of the parameter names, as a layer
+ * does: `stage(h, 64, name = "stage2")` gives `net.stage2.*` instead of
+ * the numbered `net.stage1.*`. Removes the `name` keyword from `args` and
+ * returns its value, or none when it is absent or the model has a
+ * hyperparameter of that name, which then receives it. */
+static Value take_block_name(Lower *l, const Decl *model, CallArgs *args)
+{
+    for (int i = 0; i < model->nparams; i++)
+        if (strcmp(model->params[i].name, "name") == 0)
+            return val_none(args->loc);
+    for (int k = 0; k < args->nkw; k++) {
+        if (strcmp(args->kw_names[k], "name") != 0)
+            continue;
+        Value v = args->kw_values[k];
+        const char **names = arena_calloc(l->arena, (size_t)args->nkw, sizeof(char *));
+        Value *values = arena_calloc(l->arena, (size_t)args->nkw, sizeof(Value));
+        SrcLoc *locs = arena_calloc(l->arena, (size_t)args->nkw, sizeof(SrcLoc));
+        for (int j = 0, n = 0; j < args->nkw; j++) {
+            if (j == k)
+                continue;
+            names[n] = args->kw_names[j];
+            values[n] = args->kw_values[j];
+            locs[n++] = args->kw_locs[j];
+        }
+        args->kw_names = names;
+        args->kw_values = values;
+        args->kw_locs = locs;
+        args->nkw--;
+        return v;
+    }
+    return val_none(args->loc);
+}
+
 static Value eval_call(Lower *l, const Expr *e)
 {
     Value callee = eval_expr(l, e->call.callee);
@@ -757,8 +790,10 @@ static Value eval_call(Lower *l, const Expr *e)
     if (callee.kind == VAL_BUILTIN)
         return call_builtin(l, callee.builtin, &args);
     if (callee.kind == VAL_DECL && callee.decl->kind == DECL_MODEL) {
-        if (l->mode == MODE_MODEL)
-            return call_block(l, callee.decl, &args, NULL);
+        if (l->mode == MODE_MODEL) {
+            Value name = take_block_name(l, callee.decl, &args);
+            return call_block(l, callee.decl, &args, &name);
+        }
         if (l->mode == MODE_EXPERIMENT) {
             Value v = configure(l, callee.decl, &args);
             return ok ? v : val_error();
