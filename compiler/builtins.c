@@ -620,10 +620,13 @@ static Value reduce(Lower *l, const Value *args, SrcLoc loc, const char *name, b
     if (!bool_arg(&args[2], "keepdims", false, &keepdims))
         return val_error();
     int s = ir_sum(l->graph, x, axes, loc);
-    if (mean)
+    if (mean) {
+        /* count_node adds nodes, which may move the node array: read s's
+         * shape after it. */
+        int count = count_node(l, &xs, axes, loc);
         s = ir_binary(l->graph, IR_DIV, s,
-                      ir_broadcast(l->graph, count_node(l, &xs, axes, loc),
-                                   ir_node(l->graph, s)->shape, loc), loc);
+                      ir_broadcast(l->graph, count, ir_node(l->graph, s)->shape, loc), loc);
+    }
     if (keepdims) {
         /* The reduced axes stay, with length 1, so the result broadcasts
          * against x. */
