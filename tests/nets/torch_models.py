@@ -291,6 +291,7 @@ CONFIGS = [
     ("resnet", 28, 2797034),
     ("resnet", 32, 2797034),
     ("resnet(depths=[3, 4, 6, 3], bottleneck=true)", 28, 5898474),
+    ("resnet(widths=[64, 128, 256, 512])", 28, 11172810),
     ("densenet", 28, 768730),
     ("densenet(growth=32, depths=[6, 12, 24, 16], stem=64)", 28, 6955146),
     ("mobilenetv2", 28, 2236106),
