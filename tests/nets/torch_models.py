@@ -208,17 +208,19 @@ class SqueezeExcite(nn.Module):
         return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(g))))
 
 
-class MobileNetV2(nn.Module):
-    def __init__(self, in_ch, size, stem=32, widths=(16, 24, 32, 64, 96, 160, 320),
-                 depths=(1, 2, 3, 4, 3, 3, 1), strides=(1, 1, 2, 2, 1, 2, 1),
-                 expansions=(1, 6, 6, 6, 6, 6, 6), head=1280, drop=0.2, classes=10):
+class InvertedResidualNet(nn.Module):
+    """A stem, stages of inverted residual blocks, a 1x1 convolution to
+    `head` channels, pooling, dropout and the classifier: MobileNetV2 and
+    EfficientNet. `stages` lists (width, depth, kernel, stride, expansion)."""
+
+    def __init__(self, in_ch, stem, stages, head, drop, classes, act, se):
         super().__init__()
-        layers, c = [conv_bn(in_ch, stem, 3), nn.ReLU6()], stem
-        for w, d, s, t in zip(widths, depths, strides, expansions):
+        layers, c = [conv_bn(in_ch, stem, 3), act()], stem
+        for w, d, k, s, t in stages:
             for j in range(d):
-                layers.append(InvertedResidual(c, w, s if j == 0 else 1, t))
+                layers.append(InvertedResidual(c, w, s if j == 0 else 1, t, k, act, se))
                 c = w
-        layers += [conv_bn(c, head, 1), nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        layers += [conv_bn(c, head, 1), act(), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Dropout(drop), nn.Linear(head, classes))
 
@@ -226,23 +228,20 @@ class MobileNetV2(nn.Module):
         return self.head(self.features(x))
 
 
-class EfficientNet(nn.Module):
-    def __init__(self, in_ch, size, stem=32, widths=(16, 24, 40, 80, 112, 192, 320),
+def MobileNetV2(in_ch, size, stem=32, widths=(16, 24, 32, 64, 96, 160, 320),
+                depths=(1, 2, 3, 4, 3, 3, 1), strides=(1, 1, 2, 2, 1, 2, 1),
+                expansions=(1, 6, 6, 6, 6, 6, 6), head=1280, drop=0.2, classes=10):
+    stages = zip(widths, depths, [3] * len(widths), strides, expansions)
+    return InvertedResidualNet(in_ch, stem, stages, head, drop, classes, nn.ReLU6, 0.0)
+
+
+def EfficientNet(in_ch, size, stem=32, widths=(16, 24, 40, 80, 112, 192, 320),
                  depths=(1, 2, 2, 3, 3, 4, 1), kernels=(3, 3, 5, 3, 5, 5, 3),
                  strides=(1, 2, 2, 2, 1, 2, 1), expansions=(1, 6, 6, 6, 6, 6, 6),
                  head=1280, drop=0.2, drop_path_rate=0.2, classes=10):
-        super().__init__()
-        layers, c = [conv_bn(in_ch, stem, 3), nn.SiLU()], stem
-        for w, d, k, s, t in zip(widths, depths, kernels, strides, expansions):
-            for j in range(d):
-                layers.append(InvertedResidual(c, w, s if j == 0 else 1, t, k, nn.SiLU, 0.25))
-                c = w
-        layers += [conv_bn(c, head, 1), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Dropout(drop), nn.Linear(head, classes))
-
-    def forward(self, x):
-        return self.head(self.features(x))
+    # Stochastic depth has no parameters, so drop_path_rate is not used.
+    stages = zip(widths, depths, kernels, strides, expansions)
+    return InvertedResidualNet(in_ch, stem, stages, head, drop, classes, nn.SiLU, 0.25)
 
 
 class RepVGGBlock(nn.Module):
