@@ -309,6 +309,20 @@ CONFIGS = [
     ("repvgg(widths=[8, 16], depths=[2, 1], strides=[1, 2])", 28, 2314),
 ]
 
+# The same, on 3-channel 32x32 input (CIFAR's shape): tests/lit/nets/rgb.test
+# feeds each model the grey image repeated over 3 channels.
+CONFIGS_RGB = [
+    ("mlp(widths=[64])", 32, 197322),
+    ("lenet", 32, 62006),
+    ("alexnet(widths=[8, 16, 16, 16, 16], hidden=64)", 32, 32042),
+    ("vgg(widths=[16, 32], depths=[1, 2], hidden=[32])", 32, 80394),
+    ("resnet(widths=[8, 16], depths=[1, 1])", 32, 5266),
+    ("densenet(growth=4, depths=[2, 1], stem=8)", 32, 2858),
+    ("mobilenetv2(stem=8, widths=[8, 12], depths=[1, 2], strides=[1, 2], expansions=[1, 4], head=32)", 32, 4058),
+    ("efficientnet(stem=8, widths=[8, 12], depths=[1, 2], kernels=[3, 5], strides=[1, 2], expansions=[1, 4], head=32)", 32, 5881),
+    ("repvgg(widths=[8, 16], depths=[2, 1], strides=[1, 2])", 32, 2474),
+]
+
 
 def parse(expr):
     """Splits `resnet(widths=[8, 16], bottleneck=true)` into the family
@@ -329,12 +343,13 @@ def count(family, kwargs, in_ch, size):
 def main(argv):
     check = "--check" in argv
     bad = 0
-    for expr, size, want in CONFIGS:
+    cases = [(c, 1) for c in CONFIGS] + [(c, 3) for c in CONFIGS_RGB]
+    for (expr, size, want), channels in cases:
         family, kwargs = parse(expr)
-        got = count(family, kwargs, 1, size)
+        got = count(family, kwargs, channels, size)
         mark = "" if not check or got == want else f"  MISMATCH, recorded {want}"
         bad += bool(mark)
-        print(f"{expr} on {size}x{size}: {got} parameters{mark}")
+        print(f"{expr} on {channels}x{size}x{size}: {got} parameters{mark}")
     return 1 if bad else 0
 
 
