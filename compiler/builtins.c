@@ -767,32 +767,31 @@ static Value bi_len(Lower *l, const Value *args, SrcLoc loc)
     return val_error();
 }
 
-/* str(x): a compile-time number, boolean or string as a string, so that
- * a loop can name its blocks (`name = "stage" + str(i + 1)`). Integers
- * print without a fraction, other numbers with as many digits as they
- * need to read back unchanged. */
+/* str(x): the text of a number, boolean or string, for building layer
+ * names such as "stage" + str(i). Integers print without a decimal
+ * point; other numbers print with %g. */
 static Value bi_str(Lower *l, const Value *args, SrcLoc loc)
 {
     Value r = val_none(loc);
     r.kind = VAL_STRING;
     switch (args[0].kind) {
-    case VAL_STRING:
-        r.string = args[0].string;
+    case VAL_NUMBER: {
+        double v = args[0].number.value;
+        if (v == floor(v) && fabs(v) < 1e15)
+            r.string = arena_printf(l->arena, "%.0f", v);
+        else
+            r.string = arena_printf(l->arena, "%g", v);
         return r;
+    }
     case VAL_BOOL:
         r.string = args[0].boolean ? "true" : "false";
         return r;
-    case VAL_NUMBER: {
-        double x = args[0].number.value;
-        if (x == floor(x) && fabs(x) < 9007199254740992.0)
-            r.string = arena_printf(l->arena, "%lld", (long long)x);
-        else
-            r.string = arena_printf(l->arena, "%.17g", x);
+    case VAL_STRING:
+        r.string = args[0].string;
         return r;
-    }
     default:
-        diag_error(args[0].loc, "str() takes a number, a boolean or a string known at "
-                   "compile time, not %s", val_kind_name(&args[0]));
+        diag_error(args[0].loc, "str() takes a number, a boolean or a string, not %s",
+                   val_kind_name(&args[0]));
         return val_error();
     }
 }
