@@ -7,7 +7,8 @@
 #   make bench      deps + build + timed runs of the quickstart models
 #   make results-backbones  build + train every std/nets backbone 5 epochs
 #                   (hours on 2 cores), writing docs/results/backbones.md;
-#                   RESULTS_ARGS="--epochs 1 --train-size 1000" for a short run
+#                   RESULTS_ARGS="--epochs 1 --batch 32 --train-size 256" for a
+#                   short run
 #   make install    install bocbc, libbocb.a, the stdlib and the man page under
 #                   PREFIX (/usr/local), staged under DESTDIR if set
 #   make uninstall  remove what `make install` installed

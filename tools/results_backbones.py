@@ -5,8 +5,9 @@ and memory to docs/results/backbones.md. `make results-backbones` runs it
 with the defaults: 5 epochs on the full 60,000/10,000 split, which takes
 hours on 2 cores.
 
-  tools/results_backbones.py [--epochs N] [--train-size N] [--test-size N]
-                             [--models a,b,...] [--out FILE] [--bocbc PATH]
+  tools/results_backbones.py [--epochs N] [--batch N] [--train-size N]
+                             [--test-size N] [--models a,b,...] [--out FILE]
+                             [--bocbc PATH]
 
 Each model trains in its own bocbc process, so that the peak resident
 memory measured for it (the process's maximum RSS, from wait4) is its
@@ -14,6 +15,10 @@ own. Time per step is the training time of all epochs (evaluation and
 compilation excluded) over the number of steps, from the report's
 epochs.csv. Planned memory is what --stats prints: the training arena
 plus the variables (parameters, optimizer state and buffers).
+
+The table is rewritten after every model, so an interrupted run keeps
+the rows it finished. A model whose bocbc fails gets a row with its exit
+status, and the script exits with status 1 after the others ran.
 """
 import argparse
 import csv
@@ -34,7 +39,7 @@ STATS = re.compile(r"^stats .*: arena ([0-9.]+) MiB .*variables ([0-9.]+) MiB.*?
 
 def run_model(args, model, report):
     cmd = [args.bocbc, PROGRAM, "-q", "--stats", "-D", f"model={model}",
-           "-D", f"epochs={args.epochs}", "--report", report]
+           "-D", f"epochs={args.epochs}", "-D", f"batch={args.batch}", "--report", report]
     if args.train_size:
         cmd += ["-D", f"train_size={args.train_size}"]
     if args.test_size:
@@ -49,11 +54,16 @@ def run_model(args, model, report):
     wall = time.monotonic() - start
     sys.stdout.write(out)
 
+    failed = {"model": model, "failed": f"bocbc exit status {proc.returncode}",
+              "peak_mib": usage.ru_maxrss / 1024.0}
     if proc.returncode != 0:
-        sys.exit(f"results_backbones: bocbc failed on {model} (exit status {proc.returncode})")
+        print(f"results_backbones: bocbc failed on {model} (exit status {proc.returncode})",
+              file=sys.stderr)
+        return failed
     stats = next((STATS.match(line) for line in out.splitlines() if STATS.match(line)), None)
     if not stats:
-        sys.exit(f"results_backbones: no --stats line for {model}")
+        print(f"results_backbones: no --stats line for {model}", file=sys.stderr)
+        return dict(failed, failed="no --stats line")
 
     with open(os.path.join(report, "epochs.csv"), newline="") as f:
         epochs = list(csv.DictReader(f))
@@ -82,7 +92,7 @@ def write_table(args, rows, path):
         "",
         "Written by `tools/results_backbones.py` (`make results-backbones`); do not edit.",
         f"Each backbone of std/nets at its default configuration (docs/nets.md), AdamW",
-        f"(lr 1e-3, weight decay 0.05, cosine schedule), batch 128, seed 0,",
+        f"(lr 1e-3, weight decay 0.05, cosine schedule), batch {args.batch}, seed 0,",
         f"{args.epochs} epoch{'s' if args.epochs != 1 else ''}, {data}, JIT, "
         f"{os.cpu_count()} CPUs.",
         "",
@@ -94,6 +104,10 @@ def write_table(args, rows, path):
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
+        if "failed" in r:
+            lines.append(f"| {r['model']} | | | | | | {r['peak_mib']:.0f} MiB | | "
+                         f"failed: {r['failed']} |")
+            continue
         lines.append(f"| {r['model']} | {r['parameters']:,} | {r['epochs']} | "
                      f"{r['accuracy']:.2f}% | {r['test_loss']:.4f} | {r['ms_per_step']:.1f} | "
                      f"{r['peak_mib']:.0f} MiB | {r['planned_mib']:.0f} MiB | {r['status']} |")
@@ -106,6 +120,7 @@ def write_table(args, rows, path):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch", type=int, default=128, help="training batch size")
     p.add_argument("--train-size", type=int, default=0, help="first N training images (0: all)")
     p.add_argument("--test-size", type=int, default=0, help="first N test images (0: all)")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated model list")
@@ -116,8 +131,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for i, model in enumerate(args.models.split(",")):
             rows.append(run_model(args, model, os.path.join(tmp, str(i))))
-    write_table(args, rows, args.out)
+            write_table(args, rows, args.out)
+    return 1 if any("failed" in r for r in rows) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
