@@ -5,6 +5,10 @@
 #   make demo       deps + build + train the quickstart on Fashion-MNIST
 #   make check      deps + build + every test suite; last line "N passed, N failed"
 #   make bench      deps + build + timed runs of the quickstart models
+#   make results-backbones  build + train every std/nets backbone 5 epochs
+#                   (hours on 2 cores), writing docs/results/backbones.md;
+#                   RESULTS_ARGS="--epochs 1 --batch 32 --train-size 256" for a
+#                   short run
 #   make install    install bocbc, libbocb.a, the stdlib and the man page under
 #                   PREFIX (/usr/local), staged under DESTDIR if set
 #   make uninstall  remove what `make install` installed
@@ -47,7 +51,7 @@ BOCBC   := $(BUILD)/bocbc
 UNIT_SRC  := $(wildcard tests/unit/*.c) $(wildcard tests/gradcheck/*.c)
 UNIT_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps demo check check-unit check-lit bench install uninstall clean
+.PHONY: all deps demo check check-unit check-lit bench results-backbones install uninstall clean
 .DEFAULT_GOAL := all
 
 all: $(BOCBC)
@@ -68,6 +72,9 @@ tests: $(BOCBC) $(UNIT_BINS) $(BUILD)/bench/optim_bench
 bench: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/depthwise $(BUILD)/bench/optim_bench
 	@BUILD=$(BUILD) bench/run.sh
+
+results-backbones: $(BOCBC)
+	tools/results_backbones.py --bocbc $(BOCBC) $(RESULTS_ARGS)
 
 # The installed bocbc finds its standard library as ../share/bocb/stdlib
 # next to itself, so DESTDIR staging and moved prefixes both work. No

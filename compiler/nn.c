@@ -69,7 +69,9 @@ static int mean_keep(Lower *l, int x, uint32_t axes, SrcLoc loc)
     IrGraph *g = l->graph;
     Shape xs = *shape_of(l, x);
     int s = ir_sum(g, x, axes, loc);
-    int n = ir_broadcast(g, count_node(l, &xs, axes, loc), ir_node(g, s)->shape, loc);
+    /* count_node adds nodes, which may move g->nodes: read s's shape after. */
+    int count = count_node(l, &xs, axes, loc);
+    int n = ir_broadcast(g, count, ir_node(g, s)->shape, loc);
     Shape k = kept_shape(&xs, axes);
     return ir_reshape(g, binary(l, IR_DIV, s, n, loc), k, loc);
 }
