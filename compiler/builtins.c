@@ -764,6 +764,35 @@ static Value bi_len(Lower *l, const Value *args, SrcLoc loc)
     return val_error();
 }
 
+/* str(x): the text of a number, boolean or string, for building layer
+ * names such as "stage" + str(i). Integers print without a decimal
+ * point; other numbers print with %g. */
+static Value bi_str(Lower *l, const Value *args, SrcLoc loc)
+{
+    Value r = val_none(loc);
+    r.kind = VAL_STRING;
+    switch (args[0].kind) {
+    case VAL_NUMBER: {
+        double v = args[0].number.value;
+        if (v == floor(v) && fabs(v) < 1e15)
+            r.string = arena_printf(l->arena, "%.0f", v);
+        else
+            r.string = arena_printf(l->arena, "%g", v);
+        return r;
+    }
+    case VAL_BOOL:
+        r.string = args[0].boolean ? "true" : "false";
+        return r;
+    case VAL_STRING:
+        r.string = args[0].string;
+        return r;
+    default:
+        diag_error(args[0].loc, "str() takes a number, a boolean or a string, not %s",
+                   val_kind_name(&args[0]));
+        return val_error();
+    }
+}
+
 /* require(cond, "message"): a compile-time check, for rules that must
  * reject a combination of hyperparameters (as torch.optim does). */
 static Value bi_require(Lower *l, const Value *args, SrcLoc loc)
@@ -850,6 +879,7 @@ static const Builtin builtins[] = {
     {"size", PARAMS("x", "axis"), 1, bi_size},
     {"range", PARAMS("start", "stop", "step"), 1, bi_range},
     {"len", PARAMS("x"), 1, bi_len},
+    {"str", PARAMS("x"), 1, bi_str},
     {"idx", PARAMS("path", "normalize"), 1, bi_idx},
     {"require", PARAMS("cond", "message"), 2, bi_require},
     {"recipe", PARAMS("table", "backbone", "optimizer"), 3, builtin_recipe},

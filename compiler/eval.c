@@ -744,6 +744,38 @@ static bool eval_call_args(Lower *l, const Expr *e, CallArgs *args)
 
 static Value configure(Lower *l, const Decl *d, const CallArgs *args);
 
+/* Removes the keyword argument `name` from a block call into *name, as
+ * for a builtin layer, unless the model has a hyperparameter of that
+ * name. Returns whether the call named the block. */
+static bool take_block_name(Lower *l, const Decl *model, CallArgs *args, Value *name)
+{
+    for (int i = 0; i < model->nparams; i++)
+        if (strcmp(model->params[i].name, "name") == 0)
+            return false;
+    for (int k = 0; k < args->nkw; k++) {
+        if (strcmp(args->kw_names[k], "name") != 0)
+            continue;
+        *name = args->kw_values[k];
+        const char **names = arena_calloc(l->arena, (size_t)args->nkw, sizeof *names);
+        Value *values = arena_calloc(l->arena, (size_t)args->nkw, sizeof *values);
+        SrcLoc *locs = arena_calloc(l->arena, (size_t)args->nkw, sizeof *locs);
+        int n = 0;
+        for (int j = 0; j < args->nkw; j++) {
+            if (j == k)
+                continue;
+            names[n] = args->kw_names[j];
+            values[n] = args->kw_values[j];
+            locs[n++] = args->kw_locs[j];
+        }
+        args->kw_names = names;
+        args->kw_values = values;
+        args->kw_locs = locs;
+        args->nkw = n;
+        return true;
+    }
+    return false;
+}
+
 static Value eval_call(Lower *l, const Expr *e)
 {
     Value callee = eval_expr(l, e->call.callee);
@@ -757,8 +789,11 @@ static Value eval_call(Lower *l, const Expr *e)
     if (callee.kind == VAL_BUILTIN)
         return call_builtin(l, callee.builtin, &args);
     if (callee.kind == VAL_DECL && callee.decl->kind == DECL_MODEL) {
-        if (l->mode == MODE_MODEL)
-            return call_block(l, callee.decl, &args, NULL);
+        if (l->mode == MODE_MODEL) {
+            Value block_name;
+            bool named = take_block_name(l, callee.decl, &args, &block_name);
+            return call_block(l, callee.decl, &args, named ? &block_name : NULL);
+        }
         if (l->mode == MODE_EXPERIMENT) {
             Value v = configure(l, callee.decl, &args);
             return ok ? v : val_error();
