@@ -1472,8 +1472,13 @@ Value call_block(Lower *l, const Decl *model, const CallArgs *args,
     if (!kinds_ok)
         return val_error();
 
+    /* name = "" puts the block's parameters at the caller's level, so a
+     * model that only configures another one adds no level of its own. */
     size_t saved = l->prefix.len;
-    push_prefix(l, layer_name(l, model->name, explicit_name));
+    bool same_level = explicit_name && explicit_name->kind == VAL_STRING &&
+                      explicit_name->string[0] == '\0';
+    if (!same_level)
+        push_prefix(l, layer_name(l, model->name, explicit_name));
     Value r = run_model_body(l, model, bound, args->loc);
     pop_prefix(l, saved);
     return r;
