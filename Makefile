@@ -5,6 +5,8 @@
 #   make demo       deps + build + train the quickstart on Fashion-MNIST
 #   make check      deps + build + every test suite; last line "N passed, N failed"
 #   make bench      deps + build + timed runs of the quickstart models
+#   make results-backbones  build + train every backbone of std/nets for 5
+#                   epochs with AdamW; writes docs/results/backbones.md (hours)
 #   make install    install bocbc, libbocb.a, the stdlib and the man page under
 #                   PREFIX (/usr/local), staged under DESTDIR if set
 #   make uninstall  remove what `make install` installed
@@ -47,7 +49,8 @@ BOCBC   := $(BUILD)/bocbc
 UNIT_SRC  := $(wildcard tests/unit/*.c) $(wildcard tests/gradcheck/*.c)
 UNIT_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps demo check check-unit check-lit bench install uninstall clean
+.PHONY: all deps demo check check-unit check-lit bench install uninstall clean \
+        results-backbones
 .DEFAULT_GOAL := all
 
 all: $(BOCBC)
@@ -68,6 +71,10 @@ tests: $(BOCBC) $(UNIT_BINS) $(BUILD)/bench/optim_bench
 bench: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/depthwise $(BUILD)/bench/optim_bench
 	@BUILD=$(BUILD) bench/run.sh
+
+results-backbones: deps
+	@$(MAKE) --no-print-directory all
+	tools/results-backbones.py --bocbc $(BOCBC)
 
 # The installed bocbc finds its standard library as ../share/bocb/stdlib
 # next to itself, so DESTDIR staging and moved prefixes both work. No
