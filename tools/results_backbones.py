@@ -32,7 +32,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRAM = os.path.join(ROOT, "examples", "backbones.bocb")
 MODELS = ["mlp", "lenet", "alexnet", "vgg", "resnet", "densenet", "mobilenetv2",
-          "efficientnet", "repvgg"]
+          "efficientnet", "repvgg", "vit", "mixer", "swin", "convnext", "convnextv2",
+          "identityformer", "poolformerv2", "convformer", "attentionformer", "caformer"]
 STATS = re.compile(r"^stats .*: arena ([0-9.]+) MiB .*variables ([0-9.]+) MiB.*?"
                    r"(\d+) parameters")
 

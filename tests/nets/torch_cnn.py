@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""torch_models.py - PyTorch versions of the convolutional backbones of
+"""torch_cnn.py - PyTorch versions of the convolutional backbones of
 stdlib/nets, written independently of the .bocb sources, to check the
 parameter counts that `bocbc --stats` prints.
 
-  python3 tests/nets/torch_models.py            # print every recorded count
-  python3 tests/nets/torch_models.py --check    # and compare with CONFIGS
+  python3 tests/nets/torch_cnn.py            # print every recorded count
+  python3 tests/nets/torch_cnn.py --check    # and compare with CONFIGS
 
 Each entry of CONFIGS is a model as the lit tests write it in
 -D 'model=...', the side of its square 1-channel input and the count
