@@ -19,7 +19,10 @@
 # each the best of REPEATS runs.
 #
 # Then it times the direct depthwise convolution kernels beside the
-# im2col + GEMM path on the same shapes (bench/depthwise.c), as a ratio.
+# im2col + GEMM path on the same shapes (bench/depthwise.c), as a ratio,
+# the fused AdamW update against a triad (bench/optim_bench.c), and last
+# the training steps of ResNet, ViT and ConvNeXt beside PyTorch
+# (bench/backbones.py).
 #
 # Environment: BUILD (default build), REPEATS (default 3), THREADS
 # (OpenBLAS threads, default: OpenBLAS's choice), STEPS_SCALE (multiplies
@@ -107,3 +110,8 @@ done
 echo
 "$BUILD/bench/depthwise"
 "$BUILD/bench/optim_bench" 10000000 "$REPEATS"
+
+echo
+# ResNet, ViT and ConvNeXt of std/nets at batch 128 beside PyTorch
+# (bench/backbones.py; bocb figures alone when torch is not installed).
+python3 bench/backbones.py "$BOCBC" --steps "$((10 * STEPS_SCALE))" --repeats "$REPEATS"
