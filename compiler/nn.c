@@ -122,12 +122,11 @@ static bool number_arg(const Value *v, const char *what, double min, double max,
 /* Reads a drop probability p in [0, 1), `fallback` when not given. */
 static bool probability_arg(const Value *v, double fallback, double *out)
 {
-    if (!number_arg(v, "p", 0, 1, fallback, out))
+    if (v->kind == VAL_NUMBER && !(v->number.value >= 0 && v->number.value < 1)) {
+        diag_error(v->loc, "p must lie in [0, 1), but it is %g", v->number.value);
         return false;
-    if (*out < 1)
-        return true;
-    diag_error(v->loc, "p must lie in [0, 1), but it is 1");
-    return false;
+    }
+    return number_arg(v, "p", 0, 1, fallback, out);
 }
 
 /* The channel axis of x for a channels-last or channels-first op, or -1
