@@ -706,7 +706,10 @@ static double base_learning_rate(Lower *l, const Configured *opt)
             return NAN;
         }
     }
-    diag_error(opt->decl->name_loc, "optimizer '%s' needs a value for 'lr'", opt->decl->name);
+    /* The configuration is the mistake; the declaration is its context. */
+    diag_error(opt->loc, "optimizer '%s' needs a value for 'lr'", opt->decl->name);
+    diag_note(opt->decl->name_loc, "'%s' is declared here, with no default for 'lr'",
+              opt->decl->name);
     return NAN;
 }
 

@@ -257,9 +257,11 @@ const Configured *group_configure(Lower *l, const Configured *opt, const ParamGr
     c->names = arena_calloc(l->arena, (size_t)(opt->nargs + extra) + 1, sizeof(char *));
     c->values = arena_calloc(l->arena, (size_t)(opt->nargs + extra) + 1, sizeof(Value));
     c->locs = arena_calloc(l->arena, (size_t)(opt->nargs + extra) + 1, sizeof(SrcLoc));
-    memcpy(c->names, opt->names, (size_t)opt->nargs * sizeof(char *));
-    memcpy(c->values, opt->values, (size_t)opt->nargs * sizeof(Value));
-    memcpy(c->locs, opt->locs, (size_t)opt->nargs * sizeof(SrcLoc));
+    if (opt->nargs > 0) { /* an unconfigured optimizer has NULL arrays */
+        memcpy(c->names, opt->names, (size_t)opt->nargs * sizeof(char *));
+        memcpy(c->values, opt->values, (size_t)opt->nargs * sizeof(Value));
+        memcpy(c->locs, opt->locs, (size_t)opt->nargs * sizeof(SrcLoc));
+    }
 
     bool ok = true;
     StrBuf names = {0}, settings = {0};
