@@ -474,7 +474,7 @@ static bool as_positive_setting(const Setting *s, const char *key, double fallba
         return !s->set;
     if (s->value.kind != VAL_NUMBER || !(s->value.number.value > 0) ||
         !isfinite(s->value.number.value)) {
-        diag_error(s->value.loc, "setting '%s' must be a number > 0", key);
+        diag_error(s->value.loc, "setting '%s' must be a finite number > 0", key);
         return false;
     }
     *out = s->value.number.value;
