@@ -461,7 +461,8 @@ static Value bi_global_avg_pool(Lower *l, const Value *args, SrcLoc loc)
     }
     IrGraph *g = l->graph;
     int total = ir_sum(g, x, 12u, loc);
-    int count = ir_broadcast(g, count_node(l, &xs, 12u, loc), ir_node(g, total)->shape, loc);
+    int ones = count_node(l, &xs, 12u, loc); /* before taking a node pointer */
+    int count = ir_broadcast(g, ones, ir_node(g, total)->shape, loc);
     return val_tensor(ir_binary(g, IR_DIV, total, count, loc), loc);
 }
 

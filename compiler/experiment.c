@@ -94,7 +94,8 @@ static const Value *flatten_choices(Lower *l, const Value *list, int *count)
             VEC_PUSH(&stack, &v->list.items[i]);
     }
     Value *items = arena_calloc(l->arena, (size_t)flat.len + 1, sizeof(Value));
-    memcpy(items, flat.data, (size_t)flat.len * sizeof(Value));
+    if (flat.len > 0) /* an empty list leaves flat.data NULL */
+        memcpy(items, flat.data, (size_t)flat.len * sizeof(Value));
     *count = flat.len;
     VEC_FREE(&flat);
     VEC_FREE(&stack);

@@ -69,7 +69,10 @@ static int mean_keep(Lower *l, int x, uint32_t axes, SrcLoc loc)
     IrGraph *g = l->graph;
     Shape xs = *shape_of(l, x);
     int s = ir_sum(g, x, axes, loc);
-    int n = ir_broadcast(g, count_node(l, &xs, axes, loc), ir_node(g, s)->shape, loc);
+    /* count_node adds nodes, which may move the node array: no pointer
+     * into it may be taken before the call. */
+    int count = count_node(l, &xs, axes, loc);
+    int n = ir_broadcast(g, count, ir_node(g, s)->shape, loc);
     Shape k = kept_shape(&xs, axes);
     return ir_reshape(g, binary(l, IR_DIV, s, n, loc), k, loc);
 }
@@ -310,8 +313,8 @@ static Value bi_layer_norm(Lower *l, const Value *args, SrcLoc loc)
     if (axis < 0 || (affine && !in_model(l, "layer_norm", loc)))
         return val_error();
     uint32_t axes = 1u << axis;
-    const Shape *xs = shape_of(l, x);
-    int centred = binary(l, IR_SUB, x, broadcast_to(l, mean_keep(l, x, axes, loc), xs, loc), loc);
+    Shape xs = *shape_of(l, x); /* a copy: mean_keep adds nodes */
+    int centred = binary(l, IR_SUB, x, broadcast_to(l, mean_keep(l, x, axes, loc), &xs, loc), loc);
     int var = mean_keep(l, binary(l, IR_MUL, centred, centred, loc), axes, loc);
     int y = divide_by_root(l, centred, var, eps, loc);
     if (affine)
