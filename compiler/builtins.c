@@ -685,9 +685,9 @@ static Value bi_full_like(Lower *l, const Value *args, SrcLoc loc)
                    "time, but it is %s", val_kind_name(&args[1]));
         return val_error();
     }
-    const IrNode *n = ir_node(l->graph, x);
-    int c = ir_const(l->graph, n->dtype, args[1].number.value, loc);
-    return val_tensor(ir_broadcast(l->graph, c, n->shape, loc), loc);
+    Shape xs = *shape_of(l, x); /* a copy: ir_const may move the node array */
+    int c = ir_const(l->graph, ir_node(l->graph, x)->dtype, args[1].number.value, loc);
+    return val_tensor(ir_broadcast(l->graph, c, xs, loc), loc);
 }
 
 /* ndim(x): the rank of a tensor, known at compile time, so an optimizer
