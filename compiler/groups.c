@@ -117,7 +117,7 @@ static bool resolve_settings(Lower *l, const Block *body, ParamGroup *out)
         }
         if (strcmp(key, "lr_scale") == 0) {
             if (v.kind != VAL_NUMBER || !(v.number.value >= 0) || !isfinite(v.number.value)) {
-                diag_error(v.loc, "'lr_scale' must be a number >= 0");
+                diag_error(v.loc, "'lr_scale' must be a finite number >= 0");
                 ok = false;
                 continue;
             }
