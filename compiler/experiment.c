@@ -727,8 +727,10 @@ enum { HESS_STREAM = 0x48455353 };
 
 static const int *gnb_estimates(Lower *l, IrGraph *g, int logits, int step, SrcLoc loc)
 {
+    /* An assignment (batch_norm's running statistics) is a side effect off
+     * every gradient path, so it needs no rule. */
     for (int i = 0; i < g->nnodes; i++)
-        if (!ad_has_rule(g->nodes[i].op))
+        if (g->nodes[i].op != IR_ASSIGN && !ad_has_rule(g->nodes[i].op))
             return NULL;
     const IrModule *m = l->module;
     VEC(int) params = {0};
