@@ -292,10 +292,12 @@ static Value bi_conv2d(Lower *l, const Value *args, SrcLoc loc)
     if (!check_tensor_size(l, &ws, "the weight of conv2d", loc) ||
         !check_window(l, "conv2d", &xs, kernel, stride, pad, dilation, loc))
         return val_error();
-    /* The rank, the groups, the window and the weight were checked above,
-     * and every op keeps the batch dimension first. */
-    bool shaped = ir_conv2d_shape(&xs, &ws, &attr, &ys, &why);
-    BOCB_ASSERT(shaped);
+    /* The rank, the groups, the window and the weight were checked above;
+     * what is left is a batch dimension that a permute moved. */
+    if (!ir_conv2d_shape(&xs, &ws, &attr, &ys, &why)) {
+        diag_error(args[0].loc, "%s (input %s)", why, shape_text(l, &xs));
+        return val_error();
+    }
     if (!check_tensor_size(l, &ys, "the output of conv2d", loc))
         return val_error();
 
@@ -338,8 +340,14 @@ static Value bi_flatten(Lower *l, const Value *args, SrcLoc loc)
                    shape_text(l, &xs));
         return val_error();
     }
-    /* Every op keeps the batch dimension first, so no start is past it. */
-    BOCB_ASSERT(xs.batch_axis <= start);
+    /* A permute may have moved the batch dimension past start; merging it
+     * with other axes would mix the samples. */
+    if (xs.batch_axis > start) {
+        diag_error(args[0].loc, "flatten(start = %lld) would merge the batch dimension, axis "
+                   "%d of %s, with other axes", (long long)start, xs.batch_axis,
+                   shape_text(l, &xs));
+        return val_error();
+    }
     Shape out = xs;
     out.rank = (int)start + 1;
     int64_t rest = 1;
@@ -726,9 +734,9 @@ static Value bi_full_like(Lower *l, const Value *args, SrcLoc loc)
                    "time, but it is %s", val_kind_name(&args[1]));
         return val_error();
     }
-    const IrNode *n = ir_node(l->graph, x);
-    int c = ir_const(l->graph, n->dtype, args[1].number.value, loc);
-    return val_tensor(ir_broadcast(l->graph, c, n->shape, loc), loc);
+    Shape xs = *shape_of(l, x); /* a copy: ir_const may move the node array */
+    int c = ir_const(l->graph, ir_node(l->graph, x)->dtype, args[1].number.value, loc);
+    return val_tensor(ir_broadcast(l->graph, c, xs, loc), loc);
 }
 
 /* ndim(x): the rank of a tensor, known at compile time, so an optimizer

@@ -94,7 +94,8 @@ static const Value *flatten_choices(Lower *l, const Value *list, int *count)
             VEC_PUSH(&stack, &v->list.items[i]);
     }
     Value *items = arena_calloc(l->arena, (size_t)flat.len + 1, sizeof(Value));
-    memcpy(items, flat.data, (size_t)flat.len * sizeof(Value));
+    if (flat.len > 0) /* an empty list leaves flat.data NULL */
+        memcpy(items, flat.data, (size_t)flat.len * sizeof(Value));
     *count = flat.len;
     VEC_FREE(&flat);
     VEC_FREE(&stack);
@@ -477,7 +478,7 @@ static bool as_positive_setting(const Setting *s, const char *key, double fallba
         return !s->set;
     if (s->value.kind != VAL_NUMBER || !(s->value.number.value > 0) ||
         !isfinite(s->value.number.value)) {
-        diag_error(s->value.loc, "setting '%s' must be a number > 0", key);
+        diag_error(s->value.loc, "setting '%s' must be a finite number > 0", key);
         return false;
     }
     *out = s->value.number.value;
@@ -709,7 +710,10 @@ static double base_learning_rate(Lower *l, const Configured *opt)
             return NAN;
         }
     }
-    diag_error(opt->decl->name_loc, "optimizer '%s' needs a value for 'lr'", opt->decl->name);
+    /* The configuration is the mistake; the declaration is its context. */
+    diag_error(opt->loc, "optimizer '%s' needs a value for 'lr'", opt->decl->name);
+    diag_note(opt->decl->name_loc, "'%s' is declared here, with no default for 'lr'",
+              opt->decl->name);
     return NAN;
 }
 
@@ -726,8 +730,10 @@ enum { HESS_STREAM = 0x48455353 };
 
 static const int *gnb_estimates(Lower *l, IrGraph *g, int logits, int step, SrcLoc loc)
 {
+    /* An assignment (batch_norm's running statistics) is a side effect off
+     * every gradient path, so it needs no rule. */
     for (int i = 0; i < g->nnodes; i++)
-        if (!ad_has_rule(g->nodes[i].op))
+        if (g->nodes[i].op != IR_ASSIGN && !ad_has_rule(g->nodes[i].op))
             return NULL;
     const IrModule *m = l->module;
     VEC(int) params = {0};

@@ -120,7 +120,7 @@ static bool resolve_settings(Lower *l, const Block *body, ParamGroup *out)
         }
         if (strcmp(key, "lr_scale") == 0) {
             if (v.kind != VAL_NUMBER || !(v.number.value >= 0) || !isfinite(v.number.value)) {
-                diag_error(v.loc, "'lr_scale' must be a number >= 0");
+                diag_error(v.loc, "'lr_scale' must be a finite number >= 0");
                 ok = false;
                 continue;
             }
@@ -261,9 +261,11 @@ const Configured *group_configure(Lower *l, const Configured *opt, const ParamGr
     c->names = arena_calloc(l->arena, (size_t)(opt->nargs + extra) + 1, sizeof(char *));
     c->values = arena_calloc(l->arena, (size_t)(opt->nargs + extra) + 1, sizeof(Value));
     c->locs = arena_calloc(l->arena, (size_t)(opt->nargs + extra) + 1, sizeof(SrcLoc));
-    memcpy(c->names, opt->names, (size_t)opt->nargs * sizeof(char *));
-    memcpy(c->values, opt->values, (size_t)opt->nargs * sizeof(Value));
-    memcpy(c->locs, opt->locs, (size_t)opt->nargs * sizeof(SrcLoc));
+    if (opt->nargs > 0) { /* an unconfigured optimizer has NULL arrays */
+        memcpy(c->names, opt->names, (size_t)opt->nargs * sizeof(char *));
+        memcpy(c->values, opt->values, (size_t)opt->nargs * sizeof(Value));
+        memcpy(c->locs, opt->locs, (size_t)opt->nargs * sizeof(SrcLoc));
+    }
 
     bool ok = true;
     StrBuf names = {0}, settings = {0};

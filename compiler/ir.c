@@ -616,8 +616,9 @@ int ir_random(IrGraph *g, int key, int step, Shape shape, SrcLoc loc)
     const IrNode *k = &g->nodes[key], *s = &g->nodes[step];
     BOCB_ASSERT(k->shape.rank == 0 && s->shape.rank == 0);
     BOCB_ASSERT(is_float(k->dtype) && s->dtype == k->dtype);
+    DType dtype = k->dtype; /* the broadcasts may move the node array */
     int in[2] = {ir_broadcast(g, key, shape, loc), ir_broadcast(g, step, shape, loc)};
-    return add_node(g, IR_RANDOM, k->dtype, shape, 2, in, loc);
+    return add_node(g, IR_RANDOM, dtype, shape, 2, in, loc);
 }
 
 int ir_cross_entropy_grad(IrGraph *g, int logits, int labels, int dloss,

@@ -124,12 +124,11 @@ static bool number_arg(const Value *v, const char *what, double min, double max,
 /* Reads a drop probability p in [0, 1), `fallback` when not given. */
 static bool probability_arg(const Value *v, double fallback, double *out)
 {
-    if (!number_arg(v, "p", 0, 1, fallback, out))
+    if (v->kind == VAL_NUMBER && !(v->number.value >= 0 && v->number.value < 1)) {
+        diag_error(v->loc, "p must lie in [0, 1), but it is %g", v->number.value);
         return false;
-    if (*out < 1)
-        return true;
-    diag_error(v->loc, "p must lie in [0, 1), but it is 1");
-    return false;
+    }
+    return number_arg(v, "p", 0, 1, fallback, out);
 }
 
 /* The channel axis of x for a channels-last or channels-first op, or -1
@@ -313,8 +312,8 @@ static Value bi_layer_norm(Lower *l, const Value *args, SrcLoc loc)
     if (axis < 0 || (affine && !in_model(l, "layer_norm", loc)))
         return val_error();
     uint32_t axes = 1u << axis;
-    const Shape *xs = shape_of(l, x);
-    int centred = binary(l, IR_SUB, x, broadcast_to(l, mean_keep(l, x, axes, loc), xs, loc), loc);
+    Shape xs = *shape_of(l, x); /* a copy: mean_keep adds nodes */
+    int centred = binary(l, IR_SUB, x, broadcast_to(l, mean_keep(l, x, axes, loc), &xs, loc), loc);
     int var = mean_keep(l, binary(l, IR_MUL, centred, centred, loc), axes, loc);
     int y = divide_by_root(l, centred, var, eps, loc);
     if (affine)

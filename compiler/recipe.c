@@ -25,6 +25,11 @@ static bool check_table(const Value *table)
 {
     if (table->kind == VAL_ERROR)
         return false;
+    if (table->kind == VAL_SYMBOL) { /* a name that nothing defines */
+        diag_error(table->loc, "unknown recipe table '%s'; bocb_cifar100 comes with "
+                   "import \"std/recipes/bocb\"", table->string);
+        return false;
+    }
     if (table->kind != VAL_LIST) {
         diag_error(table->loc, "a recipe table is a list of rows (backbone, optimizer, lr, "
                    "weight_decay), but this is %s", val_kind_name(table));
