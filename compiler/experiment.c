@@ -293,6 +293,14 @@ static bool resolve_seeds(Lower *l, Setting *settings, ExperimentSpec *spec)
         if (!val_to_int(&items[i], "a seed", 0, INT64_C(1) << 53, &v))
             return false;
         spec->seeds[i] = (uint64_t)v;
+        /* The same seed twice would train identical cells twice. */
+        for (int j = 0; j < i; j++) {
+            if (spec->seeds[j] == (uint64_t)v) {
+                diag_error(items[i].loc, "seed %lld is listed twice in 'seeds'", (long long)v);
+                diag_note(items[j].loc, "first listed here");
+                return false;
+            }
+        }
     }
     return true;
 }
