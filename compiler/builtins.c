@@ -415,6 +415,17 @@ static Value bi_reshape(Lower *l, const Value *args, SrcLoc loc)
                        "and the input has none", shape_text(l, &xs), val_format(l, dims));
             return val_error();
         }
+        /* Rows of the result are samples only if no axis of size > 1 comes
+         * before the batch axis in row-major order. */
+        for (int a = 0; a < xs.batch_axis; a++) {
+            if (xs.dims[a] > 1) {
+                diag_error(loc, "cannot reshape %s to %s: -1 stands for the batch dimension, "
+                           "which must come first, but axis %d of size %lld comes before it; "
+                           "move it with permute or transpose first", shape_text(l, &xs),
+                           val_format(l, dims), a, (long long)xs.dims[a]);
+                return val_error();
+            }
+        }
         if (total % known != 0) {
             diag_error(loc, "cannot reshape %s to %s: each sample has %lld elements, and "
                        "%lld %% %lld = %lld must be 0", shape_text(l, &xs),
