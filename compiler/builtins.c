@@ -653,6 +653,18 @@ static Value bi_where(Lower *l, const Value *args, SrcLoc loc)
     return val_tensor(ir_select(g, c, a, b, loc), loc);
 }
 
+int keep_reduced_axes(Lower *l, int reduced, const Shape *xs, uint32_t axes, SrcLoc loc)
+{
+    Shape kept = *xs;
+    for (int i = 0; i < kept.rank; i++)
+        if (axes & (1u << i)) {
+            kept.dims[i] = 1;
+            if (kept.batch_axis == i)
+                kept.batch_axis = -1;
+        }
+    return ir_reshape(l->graph, reduced, kept, loc);
+}
+
 static Value reduce(Lower *l, const Value *args, SrcLoc loc, const char *name, bool mean)
 {
     if (!need_graph(l, name, loc))
@@ -675,18 +687,8 @@ static Value reduce(Lower *l, const Value *args, SrcLoc loc, const char *name, b
         s = ir_binary(l->graph, IR_DIV, s,
                       ir_broadcast(l->graph, count, ir_node(l->graph, s)->shape, loc), loc);
     }
-    if (keepdims) {
-        /* The reduced axes stay, with length 1, so the result broadcasts
-         * against x. */
-        Shape kept = xs;
-        for (int i = 0; i < kept.rank; i++)
-            if (axes & (1u << i)) {
-                kept.dims[i] = 1;
-                if (kept.batch_axis == i)
-                    kept.batch_axis = -1;
-            }
-        s = ir_reshape(l->graph, s, kept, loc);
-    }
+    if (keepdims)
+        s = keep_reduced_axes(l, s, &xs, axes, loc);
     return val_tensor(s, loc);
 }
 

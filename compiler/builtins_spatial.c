@@ -374,12 +374,24 @@ static Value bi_amax(Lower *l, const Value *args, SrcLoc loc)
         int n = list ? axis->list.n : 1;
         for (int i = 0; i < n; i++) {
             int a;
-            if (!axis_arg(list ? &axis->list.items[i] : axis, xs->rank, "amax", "axis", &a))
+            const Value *item = list ? &axis->list.items[i] : axis;
+            if (!axis_arg(item, xs->rank, "amax", "axis", &a))
                 return val_error();
+            if (mask & (1u << a)) {
+                diag_error(item->loc, "axis %d is named twice", a);
+                return val_error();
+            }
             mask |= 1u << a;
         }
     }
-    return val_tensor(ir_reduce_max(l->graph, x, mask, loc), loc);
+    bool keepdims;
+    if (!bool_arg(&args[2], "keepdims", false, &keepdims))
+        return val_error();
+    Shape input = *xs; /* ir_reduce_max may move the node array */
+    int y = ir_reduce_max(l->graph, x, mask, loc);
+    if (keepdims)
+        y = keep_reduced_axes(l, y, &input, mask, loc);
+    return val_tensor(y, loc);
 }
 
 static Value softmax(Lower *l, const Value *args, SrcLoc loc, const char *name, bool log)
@@ -787,7 +799,7 @@ static const Builtin spatial_builtins[] = {
     {"concat", PARAMS("tensors", "axis"), 2, bi_concat},
     {"roll", PARAMS("x", "shift", "axis"), 3, bi_roll},
     {"matmul", PARAMS("a", "b"), 2, bi_matmul},
-    {"amax", PARAMS("x", "axis"), 1, bi_amax},
+    {"amax", PARAMS("x", "axis", "keepdims"), 1, bi_amax},
     {"softmax", PARAMS("x", "axis"), 1, bi_softmax},
     {"log_softmax", PARAMS("x", "axis"), 1, bi_log_softmax},
     {"avg_pool2d", PARAMS("x", "kernel_size", "stride", "padding", "count_include_pad"), 2,

@@ -314,6 +314,10 @@ int float_tensor_arg(Lower *l, const Value *v, const char *fn, const char *param
 bool int_pair(const Value *v, const char *what, int64_t min, int64_t out[2]);
 bool bool_arg(const Value *v, const char *what, bool fallback, bool *out);
 int count_node(Lower *l, const Shape *shape, uint32_t axes, SrcLoc loc);
+/* Reshapes `reduced`, the reduction of a tensor of shape xs over `axes`,
+ * so that the reduced axes stay with length 1 and the result broadcasts
+ * against the input (keepdims). */
+int keep_reduced_axes(Lower *l, int reduced, const Shape *xs, uint32_t axes, SrcLoc loc);
 /* Lowers a @ b: a matrix product of rank-2 operands, or a batched one over
  * the leading axes, which broadcast as in numpy. */
 Value lower_matmul(Lower *l, int a, int b, const char *what, SrcLoc loc);
