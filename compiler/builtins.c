@@ -15,8 +15,6 @@
 #include "builtins.h"
 #include "ir_spatial.h"
 
-#define PARAMS(...) ((const char *const[]){__VA_ARGS__, NULL})
-
 bool is_none(const Value *v)
 {
     return v->kind == VAL_NONE;
@@ -58,11 +56,6 @@ int float_tensor_arg(Lower *l, const Value *v, const char *fn, const char *param
         return -1;
     }
     return x;
-}
-
-static const Shape *shape_of(Lower *l, int node)
-{
-    return &ir_node(l->graph, node)->shape;
 }
 
 /* Reads an int or a pair (a, b) of ints, as PyTorch's kernel_size. */

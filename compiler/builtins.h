@@ -1,8 +1,11 @@
-/* builtins.h - helpers shared by the builtin tables of builtins.c and nn.c.
+/* builtins.h - helpers shared by the builtin tables of builtins.c, nn.c
+ * and builtins_spatial.c.
  *
- * builtins.c holds the layers, tensor ops, math and list functions; nn.c
- * holds activations, normalisation, dropout, extra parameters and losses.
- * builtin_find (eval.h) searches both tables.
+ * builtins.c contains the layers, tensor ops, math and list functions.
+ * nn.c contains activations, normalisation, dropout, extra parameters and
+ * losses, and builtins_spatial.c the spatial, attention and token-mixing
+ * builtins. builtin_find (eval.h) searches all three tables. The argument
+ * helpers (is_none, tensor_arg, count_node, ...) are declared in eval.h.
  */
 #ifndef BOCB_BUILTINS_H
 #define BOCB_BUILTINS_H
@@ -11,21 +14,13 @@
 
 #define PARAMS(...) ((const char *const[]){__VA_ARGS__, NULL})
 
-/* True for an optional argument that was not given. */
-bool is_none(const Value *v);
-/* Reports that `name` needs a model or optimizer body when there is no
- * graph; returns whether there is one. */
-bool need_graph(Lower *l, const char *name, SrcLoc loc);
-/* The tensor node of argument `param` of builtin `fn`, or -1 after
- * reporting. */
-int tensor_arg(Lower *l, const Value *v, const char *fn, const char *param);
-/* As tensor_arg, and reports a tensor that is not f32 or f64. */
-int float_tensor_arg(Lower *l, const Value *v, const char *fn, const char *param);
-/* A boolean argument, `fallback` when not given; false after reporting. */
-bool bool_arg(const Value *v, const char *what, bool fallback, bool *out);
-/* A rank-0 node with the number of elements that `axes` of `shape` cover,
- * computed from the run-time batch size when the batch axis is among them. */
-int count_node(Lower *l, const Shape *shape, uint32_t axes, SrcLoc loc);
+/* Returns the shape of `node`. The pointer is into the graph's node
+ * array, so it is valid only until the next node is added. */
+static inline const Shape *shape_of(Lower *l, int node)
+{
+    return &ir_node(l->graph, node)->shape;
+}
+
 /* The mask of every axis of `s`. */
 uint32_t all_axes(const Shape *s);
 

@@ -11,17 +11,10 @@
 #include <math.h>
 #include <string.h>
 
-#include "eval.h"
+#include "builtins.h"
 #include "ir_spatial.h"
 
-#define PARAMS(...) ((const char *const[]){__VA_ARGS__, NULL})
-
-static const Shape *shape_of(Lower *l, int node)
-{
-    return &ir_node(l->graph, node)->shape;
-}
-
-/* Reads an axis of the rank-`rank` input of `fn`; negative values count
+/* Reads an axis of the rank-`rank` input of `fn`. Negative values count
  * from the end, as in Python. */
 static bool axis_arg(const Value *v, int rank, const char *fn, const char *what, int *axis)
 {
@@ -250,8 +243,8 @@ static Value bi_roll(Lower *l, const Value *args, SrcLoc loc)
     return val_tensor(x, loc);
 }
 
-/* The leading axes of s (all but the last two), as a shape; false when the
- * batch axis is one of the last two. */
+/* Stores the leading axes of s (all but the last two) in *lead as a shape.
+ * Returns false when the batch axis is one of the last two. */
 static bool leading_shape(const Shape *s, Shape *lead)
 {
     *lead = *s;
@@ -259,9 +252,9 @@ static bool leading_shape(const Shape *s, Shape *lead)
     return s->batch_axis < lead->rank;
 }
 
-/* Returns the operand of `node` when it is a permute that swaps only the
- * last two axes, with *trans set, so that the product reads the matrix
- * transposed instead of a transposed copy; else returns node. */
+/* Returns the operand of `node` and sets *trans when `node` is a permute
+ * that swaps only the last two axes, so that the product reads the matrix
+ * transposed instead of a transposed copy. Otherwise returns node. */
 static int fold_transpose(IrGraph *g, int node, bool *trans)
 {
     const IrNode *n = ir_node(g, node);
@@ -602,9 +595,9 @@ static int window_bias(Lower *l, int64_t h, int64_t w_img, int64_t window, int64
     if (relative) {
         int64_t span = (2 * window - 1) * (2 * window - 1);
         int64_t tdims[2] = {span, heads};
-        /* Swin draws the table from N(0, 0.02^2); this uniform has that
-         * standard deviation. The table is tagged a bias: Swin exempts it
-         * from weight decay, as biases usually are. */
+        /* Swin draws the table from N(0, 0.02^2), and this uniform has
+         * that standard deviation. The table is tagged a bias because Swin
+         * exempts it from weight decay, as biases usually are. */
         int table = create_param(l, "relative_bias", "bias", shape_make(2, tdims),
                                  IR_INIT_UNIFORM, 0.02 * sqrt(3.0), loc);
         if (table < 0)

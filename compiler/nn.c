@@ -26,11 +26,6 @@
 
 /* ---- small builders ------------------------------------------------------ */
 
-static const Shape *shape_of(Lower *l, int node)
-{
-    return &ir_node(l->graph, node)->shape;
-}
-
 /* A constant with the shape and dtype of `like`. */
 static int constant_like(Lower *l, int like, double value, SrcLoc loc)
 {
