@@ -6,13 +6,13 @@
 
 For ResNet, ViT and ConvNeXt at their default configurations (1-channel
 28x28 input, docs/nets.md), it times N JIT-compiled AdamW training steps
-of examples/backbones.bocb on Fashion-MNIST: the training loop's own
-clock from the report's epochs.csv, compilation and evaluation excluded,
-the best of --repeats runs. Then, if `import torch` works, it builds the
-same model from the hand-written PyTorch modules of tests/nets (the ones
-the parameter-count tests use), and times N steps of forward, backward
-and torch.optim.AdamW on a random batch of the same shape after two
-warm-up steps, with the same number of threads, the best of --repeats.
+of examples/backbones.bocb on Fashion-MNIST. The time is the training
+loop's own clock from the report's epochs.csv, compilation and evaluation
+excluded, the best of --repeats runs. Then, if `import torch` works, it
+builds the same model from the hand-written PyTorch modules of tests/nets
+(the ones the parameter-count tests use). It times N steps of forward,
+backward and torch.optim.AdamW on a random batch of the same shape after
+two warm-up steps, with the same number of threads, the best of --repeats.
 It prints both and the ratio bocb / PyTorch (below 1 means bocb is
 faster). Without torch it prints the bocb figures alone.
 """

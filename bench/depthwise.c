@@ -2,7 +2,7 @@
  * beside the im2col + GEMM path on the same shapes.
  *
  * For each shape it times the forward pass, the input gradient and the
- * weight gradient in f32, each the best of several runs, and prints the
+ * weight gradient in f32, each the best of several runs. It prints the
  * milliseconds of both paths and the ratio im2col / direct (above 1 means
  * the direct loops are faster).
  */

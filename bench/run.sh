@@ -19,10 +19,10 @@
 # each the best of REPEATS runs.
 #
 # Then it times the direct depthwise convolution kernels beside the
-# im2col + GEMM path on the same shapes (bench/depthwise.c), as a ratio,
-# the fused AdamW update against a triad (bench/optim_bench.c), and last
-# the training steps of ResNet, ViT and ConvNeXt beside PyTorch
-# (bench/backbones.py).
+# im2col + GEMM path on the same shapes (bench/depthwise.c), as a ratio.
+# Next it times the fused AdamW update against a triad
+# (bench/optim_bench.c). Last it times the training steps of ResNet, ViT
+# and ConvNeXt beside PyTorch (bench/backbones.py).
 #
 # Environment: BUILD (default build), REPEATS (default 3), THREADS
 # (OpenBLAS threads, default: OpenBLAS's choice), STEPS_SCALE (multiplies

@@ -284,7 +284,7 @@ static int edit_distance(const char *a, const char *b)
     size_t n = strlen(a), m = strlen(b);
     if (n > 64 || m > 64)
         return 1000;
-    /* Rows i - 2, i - 1 and i of the table; swapping two adjacent
+    /* Rows i - 2, i - 1 and i of the table. Swapping two adjacent
      * letters ("sdg" for "sgd") costs one edit, as in Damerau's distance. */
     int before[65], prev[65], cur[65];
     for (size_t j = 0; j <= m; j++)
@@ -1296,9 +1296,9 @@ static const char *type_text(Lower *l, const TypeExpr *t, const Shape *want,
 }
 
 /* Checks input x against the model's declared tensor type. A name in
- * the first position that is not a constant is the batch dimension; a
- * name elsewhere is bound to the size of its axis on first use, must
- * have that size wherever it appears again, and is a constant in the
+ * the first position that is not a constant is the batch dimension. A
+ * name elsewhere is bound to the size of its axis on first use. It must
+ * have that size wherever it appears again, and it is a constant in the
  * model's body. */
 static bool check_input_type(Lower *l, const Decl *model, const Param *p, int x,
                              SrcLoc call_loc)

@@ -187,13 +187,13 @@ struct Lower {
     /* Optimizer rules: the parameter being updated and its state. */
     int opt_param_var;
     /* Per variable of `module`: the Hessian-diagonal estimate that rules
-     * read as `hess`, or -1; NULL when there is none (gnb_estimates). */
+     * read as `hess`, or -1. NULL when there is none (gnb_estimates). */
     const int *opt_hess;
     const Decl *opt_decl;
     VEC(struct OptState { const char *name; int var; int read; }) opt_states;
 
     /* Called by compile_cell with the training step after the forward
-     * pass and again after autodiff (bocbc --emit=ir and ir-grad); NULL
+     * pass and again after autodiff (bocbc --emit=ir and ir-grad). NULL
      * when no caller prints the intermediate graphs. */
     void (*stage_hook)(void *context, CellStage stage, const IrGraph *graph);
     void *stage_hook_context;
@@ -279,8 +279,8 @@ Value tensor_unary(Lower *l, IrOp op, const Value *x, SrcLoc loc);
 void note_operand_origin(Lower *l, const char *what, const Value *v, int node);
 /* After a failed matrix product or a binary op of two element types,
  * notes where the left operand a (node x) and the right operand b (node
- * y) come from, with their element types when those are the mistake, else
- * with their shapes. */
+ * y) come from. Each note shows the element type when the types are the
+ * mistake, and the shape otherwise. */
 void note_operand_origins(Lower *l, const Value *a, int x, const Value *b, int y);
 /* Reports a tensor whose element count is too large (see shape_size_ok)
  * and returns false. `what` names it ("the output of conv2d"). */
@@ -299,10 +299,10 @@ Value call_builtin(Lower *l, const Builtin *b, const CallArgs *args);
 const Builtin *builtin_spatial_table(int *count);
 
 /* Helpers for the builtin files. need_graph reports `name` used outside a
- * model or optimizer; tensor_arg converts argument `param` of `fn` with
- * as_tensor; int_pair reads an integer or a pair of integers >= min;
+ * model or optimizer. tensor_arg converts argument `param` of `fn` with
+ * as_tensor. int_pair reads an integer or a pair of integers >= min.
  * bool_arg reads a boolean, or `fallback` when the argument was left
- * out; count_node returns a rank-0 node with the number of elements that
+ * out. count_node returns a rank-0 node with the number of elements that
  * `axes` of `shape` cover, from the run-time batch size when a batch axis
  * is among them. Each returns false or -1 after reporting an error. */
 bool is_none(const Value *v);

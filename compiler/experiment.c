@@ -307,7 +307,7 @@ static bool resolve_seeds(Lower *l, Setting *settings, ExperimentSpec *spec)
 
 /* ---- learning-rate schedules ---------------------------------------------- */
 
-/* The schedules and their arguments; the first nrequired have no default. */
+/* The schedules and their arguments. The first nrequired have no default. */
 static const struct ScheduleDef {
     const char *name;
     RtScheduleKind kind;
@@ -542,7 +542,7 @@ static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpe
     return ok;
 }
 
-/* Evaluates a `group` statement and appends it to spec->groups; a group
+/* Evaluates a `group` statement and appends it to spec->groups. A group
  * named no_decay replaces the built-in one. */
 static bool add_group(Lower *l, const Stmt *s, ExperimentSpec *spec)
 {
@@ -561,7 +561,7 @@ static bool add_group(Lower *l, const Stmt *s, ExperimentSpec *spec)
         return false;
     }
     /* A failed group is kept too, so that a second one of its name is
-     * reported; the experiment does not run anyway. */
+     * reported. The experiment does not run anyway. */
     spec->groups[spec->ngroups++] = g;
     return ok;
 }
@@ -583,7 +583,7 @@ static bool resolve_default_group(const Setting *s, ExperimentSpec *spec)
 }
 
 /* Evaluates the value of setting `key`. A schedule is evaluated into
- * spec->schedule, and its setting holds no value. */
+ * spec->schedule, and its setting gets the value none. */
 static Value eval_setting(Lower *l, const char *key, const Expr *e, ExperimentSpec *spec)
 {
     if (strcmp(key, "schedule") != 0)
@@ -718,7 +718,8 @@ static double base_learning_rate(Lower *l, const Configured *opt)
             return NAN;
         }
     }
-    /* The configuration is the mistake; the declaration is its context. */
+    /* The error points at the configuration, which is the mistake, and the
+     * note at the declaration, which is its context. */
     diag_error(opt->loc, "optimizer '%s' needs a value for 'lr'", opt->decl->name);
     diag_note(opt->decl->name_loc, "'%s' is declared here, with no default for 'lr'",
               opt->decl->name);
@@ -726,11 +727,12 @@ static double base_learning_rate(Lower *l, const Configured *opt)
 }
 
 /* Returns the Gauss-Newton-Bartlett estimate of each parameter's Hessian
- * diagonal (Liu et al., "Sophia", 2023), per variable of the module (-1
- * for a variable that is not a parameter): labels drawn from the model's
- * own softmax, the gradient g of the mean cross-entropy on those labels,
- * and B * g^2 with B the batch size. The draw uses Philox stream
- * HESS_STREAM keyed by the step, so it is the same for every seed. An
+ * diagonal (Liu et al., "Sophia", 2023), per variable of the module, with
+ * -1 for a variable that is not a parameter. The estimate draws labels
+ * from the model's own softmax, takes the gradient g of the mean
+ * cross-entropy on those labels, and returns B * g^2 with B the batch
+ * size. The draw uses Philox stream HESS_STREAM keyed by the step, so it
+ * is the same for every seed. An
  * optimizer that does not read `hess` leaves these nodes to dead-code
  * elimination. Returns NULL, reporting nothing, when an op of the forward
  * pass has no VJP rule; the training step's own reverse pass reports it. */
@@ -827,8 +829,9 @@ static bool build_forward(Lower *l, IrGraph *g, const Configured *model,
 
 /* Scales the gradients by min(1, clip / (norm + 1e-6)), where norm is the
  * Euclidean norm of all of them together, as torch.nn.utils.clip_grad_norm_
- * (PyTorch 1.13) does; the 1e-6 also keeps a zero norm from being divided
- * by. Returns the norm node; grads[i] < 0 (no gradient) are skipped. */
+ * (PyTorch 1.13) does. The 1e-6 also keeps a zero norm from being divided
+ * by. Returns the norm node. Entries grads[i] < 0 (no gradient) are
+ * skipped. */
 static int clip_gradients(IrGraph *g, int *grads, int n, double clip, DType dtype, SrcLoc loc)
 {
     int total = -1;
@@ -856,7 +859,7 @@ static int clip_gradients(IrGraph *g, int *grads, int n, double clip, DType dtyp
 }
 
 /* Expands the optimizer for one parameter with the settings of its
- * groups; `lr` is scaled by the groups' lr_scale. */
+ * groups. `lr` is scaled by the groups' lr_scale. */
 static bool expand_in_groups(Lower *l, const Configured *opt, const CellOptions *options,
                              int param, int grad, int lr, int step, const char **label)
 {
@@ -894,8 +897,8 @@ static void warn_empty_groups(Lower *l, const Configured *model, const CellOptio
 /* Expands each of options->check_optimizers over the parameters that a
  * failed model created before its mistake, with zero gradients and
  * Hessian estimates, so that the optimizers' own mistakes are reported in
- * the same run, and records in options->check_failed which of them
- * reported errors. */
+ * the same run. Records in options->check_failed which of them reported
+ * errors. */
 static void check_optimizers_on_partial_model(Lower *l, IrGraph *g, const CellOptions *options)
 {
     const IrModule *m = l->module;

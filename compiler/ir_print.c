@@ -88,7 +88,12 @@ static void print_var_decl(FILE *out, const IrVar *v)
     char num[64];
     fprintf(out, "  var @%s : ", v->name);
     print_type(out, v->dtype, &v->shape);
-    fputs(v->kind == IR_VAR_PARAM ? " param" : v->kind == IR_VAR_STATE ? " state" : " buffer", out);
+    if (v->kind == IR_VAR_PARAM)
+        fputs(" param", out);
+    else if (v->kind == IR_VAR_STATE)
+        fputs(" state", out);
+    else
+        fputs(" buffer", out);
     switch (v->init) {
     case IR_INIT_ZEROS:
         fputs(" zeros", out);

@@ -36,8 +36,8 @@ bool ir_bmm_shape(const Shape *a, const Shape *b, bool trans_a, bool trans_b, Sh
 /* The shape of a reduction over `axes` (as ir_sum). */
 Shape ir_reduced_shape(const Shape *x, uint32_t axes);
 
-/* Checks node n of g (operand and result shapes and dtypes against its
- * attributes); false with *why when they do not fit. */
+/* Checks the operand and result shapes and dtypes of node n of g against
+ * its attributes. Returns false and sets *why when they do not fit. */
 bool ir_spatial_check(const IrGraph *g, const IrNode *n, const char **why);
 
 /* ---- builders ------------------------------------------------------------- */
@@ -61,9 +61,9 @@ int ir_iota(IrGraph *g, DType dtype, Shape shape, int axis, SrcLoc loc);
  * come from the rules of their parts. The callers check the shapes. */
 
 /* softmax (or log_softmax when `log`) along `axis`, which must not be the
- * batch axis: the maximum along the axis is subtracted before exp, so any
- * finite input gives a finite result, and a row of -inf entries apart
- * from finite ones gives those entries weight 0. */
+ * batch axis. The maximum along the axis is subtracted before exp, so any
+ * finite input gives a finite result. In a row that mixes -inf and finite
+ * entries, the -inf entries get weight 0. */
 int ir_softmax(IrGraph *g, int x, int axis, bool log, SrcLoc loc);
 /* torch.roll along one axis: element i moves to (i + shift) mod n. */
 int ir_roll(IrGraph *g, int x, int axis, int64_t shift, SrcLoc loc);
@@ -79,15 +79,16 @@ int ir_attention(IrGraph *g, int q, int k, int v, double scale, int bias, bool c
 int ir_window_partition(IrGraph *g, int x, int64_t w, SrcLoc loc);
 int ir_window_reverse(IrGraph *g, int windows, int64_t h, int64_t w_img, int64_t w,
                       SrcLoc loc);
-/* The attention mask of shifted windows, [(H/w) * (W/w), w*w, w*w]: 0
- * between tokens that came from the same region of the image before the
- * cyclic shift by -shift, and -100 (as Swin) between tokens of different
- * regions, which softmax turns into weights below e^-90. */
+/* The attention mask of shifted windows, [(H/w) * (W/w), w*w, w*w]. It is
+ * 0 between tokens that came from the same region of the image before the
+ * cyclic shift by -shift. Between tokens of different regions it is -100
+ * (as in Swin), which softmax turns into weights below e^-90. */
 int ir_shifted_window_mask(IrGraph *g, DType dt, int64_t h, int64_t w_img, int64_t w,
                            int64_t shift, SrcLoc loc);
 /* The one-hot matrix [w^4, (2w-1)^2] that maps a relative position bias
- * table (one row per offset (dy, dx) in [-(w-1), w-1]^2) to the bias of
- * every pair of tokens (i, j) of a w x w window, row i * w*w + j. */
+ * table to the bias of every pair of tokens (i, j) of a w x w window, in
+ * row i * w*w + j. The table has one row per offset (dy, dx) in
+ * [-(w-1), w-1]^2. */
 int ir_relative_position_onehot(IrGraph *g, DType dt, int64_t w, SrcLoc loc);
 
 #endif

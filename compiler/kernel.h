@@ -64,10 +64,10 @@ typedef enum KOp {
     /* effect: writes value `a` to argument `arg` at the current point */
     K_STORE,
 
-    /* effect: adds value `a` (a float) to a running sum kept in f64, and
-     * when the kernel returns writes the sum over every point it ran,
-     * converted to the argument's dtype, to argument `arg`, whose strides
-     * are all 0 (0 when it ran no point). The sum runs in iteration order,
+    /* effect: adds value `a` (a float) to a running sum kept in f64. When
+     * the kernel returns, it writes the sum over every point it ran (0 when
+     * it ran no point), converted to the argument's dtype, to argument
+     * `arg`, whose strides are all 0. The sum runs in iteration order,
      * and a call covers [begin, end) only, so a kernel with K_ACCUM must
      * run as one call over the whole range. */
     K_ACCUM,

@@ -365,8 +365,8 @@ static bool group_reads(const Sched *s, int gid, int v)
 /* Horizontal fusion of variable updates. An optimizer rule may update a
  * state from the gradient alone, in an expression that shares no node
  * with the parameter's update (Lion's momentum). Fusion along operands
- * leaves those in separate kernels, each a pass over the gradient; this
- * merges kernels of one shape that assign variables and read a common
+ * leaves those in separate kernels, each a pass over the gradient. This
+ * pass merges kernels of one shape that assign variables and read a common
  * operand, when neither depends on the other. Kernels that accumulate
  * sums count as update kernels here, and two of them (LAMB's two norms)
  * merge without a common operand. */

@@ -140,9 +140,10 @@ static int64_t conv_col_rows(const RtConv2d *cv)
     return cv->c / cv->groups * cv->r * cv->s;
 }
 
-/* Elements of the two planes of the direct depthwise kernels: the input
- * with a zero border, [H + 2*pad_h, W + 2*pad_w], and the output rows at
- * the padded width after one row of zeros, [1 + P, W + 2*pad_w]. */
+/* Elements of the two planes of the direct depthwise kernels. The first
+ * is the input with a zero border, [H + 2*pad_h, W + 2*pad_w]. The second
+ * is one row of zeros followed by the output rows at the padded width,
+ * [1 + P, W + 2*pad_w]. */
 static size_t depthwise_scratch_elems(const RtConv2d *cv)
 {
     size_t wp = (size_t)(cv->w + 2 * cv->pad_w);
@@ -314,9 +315,9 @@ bool rt_conv2d_is_depthwise(const RtConv2d *cv)
     return cv->groups == cv->c && cv->groups > 1;
 }
 
-/* Depthwise convolutions (one input channel per group; output channel kc
- * reads input channel kc / multiplier) run as direct loops: im2col would
- * copy every input R*S times for GEMMs with a single row.
+/* Depthwise convolutions (one input channel per group, and output channel
+ * kc reads input channel kc / multiplier) run as direct loops, because
+ * im2col would copy every input R*S times for GEMMs with a single row.
  *
  * Each input plane is first copied into a zero-bordered plane of width
  * Wp = W + 2*pad_w, so no loop tests bounds. With stride 1, output row p

@@ -6,7 +6,7 @@
  * so the compiler, the interpreter and the executor handle the whole
  * family through one entry point, rt_spatial_run. Its arguments follow
  * the convention of the other library steps: the operand buffers, then
- * the result buffer; shapes[i] describes buffer i with the batch axis
+ * the result buffer. shapes[i] describes buffer i, with the batch axis
  * resolved for `batch` at run time. All tensors are dense and row-major.
  * Every loop runs in a fixed order, so results are deterministic.
  */
@@ -19,17 +19,19 @@
 #include "shape.h"
 
 typedef enum RtSpatialOp {
-    RT_SPATIAL_PERMUTE,       /* x -> y; y axis i is x axis p[i] */
-    RT_SPATIAL_SLICE,         /* x -> y; along axis p[0] from index p[1] */
-    RT_SPATIAL_CONCAT,        /* a, b -> y; along axis p[0] */
+    RT_SPATIAL_PERMUTE,       /* x -> y, where y axis i is x axis p[i] */
+    RT_SPATIAL_SLICE,         /* x -> y along axis p[0] from index p[1] */
+    RT_SPATIAL_CONCAT,        /* a, b -> y along axis p[0] */
     RT_SPATIAL_BMM,           /* a [..., M, K], b [..., K, N] -> [..., M, N];
                                  p[0], p[1]: a, b stored transposed */
     RT_SPATIAL_AVGPOOL2D,     /* x [N,C,H,W] -> y; p[0..1] kernel, p[2..3]
                                  stride, p[4..5] pad, p[6] count_include_pad */
     RT_SPATIAL_AVGPOOL2D_GRAD,/* dy -> dx; attributes as above */
-    RT_SPATIAL_REDUCE_MAX,    /* x -> y; over the axes in the mask p[0] */
-    RT_SPATIAL_REDUCE_MAX_GRAD, /* x, dy -> dx; dy to one maximal element */
-    RT_SPATIAL_IOTA,          /* -> y; every element is its index on axis p[0] */
+    RT_SPATIAL_REDUCE_MAX,    /* x -> y over the axes in the mask p[0] */
+    RT_SPATIAL_REDUCE_MAX_GRAD, /* x, dy -> dx, with dy sent to one maximal
+                                   element */
+    RT_SPATIAL_IOTA,          /* -> y, where every element is its index on
+                                 axis p[0] */
 } RtSpatialOp;
 
 enum { RT_SPATIAL_MAX_ATTRS = 7 };
@@ -43,8 +45,9 @@ typedef struct RtSpatialAttr {
 int rt_spatial_arity(RtSpatialOp op);
 
 /* Runs `a` on buffers[0 .. arity-1] (operands) into buffers[arity] (the
- * result), in f32 or f64 as `dt` says. The compiler checked the shapes;
- * a mismatch here is an assertion failure. The result is overwritten. */
+ * result), in f32 or f64 as `dt` selects. The compiler checked the shapes. Only
+ * the average-pooling extents are asserted again here, so another
+ * mismatch is undefined behaviour. The result is overwritten. */
 void rt_spatial_run(DType dt, const RtSpatialAttr *a, const Shape *shapes,
                     void *const *buffers, int64_t batch);
 

@@ -4,8 +4,8 @@
 Runs every optimizer of stdlib/optim for 10 steps on two small problems and
 writes the parameters after each step and the final optimizer state to
 tests/optim/reference.h, so that `make check` needs neither PyTorch nor
-NumPy. Optimizers that torch.optim 1.13 has run through torch.optim itself;
-the others run through the NumPy functions below, written from each paper
+NumPy. Optimizers that torch.optim 1.13 has run through torch.optim itself.
+The others run through the NumPy functions below, written from each paper
 and its authors' reference code. Gradients come from torch.autograd, in
 double precision.
 
@@ -86,7 +86,7 @@ def run_torch(problem, make, state_map):
 
 # ---- NumPy implementations of the published update rules ------------------
 # Each takes (param, grad, state dict, step t from 1, hyperparameters) and
-# returns the new parameter; the state dict is updated in place.
+# returns the new parameter. It updates the state dict in place.
 
 def np_sign_sgd(p, g, s, t, lr, momentum=0.0, weight_decay=0.0):
     g = g + weight_decay * p
@@ -264,8 +264,8 @@ def np_adafactor(p, g, s, t, lr=0.0, eps1=1e-30, eps2=1e-3, clip_threshold=1.0,
     beta2 = 1 - t ** decay_rate
     sq = g * g + eps1
     if p.ndim >= 2:
-        # fairseq keeps row [.., R] and col [.., C]; the .bocb rule keeps
-        # them with the reduced axis as length 1, which is what is stored.
+        # fairseq keeps row [.., R] and col [.., C]. The .bocb rule keeps
+        # them with the reduced axis as length 1, and that shape is stored.
         row = beta2 * s.get("row", 0) + (1 - beta2) * sq.mean(-1, keepdims=True)
         col = beta2 * s.get("col", 0) + (1 - beta2) * sq.mean(-2, keepdims=True)
         s["row"], s["col"] = row, col
@@ -342,7 +342,7 @@ def sample_labels(logits, step):
 
 def run_sophia(problem, lr=1e-4, beta1=0.965, beta2=0.99, rho=0.04, weight_decay=0.1, k=10,
                eps=1e-15):
-    """Sophia on the MLP: the update from the paper and SophiaG, with the
+    """Sophia on the MLP: the published update rule and SophiaG, with the
     estimate refreshed at the start of steps 1, k + 1, ... (sophia.bocb)."""
     assert problem == "mlp"
     params = initial(problem)

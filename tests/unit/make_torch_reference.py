@@ -9,7 +9,7 @@ Writes tests/unit/torch_reference.h with
     torch.nn.utils.clip_grad_norm_(params, 0.3), for test_clip.c.
 
 The header is checked in, so the tests need neither torch nor this
-script; run it (python3 tests/unit/make_torch_reference.py, with
+script. Run it (python3 tests/unit/make_torch_reference.py, with
 Debian's python3-torch 1.13) only to regenerate the values.
 """
 import os

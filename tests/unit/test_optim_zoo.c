@@ -2,7 +2,7 @@
  *
  * Each case of tests/optim/reference.h names an optimizer configuration and
  * a problem, with the parameters after each of 10 steps and the optimizer
- * state after the last, computed by tests/optim/make_reference.py with
+ * state after the last. tests/optim/make_reference.py computed them with
  * torch.optim 1.13 (for the optimizers torch has) or with NumPy from the
  * published update rule (for the others). Here the same 10 steps run
  * through the compiler: the .bocb rule is expanded for every parameter
@@ -371,9 +371,9 @@ static Counts mlp_counts(const char *spec)
 
 /* Plain SGD updates each of the MLP's 4 parameters in one kernel (see
  * test_optim.c). An elementwise rule, however many states it keeps, must
- * add no kernel and no step to that: its whole update, including Lion's
- * momentum (which shares only the gradient with the parameter's update)
- * and Adan's copy of the gradient into prev_grad, is one pass. */
+ * add no kernel and no step to that. Its whole update is one pass, and that
+ * includes Lion's momentum (which shares only the gradient with the
+ * parameter's update) and Adan's copy of the gradient into prev_grad. */
 Test(optim_zoo, one_kernel_per_parameter)
 {
     Counts base = mlp_counts("sgd(lr = 0.1)");

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """make_idx.py DIR SIZE COUNT - writes a small IDX data set of COUNT
 square SIZE x SIZE greyscale images with labels 0..9 to DIR (the four
-files that idx() reads), for tests that need inputs of another size
-than Fashion-MNIST's 28x28. The pixels are a fixed pseudo-random
+files that idx() reads). Tests use it when they need inputs of another
+size than Fashion-MNIST's 28x28. The pixels are a fixed pseudo-random
 sequence, so the files are the same on every run."""
 import os
 import struct
