@@ -36,7 +36,7 @@ CFLAGS   ?= $(OPT) -g
 CFLAGS   += -std=c17 $(WARN) -fno-strict-aliasing -MMD -MP
 LLVM_CFLAGS := $(shell $(LLVM_CONFIG) --cflags 2>/dev/null)
 LLVM_LIBS   := $(shell $(LLVM_CONFIG) --ldflags --libs core orcjit native passes 2>/dev/null)
-LDLIBS   := $(LLVM_LIBS) -Wl,--no-as-needed -lopenblas -Wl,--as-needed -lz -lm -lpthread
+LDLIBS   := $(LLVM_LIBS) -Wl,--no-as-needed -lopenblas -Wl,--as-needed -ledit -lz -lm -lpthread
 
 LANG_SRC     := $(wildcard lang/*.c)
 COMPILER_SRC := $(filter-out compiler/main.c,$(wildcard compiler/*.c))

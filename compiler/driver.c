@@ -770,6 +770,11 @@ static bool use_color(ColorMode mode)
     return isatty(fileno(stderr));
 }
 
+bool driver_color_enabled(ColorMode mode)
+{
+    return use_color(mode);
+}
+
 /* Returns the import search directories: each -I DIR, then each entry
  * of BOCB_PATH (colon-separated; empty entries are skipped). The strings
  * of BOCB_PATH are copied into `arena`. */

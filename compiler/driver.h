@@ -52,6 +52,7 @@ typedef struct Options {
     bool syntax_only;
     bool check_only;         /* compile every cell, train nothing */
     bool list_cells;
+    bool repl;               /* an interactive session (repl.c) */
     ColorMode color;
     bool stats;
     bool quiet;              /* no progress lines */
@@ -68,6 +69,11 @@ typedef struct Options {
 /* Runs bocbc with `opts` and returns the process exit status, one of
  * BOCB_EXIT_OK, BOCB_EXIT_COMPILE and BOCB_EXIT_RUNTIME. */
 int driver_main(const Options *opts);
+
+/* Returns whether diagnostics are coloured for --color=`mode`: `auto`
+ * colours only when stderr is a terminal, TERM is not "dumb" and NO_COLOR
+ * is unset or empty. */
+bool driver_color_enabled(ColorMode mode);
 
 /* Finds the standard library: $BOCB_STDLIB, else ../stdlib or
  * ../share/bocb/stdlib next to the executable. Returns a malloc'd path or

@@ -10,13 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "driver.h"
+#include "repl.h"
 
 #define BOCB_VERSION "0.1.0"
 
 static void usage(FILE *out)
 {
     fputs("usage: bocbc [options] FILE.bocb\n"
+          "       bocbc [options] --repl [FILE.bocb]\n"
           "\n"
           "Compiles and runs the experiments of a .bocb program.\n"
           "\n"
@@ -40,6 +44,9 @@ static void usage(FILE *out)
           "                        dot      the final training step for Graphviz\n"
           "                        llvm     the LLVM IR of the kernels after the O3 pipeline\n"
           "                        asm      the host assembly of the kernels\n"
+          "  --repl              start an interactive session, after loading FILE if\n"
+          "                      given; also the mode of 'bocbc' without a file when\n"
+          "                      stdin is a terminal\n"
           "\n"
           "options:\n"
           "  -D KEY=VALUE        override an experiment setting, e.g. -D epochs=1\n"
@@ -227,7 +234,8 @@ static int apply_option(Options *o, int code, const char *value)
         printf("bocbc %s\n", BOCB_VERSION);
         return BOCB_EXIT_OK;
     case OPT_REPL:
-        return fail_usage("%s is not available in this version of bocbc", "--repl");
+        o->repl = true;
+        break;
     case 'c':
     case 'o':
         return fail_usage("%s is not available in this version of bocbc",
@@ -326,7 +334,13 @@ static int parse_arguments(Options *o, int argc, char **argv)
             return fail_usage("more than one input file given ('%s')", argv[i]);
         o->input = argv[i];
     }
-    if (!o->input) {
+    /* Without a file, a terminal on stdin starts the REPL. */
+    if (!o->input && isatty(fileno(stdin)))
+        o->repl = true;
+    if (o->repl && (o->syntax_only || o->check_only || o->list_cells || o->emit != EMIT_NONE))
+        return fail_usage("%s", "--repl cannot be combined with --syntax-only, --check, "
+                                "--list-cells or --emit");
+    if (!o->input && !o->repl) {
         fputs("bocbc: error: no input file\n", stderr);
         usage(stderr);
         return BOCB_EXIT_USAGE;
@@ -362,7 +376,7 @@ int main(int argc, char **argv)
     if (status < 0) {
         char *stdlib_dir = driver_find_stdlib();
         o.stdlib_dir = stdlib_dir;
-        status = driver_main(&o);
+        status = o.repl ? repl_main(&o) : driver_main(&o);
         free(stdlib_dir);
     }
     free_options(&o);
