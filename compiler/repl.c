@@ -144,7 +144,7 @@ static bool merge_program(ReplSession *s, const Program *p)
         for (int i = 0; i < p->main->ndecls; i++)
             if (p->main->decls[i]->name)
                 remove_let(s, p->main->decls[i]->name);
-        repl_trainer_free(s);
+        repl_trainer_discard(s);
     } else {
         s->imports.len = old_imports;
         s->decls.len = 0;
@@ -193,6 +193,32 @@ static bool is_declaration(const char *text)
     return p[0] == '=' && p[1] != '=';
 }
 
+/* Removes the constant `name`, which a tensor kept at the prompt now
+ * replaces. When a declaration still needs the constant (the error says
+ * where), both stay and the tensor is dropped. */
+static void replace_constant(ReplSession *s, const char *name)
+{
+    int found = -1;
+    for (int i = 0; i < s->decls.len; i++)
+        if (strcmp(s->decls.data[i]->name, name) == 0)
+            found = i;
+    if (found < 0)
+        return;
+    Decl *d = s->decls.data[found];
+    memmove(&s->decls.data[found], &s->decls.data[found + 1],
+            (size_t)(s->decls.len - found - 1) * sizeof(Decl *));
+    s->decls.len--;
+    if (relower(s)) {
+        repl_trainer_discard(s);
+        return;
+    }
+    VEC_PUSH(&s->decls, d);
+    memmove(&s->decls.data[found + 1], &s->decls.data[found],
+            (size_t)(s->decls.len - found - 1) * sizeof(Decl *));
+    s->decls.data[found] = d;
+    s->lets.len--;
+}
+
 /* Runs an input that is a declaration (or several). */
 static void run_declaration(ReplSession *s, const char *name, const char *text)
 {
@@ -204,18 +230,8 @@ static void run_declaration(ReplSession *s, const char *name, const char *text)
     if (m->ndecls == 1 && m->decls[0]->kind == DECL_CONST) {
         int tensor = repl_try_tensor_let(s, m->decls[0]);
         if (tensor != 0) {
-            if (tensor > 0) {
-                /* The let hides any constant of the same name. */
-                int kept = 0;
-                for (int i = 0; i < s->decls.len; i++)
-                    if (!s->decls.data[i]->name ||
-                        strcmp(s->decls.data[i]->name, m->decls[0]->name) != 0)
-                        s->decls.data[kept++] = s->decls.data[i];
-                if (kept != s->decls.len) {
-                    s->decls.len = kept;
-                    relower(s);
-                }
-            }
+            if (tensor > 0)
+                replace_constant(s, m->decls[0]->name);
             return;
         }
     }
@@ -415,14 +431,15 @@ static void cmd_dot(Command *c)
     CompiledCell cell;
     if (!repl_compile_named(s, name, name_loc, NULL, NULL, &cell))
         return;
+    size_t path_offset = c->arg_offset + (size_t)(path - c->arg);
     FILE *out = fopen(path, "w");
     if (!out) {
-        SrcLoc path_loc = span(c->file, (size_t)(path - c->text), strlen(c->text));
+        SrcLoc path_loc = span(c->file, path_offset, path_offset + strlen(path));
         diag_error(path_loc, "cannot write '%s': %s", path, strerror(errno));
     } else {
         ir_print_dot(out, cell.train);
         if (fclose(out) != 0) {
-            SrcLoc path_loc = span(c->file, (size_t)(path - c->text), strlen(c->text));
+            SrcLoc path_loc = span(c->file, path_offset, path_offset + strlen(path));
             /* messages.py: not reached: needs a full disk. */
             diag_error(path_loc, "cannot write '%s': %s", path, strerror(errno));
         } else {
@@ -576,7 +593,7 @@ static void cmd_set(Command *c)
         }
     }
     free(old);
-    repl_trainer_free(s);
+    repl_trainer_discard(s);
 }
 
 static void cmd_quit(Command *c)
@@ -875,6 +892,7 @@ int repl_main(const Options *opts)
             if (interactive && repl_interrupted) {
                 /* Ctrl-C at the prompt drops the input typed so far. */
                 repl_interrupted = 0;
+                putchar('\n');
                 input.len = 0;
                 continue;
             }

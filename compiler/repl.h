@@ -64,8 +64,11 @@ ReplTrainer *repl_trainer(ReplSession *s, SrcLoc loc);
 /* Returns the names of the trainer's variables, NULL-terminated, or NULL
  * when there is no trainer (for completion). */
 const char *const *repl_trainer_var_names(const ReplSession *s);
-/* Discards the training state, for example after the program changed. */
+/* Frees the training state. */
 void repl_trainer_free(ReplSession *s);
+/* Frees the training state after the program or a setting changed, and
+ * says so when it had trained. */
+void repl_trainer_discard(ReplSession *s);
 
 /* Runs `steps` training steps and prints the mean loss of each group of
  * up to log_every steps. Stops early on Ctrl-C or a non-finite loss. */

@@ -54,14 +54,20 @@ struct ReplTrainer {
 
 /* ---- the trainer ---------------------------------------------------------- */
 
+void repl_trainer_discard(ReplSession *s)
+{
+    ReplTrainer *t = s->trainer;
+    if (t && t->steps > 0)
+        printf("discarded %lld training step%s of experiment %s\n",
+               (long long)t->steps, t->steps == 1 ? "" : "s", t->spec.name);
+    repl_trainer_free(s);
+}
+
 void repl_trainer_free(ReplSession *s)
 {
     ReplTrainer *t = s->trainer;
     if (!t)
         return;
-    if (t->steps > 0)
-        printf("the %lld training step%s of experiment %s are discarded\n",
-               (long long)t->steps, t->steps == 1 ? "" : "s", t->spec.name);
     if (t->compiled) {
         cell_runner_destroy(&t->runner);
         ir_graph_free(t->forward);

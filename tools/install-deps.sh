@@ -12,7 +12,7 @@ PACKAGES="
   llvm-19-dev llvm-19-tools
   libopenblas-dev zlib1g-dev
   libcriterion-dev
-  libedit-dev tmux
+  libedit-dev
   python3
   dataset-fashion-mnist
 "

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""repl_pty.py - drive `bocbc --repl` on a pseudo-terminal, as a person
+would: the prompt, tab completion, history recall (within a session and
+from the history file of an earlier one), Ctrl-C at the prompt and
+during a long :step, and Ctrl-D.
+
+    repl_pty.py BOCBC EXPERIMENT.bocb
+
+Prints one line per check, "ok: WHAT" or "FAILED: WHAT" followed by the
+terminal output seen, and exits with status 1 after a failure.
+"""
+import os
+import pty
+import re
+import select
+import shutil
+import sys
+import tempfile
+import time
+
+TIMEOUT = 120  # seconds to wait for one expected output, on a loaded machine
+
+UP = "\x1b[A"
+CTRL_C = "\x03"
+CTRL_D = "\x04"
+CTRL_U = "\x15"
+
+
+class Session:
+    def __init__(self, argv, home):
+        env = dict(os.environ, HOME=home, TERM="xterm", NO_COLOR="1")
+        env.pop("XDG_DATA_HOME", None)
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            os.execve(argv[0], argv, env)
+        self.seen = ""
+
+    def send(self, text):
+        os.write(self.fd, text.encode())
+
+    def expect(self, pattern, what):
+        """Waits for `pattern` (a regex in which '.' matches any character,
+        line ends and the terminal's cursor moves too) in the output after
+        the last match."""
+        deadline = time.time() + TIMEOUT
+        regex = re.compile(pattern, re.S)
+        while True:
+            match = regex.search(self.seen)
+            if match:
+                print("ok: " + what)
+                self.seen = self.seen[match.end():]
+                return match
+            left = deadline - time.time()
+            if left <= 0 or not self.read(left):
+                print("FAILED: %s; expected /%s/, the terminal showed:\n%s"
+                      % (what, pattern, self.seen))
+                sys.exit(1)
+
+    def read(self, timeout):
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return False
+        try:
+            data = os.read(self.fd, 4096)
+        except OSError:  # the child closed the terminal
+            return False
+        self.seen += data.decode(errors="replace")
+        return bool(data)
+
+    def wait(self, what):
+        _, status = os.waitpid(self.pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            print("FAILED: %s; exit status %d" % (what, code))
+            sys.exit(1)
+        print("ok: " + what)
+
+
+def main():
+    bocbc, program = sys.argv[1], sys.argv[2]
+    home = tempfile.mkdtemp()
+    try:
+        s = Session([bocbc, "--interp", "--repl", program], home)
+        s.expect(r"bocb> ", "prompt")
+        s.send("1 + 2\r")
+        s.expect(r"\r\n3\r\n", "expression value")
+
+        s.send("hidden_width = 7\r")
+        s.expect(r"bocb> ", "prompt after a declaration")
+        s.send("hidden_w\t")
+        s.expect(r"hidden_width", "completion of a name")
+        s.send("\r")
+        s.expect(r"\r\n7\r\n", "value of the completed name")
+        s.send(":par\t")
+        # libedit completes by moving the cursor back over the typed word.
+        s.expect(r":par\S*\s*\S*ams ", "completion of a command")
+        s.send(CTRL_U + "model wide(x: [B, 4]) {\r")
+        s.expect(r"  \.\.\. ", "continuation prompt")
+        s.send("  return x\r}\r")
+        s.expect(r"bocb> ", "prompt after a multi-line input")
+
+        s.send(UP + UP + "\r")
+        s.expect(r"hidden_width.*?\r\n7\r\n", "history recall")
+
+        s.send("abc" + CTRL_C)
+        s.expect(r"bocb> ", "Ctrl-C at the prompt gives a new prompt")
+        s.send("2 * 3\r")
+        s.expect(r"\r\n6\r\n", "input after Ctrl-C at the prompt")
+        if "unknown name 'abc'" in s.seen:
+            print("FAILED: the input interrupted with Ctrl-C was run")
+            sys.exit(1)
+
+        s.send(":step 100000\r")
+        s.expect(r"experiment quick: ", "long :step starts")
+        time.sleep(0.5)
+        s.send(CTRL_C)
+        m = s.expect(r"interrupted after (\d+) of 100000 steps", "Ctrl-C stops :step")
+        s.expect(r"bocb> ", "prompt after an interrupted :step")
+        s.send(":step\r")
+        s.expect(r"step %d  epoch" % (int(m.group(1)) + 1), "training goes on after Ctrl-C")
+        s.send(CTRL_D)
+        s.wait("Ctrl-D ends the session")
+
+        s = Session([bocbc, "--repl"], home)
+        s.expect(r"bocb> ", "prompt of a second session")
+        s.send(UP + UP + UP + "\r")
+        s.expect(r"\r\n6\r\n", "history from the earlier session")
+        s.send(":quit\r")
+        s.wait(":quit ends the session")
+    finally:
+        shutil.rmtree(home)
+
+
+if __name__ == "__main__":
+    main()
