@@ -78,6 +78,8 @@ static void usage(FILE *out)
           "                      contains optim/); default: found next to bocbc\n"
           "  NO_COLOR            when set and not empty, --color=auto does not colour\n"
           "  TERM                when 'dumb', --color=auto does not colour\n"
+          "  XDG_DATA_HOME       the REPL keeps its history in XDG_DATA_HOME/bocb/history\n"
+          "                      (default: ~/.local/share/bocb/history)\n"
           "\n"
           "exit status:\n"
           "  0  success\n"

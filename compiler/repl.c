@@ -111,16 +111,42 @@ static void remove_let(ReplSession *s, const char *name)
     s->lets.len = kept;
 }
 
-/* Adds the modules and declarations of a loaded program: a declaration
- * replaces one of the same name from an earlier input, and the program is
- * lowered again. On an error the session is restored. */
-static bool merge_program(ReplSession *s, const Program *p)
-{
-    int old_imports = s->imports.len;
-    VEC(Decl *) saved = {0};
-    for (int i = 0; i < s->decls.len; i++)
-        VEC_PUSH(&saved, s->decls.data[i]);
+/* The imports and declarations in force, saved before a change that may
+ * be rejected. */
+typedef struct Snapshot {
+    VEC(Module *) imports;
+    VEC(Decl *) decls;
+} Snapshot;
 
+static void snapshot_take(const ReplSession *s, Snapshot *snap)
+{
+    memset(snap, 0, sizeof *snap);
+    for (int i = 0; i < s->imports.len; i++)
+        VEC_PUSH(&snap->imports, s->imports.data[i]);
+    for (int i = 0; i < s->decls.len; i++)
+        VEC_PUSH(&snap->decls, s->decls.data[i]);
+}
+
+/* Puts the saved lists back (with `restore`) and frees the snapshot. */
+static void snapshot_end(ReplSession *s, Snapshot *snap, bool restore)
+{
+    if (restore) {
+        s->imports.len = 0;
+        for (int i = 0; i < snap->imports.len; i++)
+            VEC_PUSH(&s->imports, snap->imports.data[i]);
+        s->decls.len = 0;
+        for (int i = 0; i < snap->decls.len; i++)
+            VEC_PUSH(&s->decls, snap->decls.data[i]);
+    }
+    VEC_FREE(&snap->imports);
+    VEC_FREE(&snap->decls);
+}
+
+/* Adds the modules and declarations of a loaded program to the lists in
+ * force. A declaration replaces one of the same name from an earlier
+ * input; two of one name in `p` stay, for lowering to report. */
+static void add_program(ReplSession *s, const Program *p)
+{
     for (int i = 0; i < p->nmodules; i++)
         if (p->modules[i] != p->main && !has_module(s, p->modules[i]))
             VEC_PUSH(&s->imports, p->modules[i]);
@@ -138,36 +164,34 @@ static bool merge_program(ReplSession *s, const Program *p)
         s->decls.len = kept;
         VEC_PUSH(&s->decls, d);
     }
+}
 
+/* Lowers the program after a change. On success the tensors kept at the
+ * prompt under a redeclared name go, and so does the training state; on
+ * an error the snapshot is restored. */
+static bool commit_change(ReplSession *s, Snapshot *snap)
+{
     bool ok = relower(s);
     if (ok) {
-        for (int i = 0; i < p->main->ndecls; i++)
-            if (p->main->decls[i]->name)
-                remove_let(s, p->main->decls[i]->name);
+        for (int i = 0; i < s->decls.len; i++)
+            remove_let(s, s->decls.data[i]->name);
         repl_trainer_discard(s);
-    } else {
-        s->imports.len = old_imports;
-        s->decls.len = 0;
-        for (int i = 0; i < saved.len; i++)
-            VEC_PUSH(&s->decls, saved.data[i]);
     }
-    VEC_FREE(&saved);
+    snapshot_end(s, snap, !ok);
     return ok;
 }
 
-/* Loads a file's declarations and imports into the session. */
-static bool load_file(ReplSession *s, const char *path, SrcLoc loc)
+/* Loads a file with its imports; NULL after reported errors. */
+static Program *read_file(ReplSession *s, const char *path, SrcLoc loc)
 {
     int errors = diag_error_count();
     struct stat st;
     if (stat(path, &st) != 0) {
         diag_error(loc, "cannot read '%s': %s", path, strerror(errno));
-        return false;
+        return NULL;
     }
     Program *p = load_program(path, &s->search, &s->arena);
-    if (!p || diag_error_count() > errors)
-        return false;
-    return merge_program(s, p);
+    return p && diag_error_count() == errors ? p : NULL;
 }
 
 /* Returns whether an input is a declaration: it starts with a declaration
@@ -235,7 +259,10 @@ static void run_declaration(ReplSession *s, const char *name, const char *text)
             return;
         }
     }
-    if (merge_program(s, p))
+    Snapshot snap;
+    snapshot_take(s, &snap);
+    add_program(s, p);
+    if (commit_change(s, &snap))
         for (int i = 0; i < m->ndecls; i++)
             if (m->decls[i]->kind == DECL_IMPORT)
                 VEC_PUSH(&s->sources, arena_printf(&s->arena, "import \"%s\"",
@@ -329,13 +356,19 @@ static void cmd_load(Command *c)
     if (!expect_argument(c, "a file name"))
         return;
     const char *path = arena_strdup(&s->arena, c->arg);
-    if (load_file(s, path, c->arg_loc))
+    Program *p = read_file(s, path, c->arg_loc);
+    if (!p)
+        return;
+    Snapshot snap;
+    snapshot_take(s, &snap);
+    add_program(s, p);
+    if (commit_change(s, &snap))
         VEC_PUSH(&s->sources, path);
 }
 
 /* Loads every :load file and typed import again, from the files as they
  * are now. The declarations typed at the prompt stay unless a file
- * defines the same name. */
+ * defines the same name. Either every source loads or nothing changes. */
 static void cmd_reload(Command *c)
 {
     ReplSession *s = c->session;
@@ -345,24 +378,28 @@ static void cmd_reload(Command *c)
         diag_error(c->name_loc, "nothing to reload; ':load FILE' loads a file");
         return;
     }
-    int old_imports = s->imports.len;
+    Snapshot snap;
+    snapshot_take(s, &snap);
     s->imports.len = 0;
-    int loaded = 0;
-    for (int i = 0; i < s->sources.len; i++) {
+    bool ok = true;
+    for (int i = 0; i < s->sources.len && ok; i++) {
         const char *source = s->sources.data[i];
         int errors = diag_error_count();
-        if (strncmp(source, "import ", 7) == 0) {
-            Program *p = load_program_string("<reload>", source, &s->search, &s->arena);
-            if (diag_error_count() == errors && merge_program(s, p))
-                loaded++;
-        } else if (load_file(s, source, c->name_loc)) {
-            loaded++;
-        }
+        Program *p = strncmp(source, "import ", 7) == 0
+                         ? load_program_string("<reload>", source, &s->search, &s->arena)
+                         : read_file(s, source, c->name_loc);
+        ok = p && diag_error_count() == errors;
+        if (ok)
+            add_program(s, p);
     }
-    if (s->imports.len == 0 && loaded == 0)
-        s->imports.len = old_imports;
-    printf("reloaded %d of %d source%s\n", loaded, s->sources.len,
-           s->sources.len == 1 ? "" : "s");
+    if (!ok) {
+        snapshot_end(s, &snap, true);
+        puts("nothing reloaded");
+    } else if (commit_change(s, &snap)) {
+        printf("reloaded %d source%s\n", s->sources.len, s->sources.len == 1 ? "" : "s");
+    } else {
+        puts("nothing reloaded");
+    }
 }
 
 static void cmd_type(Command *c)
