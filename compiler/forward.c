@@ -478,3 +478,38 @@ bool fwd_jvp(IrGraph *g, const int *vars, const int *tangents, int nvars, const 
     free(f.tangent);
     return ok;
 }
+
+bool fwd_gradient_estimate(IrGraph *g, int loss, int step, const int *vars, int nvars,
+                           int *grads)
+{
+    BOCB_ASSERT(ir_node(g, loss)->shape.rank == 0);
+    IrModule *m = g->module;
+    SrcLoc loc = ir_node(g, loss)->loc;
+    int *tangents = xcalloc((size_t)nvars + 1, sizeof *tangents);
+    for (int i = 0; i < nvars; i++) {
+        const IrVar *var = &m->vars[vars[i]];
+        DType dt = var->dtype;
+        Shape shape = var->shape;
+        SrcLoc vloc = var->loc;
+        char *name = xasprintf("%s.tangent_key", var->name);
+        int key = ir_module_add_var(m, name, IR_VAR_BUFFER, dt, shape_scalar(),
+                                    IR_INIT_UNIFORM, 1.0, -1, vloc);
+        free(name);
+        int step_value = ir_node(g, step)->dtype == dt ? step : ir_cast(g, step, dt, vloc);
+        int u = ir_random(g, ir_var_read(g, key, vloc), step_value, shape, vloc);
+        int negative = ir_binary(g, IR_LT, u, fill_like(g, u, 0.5, vloc), vloc);
+        tangents[i] = ir_select(g, negative, fill_like(g, u, -1.0, vloc),
+                                fill_like(g, u, 1.0, vloc), vloc);
+    }
+    int derivative;
+    bool ok = fwd_jvp(g, vars, tangents, nvars, &loss, 1, &derivative);
+    for (int i = 0; i < nvars; i++) {
+        grads[i] = -1;
+        if (!ok || derivative < 0)
+            continue;
+        int d = ir_broadcast(g, derivative, ir_node(g, tangents[i])->shape, loc);
+        grads[i] = ir_binary(g, IR_MUL, d, tangents[i], loc);
+    }
+    free(tangents);
+    return ok;
+}

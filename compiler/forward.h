@@ -29,3 +29,19 @@ bool fwd_jvp(IrGraph *g, const int *vars, const int *tangents, int nvars, const 
 bool fwd_has_rule(IrOp op);
 
 #endif
+
+/* Appends to `g` the forward-gradient estimate of the gradient of the
+ * rank-0 node `loss` with respect to each variable vars[i]: (grad . v) v,
+ * where grad . v is the JVP of the loss along a random tangent v, and
+ * stores its node in grads[i] (all -1 when the loss depends on none of
+ * the variables). E[v v^T] = I, so the estimate is unbiased.
+ *
+ * v is Rademacher: each element is -1 or +1 with probability 1/2,
+ * independently, regenerated every step and never stored. Element j of the
+ * tangent of variable NAME is -1 when random(key, step) < 0.5 (the IR's
+ * Philox4x32-10 stream, counter (j, step)), where key is the value of the
+ * buffer variable "NAME.tangent_key", drawn U(-1, 1) when the variables
+ * are initialised from the seed. `step` is the rank-0 step input. Returns
+ * false after reported errors (an op without a tangent rule). */
+bool fwd_gradient_estimate(IrGraph *g, int loss, int step, const int *vars, int nvars,
+                           int *grads);
