@@ -131,7 +131,8 @@ static Cell *compile_cells(Lower *l, const ExperimentSpec *spec, const DataShape
                 }
             }
             int before = diag_error_count();
-            CellOptions options = {.clip = spec->clip, .groups = spec->groups,
+            CellOptions options = {.clip = spec->clip, .forward_grad = spec->forward_grad,
+                                   .groups = spec->groups,
                                    .ngroups = spec->ngroups, .check_optimizers = unchecked,
                                    .ncheck_optimizers = nunchecked,
                                    .check_failed = unchecked_failed};

@@ -65,6 +65,7 @@ typedef struct ExperimentSpec {
     IrLossAttr loss;        /* `loss` and `label_smoothing` */
     RtSchedule schedule;    /* base_lr is set per cell, from its optimizer */
     double clip;            /* maximum global gradient norm; 0 = no clipping */
+    bool forward_grad;      /* gradient = forward_grad */
     ParamGroup *groups;     /* in order of precedence, the lowest first */
     int ngroups;
 } ExperimentSpec;
@@ -97,6 +98,9 @@ bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
 /* What an experiment adds to the training step of each of its cells. */
 typedef struct CellOptions {
     double clip; /* maximum global gradient norm; 0 = no clipping */
+    /* Estimate the gradient by forward mode (fwd_gradient_estimate)
+     * instead of computing it by reverse mode. */
+    bool forward_grad;
     const ParamGroup *groups;
     int ngroups;
     /* When the model fails, the optimizers to expand anyway over the
