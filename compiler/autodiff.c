@@ -35,7 +35,7 @@ bool ad_has_rule(IrOp op)
     case IR_MATMUL: case IR_CONV2D: case IR_MAXPOOL2D: case IR_CROSS_ENTROPY:
     case IR_GATHER:
     case IR_PERMUTE: case IR_SLICE: case IR_CONCAT: case IR_BMM: case IR_AVGPOOL2D:
-    case IR_REDUCE_MAX: case IR_IOTA:
+    case IR_REDUCE_MAX: case IR_IOTA: case IR_QUANTIZE:
         return true;
     /* Bool-valued ops never carry a gradient, so they never need a rule. */
     case IR_NOT: case IR_LT: case IR_LE: case IR_GT: case IR_GE:
@@ -390,6 +390,9 @@ static void vjp(Ad *ad, int id, int dy)
     case IR_PERMUTE: case IR_SLICE: case IR_CONCAT: case IR_BMM: case IR_AVGPOOL2D:
     case IR_REDUCE_MAX:
         vjp_spatial(ad, n, dy);
+        break;
+    case IR_QUANTIZE:
+        accumulate(ad, x, dy, loc); /* straight-through: Q is treated as identity */
         break;
     default:
         BOCB_UNREACHABLE("vjp of an op without a rule");

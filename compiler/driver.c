@@ -134,6 +134,8 @@ static Cell *compile_cells(Lower *l, const ExperimentSpec *spec, const DataShape
             CellOptions options = {.clip = spec->clip, .forward_grad = spec->forward_grad,
                                    .groups = spec->groups,
                                    .ngroups = spec->ngroups, .check_optimizers = unchecked,
+                                   .quantize_weights = spec->quantize_weights,
+                                   .quantize_gradients = spec->quantize_gradients,
                                    .ncheck_optimizers = nunchecked,
                                    .check_failed = unchecked_failed};
             c->ok = compile_cell_with(l, c->model, c->optimizer, shape, DT_F32, &options,

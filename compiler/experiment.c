@@ -13,6 +13,7 @@
 #include "builtins.h"
 #include "forward.h"
 #include "lower.h"
+#include "qsdp.h"
 
 static const char *const setting_names[] = {
     "data", "model", "optimizer", "gradient", "loss", "epochs", "batch",
@@ -657,9 +658,13 @@ bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
             ok &= add_group(l, s, spec);
             continue;
         }
+        if (s->kind == ST_DIRECTIVE && strcmp(s->directive.keyword, "quantize") == 0) {
+            ok &= qsdp_resolve(l, s, spec);
+            continue;
+        }
         if (s->kind == ST_DIRECTIVE) {
-            diag_error(s->loc, "'%s' is not available yet; this version supports 'report' "
-                       "and 'group'", s->directive.keyword);
+            diag_error(s->loc, "'%s' is not available yet; this version supports 'report', "
+                       "'group' and 'quantize'", s->directive.keyword);
             ok = false;
             continue;
         }
@@ -966,6 +971,13 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
     if (ok) {
         ir_add_output(train, "loss", loss);
         ir_add_output(train, "logits", logits);
+        qsdp_reserve_key(l, options);
+        bool simulate = options->shards == 0;
+        if (simulate && options->quantize_weights.on && !options->quantize_weights.iterate) {
+            qsdp_quantize_weight_reads(l, train, &options->quantize_weights, false);
+            loss = ir_find_output(train, "loss");
+            logits = ir_find_output(train, "logits");
+        }
         if (l->stage_hook)
             l->stage_hook(l->stage_hook_context, CELL_STAGE_FORWARD, train);
 
@@ -984,16 +996,24 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
                  : ad_backward(train, loss, params.data, params.len, grads);
         if (ok && l->stage_hook)
             l->stage_hook(l->stage_hook_context, CELL_STAGE_BACKWARD, train);
+        for (int i = 0; ok && simulate && options->quantize_gradients.on && i < params.len; i++)
+            if (grads[i] >= 0)
+                grads[i] = qsdp_quantize_gradient(l, train, params.data[i], grads[i],
+                                                  &options->quantize_gradients, 0);
         int grad_norm = -1;
         if (ok && options->clip > 0)
             grad_norm = clip_gradients(train, grads, params.len, options->clip, dtype, oloc);
         out->param_groups = arena_calloc(l->arena, (size_t)out->module.nvars + 1,
                                          sizeof(char *));
-        for (int i = 0; ok && i < params.len; i++)
+        if (ok && !simulate)
+            ok = qsdp_build_update(l, opt, options, params.data, grads, params.len, out);
+        for (int i = 0; ok && simulate && i < params.len; i++)
             ok = expand_in_groups(l, opt, options, params.data[i], grads[i], lr, step,
                                   &out->param_groups[params.data[i]]);
         if (ok)
             warn_empty_groups(l, model, options, &out->module);
+        if (ok && simulate && options->quantize_weights.iterate)
+            qsdp_quantize_param_assigns(l, train, &options->quantize_weights);
         if (ok && grad_norm >= 0) {
             /* A non-finite norm (an overflow, a NaN) skips the whole update.
              * NaN < inf is false, so one comparison covers both. */
@@ -1002,6 +1022,8 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
             ir_guard_assigns(train, finite, oloc);
             ir_add_output(train, "grad_norm", grad_norm);
         }
+        if (ok && simulate && options->quantize_weights.iterate)
+            qsdp_quantize_weight_reads(l, train, &options->quantize_weights, true);
         free(grads);
         VEC_FREE(&params);
     }
@@ -1036,6 +1058,10 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
     ir_dce(out->eval);
     BOCB_ASSERT(ir_verify(out->train));
     BOCB_ASSERT(ir_verify(out->eval));
+    if (out->update) {
+        ir_dce(out->update);
+        BOCB_ASSERT(ir_verify(out->update));
+    }
     return true;
 }
 
@@ -1065,6 +1091,7 @@ void compiled_cell_free(CompiledCell *cell)
 {
     ir_graph_free(cell->train);
     ir_graph_free(cell->eval);
+    ir_graph_free(cell->update);
     ir_module_free(&cell->module);
     memset(cell, 0, sizeof *cell);
 }

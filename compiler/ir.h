@@ -84,6 +84,9 @@ typedef enum IrOp {
     IR_AVGPOOL2D_GRAD,   /* dy -> dx (shape in the node) */
     IR_REDUCE_MAX,       /* x -> y, over the axes in the mask p[0] */
     IR_REDUCE_MAX_GRAD,  /* x, dy -> dx */
+    /* x, key, step -> decode(encode(x)): bucketed min-max quantization
+     * (runtime/quant.h), p[0] bits, p[1] bucket, p[2] RtRounding, p[3] tag */
+    IR_QUANTIZE,
     IR_IOTA,             /* -> y, the index along axis p[0] */
     IR_SAMPLE_LABELS,       /* logits [N,C], step -> i32 [N] drawn from softmax */
 

@@ -78,6 +78,10 @@ static void print_spatial_attrs(FILE *out, const IrNode *n)
     case IR_REDUCE_MAX_GRAD:
         print_axes(out, (uint32_t)a->p[0]);
         break;
+    case IR_QUANTIZE:
+        fprintf(out, " bits %lld bucket %lld %s tag %lld", (long long)a->p[0],
+                (long long)a->p[1], rt_rounding_name((RtRounding)a->p[2]), (long long)a->p[3]);
+        break;
     default:
         BOCB_UNREACHABLE("not a spatial op");
     }

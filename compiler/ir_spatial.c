@@ -1,6 +1,8 @@
 /* ir_spatial.c - shape rules, checks and builders of the spatial ops. */
 #include "ir_spatial.h"
 
+#include "../runtime/quant.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -21,6 +23,7 @@ RtSpatialOp ir_spatial_kind(IrOp op)
     case IR_REDUCE_MAX: return RT_SPATIAL_REDUCE_MAX;
     case IR_REDUCE_MAX_GRAD: return RT_SPATIAL_REDUCE_MAX_GRAD;
     case IR_IOTA: return RT_SPATIAL_IOTA;
+    case IR_QUANTIZE: return RT_SPATIAL_QUANTIZE;
     default: BOCB_UNREACHABLE("not a spatial op");
     }
 }
@@ -220,6 +223,20 @@ static bool infer(const IrGraph *g, const IrNode *n, Shape *out, const char **wh
         }
         *out = *s0;
         return true;
+    case IR_QUANTIZE:
+        if (n->nin != 3 || g->nodes[n->in[1]].shape.rank != 0 ||
+            g->nodes[n->in[2]].shape.rank != 0) {
+            *why = "quantize takes a tensor, a rank-0 key and a rank-0 step";
+            return false;
+        }
+        if (a->p[0] < RT_QUANT_MIN_BITS || a->p[0] > RT_QUANT_MAX_BITS || a->p[1] < 1 ||
+            a->p[2] < RT_ROUND_NEAREST || a->p[2] > RT_ROUND_SHIFT || a->p[3] < 0 ||
+            a->p[3] >= 0x80000000LL) {
+            *why = "the quantizer's bits, bucket, rounding or tag are out of range";
+            return false;
+        }
+        *out = *s0;
+        return true;
     case IR_IOTA:
         if (a->p[0] < 0 || a->p[0] >= n->shape.rank) {
             *why = "the axis is out of range";
@@ -348,6 +365,14 @@ int ir_iota(IrGraph *g, DType dtype, Shape shape, int axis, SrcLoc loc)
 {
     RtSpatialAttr a = {.p = {axis}};
     return build(g, IR_IOTA, dtype, &shape, 0, NULL, a, loc);
+}
+
+int ir_quantize(IrGraph *g, int x, int key, int step, int bits, int64_t bucket,
+                RtRounding rounding, uint32_t tag, SrcLoc loc)
+{
+    int in[3] = {x, key, step};
+    RtSpatialAttr a = {.p = {bits, bucket, rounding, tag}};
+    return build(g, IR_QUANTIZE, ir_node(g, x)->dtype, NULL, 3, in, a, loc);
 }
 
 /* ---- composites ----------------------------------------------------------- */

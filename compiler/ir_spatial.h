@@ -16,6 +16,7 @@
 #define BOCB_IR_SPATIAL_H
 
 #include "ir.h"
+#include "../runtime/quant.h"
 
 /* True for the ops between IR_PERMUTE and IR_IOTA. */
 bool ir_is_spatial(IrOp op);
@@ -54,6 +55,13 @@ int ir_reduce_max(IrGraph *g, int x, uint32_t axes, SrcLoc loc);
 int ir_reduce_max_grad(IrGraph *g, int x, int dy, uint32_t axes, SrcLoc loc);
 /* A tensor of `shape` whose elements are their index along `axis`. */
 int ir_iota(IrGraph *g, DType dtype, Shape shape, int axis, SrcLoc loc);
+/* decode(encode(x)) with the bucketed quantizer of runtime/quant.h: the
+ * value a receiver of x's quantized form sees. `key` (the bit pattern of
+ * a rank-0 variable) and `tag` key the draws, and `step` is the rank-0
+ * step counter. The gradient passes through unchanged (straight-through
+ * estimator). */
+int ir_quantize(IrGraph *g, int x, int key, int step, int bits, int64_t bucket,
+                RtRounding rounding, uint32_t tag, SrcLoc loc);
 
 /* ---- composites ------------------------------------------------------------
  *

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "../runtime/lrsched.h"
+#include "../runtime/quant.h"
 #include "eval.h"
 #include "ir.h"
 
@@ -42,6 +43,17 @@ typedef struct ParamGroup {
     bool failed;           /* had errors; kept only to report a second group of its name */
 } ParamGroup;
 
+/* A `quantize weights(...)` or `quantize gradients(...)` statement of an
+ * experiment (qsdp.c). */
+typedef struct QuantSetting {
+    bool on;
+    int bits;           /* 2 .. 8 */
+    int64_t bucket;     /* elements per bucket */
+    RtRounding rounding;
+    bool iterate;       /* weights only: keep the weights quantized */
+    SrcLoc loc;         /* of the statement */
+} QuantSetting;
+
 typedef struct ExperimentSpec {
     const Decl *decl;
     const char *name;
@@ -68,6 +80,7 @@ typedef struct ExperimentSpec {
     bool forward_grad;      /* gradient = forward_grad */
     ParamGroup *groups;     /* in order of precedence, the lowest first */
     int ngroups;
+    QuantSetting quantize_weights, quantize_gradients;
 } ExperimentSpec;
 
 /* The data as a model is compiled for it: one sample's shape and the
@@ -86,6 +99,10 @@ typedef struct CompiledCell {
     /* Per module variable: the groups of a parameter and what they set,
      * "no_decay, head (weight_decay=0, lr_scale=10)", or NULL. */
     const char **param_groups;
+    /* Sharded training only (qsdp.h): the optimizer step over this
+     * rank's shards, and their layout; NULL otherwise. */
+    IrGraph *update;
+    struct QsdpShards *shards;
 } CompiledCell;
 
 /* Evaluates the settings of experiment `exp`, with `-D` overrides applied
@@ -103,6 +120,13 @@ typedef struct CellOptions {
     bool forward_grad;
     const ParamGroup *groups;
     int ngroups;
+    /* Quantization of the weights each step reads and of the gradients
+     * it applies, as one process simulates it (qsdp.c). */
+    QuantSetting quantize_weights, quantize_gradients;
+    /* With shards > 0, the training step computes gradients only, and a
+     * separate update graph applies the optimizer to shard `shard_index`
+     * of `shards` of every parameter (qsdp.h). */
+    int shards, shard_index;
     /* When the model fails, the optimizers to expand anyway over the
      * parameters it created before its first mistake, and where to record
      * which of them reported errors. */

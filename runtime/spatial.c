@@ -14,6 +14,7 @@
 
 #include "base.h"
 #include "ops.h"
+#include "quant.h"
 
 int rt_spatial_arity(RtSpatialOp op)
 {
@@ -25,6 +26,8 @@ int rt_spatial_arity(RtSpatialOp op)
         return 1;
     case RT_SPATIAL_CONCAT: case RT_SPATIAL_BMM: case RT_SPATIAL_REDUCE_MAX_GRAD:
         return 2;
+    case RT_SPATIAL_QUANTIZE:
+        return 3;
     }
     BOCB_UNREACHABLE("spatial op");
 }
@@ -403,6 +406,21 @@ static void iota(DType dt, const Shape *ys, int axis, int64_t batch, void *y)
 
 /* ---- dispatch ------------------------------------------------------------- */
 
+/* The quantize op: the operand buffers are x, the key and the step. */
+static void quantize(DType dt, const RtSpatialAttr *a, const Shape *shapes,
+                     void *const *buffers, int64_t batch)
+{
+    RtQuantizer q = {
+        .bits = (int)a->p[0],
+        .bucket = a->p[1],
+        .rounding = (RtRounding)a->p[2],
+        .key = rt_quant_key(dt, buffers[1], (uint32_t)a->p[3]),
+        .step = rt_quant_step(dt, buffers[2]),
+        .tag = (uint32_t)a->p[3],
+    };
+    rt_quant_roundtrip(&q, dt, 0, shape_numel(&shapes[0], batch), buffers[0], buffers[3]);
+}
+
 void rt_spatial_run(DType dt, const RtSpatialAttr *a, const Shape *shapes,
                     void *const *buffers, int64_t batch)
 {
@@ -445,6 +463,9 @@ void rt_spatial_run(DType dt, const RtSpatialAttr *a, const Shape *shapes,
         return;
     case RT_SPATIAL_IOTA:
         iota(dt, &shapes[0], (int)a->p[0], batch, buffers[0]);
+        return;
+    case RT_SPATIAL_QUANTIZE:
+        quantize(dt, a, shapes, buffers, batch);
         return;
     }
     BOCB_UNREACHABLE("spatial op");

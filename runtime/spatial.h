@@ -32,6 +32,9 @@ typedef enum RtSpatialOp {
                                    element */
     RT_SPATIAL_IOTA,          /* -> y, where every element is its index on
                                  axis p[0] */
+    RT_SPATIAL_QUANTIZE,      /* x, key, step -> decode(encode(x)) (quant.h);
+                                 p[0] bits, p[1] bucket, p[2] rounding,
+                                 p[3] tag */
 } RtSpatialOp;
 
 enum { RT_SPATIAL_MAX_ATTRS = 7 };
