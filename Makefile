@@ -39,13 +39,24 @@ LLVM_LIBS   := $(shell $(LLVM_CONFIG) --ldflags --libs core orcjit native passes
 LDLIBS   := $(LLVM_LIBS) -Wl,--no-as-needed -lopenblas -Wl,--as-needed -ledit -lz -lm -lpthread
 
 LANG_SRC     := $(wildcard lang/*.c)
-COMPILER_SRC := $(filter-out compiler/main.c,$(wildcard compiler/*.c))
+# aot_runtime.c and aot_main.c replace jit.c and main() in the AOT
+# runtime library only.
+AOT_ONLY_SRC := compiler/aot_runtime.c compiler/aot_main.c
+COMPILER_SRC := $(filter-out compiler/main.c $(AOT_ONLY_SRC),$(wildcard compiler/*.c))
 RUNTIME_SRC  := $(wildcard runtime/*.c)
 GEN_SRC      := $(BUILD)/gen/parser.c $(BUILD)/gen/lexer.c
 
 LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LANG_SRC) $(COMPILER_SRC) $(RUNTIME_SRC)) \
            $(BUILD)/obj/gen/parser.o $(BUILD)/obj/gen/lexer.o
 LIB     := $(BUILD)/libbocb.a
+
+# The runtime library of executables written by `bocbc -c`: libbocb.a
+# without LLVM (jit.c, codegen.c, aot.c), with a table of precompiled
+# kernels in place of the JIT and bocbc's main() renamed bocbc_main.
+LLVM_OBJ    := $(patsubst %.c,$(BUILD)/obj/%.o,compiler/jit.c compiler/codegen.c compiler/aot.c)
+AOT_LIB_OBJ := $(filter-out $(LLVM_OBJ),$(LIB_OBJ)) \
+               $(patsubst %.c,$(BUILD)/obj/%.o,$(AOT_ONLY_SRC)) $(BUILD)/obj/aot/main.o
+AOT_LIB     := $(BUILD)/libbocb-aot.a
 BOCBC   := $(BUILD)/bocbc
 
 UNIT_SRC  := $(wildcard tests/unit/*.c) $(wildcard tests/gradcheck/*.c)
@@ -54,7 +65,7 @@ UNIT_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 .PHONY: all deps demo check check-unit check-lit bench results-backbones install uninstall clean
 .DEFAULT_GOAL := all
 
-all: $(BOCBC)
+all: $(BOCBC) $(AOT_LIB)
 
 deps:
 	@tools/install-deps.sh
@@ -77,16 +88,18 @@ results-backbones: $(BOCBC)
 	tools/results_backbones.py --bocbc $(BOCBC) $(RESULTS_ARGS)
 
 # The installed bocbc finds its standard library as ../share/bocb/stdlib
-# next to itself, so DESTDIR staging and moved prefixes both work. No
-# headers are installed, because bocbc builds no programs that link
-# libbocb.a.
+# next to itself, so DESTDIR staging and moved prefixes both work; so
+# does `bocbc -c` find libbocb-aot.a in ../lib. No headers are installed,
+# because the only programs linked with these libraries are the ones
+# that `bocbc -c` writes.
 STDLIB_FILES := $(shell find stdlib -type f -name '*.bocb' | sort)
 MANDIR       ?= $(PREFIX)/share/man
 
-install: $(BOCBC) $(LIB)
+install: $(BOCBC) $(LIB) $(AOT_LIB)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(MANDIR)/man1
 	install -m 755 $(BOCBC) $(DESTDIR)$(PREFIX)/bin/bocbc
 	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/libbocb.a
+	install -m 644 $(AOT_LIB) $(DESTDIR)$(PREFIX)/lib/libbocb-aot.a
 	install -m 644 docs/bocbc.1 $(DESTDIR)$(MANDIR)/man1/bocbc.1
 	for f in $(STDLIB_FILES); do \
 	    install -d $(DESTDIR)$(PREFIX)/share/bocb/$$(dirname $$f) && \
@@ -97,7 +110,7 @@ install: $(BOCBC) $(LIB)
 # directories of the standard library once they are empty.
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/bocbc $(DESTDIR)$(PREFIX)/lib/libbocb.a \
-	    $(DESTDIR)$(MANDIR)/man1/bocbc.1
+	    $(DESTDIR)$(PREFIX)/lib/libbocb-aot.a $(DESTDIR)$(MANDIR)/man1/bocbc.1
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/share/bocb/,$(STDLIB_FILES))
 	for d in $$(find stdlib -depth -type d) ; do \
 	    rmdir $(DESTDIR)$(PREFIX)/share/bocb/$$d 2>/dev/null || true; \
@@ -115,6 +128,14 @@ $(BOCBC): $(BUILD)/obj/compiler/main.o $(LIB)
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
+
+$(AOT_LIB): $(AOT_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/obj/aot/main.o: compiler/main.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Dmain=bocbc_main -Wno-missing-prototypes -c -o $@ $<
 
 $(BUILD)/gen/parser.c $(BUILD)/gen/parser.h: lang/parser.y
 	@mkdir -p $(BUILD)/gen
@@ -140,7 +161,7 @@ $(BUILD)/obj/gen/lexer.o: $(BUILD)/gen/lexer.c $(BUILD)/gen/parser.h
 $(patsubst %.c,$(BUILD)/obj/%.o,$(RUNTIME_SRC)): CFLAGS += -O3
 
 # Only the code generator sees the LLVM headers.
-$(BUILD)/obj/compiler/codegen.o $(BUILD)/obj/compiler/jit.o: CPPFLAGS += $(LLVM_CFLAGS)
+$(LLVM_OBJ): CPPFLAGS += $(LLVM_CFLAGS)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

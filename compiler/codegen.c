@@ -810,6 +810,11 @@ static void build_kernel(Codegen *cg, const Kernel *k, const char *symbol)
 
 LLVMTargetMachineRef codegen_host_target_machine(char **error)
 {
+    return codegen_target_machine(NULL, error);
+}
+
+LLVMTargetMachineRef codegen_target_machine(const char *cpu_name, char **error)
+{
     if (LLVMInitializeNativeTarget() || LLVMInitializeNativeAsmPrinter() ||
         LLVMInitializeNativeAsmParser()) {
         *error = xstrdup("LLVM has no native target for this host");
@@ -825,18 +830,53 @@ LLVMTargetMachineRef codegen_host_target_machine(char **error)
         LLVMDisposeMessage(triple);
         return NULL;
     }
-    char *cpu = LLVMGetHostCPUName();
-    char *features = LLVMGetHostCPUFeatures();
+    /* A named CPU brings its own features; the host's are detected. */
+    char *cpu = cpu_name ? NULL : LLVMGetHostCPUName();
+    char *features = cpu_name ? NULL : LLVMGetHostCPUFeatures();
     LLVMTargetMachineRef tm = LLVMCreateTargetMachine(
-        target, triple, cpu, features, LLVMCodeGenLevelAggressive, LLVMRelocPIC,
-        LLVMCodeModelDefault);
+        target, triple, cpu_name ? cpu_name : cpu, features ? features : "",
+        LLVMCodeGenLevelAggressive, LLVMRelocPIC, LLVMCodeModelDefault);
     if (!tm)
         *error = xasprintf("LLVM could not create a target machine for %s (cpu %s)",
-                           triple, cpu);
+                           triple, cpu_name ? cpu_name : cpu);
     LLVMDisposeMessage(features);
     LLVMDisposeMessage(cpu);
     LLVMDisposeMessage(triple);
     return tm;
+}
+
+char *codegen_target_id(LLVMTargetMachineRef tm)
+{
+    unsigned major, minor, patch;
+    LLVMGetVersion(&major, &minor, &patch);
+    char *triple = LLVMGetTargetMachineTriple(tm);
+    char *cpu = LLVMGetTargetMachineCPU(tm);
+    char *features = LLVMGetTargetMachineFeatureString(tm);
+    char *id = xasprintf("llvm %u.%u.%u; %s; cpu %s; features %s", major, minor, patch,
+                         triple, cpu, features);
+    LLVMDisposeMessage(features);
+    LLVMDisposeMessage(cpu);
+    LLVMDisposeMessage(triple);
+    return id;
+}
+
+void *codegen_emit_object(LLVMModuleRef module, LLVMTargetMachineRef tm, size_t *size,
+                          char **error)
+{
+    char *message = NULL;
+    LLVMMemoryBufferRef buffer = NULL;
+    if (LLVMTargetMachineEmitToMemoryBuffer(tm, module, LLVMObjectFile, &message,
+                                            &buffer)) {
+        *error = xasprintf("cannot emit object code: %s",
+                           message ? message : "unknown error");
+        LLVMDisposeMessage(message);
+        return NULL;
+    }
+    *size = LLVMGetBufferSize(buffer);
+    void *object = xmalloc(*size ? *size : 1);
+    memcpy(object, LLVMGetBufferStart(buffer), *size);
+    LLVMDisposeMemoryBuffer(buffer);
+    return object;
 }
 
 LLVMModuleRef codegen_build_module(LLVMContextRef ctx, LLVMTargetMachineRef tm,

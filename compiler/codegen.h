@@ -11,12 +11,14 @@
 #include <stdbool.h>
 
 #include "../runtime/exec.h"
+#include "kcache.h"
 #include "kernel.h"
 
 typedef struct Jit Jit;
 
 typedef struct JitStats {
-    int kernels;           /* kernels compiled so far */
+    int kernels;           /* kernels compiled or loaded so far */
+    KCacheStats cache;     /* with a kernel cache (jit_set_cache) */
     double build_seconds;  /* building LLVM IR */
     double opt_seconds;    /* the O3 pipeline */
     double link_seconds;   /* machine code generation and symbol lookup */
@@ -26,6 +28,11 @@ typedef struct JitStats {
  * when LLVM cannot be initialised. */
 Jit *jit_create(char **error);
 void jit_destroy(Jit *jit);
+
+/* Makes later jit_compile calls look kernels up in the on-disk cache in
+ * `dir` (see kcache.h) and store the kernels they compile there; NULL
+ * turns the cache off. */
+void jit_set_cache(Jit *jit, const char *dir);
 
 /* Compiles `n` kernels as one module and stores their entry points in
  * fns[0..n). Code stays valid until jit_destroy. Returns false and sets
@@ -52,6 +59,23 @@ struct LLVMOpaqueTargetMachine;
 /* Initialises LLVM's native target and creates a TargetMachine for the host
  * CPU and its features. Returns NULL and sets *error (malloc'd) on failure. */
 struct LLVMOpaqueTargetMachine *codegen_host_target_machine(char **error);
+
+/* Creates a TargetMachine for the CPU named `cpu` ("x86-64-v2", "znver4")
+ * with the features that name implies, or for the host CPU and its
+ * detected features when `cpu` is NULL. Returns NULL and sets *error
+ * (malloc'd) on failure. */
+struct LLVMOpaqueTargetMachine *codegen_target_machine(const char *cpu, char **error);
+
+/* Returns "llvm VERSION; TRIPLE; cpu CPU; features FEATURES" for `tm`
+ * (malloc'd): everything besides a kernel's key that its machine code
+ * depends on. */
+char *codegen_target_id(struct LLVMOpaqueTargetMachine *tm);
+
+/* Returns `module` compiled to an ELF object (malloc'd) and its size in
+ * *size, or NULL after setting *error (malloc'd). Code generation changes
+ * the module, so pass a clone of one that is still needed. */
+void *codegen_emit_object(struct LLVMOpaqueModule *module,
+                          struct LLVMOpaqueTargetMachine *tm, size_t *size, char **error);
 
 /* Builds a module in `ctx` with one function per kernel, named symbols[i],
  * with the triple and data layout of `tm`. */

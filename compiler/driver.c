@@ -15,6 +15,7 @@
 #include "../runtime/data.h"
 #include "../runtime/ops.h"
 #include "../runtime/report.h"
+#include "aot.h"
 
 /* ---- finding the standard library ----------------------------------------- */
 
@@ -349,10 +350,12 @@ static void print_table(const ExperimentSpec *spec, const RunRecord *runs, int n
 static void print_stats(const Cell *c, const CellStats *st)
 {
     printf("stats %s / %s: %d kernels, %d steps, schedule %.1f ms, JIT %.1f ms, "
-           "planned memory: arena %.2f MiB (evaluation %.2f MiB), variables %.2f MiB, "
+           "kernel cache %d hits %d misses, planned peak %.2f MiB: "
+           "arena %.2f MiB (evaluation %.2f MiB), variables %.2f MiB, "
            "workspace %.2f MiB, %lld parameters, %.3f GFLOP per training step\n",
            c->model->label, c->optimizer->label, st->kernels, st->steps,
-           1e3 * st->schedule_seconds, 1e3 * st->jit_seconds,
+           1e3 * st->schedule_seconds, 1e3 * st->jit_seconds, st->cache_hits,
+           st->cache_misses, (double)st->planned_bytes / 1048576.0,
            (double)st->arena_bytes / 1048576.0, (double)st->eval_arena_bytes / 1048576.0,
            (double)st->variable_bytes / 1048576.0, (double)st->workspace_bytes / 1048576.0,
            (long long)st->parameters, st->train_flops / 1e9);
@@ -551,6 +554,109 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
     return status;
 }
 
+/* ---- compiling to an executable (-c) -------------------------------------- */
+
+/* Returns the options that a binary written by -c replays before its
+ * user's: -e, each -D, and each -I directory and BOCB_PATH entry as a
+ * real path (aot_main.c moves those below its copy of the sources). */
+static const char **aot_arguments(const Options *opts, const SearchPath *search, int *nargs)
+{
+    int cap = 2 + 2 * opts->noverrides + 2 * search->ndirs;
+    const char **args = xcalloc((size_t)cap + 1, sizeof *args);
+    int n = 0;
+    if (opts->experiment) {
+        args[n++] = xstrdup("-e");
+        args[n++] = xstrdup(opts->experiment);
+    }
+    for (int i = 0; i < opts->noverrides; i++) {
+        args[n++] = xstrdup("-D");
+        args[n++] = xstrdup(opts->overrides[i].text);
+    }
+    for (int i = 0; i < search->ndirs; i++) {
+        char *real = realpath(search->dirs[i], NULL);
+        if (!real)
+            continue; /* a directory that does not exist provided no file */
+        args[n++] = xstrdup("-I");
+        args[n++] = real;
+    }
+    *nargs = n;
+    return args;
+}
+
+/* Writes the executable of -c: the kernels of every cell of every job,
+ * both graphs, and the program's sources. Returns an exit status. */
+static int build_aot_binary(const Options *opts, const SearchPath *search,
+                            const Program *program, Job *jobs, int njobs)
+{
+    VEC(Schedule) schedules = {0};
+    VEC(Kernel *) kernels = {0};
+    for (int j = 0; j < njobs; j++) {
+        int64_t batch, eval_batch;
+        job_batches(&jobs[j], &batch, &eval_batch);
+        for (int c = 0; c < jobs[j].ncells; c++) {
+            const CompiledCell *cc = &jobs[j].cells[c].compiled;
+            Schedule eval, train;
+            schedule_graph(cc->eval, eval_batch, &eval);
+            schedule_graph(cc->train, batch, &train);
+            VEC_PUSH(&schedules, eval);
+            VEC_PUSH(&schedules, train);
+        }
+    }
+    for (int i = 0; i < schedules.len; i++)
+        for (int k = 0; k < schedules.data[i].nkernels; k++)
+            VEC_PUSH(&kernels, schedules.data[i].kernels[k]);
+
+    const char **files = xcalloc((size_t)program->nmodules + 1, sizeof *files);
+    for (int i = 0; i < program->nmodules; i++) {
+        files[i] = realpath(program->modules[i]->path, NULL);
+        BOCB_ASSERT(files[i] != NULL); /* the loader has just read it */
+    }
+    char *main_file = realpath(opts->input, NULL);
+    char *stdlib_dir = search->stdlib_dir ? realpath(search->stdlib_dir, NULL) : NULL;
+    int nargs = 0;
+    const char **args = aot_arguments(opts, search, &nargs);
+
+    AotRequest req = {
+        .output = opts->aot_output, .cpu = opts->target_cpu,
+        .kernels = kernels.data, .nkernels = kernels.len,
+        .files = files, .nfiles = program->nmodules,
+        .main_file = main_file, .stdlib_dir = stdlib_dir,
+        .args = args, .nargs = nargs,
+    };
+    char *error = NULL;
+    int status = BOCB_EXIT_OK;
+    if (!aot_build(&req, &error)) {
+        fprintf(stderr, "bocbc: error: cannot write the executable '%s': %s\n",
+                opts->aot_output, error);
+        free(error);
+        status = BOCB_EXIT_RUNTIME;
+    }
+
+    for (int i = 0; i < nargs; i++)
+        free((char *)args[i]);
+    free(args);
+    free(stdlib_dir);
+    free(main_file);
+    for (int i = 0; i < program->nmodules; i++)
+        free((char *)files[i]);
+    free(files);
+    for (int i = 0; i < schedules.len; i++)
+        schedule_free(&schedules.data[i]);
+    VEC_FREE(&schedules);
+    VEC_FREE(&kernels);
+    return status;
+}
+
+/* Turns the kernel cache on for `jit` unless --no-cache is given or no
+ * cache directory is known. */
+static void enable_kernel_cache(const Options *opts, Jit *jit)
+{
+    char *dir = opts->no_cache ? NULL : kcache_dir(opts->cache_dir);
+    if (dir)
+        jit_set_cache(jit, dir);
+    free(dir);
+}
+
 /* Returns an earlier job of jobs[0 .. n) that loaded the same data source,
  * or NULL. */
 static const Job *job_with_same_data(const Job *jobs, int n, const DataSpec *data)
@@ -685,7 +791,8 @@ static Job *select_jobs(const Options *opts, const Program *program, int *njobs)
 
 /* Compiles every selected experiment, reporting all errors, before any
  * of them trains; then runs them in order. */
-static int run_experiments(const Options *opts, Lower *l, const Program *program)
+static int run_experiments(const Options *opts, Lower *l, const Program *program,
+                           const SearchPath *search)
 {
     int njobs;
     Job *jobs = select_jobs(opts, program, &njobs);
@@ -729,6 +836,8 @@ static int run_experiments(const Options *opts, Lower *l, const Program *program
         list_cells(jobs, njobs);
     } else if (opts->check_only || opts->emit == EMIT_IR || opts->emit == EMIT_IR_GRAD) {
         /* Every cell compiled, and the stage hook printed what --emit asked for. */
+    } else if (opts->compile_aot) {
+        status = build_aot_binary(opts, search, program, jobs, njobs);
     } else if (opts->emit == EMIT_NONE && !check_memory_and_reports(jobs, njobs)) {
         status = BOCB_EXIT_RUNTIME;
     } else if (opts->emit != EMIT_NONE) {
@@ -742,6 +851,8 @@ static int run_experiments(const Options *opts, Lower *l, const Program *program
             free(error);
             status = BOCB_EXIT_RUNTIME;
         }
+        if (jit)
+            enable_kernel_cache(opts, jit);
         for (int i = 0; i < njobs && status == 0; i++)
             status = run_job(opts, &jobs[i], jit);
         jit_destroy(jit);
@@ -853,7 +964,7 @@ int driver_main(const Options *opts)
      * checked; run_experiments trains nothing once any error exists. */
     Lower l;
     lower_init(&l, program, &arena);
-    status = run_experiments(opts, &l, program);
+    status = run_experiments(opts, &l, program, &search);
     lower_free(&l);
 
 done:

@@ -64,6 +64,13 @@ typedef struct Options {
     int noverrides;
     int threads;             /* OpenBLAS threads; 0 = its default */
     const char *report_dir;  /* replaces the experiment's `report` directory */
+    bool compile_aot;        /* -c: write an executable instead of running */
+    const char *aot_output;  /* -o, or default_output */
+    char *default_output;    /* malloc'd */
+    const char *target_cpu;  /* --target-cpu; NULL for the host */
+    bool target_cpu_given;
+    const char *cache_dir;   /* --cache-dir; NULL for the default */
+    bool no_cache;
 } Options;
 
 /* Runs bocbc with `opts` and returns the process exit status, one of

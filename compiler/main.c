@@ -33,6 +33,8 @@ static void usage(FILE *out)
           "                      checked, but no shapes\n"
           "  --list-cells        print the cells (model / optimizer / seed) of each\n"
           "                      experiment, one per line, and stop\n"
+          "  -c                  compile the selected experiments into a standalone\n"
+          "                      executable (see -o) instead of running them\n"
           "  --emit=WHAT         print a stage of the first cell and stop; WHAT is one of\n"
           "                        tokens   the tokens of FILE, one per line\n"
           "                        ast      the syntax tree of FILE\n"
@@ -49,6 +51,13 @@ static void usage(FILE *out)
           "                      stdin is a terminal\n"
           "\n"
           "options:\n"
+          "  -o FILE             with -c: the executable to write (default: FILE.bocb\n"
+          "                      without its directory and .bocb suffix)\n"
+          "  --target-cpu=CPU    with -c: the instruction set of the kernels: host (the\n"
+          "                      default), x86-64, x86-64-v2, x86-64-v3 or x86-64-v4\n"
+          "  --cache-dir=DIR     keep compiled kernels in DIR (default: $BOCB_CACHE_DIR,\n"
+          "                      else $XDG_CACHE_HOME/bocb, else ~/.cache/bocb)\n"
+          "  --no-cache          neither read nor write the kernel cache\n"
           "  -D KEY=VALUE        override an experiment setting, e.g. -D epochs=1\n"
           "                      (repeatable)\n"
           "  -e, --experiment=NAME\n"
@@ -58,8 +67,8 @@ static void usage(FILE *out)
           "                      report directory (default: the experiment's, or none)\n"
           "  --threads=N         OpenBLAS threads for matrix products, 1 to 1024\n"
           "                      (default: OpenBLAS's choice, usually all cores)\n"
-          "  --stats             print kernel count, compile time in ms and planned\n"
-          "                      memory in MiB for each cell\n"
+          "  --stats             print kernel count, compile time in ms, kernel cache\n"
+          "                      hits and planned memory in MiB for each cell\n"
           "  -q, --quiet         print no progress lines, only the results table\n"
           "  --color=WHEN        colour diagnostics: auto, always or never (default: auto,\n"
           "                      which colours only when stderr is a terminal and NO_COLOR\n"
@@ -73,9 +82,12 @@ static void usage(FILE *out)
           "  in the standard library.\n"
           "\n"
           "environment:\n"
+          "  BOCB_CACHE_DIR      directory of the kernel cache (see --cache-dir)\n"
           "  BOCB_PATH           colon-separated directories to search for imports\n"
           "  BOCB_STDLIB         directory of the standard library (the one that\n"
           "                      contains optim/); default: found next to bocbc\n"
+          "  CC                  with -c: the C compiler that links the executable\n"
+          "                      (default: cc)\n"
           "  NO_COLOR            when set and not empty, --color=auto does not colour\n"
           "  TERM                when 'dumb', --color=auto does not colour\n"
           "  XDG_DATA_HOME       the REPL keeps its history in XDG_DATA_HOME/bocb/history\n"
@@ -144,6 +156,7 @@ static void free_options(Options *o)
         free((char *)o->overrides[i].key);
     free(o->overrides);
     free(o->include_dirs);
+    free(o->default_output);
 }
 
 /* getopt_long codes of the options without a short form. */
@@ -160,6 +173,9 @@ enum {
     OPT_STATS,
     OPT_COLOR,
     OPT_REPL,
+    OPT_TARGET_CPU,
+    OPT_CACHE_DIR,
+    OPT_NO_CACHE,
 };
 
 static const struct option long_options[] = {
@@ -178,11 +194,14 @@ static const struct option long_options[] = {
     {"quiet", no_argument, NULL, 'q'},
     {"color", required_argument, NULL, OPT_COLOR},
     {"repl", no_argument, NULL, OPT_REPL},
+    {"target-cpu", required_argument, NULL, OPT_TARGET_CPU},
+    {"cache-dir", required_argument, NULL, OPT_CACHE_DIR},
+    {"no-cache", no_argument, NULL, OPT_NO_CACHE},
     {NULL, 0, NULL, 0},
 };
 
 /* The leading ':' makes getopt_long return ':' for a missing value and
- * print nothing itself. -c and -o are reserved for compiling to a file. */
+ * print nothing itself. */
 static const char short_options[] = ":hD:I:e:qco:";
 
 /* Prints why getopt_long rejected the option at argv[index] and returns
@@ -224,6 +243,18 @@ static int reject_option(int code, char **argv, int index)
     return BOCB_EXIT_USAGE;
 }
 
+/* Returns whether --target-cpu accepts `name`. These are the x86-64
+ * micro-architecture levels; "host" is the CPU bocbc runs on. */
+static bool known_cpu(const char *name)
+{
+    static const char *const names[] = {"host", "x86-64", "x86-64-v2", "x86-64-v3",
+                                        "x86-64-v4"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(names[i], name) == 0)
+            return true;
+    return false;
+}
+
 /* Applies option `code` with `value` (NULL for flags). Returns an exit
  * status to stop with, or -1 to go on. */
 static int apply_option(Options *o, int code, const char *value)
@@ -239,9 +270,28 @@ static int apply_option(Options *o, int code, const char *value)
         o->repl = true;
         break;
     case 'c':
+        o->compile_aot = true;
+        break;
     case 'o':
-        return fail_usage("%s is not available in this version of bocbc",
-                          code == 'c' ? "-c" : "-o");
+        if (!value[0])
+            return fail_usage("%s expects a file name", "-o");
+        o->aot_output = value;
+        break;
+    case OPT_TARGET_CPU:
+        if (!known_cpu(value))
+            return fail_usage("--target-cpu expects host, x86-64, x86-64-v2, x86-64-v3 "
+                              "or x86-64-v4, not '%s'", value);
+        o->target_cpu = strcmp(value, "host") == 0 ? NULL : value;
+        o->target_cpu_given = true;
+        break;
+    case OPT_CACHE_DIR:
+        if (!value[0])
+            return fail_usage("%s expects a directory", "--cache-dir");
+        o->cache_dir = value;
+        break;
+    case OPT_NO_CACHE:
+        o->no_cache = true;
+        break;
     case OPT_JIT:
         o->backend = BACKEND_JIT;
         break;
@@ -307,6 +357,32 @@ static int apply_option(Options *o, int code, const char *value)
     return -1;
 }
 
+/* Checks the options of -c and sets the default output file. Returns an
+ * exit status to stop with, or -1 to go on. */
+static int check_aot_options(Options *o)
+{
+    if (!o->compile_aot) {
+        if (o->aot_output)
+            return fail_usage("%s needs -c", "-o");
+        if (o->target_cpu_given)
+            return fail_usage("%s needs -c", "--target-cpu");
+        return -1;
+    }
+    if (o->backend == BACKEND_INTERP)
+        return fail_usage("%s", "-c compiles kernels, so it cannot be combined with --interp");
+    if (!o->aot_output) {
+        const char *slash = strrchr(o->input, '/');
+        const char *base = slash ? slash + 1 : o->input;
+        size_t len = strlen(base);
+        if (len <= 5 || strcmp(base + len - 5, ".bocb") != 0)
+            return fail_usage("-o is needed when the input file '%s' does not end in "
+                              ".bocb", o->input);
+        o->default_output = xstrndup(base, len - 5);
+        o->aot_output = o->default_output;
+    }
+    return -1;
+}
+
 /* Parses the command line into *o. Returns an exit status to stop with,
  * or -1 to go on. */
 static int parse_arguments(Options *o, int argc, char **argv)
@@ -347,10 +423,12 @@ static int parse_arguments(Options *o, int argc, char **argv)
         usage(stderr);
         return BOCB_EXIT_USAGE;
     }
-    int modes = o->syntax_only + o->check_only + o->list_cells + (o->emit != EMIT_NONE);
+    int modes = o->syntax_only + o->check_only + o->list_cells + (o->emit != EMIT_NONE) +
+                o->compile_aot;
     if (modes > 1)
-        return fail_usage("%s", "--syntax-only, --check, --list-cells and --emit each "
+        return fail_usage("%s", "-c, --syntax-only, --check, --list-cells and --emit each "
                                 "stop at a different stage; give only one of them");
+    return check_aot_options(o);
     return -1;
 }
 

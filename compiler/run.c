@@ -66,6 +66,7 @@ static bool create_jit(CellRunner *r, Jit *jit, CellStats *stats, char **error)
 {
     /* Both graphs' kernels go into one module: one O3 run, one link. */
     double t0 = now_seconds();
+    KCacheStats cache_before = jit_stats(jit)->cache;
     int n = r->sched[0].nkernels + r->sched[1].nkernels;
     Kernel **all = xcalloc((size_t)n + 1, sizeof *all);
     RtKernelFn *fns = xcalloc((size_t)n + 1, sizeof *fns);
@@ -73,6 +74,7 @@ static bool create_jit(CellRunner *r, Jit *jit, CellStats *stats, char **error)
     memcpy(all + r->sched[0].nkernels, r->sched[1].kernels,
            (size_t)r->sched[1].nkernels * sizeof *all);
     bool ok = n == 0 || jit_compile(jit, all, n, fns, error);
+    double compile_seconds = now_seconds() - t0;
     if (ok) {
         memcpy(r->sched[0].program.kernels, fns, (size_t)r->sched[0].nkernels * sizeof *fns);
         memcpy(r->sched[1].program.kernels, fns + r->sched[0].nkernels,
@@ -90,7 +92,9 @@ static bool create_jit(CellRunner *r, Jit *jit, CellStats *stats, char **error)
     r->runner.output = jit_output;
     if (stats) {
         stats->kernels = n;
-        stats->jit_seconds = now_seconds() - t0;
+        stats->jit_seconds = compile_seconds;
+        stats->cache_hits = jit_stats(jit)->cache.hits - cache_before.hits;
+        stats->cache_misses = jit_stats(jit)->cache.misses - cache_before.misses;
     }
     return true;
 }
@@ -198,6 +202,7 @@ bool cell_runner_create(CellRunner *r, const CompiledCell *cell, Backend backend
 
     if (stats) {
         stats->schedule_seconds = t1 - t0;
+        stats->planned_bytes = planned;
         stats->steps = r->sched[1].program.nsteps + r->sched[0].program.nsteps;
         stats->arena_bytes = r->sched[1].program.arena_bytes;
         stats->eval_arena_bytes = r->sched[0].program.arena_bytes;

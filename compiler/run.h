@@ -26,6 +26,9 @@ typedef struct CellStats {
     int steps;
     double schedule_seconds;
     double jit_seconds;   /* IR build + O3 + machine code, this cell only */
+    int cache_hits;       /* kernels loaded from the kernel cache */
+    int cache_misses;     /* kernels compiled and written to it */
+    size_t planned_bytes; /* cell_planned_bytes: the planned peak */
     size_t arena_bytes;   /* planned peak, training step and evaluation */
     size_t eval_arena_bytes;
     size_t workspace_bytes;

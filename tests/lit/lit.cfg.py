@@ -20,6 +20,8 @@ llvm_bindir = lit_config.params.get("llvm_bindir", "/usr/lib/llvm-19/bin")
 config.environment["PATH"] = os.pathsep.join([llvm_bindir, os.environ.get("PATH", "")])
 config.environment["BOCB_STDLIB"] = os.path.abspath(
     os.path.join(config.test_source_root, "..", "..", "stdlib"))
+# Compiled kernels are cached in the build tree, not in the user's home.
+config.environment["BOCB_CACHE_DIR"] = os.path.join(build, "kernel-cache")
 # Diagnostics and tables must not depend on the terminal.
 config.environment["TERM"] = "dumb"
 
