@@ -6,7 +6,7 @@
  * program of all declarations in force is lowered again after each one,
  * and an input that adds an error is rejected, leaving the session as it
  * was. On a terminal, libedit provides line editing, a history file and
- * completion; from a pipe, lines are read plainly and no prompt is
+ * completion. From a pipe, lines are read plainly and no prompt is
  * printed, so scripted sessions give the same output.
  */
 
@@ -166,9 +166,9 @@ static void add_program(ReplSession *s, const Program *p)
     }
 }
 
-/* Lowers the program after a change. On success the tensors kept at the
- * prompt under a redeclared name go, and so does the training state; on
- * an error the snapshot is restored. */
+/* Lowers the program after a change. On success, the tensors kept at the
+ * prompt under a redeclared name are dropped, and so is the training
+ * state. On an error, the snapshot is restored. */
 static bool commit_change(ReplSession *s, Snapshot *snap)
 {
     bool ok = relower(s);
@@ -181,7 +181,7 @@ static bool commit_change(ReplSession *s, Snapshot *snap)
     return ok;
 }
 
-/* Loads a file with its imports; NULL after reported errors. */
+/* Loads a file with its imports. Returns NULL after reported errors. */
 static Program *read_file(ReplSession *s, const char *path, SrcLoc loc)
 {
     int errors = diag_error_count();
@@ -218,8 +218,8 @@ static bool is_declaration(const char *text)
 }
 
 /* Removes the constant `name`, which a tensor kept at the prompt now
- * replaces. When a declaration still needs the constant (the error says
- * where), both stay and the tensor is dropped. */
+ * replaces. When a declaration still needs the constant (the error shows
+ * where), the constant stays and the tensor is dropped. */
 static void replace_constant(ReplSession *s, const char *name)
 {
     int found = -1;
@@ -417,7 +417,7 @@ static void cmd_time(Command *c)
         printf("time: %.3f ms\n", 1e3 * seconds);
 }
 
-/* Prints the graph of the stage that :ir or :ir-grad asks for. */
+/* Prints the graph of the stage that :ir or :ir-grad requests. */
 typedef struct StagePrinter {
     CellStage stage;
     bool printed;
@@ -583,7 +583,7 @@ static void cmd_sharpness(Command *c)
                "version of bocbc cannot compute yet");
 }
 
-/* :set KEY=VALUE overrides an experiment setting as -D does; the current
+/* :set KEY=VALUE overrides an experiment setting as -D does. The current
  * experiment is resolved at once, so a bad value is rejected here. */
 static void cmd_set(Command *c)
 {
@@ -944,6 +944,8 @@ int repl_main(const Options *opts)
         if (interactive && input.len)
             add_history(input.data);
         bool go_on = run_input(&s, input.data);
+        /* A Ctrl-C that no command saw must not end the next read. */
+        repl_interrupted = 0;
         input.len = 0;
         input.data[0] = '\0';
         if (!go_on)

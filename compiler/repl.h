@@ -42,8 +42,6 @@ typedef struct ReplSession {
     VEC(Decl *) decls;       /* the declarations in force, oldest first */
     VEC(const char *) sources; /* :load paths and typed imports, for :reload */
     VEC(TensorLet) lets;
-    Module module;           /* decls as the main module of `program` */
-    Program program;
     Lower *lower;            /* lowered `program`: the globals of every input */
     VEC(Override) overrides; /* from :set */
     const Decl *experiment;  /* the current experiment, or NULL */

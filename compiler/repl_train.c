@@ -601,10 +601,13 @@ static bool lower_at_prompt(ReplSession *s, const Expr *e, PromptGraph *pg)
         ys.batch_axis = 0;
         ys.dims[0] = 1;
         SrcLoc where = pg->data->spec.data->loc;
-        scope_set(l, &pg->scope, "x",
-                  val_tensor(ir_input(pg->graph, "x", DT_F32, xs, where), where));
-        scope_set(l, &pg->scope, "labels",
-                  val_tensor(ir_input(pg->graph, "labels", DT_I32, ys, where), where));
+        int x = ir_input(pg->graph, "x", DT_F32, xs, where);
+        int labels = ir_input(pg->graph, "labels", DT_I32, ys, where);
+        /* A declaration called x or labels hides the samples. */
+        if (!scope_find(&l->globals, "x"))
+            scope_set(l, &pg->scope, "x", val_tensor(x, where));
+        if (!scope_find(&l->globals, "labels"))
+            scope_set(l, &pg->scope, "labels", val_tensor(labels, where));
     }
     int errors = diag_error_count();
     /* Each instantiation of a model reads the parameters that an earlier
