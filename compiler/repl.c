@@ -916,6 +916,7 @@ int repl_main(const Options *opts)
         rl_attempted_completion_function = complete;
         puts("bocb REPL; ':help' lists the commands, ':quit' or Ctrl-D ends it");
     }
+    int errors_before = diag_error_count();
     if (opts->input) {
         char *text = xasprintf(":load %s", opts->input);
         run_input(&s, text);
@@ -959,5 +960,11 @@ int repl_main(const Options *opts)
     free(history);
     sb_free(&input);
     session_free(&s);
-    return fflush(stdout) == 0 && !ferror(stdout) ? BOCB_EXIT_OK : BOCB_EXIT_RUNTIME;
+    if (fflush(stdout) != 0 || ferror(stdout))
+        return BOCB_EXIT_RUNTIME;
+    /* A script learns from the exit status that one of its inputs failed;
+     * at a terminal, the person has seen the errors. */
+    if (!interactive && diag_error_count() > errors_before)
+        return BOCB_EXIT_COMPILE;
+    return BOCB_EXIT_OK;
 }

@@ -19,8 +19,9 @@
 
 /* Runs a session on stdin, with line editing and history when stdin is a
  * terminal, after loading opts->input when it is set. Returns the process
- * exit status: BOCB_EXIT_OK, or BOCB_EXIT_RUNTIME when the standard output
- * could not be written. */
+ * exit status: BOCB_EXIT_RUNTIME when the standard output could not be
+ * written, else BOCB_EXIT_COMPILE when stdin is not a terminal and an
+ * input reported an error, else BOCB_EXIT_OK. */
 int repl_main(const Options *opts);
 
 /* ---- shared by repl.c and repl_train.c ------------------------------------ */
