@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "../runtime/data.h"
 #include "hessian.h"
 
 /* Finds the k eigenvalues of largest magnitude of the Hessian of the mean
@@ -34,6 +35,42 @@ void analyze_top_eigenvalues(HessianOp *h, const void *x, const int32_t *labels,
 bool analyze_sharpness(const CompiledCell *cell, RtVarStore *store, Jit *jit, const void *x,
                        const int32_t *labels, int64_t n, int iters, double *sharpness,
                        char **error);
+
+/* The coherence of the per-sample Hessians in Gauss-Newton form,
+ * H_i = J_i' L_i J_i, with J_i the Jacobian of sample i's logits and L_i
+ * the Hessian of its loss in the logits: S_ij = sqrt(tr(H_i H_j)) and
+ * sigma = lambda_1(S) / max_i lambda_1(H_i). */
+typedef struct Coherence {
+    double sigma;
+    double lambda_s;     /* lambda_1(S) */
+    double max_lambda_i; /* max_i lambda_1(H_i) */
+} Coherence;
+
+/* Computes the coherence of the n samples (x, labels) for the evaluation
+ * graph of `cell` at the values of `store`. Only the n * C Jacobian rows
+ * J_i' e_c (C classes) are stored, never a parameter-by-parameter matrix:
+ * tr(H_i H_j) = tr(L_i K_ij L_j K_ji) with the C x C blocks K_ij = J_i J_j'.
+ * Returns false and sets *error (malloc'd) when the rows would need more
+ * than 2 GiB or the graph cannot be built. */
+bool analyze_coherence(const CompiledCell *cell, RtVarStore *store, Backend backend, Jit *jit,
+                       const void *x, const int32_t *labels, int64_t n, Coherence *out,
+                       char **error);
+
+/* What an `analyze` statement runs on: a trained cell. */
+typedef struct AnalyzeContext {
+    const CompiledCell *cell;
+    RtVarStore *store;
+    Backend backend;
+    Jit *jit;
+    const DataSplits *data; /* samples come from the start of the training split */
+    const char *label;      /* "model / optimizer" for the printed lines */
+    FILE *out;
+    const char *report_dir; /* NULL: no files */
+} AnalyzeContext;
+
+/* Runs every `analyze` statement of the experiment on the cell in c.
+ * Returns false after an error it printed to stderr. */
+bool analyze_run_all(const ExperimentSpec *spec, AnalyzeContext *c);
 
 /* ---- the stability of linearised SGD at a minimum ------------------------ */
 
@@ -70,5 +107,39 @@ typedef struct SyntheticCell {
  * A repetition diverged when |theta| ends above |theta_0|. */
 void stability_synthetic_cell(int64_t n, int64_t sigma, double lr, int64_t batch,
                               int64_t steps, int reps, uint64_t seed, SyntheticCell *out);
+
+/* One (lr, B) cell of `analyze stability`. */
+typedef struct StabilityCell {
+    double lr;
+    int64_t batch;
+    double rho;      /* the exact criterion along the top eigenvector */
+    bool predicted;  /* rho > 1 */
+    bool coherence;  /* the coherence threshold's prediction */
+    double loss_end; /* after the SGD run */
+    bool observed;   /* the run diverged */
+} StabilityCell;
+
+typedef struct StabilityReport {
+    double lambda1, q, loss_start;
+    Coherence coherence;
+    StabilityCell *cells; /* lr-major */
+    int ncells;
+} StabilityReport;
+
+/* Predicts and observes the stability of SGD at the current parameters
+ * for every pair of lrs x batches on the n samples (x, labels), running
+ * `steps` SGD steps from the current point per pair and restoring it
+ * afterwards. A run diverged when its final loss on the n samples is not
+ * finite or exceeds the starting loss by more than 1. Returns false and
+ * sets *error (malloc'd) when a batch size exceeds n or a graph cannot be
+ * built. */
+bool analyze_stability(AnalyzeContext *c, const float *x, const int32_t *labels, int64_t n,
+                       const double *lrs, int nlrs, const double *batches, int nbatches,
+                       int64_t steps, StabilityReport *out, char **error);
+/* Prints the table, and writes DIR/stability.csv, DIR/stability.dat and
+ * DIR/stability.gp (a gnuplot heatmap script) when c->report_dir is set. */
+void stability_report_print(AnalyzeContext *c, const StabilityReport *r, int64_t n,
+                            int64_t steps);
+void stability_report_free(StabilityReport *r);
 
 #endif

@@ -657,9 +657,16 @@ bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
             ok &= add_group(l, s, spec);
             continue;
         }
+        if (s->kind == ST_DIRECTIVE && strcmp(s->directive.keyword, "analyze") == 0) {
+            if (!spec->analyses)
+                spec->analyses = arena_calloc(l->arena, (size_t)exp->body.nstmts + 1,
+                                              sizeof *spec->analyses);
+            ok &= analyze_resolve(l, s, spec);
+            continue;
+        }
         if (s->kind == ST_DIRECTIVE) {
-            diag_error(s->loc, "'%s' is not available yet; this version supports 'report' "
-                       "and 'group'", s->directive.keyword);
+            diag_error(s->loc, "'%s' is not available yet; this version supports 'report', "
+                       "'group' and 'analyze'", s->directive.keyword);
             ok = false;
             continue;
         }

@@ -42,6 +42,16 @@ typedef struct ParamGroup {
     bool failed;           /* had errors; kept only to report a second group of its name */
 } ParamGroup;
 
+/* An `analyze NAME(args)` statement: one row of the table in
+ * analyze_stmt.c, with its arguments. A number argument is a list of one. */
+enum { ANALYZE_MAX_ARGS = 4 };
+typedef struct AnalyzeRequest {
+    const struct AnalyzeKind *kind;
+    SrcLoc loc;
+    double *values[ANALYZE_MAX_ARGS]; /* in the order of the kind's parameters */
+    int nvalues[ANALYZE_MAX_ARGS];
+} AnalyzeRequest;
+
 typedef struct ExperimentSpec {
     const Decl *decl;
     const char *name;
@@ -68,6 +78,8 @@ typedef struct ExperimentSpec {
     bool forward_grad;      /* gradient = forward_grad */
     ParamGroup *groups;     /* in order of precedence, the lowest first */
     int ngroups;
+    AnalyzeRequest *analyses; /* `analyze` statements, run after each cell trains */
+    int nanalyses;
 } ExperimentSpec;
 
 /* The data as a model is compiled for it: one sample's shape and the
@@ -110,6 +122,12 @@ typedef struct CellOptions {
     int ncheck_optimizers;
     bool *check_failed;
 } CellOptions;
+
+/* ---- analyses (analyze_stmt.c) ---- */
+
+/* Evaluates the `analyze` statement s and appends it to spec->analyses
+ * (sized by the caller). Returns false after reported errors. */
+bool analyze_resolve(Lower *l, const Stmt *s, ExperimentSpec *spec);
 
 /* ---- parameter groups (groups.c) ---- */
 
