@@ -27,28 +27,45 @@ static const char *stdlib_dir(void)
     return env ? env : "stdlib";
 }
 
+typedef struct LeastSquares {
+    Arena arena;
+    Lower lower;
+    CompiledCell cell;
+    RtVarStore store;
+} LeastSquares;
+
+/* Compiles the linear model in f64 with the mean squared error. */
+static void least_squares_create(LeastSquares *ls)
+{
+    arena_init(&ls->arena);
+    SearchPath search = {.stdlib_dir = stdlib_dir()};
+    Program *p = load_program_string("analyze-test.bocb", program, &search, &ls->arena);
+    cr_assert(p && diag_error_count() == 0, "the test program did not load");
+    lower_init(&ls->lower, p, &ls->arena);
+    const Decl *exp = p->main->decls[p->main->ndecls - 1];
+    ls->lower.mode = MODE_EXPERIMENT;
+    Value opt = eval_expr(&ls->lower, exp->body.stmts[0]->assign.value);
+    cr_assert(opt.kind == VAL_CONFIGURED);
+    ls->lower.loss = (IrLossAttr){.kind = IR_LOSS_MSE};
+    Configured m = {.decl = find_decl(&ls->lower, "lin", DECL_MODEL), .label = "lin"};
+    DataShape shape = {.rank = 1, .dims = {FEATURES}, .classes = 1};
+    cr_assert(compile_cell(&ls->lower, &m, opt.configured, &shape, DT_F64, &ls->cell));
+    create_var_store(&ls->store, &ls->cell.module);
+    rt_vars_reset(&ls->store, 1);
+}
+
+static void least_squares_destroy(LeastSquares *ls)
+{
+    rt_vars_free(&ls->store);
+    compiled_cell_free(&ls->cell);
+    lower_free(&ls->lower);
+    arena_free(&ls->arena);
+}
+
 static void least_squares_case(Backend backend)
 {
-    Arena arena;
-    arena_init(&arena);
-    SearchPath search = {.stdlib_dir = stdlib_dir()};
-    Program *p = load_program_string("analyze-test.bocb", program, &search, &arena);
-    cr_assert(p && diag_error_count() == 0, "the test program did not load");
-    Lower lower;
-    lower_init(&lower, p, &arena);
-    const Decl *exp = p->main->decls[p->main->ndecls - 1];
-    lower.mode = MODE_EXPERIMENT;
-    Value opt = eval_expr(&lower, exp->body.stmts[0]->assign.value);
-    cr_assert(opt.kind == VAL_CONFIGURED);
-    lower.loss = (IrLossAttr){.kind = IR_LOSS_MSE};
-    Configured m = {.decl = find_decl(&lower, "lin", DECL_MODEL), .label = "lin"};
-    DataShape shape = {.rank = 1, .dims = {FEATURES}, .classes = 1};
-    CompiledCell cell;
-    cr_assert(compile_cell(&lower, &m, opt.configured, &shape, DT_F64, &cell));
-
-    RtVarStore store;
-    create_var_store(&store, &cell.module);
-    rt_vars_reset(&store, 1);
+    LeastSquares ls;
+    least_squares_create(&ls);
     static const double scale[FEATURES] = {0.3, 1.0, 0.5, 0.9};
     double x[SAMPLES * FEATURES];
     int32_t labels[SAMPLES] = {0};
@@ -66,7 +83,7 @@ static void least_squares_case(Backend backend)
         cr_assert(jit, "%s", error);
     }
     HessianOp h;
-    cr_assert(hessian_op_create(&h, cell.eval, &store, backend, jit, 3, &error), "%s", error);
+    cr_assert(hessian_op_create(&h, ls.cell.eval, &ls.store, backend, jit, 3, &error), "%s", error);
     cr_assert_eq(h.size, FEATURES);
     double eig[3];
     double vectors[3 * FEATURES];
@@ -81,15 +98,46 @@ static void least_squares_case(Backend backend)
     hessian_op_destroy(&h);
 
     double sharpness;
-    cr_assert(analyze_sharpness(&cell, &store, jit, x, labels, SAMPLES, 200, &sharpness,
+    cr_assert(analyze_sharpness(&ls.cell, &ls.store, jit, x, labels, SAMPLES, 200, &sharpness,
                                 &error), "%s", error);
     cr_expect(fabs(sharpness - 2.0) < 1e-6, "sharpness %.12g, expected 2", sharpness);
 
     jit_destroy(jit);
-    rt_vars_free(&store);
-    compiled_cell_free(&cell);
-    lower_free(&lower);
-    arena_free(&arena);
+    least_squares_destroy(&ls);
+}
+
+/* With the mean squared error of a linear model, H_i = 2 x_i x_i', so
+ * S_ij = 2 |x_i . x_j|. Eight samples on four axes, two per axis with
+ * equal length, make S four blocks of equal entries: sigma = 2. Eight
+ * copies of one sample make every entry equal: sigma = 8. */
+static double coherence_of(LeastSquares *ls, const double *x)
+{
+    int32_t labels[SAMPLES] = {0};
+    Coherence co;
+    char *error = NULL;
+    cr_assert(analyze_coherence(&ls->cell, &ls->store, BACKEND_INTERP, NULL, x, labels,
+                                SAMPLES, &co, &error), "%s", error);
+    cr_expect(fabs(co.max_lambda_i - 2 * 0.49) < 1e-12, "max lambda_1(H_i) = %.15g",
+              co.max_lambda_i);
+    return co.sigma;
+}
+
+Test(analyze, coherence_closed_form)
+{
+    LeastSquares ls;
+    least_squares_create(&ls);
+    double x[SAMPLES * FEATURES] = {0};
+    for (int i = 0; i < SAMPLES; i++)
+        x[i * FEATURES + i % FEATURES] = i < FEATURES ? 0.7 : -0.7;
+    double sigma = coherence_of(&ls, x);
+    cr_expect(fabs(sigma - 2.0) < 1e-9, "two samples per axis: sigma = %.15g", sigma);
+
+    for (int i = 0; i < SAMPLES; i++)
+        for (int j = 0; j < FEATURES; j++)
+            x[i * FEATURES + j] = j == 2 ? 0.7 : 0.0;
+    sigma = coherence_of(&ls, x);
+    cr_expect(fabs(sigma - 8.0) < 1e-9, "identical samples: sigma = %.15g", sigma);
+    least_squares_destroy(&ls);
 }
 
 Test(analyze, least_squares_eigenvalues_interp) { least_squares_case(BACKEND_INTERP); }
