@@ -70,7 +70,7 @@ check: deps
 	@$(MAKE) --no-print-directory all tests
 	@BUILD=$(BUILD) LIT=$(LIT) LLVM_BINDIR=$(LLVM_BINDIR) tests/run.sh
 
-tests: $(BOCBC) $(UNIT_BINS) $(BUILD)/bench/optim_bench
+tests: $(BOCBC) $(UNIT_BINS) $(BUILD)/bench/optim_bench $(BUILD)/tools/stability_synthetic
 
 bench: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/depthwise $(BUILD)/bench/optim_bench

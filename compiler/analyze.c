@@ -75,6 +75,51 @@ void analyze_top_eigenvalues(HessianOp *h, const void *x, const int32_t *labels,
     free(hv);
 }
 
+void analyze_draw_batch(PhiloxKey key, uint64_t draw, int64_t *order, int64_t n, int64_t batch)
+{
+    for (int64_t j = 0; j < batch; j++) {
+        uint64_t counter = draw * (uint64_t)n + (uint64_t)j;
+        int64_t pick = j + (int64_t)(philox_uniform_f64(key, counter) * (double)(n - j));
+        pick = pick < n ? pick : n - 1;
+        int64_t tmp = order[j];
+        order[j] = order[pick];
+        order[pick] = tmp;
+    }
+}
+
+void analyze_gather_batch(const float *x, const int32_t *labels, int64_t sample,
+                         const int64_t *order, int64_t batch, float *bx, int32_t *by)
+{
+    for (int64_t j = 0; j < batch; j++) {
+        memcpy(bx + j * sample, x + order[j] * sample, (size_t)sample * sizeof *bx);
+        by[j] = labels[order[j]];
+    }
+}
+
+double analyze_batch_sharpness(HessianOp *h, const float *x, const int32_t *labels, int64_t n,
+                               int64_t batch, int draws, int iters, uint64_t seed)
+{
+    int64_t sample = h->sample_bytes / (int64_t)sizeof(float);
+    float *bx = xcalloc((size_t)(batch * sample), sizeof *bx);
+    int32_t *by = xcalloc((size_t)batch, sizeof *by);
+    int64_t *order = xcalloc((size_t)n, sizeof *order);
+    for (int64_t i = 0; i < n; i++)
+        order[i] = i;
+    PhiloxKey key = philox_key(seed, 1);
+    double total = 0;
+    for (int d = 0; d < draws; d++) {
+        analyze_draw_batch(key, (uint64_t)d, order, n, batch);
+        analyze_gather_batch(x, labels, sample, order, batch, bx, by);
+        double top;
+        analyze_top_eigenvalues(h, bx, by, batch, 1, iters, seed + (uint64_t)d, &top, NULL);
+        total += top;
+    }
+    free(bx);
+    free(by);
+    free(order);
+    return total / draws;
+}
+
 bool analyze_sharpness(const CompiledCell *cell, RtVarStore *store, Jit *jit, const void *x,
                        const int32_t *labels, int64_t n, int iters, double *sharpness,
                        char **error)
@@ -150,17 +195,9 @@ void stability_synthetic_cell(int64_t n, int64_t sigma, double lr, int64_t batch
         PhiloxKey key = philox_key(seed, (uint32_t)r);
         bool blew_up = false;
         for (int64_t t = 0; t < steps && !blew_up; t++) {
-            /* A batch without replacement: a partial Fisher-Yates shuffle. */
+            analyze_draw_batch(key, (uint64_t)t, order, n, batch);
             int64_t shared = 0;
             for (int64_t j = 0; j < batch; j++) {
-                uint64_t counter = (uint64_t)t * (uint64_t)n + (uint64_t)j;
-                int64_t pick = j + (int64_t)(philox_uniform_f64(key, counter) *
-                                             (double)(n - j));
-                if (pick >= n)
-                    pick = n - 1;
-                int64_t tmp = order[j];
-                order[j] = order[pick];
-                order[pick] = tmp;
                 if (order[j] < sigma) {
                     shared++;
                 } else {

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "../runtime/data.h"
+#include "../runtime/philox.h"
 #include "hessian.h"
 
 /* Finds the k eigenvalues of largest magnitude of the Hessian of the mean
@@ -26,6 +27,23 @@
 void analyze_top_eigenvalues(HessianOp *h, const void *x, const int32_t *labels, int64_t n,
                              int k, int iters, uint64_t seed, double *eigenvalues,
                              double *eigenvectors);
+
+/* Draws batch `draw` of `batch` indices of 0 .. n-1 without replacement
+ * into order[0 .. batch-1], by a partial Fisher-Yates shuffle of `order`
+ * (a permutation of 0 .. n-1, kept between draws) with Philox numbers of
+ * `key` at counters draw * n + j. */
+void analyze_draw_batch(PhiloxKey key, uint64_t draw, int64_t *order, int64_t n, int64_t batch);
+
+/* Copies the samples order[0 .. batch-1] of (x, labels), each of `sample`
+ * floats, into (bx, by). */
+void analyze_gather_batch(const float *x, const int32_t *labels, int64_t sample,
+                          const int64_t *order, int64_t batch, float *bx, int32_t *by);
+
+/* The batch sharpness: the mean over `draws` batches of `batch` of the n
+ * samples, each drawn without replacement (Philox key `seed`), of the top
+ * eigenvalue of the Hessian of the batch's mean loss. */
+double analyze_batch_sharpness(HessianOp *h, const float *x, const int32_t *labels, int64_t n,
+                               int64_t batch, int draws, int iters, uint64_t seed);
 
 /* The sharpness of a compiled cell at the current values of `store`: the
  * top Hessian eigenvalue of its evaluation loss over the n samples

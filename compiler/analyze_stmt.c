@@ -28,11 +28,16 @@ static bool run_coherence(const AnalyzeRequest *r, AnalyzeContext *c);
 static bool run_stability(const AnalyzeRequest *r, AnalyzeContext *c);
 
 static const struct AnalyzeKind kinds[] = {
-    {"sharpness", {"samples", "iters", "top"}, {512, 100, 1}, {0}, {1, 1, 1}, run_sharpness},
+    /* batch = 0: no batch sharpness */
+    {"sharpness", {"samples", "iters", "top", "batch"}, {512, 100, 1, 0}, {0}, {1, 1, 1, 1},
+     run_sharpness},
     {"coherence", {"samples"}, {100}, {0}, {1}, run_coherence},
     {"stability", {"lr", "batch", "samples", "steps"}, {NAN, NAN, 100, 100}, {1, 1, 0, 0},
      {0, 1, 1, 1}, run_stability},
 };
+
+/* Batches whose top eigenvalues `analyze sharpness(batch = B)` averages. */
+enum { BATCH_SHARPNESS_DRAWS = 10 };
 
 static int nparams(const struct AnalyzeKind *k)
 {
@@ -190,6 +195,13 @@ static bool run_sharpness(const AnalyzeRequest *r, AnalyzeContext *c)
     for (int k = 0; k < top; k++)
         fprintf(c->out, " lambda_%d = %.6g", k + 1, eig[k]);
     fprintf(c->out, "\n");
+    int64_t batch = (int64_t)r->values[3][0];
+    if (batch > 0) {
+        double mean = analyze_batch_sharpness(&h, x, labels, n, batch, BATCH_SHARPNESS_DRAWS,
+                                              iters, 0);
+        fprintf(c->out, "%s: batch sharpness (B = %lld, mean over %d batches) = %.6g\n",
+                c->label, (long long)batch, BATCH_SHARPNESS_DRAWS, mean);
+    }
     free(eig);
     free(x);
     free(labels);

@@ -10,19 +10,6 @@
 #include "autodiff.h"
 #include "../runtime/philox.h"
 
-static double load_element(DType dt, const void *p, int64_t i)
-{
-    return dt == DT_F32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
-}
-
-static void store_element(DType dt, void *p, int64_t i, double v)
-{
-    if (dt == DT_F32)
-        ((float *)p)[i] = (float)v;
-    else
-        ((double *)p)[i] = v;
-}
-
 /* The loss attributes of the graph's per-sample loss node. */
 static IrLossAttr graph_loss(const IrGraph *g)
 {
@@ -169,7 +156,7 @@ bool analyze_coherence(const CompiledCell *cell, RtVarStore *store, Backend back
         lin[0] = labels[i];
         for (int64_t c = 0; c < classes; c++) {
             for (int64_t a = 0; a < classes; a++)
-                store_element(dt, cot, a, a == c ? 1.0 : 0.0);
+                store_from_f64(dt, cot, a, a == c ? 1.0 : 0.0);
             graph_exec_run(&e, 1);
             double *row = jrows + (i * classes + c) * size;
             for (int k = 0; k < nvars; k++) {
@@ -178,12 +165,12 @@ bool analyze_coherence(const CompiledCell *cell, RtVarStore *store, Backend back
                 const void *src = graph_exec_output(&e, name);
                 DType vdt = m->vars[vars[k]].dtype;
                 for (int64_t j = 0; j < shape_numel(&m->vars[vars[k]].shape, 1); j++)
-                    row[offsets[k] + j] = load_element(vdt, src, j);
+                    row[offsets[k] + j] = load_as_f64(vdt, src, j);
             }
             if (c == 0) {
                 const void *lo = graph_exec_output(&e, "logits");
                 for (int64_t a = 0; a < classes; a++)
-                    logits[a] = load_element(dt, lo, a);
+                    logits[a] = load_as_f64(dt, lo, a);
             }
         }
         loss_hessian(kind, logits, classes, lh + i * classes * classes);
@@ -248,7 +235,7 @@ static void read_params(const HessianOp *h, double *theta)
         const RtVar *v = &h->store->vars[h->vars[k]];
         const void *p = rt_var_data(h->store, h->vars[k]);
         for (int64_t i = 0; i < v->numel; i++)
-            theta[h->offsets[k] + i] = load_element(v->dtype, p, i);
+            theta[h->offsets[k] + i] = load_as_f64(v->dtype, p, i);
     }
 }
 
@@ -258,7 +245,7 @@ static void write_params(HessianOp *h, const double *theta)
         const RtVar *v = &h->store->vars[h->vars[k]];
         void *p = rt_var_data(h->store, h->vars[k]);
         for (int64_t i = 0; i < v->numel; i++)
-            store_element(v->dtype, p, i, theta[h->offsets[k] + i]);
+            store_from_f64(v->dtype, p, i, theta[h->offsets[k] + i]);
     }
 }
 
@@ -280,16 +267,8 @@ static double sgd_run(HessianOp *h, const float *x, const int32_t *labels, int64
     PhiloxKey key = philox_key(seed, 0);
     read_params(h, theta);
     for (int64_t t = 0; t < steps; t++) {
-        for (int64_t j = 0; j < batch; j++) {
-            uint64_t counter = (uint64_t)t * (uint64_t)n + (uint64_t)j;
-            int64_t pick = j + (int64_t)(philox_uniform_f64(key, counter) * (double)(n - j));
-            pick = pick < n ? pick : n - 1;
-            int64_t tmp = order[j];
-            order[j] = order[pick];
-            order[pick] = tmp;
-            memcpy(bx + j * sample, x + order[j] * sample, (size_t)sample * sizeof *bx);
-            by[j] = labels[order[j]];
-        }
+        analyze_draw_batch(key, (uint64_t)t, order, n, batch);
+        analyze_gather_batch(x, labels, sample, order, batch, bx, by);
         hessian_op_apply(h, bx, by, batch, zero, hv, grad, NULL);
         for (int64_t i = 0; i < size; i++)
             theta[i] -= lr * grad[i];
