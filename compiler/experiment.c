@@ -11,6 +11,7 @@
 
 #include "autodiff.h"
 #include "builtins.h"
+#include "forward.h"
 #include "lower.h"
 
 static const char *const setting_names[] = {
@@ -514,11 +515,13 @@ static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpe
     ok &= collect_choices(l, &settings[setting_index("optimizer")], "optimizer",
                           DECL_OPTIMIZER, &spec->optimizers, &spec->noptimizers);
 
-    static const char *const gradients[] = {"backprop"};
-    static const char *const planned_gradients[] = {"zo", "forward_grad", "hybrid"};
+    static const char *const gradients[] = {"backprop", "forward_grad"};
+    static const char *const planned_gradients[] = {"zo", "hybrid"};
     static const char *const losses[] = {"cross_entropy", "mse"};
-    ok &= resolve_symbol(&settings[setting_index("gradient")], "gradient", gradients, 1,
-                         planned_gradients, 3);
+    const Setting *gradient = &settings[setting_index("gradient")];
+    ok &= resolve_symbol(gradient, "gradient", gradients, 2, planned_gradients, 2);
+    spec->forward_grad = gradient->set && gradient->value.kind == VAL_SYMBOL &&
+                         strcmp(gradient->value.string, "forward_grad") == 0;
     ok &= resolve_symbol(&settings[setting_index("loss")], "loss", losses, 2, NULL, 0);
     ok &= resolve_loss(settings, spec);
 
@@ -654,9 +657,16 @@ bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
             ok &= add_group(l, s, spec);
             continue;
         }
+        if (s->kind == ST_DIRECTIVE && strcmp(s->directive.keyword, "analyze") == 0) {
+            if (!spec->analyses)
+                spec->analyses = arena_calloc(l->arena, (size_t)exp->body.nstmts + 1,
+                                              sizeof *spec->analyses);
+            ok &= analyze_resolve(l, s, spec);
+            continue;
+        }
         if (s->kind == ST_DIRECTIVE) {
-            diag_error(s->loc, "'%s' is not available yet; this version supports 'report' "
-                       "and 'group'", s->directive.keyword);
+            diag_error(s->loc, "'%s' is not available yet; this version supports 'report', "
+                       "'group' and 'analyze'", s->directive.keyword);
             ok = false;
             continue;
         }
@@ -976,7 +986,9 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
         int step = lower_step_input(l, oloc);
 
         l->opt_hess = gnb_estimates(l, train, logits, step, oloc);
-        ok = ad_backward(train, loss, params.data, params.len, grads);
+        ok = options->forward_grad
+                 ? fwd_gradient_estimate(train, loss, step, params.data, params.len, grads)
+                 : ad_backward(train, loss, params.data, params.len, grads);
         if (ok && l->stage_hook)
             l->stage_hook(l->stage_hook_context, CELL_STAGE_BACKWARD, train);
         int grad_norm = -1;

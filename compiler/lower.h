@@ -42,6 +42,16 @@ typedef struct ParamGroup {
     bool failed;           /* had errors; kept only to report a second group of its name */
 } ParamGroup;
 
+/* An `analyze NAME(args)` statement: one row of the table in
+ * analyze_stmt.c, with its arguments. A number argument is a list of one. */
+enum { ANALYZE_MAX_ARGS = 4 };
+typedef struct AnalyzeRequest {
+    const struct AnalyzeKind *kind;
+    SrcLoc loc;
+    double *values[ANALYZE_MAX_ARGS]; /* in the order of the kind's parameters */
+    int nvalues[ANALYZE_MAX_ARGS];
+} AnalyzeRequest;
+
 typedef struct ExperimentSpec {
     const Decl *decl;
     const char *name;
@@ -65,8 +75,11 @@ typedef struct ExperimentSpec {
     IrLossAttr loss;        /* `loss` and `label_smoothing` */
     RtSchedule schedule;    /* base_lr is set per cell, from its optimizer */
     double clip;            /* maximum global gradient norm; 0 = no clipping */
+    bool forward_grad;      /* gradient = forward_grad */
     ParamGroup *groups;     /* in order of precedence, the lowest first */
     int ngroups;
+    AnalyzeRequest *analyses; /* `analyze` statements, run after each cell trains */
+    int nanalyses;
 } ExperimentSpec;
 
 /* The data as a model is compiled for it: one sample's shape and the
@@ -97,6 +110,9 @@ bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
 /* What an experiment adds to the training step of each of its cells. */
 typedef struct CellOptions {
     double clip; /* maximum global gradient norm; 0 = no clipping */
+    /* Estimate the gradient by forward mode (fwd_gradient_estimate)
+     * instead of computing it by reverse mode. */
+    bool forward_grad;
     const ParamGroup *groups;
     int ngroups;
     /* When the model fails, the optimizers to expand anyway over the
@@ -106,6 +122,12 @@ typedef struct CellOptions {
     int ncheck_optimizers;
     bool *check_failed;
 } CellOptions;
+
+/* ---- analyses (analyze_stmt.c) ---- */
+
+/* Evaluates the `analyze` statement s and appends it to spec->analyses
+ * (sized by the caller). Returns false after reported errors. */
+bool analyze_resolve(Lower *l, const Stmt *s, ExperimentSpec *spec);
 
 /* ---- parameter groups (groups.c) ---- */
 

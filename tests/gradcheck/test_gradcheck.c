@@ -1,4 +1,5 @@
-/* test_gradcheck.c - every VJP rule against central finite differences, in f64.
+/* test_gradcheck.c - every VJP and JVP rule against central finite
+ * differences, in f64.
  *
  * Each test builds a small graph y = op(params...), reduces it to the scalar
  * loss = sum(y * R) with a fixed random projection R (so every output
@@ -7,6 +8,11 @@
  * the interpreter. Every parameter element (or 48 of them, spread over
  * the tensor, for large ones) is compared with
  * (loss(p + h) - loss(p - h)) / 2h, h = 1e-5.
+ *
+ * The same test also pushes a random tangent v through y with fwd_jvp and
+ * compares every element of the JVP with (y(p + h v) - y(p - h v)) / 2h,
+ * and checks that JVP . R equals the gradient dotted with v. The ops of
+ * gradient graphs have no VJP rule and get the JVP checks alone.
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -14,6 +20,7 @@
 
 #include "../../compiler/autodiff.h"
 #include "../../compiler/driver.h"
+#include "../../compiler/forward.h"
 #include "../../compiler/interp.h"
 #include "../../compiler/ir_spatial.h"
 #include "../../compiler/run.h"
@@ -102,8 +109,98 @@ static void fill_params(Check *c, RtVarStore *store)
     }
 }
 
-/* Differentiates sum(y * R) and compares with finite differences. */
-static void finish(Check *c, int y)
+/* The tangents of the parameters: a fixed direction v_p, U(-1, 1). */
+static double **make_tangents(Check *c, const RtVarStore *store)
+{
+    double **v = xcalloc(MAX_PARAMS, sizeof *v);
+    for (int p = 0; p < c->nparams; p++) {
+        int64_t numel = store->vars[c->vars[p]].numel;
+        v[p] = xcalloc((size_t)numel + 1, sizeof(double));
+        philox_fill_uniform_f64(philox_key(77, (uint32_t)p), v[p], numel, -1.0, 1.0);
+    }
+    return v;
+}
+
+static void free_tangents(double **v)
+{
+    for (int p = 0; p < MAX_PARAMS; p++)
+        free(v[p]);
+    free(v);
+}
+
+/* Moves every parameter by s * v_p. */
+static void move_params(Check *c, RtVarStore *store, double *const *v, double s)
+{
+    for (int p = 0; p < c->nparams; p++) {
+        double *value = rt_var_data(store, c->vars[p]);
+        for (int64_t i = 0; i < store->vars[c->vars[p]].numel; i++)
+            value[i] += s * v[p][i];
+    }
+}
+
+/* Checks the JVP of output "y" of `tangent_graph` (a copy of the forward
+ * graph) along v against the central difference
+ * (y(p + h v) - y(p - h v)) / 2h of the forward graph `fwd`, element by
+ * element. Returns sum(jvp * R), which equals the gradient of the loss
+ * dotted with v. */
+static double check_jvp(Check *c, IrGraph *tangent_graph, Interp *fwd, int y,
+                        RtVarStore *store, double *const *v, const double *r)
+{
+    IrGraph *g = tangent_graph;
+    int tangents[MAX_PARAMS];
+    for (int p = 0; p < c->nparams; p++) {
+        char name[16];
+        snprintf(name, sizeof name, "tangent%d", p);
+        const IrVar *var = &c->module.vars[c->vars[p]];
+        tangents[p] = ir_input(g, name, DT_F64, var->shape, NO_LOC);
+    }
+    int ty;
+    cr_assert(fwd_jvp(g, c->vars, tangents, c->nparams, &y, 1, &ty), "no tangent graph");
+    cr_assert(ty >= 0, "the output gets no tangent");
+    ir_add_output(g, "ty", ty);
+    cr_assert(ir_verify(g));
+
+    Interp *it = interp_create(g, store);
+    for (int p = 0; p < c->nparams; p++)
+        interp_bind_input(it, ir_node(g, tangents[p])->attr.input, v[p]);
+    interp_bind_input(it, ir_find_input(g, "proj"), r);
+    for (int i = 0; i < c->nbound; i++)
+        interp_bind_input(it, c->bound_input[i], c->bound_data[i]);
+    interp_run(it, c->batch);
+
+    Shape ys = ir_node(g, y)->shape;
+    int64_t n = shape_numel(&ys, c->batch);
+    double *jvp = xcalloc((size_t)n + 1, sizeof(double));
+    double *up = xcalloc((size_t)n + 1, sizeof(double));
+    memcpy(jvp, interp_output(it, "ty"), (size_t)n * sizeof(double));
+
+    const double h = 1e-5;
+    move_params(c, store, v, h);
+    interp_run(fwd, c->batch);
+    memcpy(up, interp_output(fwd, "y"), (size_t)n * sizeof(double));
+    move_params(c, store, v, -2 * h);
+    interp_run(fwd, c->batch);
+    const double *down = interp_output(fwd, "y");
+    double projected = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double fd = (up[i] - down[i]) / (2 * h);
+        double scale = fmax(1.0, fmax(fabs(fd), fabs(jvp[i])));
+        cr_expect(fabs(fd - jvp[i]) <= c->rel_tol * scale,
+                  "output element %lld: JVP %.12g, finite difference %.12g", (long long)i,
+                  jvp[i], fd);
+        projected += jvp[i] * r[i];
+    }
+    move_params(c, store, v, h);
+
+    interp_destroy(it);
+    free(jvp);
+    free(up);
+    return projected;
+}
+
+/* Differentiates sum(y * R) in reverse mode (when `vjp`) and y in forward
+ * mode, and compares both with finite differences and with each other. */
+static void finish_modes(Check *c, int y, bool vjp)
 {
     IrGraph *g = c->g;
     Shape ys = ir_node(g, y)->shape;
@@ -113,15 +210,19 @@ static void finish(Check *c, int y)
     uint32_t all = ys.rank ? (uint32_t)((1u << ys.rank) - 1) : 0;
     int loss = ir_sum(g, prod, all, NO_LOC);
     ir_add_output(g, "loss", loss);
+    ir_add_output(g, "y", y);
     IrGraph *forward = ir_graph_clone(g, "forward");
+    IrGraph *tangent = ir_graph_clone(g, "tangent");
 
     int grads[MAX_PARAMS];
-    cr_assert(ad_backward(g, loss, c->vars, c->nparams, grads), "no gradient graph");
-    for (int p = 0; p < c->nparams; p++) {
-        cr_assert(grads[p] >= 0, "parameter %d gets no gradient", p);
-        char name[16];
-        snprintf(name, sizeof name, "grad%d", p);
-        ir_add_output(g, name, grads[p]);
+    if (vjp) {
+        cr_assert(ad_backward(g, loss, c->vars, c->nparams, grads), "no gradient graph");
+        for (int p = 0; p < c->nparams; p++) {
+            cr_assert(grads[p] >= 0, "parameter %d gets no gradient", p);
+            char name[16];
+            snprintf(name, sizeof name, "grad%d", p);
+            ir_add_output(g, name, grads[p]);
+        }
     }
     cr_assert(ir_verify(g));
     cr_assert(ir_verify(forward));
@@ -147,13 +248,19 @@ static void finish(Check *c, int y)
     double base = run_loss(full);
     cr_assert(isfinite(base), "loss is not finite: %g", base);
 
+    double **v = make_tangents(c, &store);
+    double jvp_dot_r = check_jvp(c, tangent, fwd, y, &store, v, r);
+
     const double h = 1e-5;
-    for (int p = 0; p < c->nparams; p++) {
+    double grad_dot_v = 0;
+    for (int p = 0; vjp && p < c->nparams; p++) {
         char name[16];
         snprintf(name, sizeof name, "grad%d", p);
         const double *ad = interp_output(full, name);
         double *value = rt_var_data(&store, c->vars[p]);
         int64_t numel = store.vars[c->vars[p]].numel;
+        for (int64_t i = 0; i < numel; i++)
+            grad_dot_v += ad[i] * v[p][i];
         int64_t stride = numel > MAX_CHECKED ? numel / MAX_CHECKED : 1;
         for (int64_t i = 0; i < numel; i += stride) {
             double saved = value[i];
@@ -171,12 +278,31 @@ static void finish(Check *c, int y)
                       (long long)i, ad[i], fd);
         }
     }
+    /* Both modes differentiate the same linearisation: <J v, R> = <v, J^T R>. */
+    if (vjp)
+        cr_expect(fabs(jvp_dot_r - grad_dot_v) <= 1e-9 * fmax(1.0, fabs(grad_dot_v)),
+                  "JVP . R = %.15g but VJP . v = %.15g", jvp_dot_r, grad_dot_v);
 
+    free_tangents(v);
     interp_destroy(full);
     interp_destroy(fwd);
     ir_graph_free(forward);
+    ir_graph_free(tangent);
     rt_vars_free(&store);
     free(r);
+}
+
+/* Checks the VJP and the JVP rules of y's ops. */
+static void finish(Check *c, int y)
+{
+    finish_modes(c, y, true);
+}
+
+/* Checks the JVP rules alone, for the ops that only gradient graphs
+ * contain, which have no VJP rule. */
+static void finish_jvp(Check *c, int y)
+{
+    finish_modes(c, y, false);
 }
 
 /* ---- elementwise ---------------------------------------------------------- */
@@ -878,3 +1004,163 @@ Test(gradcheck, shifted_window_attention)
 Test(gradcheck, conv2d_depthwise_stride2_padded) { conv_case(4, 2, 1, 1, 4); }
 Test(gradcheck, conv2d_depthwise_multiplier) { conv_case(8, 2, 1, 1, 4); }
 Test(gradcheck, conv2d_depthwise_dilated) { conv_case(4, 1, 2, 2, 4); }
+
+/* ---- ops of gradient graphs: JVP rules alone ------------------------------ */
+
+static void conv_grad_case(bool weight, int64_t stride, int64_t pad, int64_t groups)
+{
+    Check c;
+    check_init(&c);
+    int64_t cin = 4, cout = 6;
+    IrConvAttr attr = {.stride = {stride, stride}, .pad = {pad, pad}, .dilation = {1, 1},
+                       .groups = groups};
+    Shape xs = shape_make(DIMS(2, cin, 6, 5)), ws = shape_make(DIMS(cout, cin / groups, 3, 2));
+    Shape ys;
+    const char *why;
+    cr_assert(ir_conv2d_shape(&xs, &ws, &attr, &ys, &why));
+    int dy = param(&c, -1, 1, ys.rank, ys.dims);
+    int y;
+    if (weight) {
+        int x = param(&c, -1, 1, xs.rank, xs.dims);
+        y = ir_conv2d_grad_weight(c.g, x, dy, ws, attr, NO_LOC);
+    } else {
+        int w = param(&c, -1, 1, ws.rank, ws.dims);
+        y = ir_conv2d_grad_input(c.g, dy, w, xs, attr, NO_LOC);
+    }
+    finish_jvp(&c, y);
+    check_free(&c);
+}
+
+Test(jvpcheck, conv2d_grad_input) { conv_grad_case(false, 1, 0, 1); }
+Test(jvpcheck, conv2d_grad_input_strided_grouped) { conv_grad_case(false, 2, 1, 2); }
+Test(jvpcheck, conv2d_grad_weight) { conv_grad_case(true, 1, 0, 1); }
+Test(jvpcheck, conv2d_grad_weight_strided_grouped) { conv_grad_case(true, 2, 1, 2); }
+
+Test(jvpcheck, max_pool2d_grad)
+{
+    Check c;
+    check_init(&c);
+    IrPoolAttr attr = {.kernel = {3, 3}, .stride = {2, 2}, .pad = {1, 1}};
+    int x = param(&c, -1, 1, DIMS(2, 3, 6, 7));
+    Shape ys;
+    const char *why;
+    cr_assert(ir_pool2d_shape(&ir_node(c.g, x)->shape, &attr, &ys, &why));
+    int dy = param(&c, -1, 1, ys.rank, ys.dims);
+    finish_jvp(&c, ir_maxpool2d_grad(c.g, x, dy, attr, NO_LOC));
+    check_free(&c);
+}
+
+static void loss_grad_case(IrLossAttr attr)
+{
+    static const int32_t y[4] = {0, 3, 4, 1};
+    Check c;
+    check_init(&c);
+    int logits = param(&c, -3, 3, DIMS(4, 5));
+    int dloss = param(&c, -1, 1, DIMS(4));
+    int d = ir_cross_entropy_grad(c.g, logits, labels(&c, 4, y), dloss, NO_LOC);
+    ir_node(c.g, d)->attr.loss = attr;
+    finish_jvp(&c, d);
+    check_free(&c);
+}
+
+Test(jvpcheck, cross_entropy_grad) { loss_grad_case((IrLossAttr){0}); }
+Test(jvpcheck, cross_entropy_grad_label_smoothing)
+{
+    loss_grad_case((IrLossAttr){.kind = IR_LOSS_CROSS_ENTROPY, .label_smoothing = 0.1});
+}
+Test(jvpcheck, mse_loss_grad) { loss_grad_case((IrLossAttr){.kind = IR_LOSS_MSE}); }
+
+Test(jvpcheck, scatter_add)
+{
+    static const int32_t ids[8] = {1, 3, 1, 0, 4, 7, -1, 1};
+    Check c;
+    check_init(&c);
+    int dy = param(&c, -2, 2, DIMS(2, 4, 3));
+    int in = fixed_input(&c, "ids", DT_I32, shape_make(DIMS(2, 4)), ids);
+    int table = ir_scatter_add(c.g, in, dy, shape_make(DIMS(5, 3)), NO_LOC);
+    finish_jvp(&c, ir_binary(c.g, IR_MUL, table, table, NO_LOC));
+    check_free(&c);
+}
+
+Test(jvpcheck, avg_pool2d_grad)
+{
+    Check c;
+    check_init(&c);
+    int x = param(&c, -1, 1, DIMS(2, 3, 6, 7));
+    IrPoolAttr attr = {.kernel = {3, 3}, .stride = {2, 2}, .pad = {1, 1}};
+    int y = ir_avgpool2d(c.g, x, attr, false, NO_LOC);
+    Shape ys = ir_node(c.g, y)->shape;
+    int dy = param(&c, -1, 1, ys.rank, ys.dims);
+    finish_jvp(&c, ir_avgpool2d_grad(c.g, dy, ir_node(c.g, x)->shape,
+                                     &ir_node(c.g, y)->attr.spatial, NO_LOC));
+    check_free(&c);
+}
+
+Test(jvpcheck, reduce_max_grad)
+{
+    Check c;
+    check_init(&c);
+    int x = param(&c, -2, 2, DIMS(3, 4, 5));
+    int dy = param(&c, -1, 1, DIMS(4));
+    finish_jvp(&c, ir_reduce_max_grad(c.g, x, dy, 5u, NO_LOC));
+    check_free(&c);
+}
+
+/* Runs the JVP of `y` (built over parameter 0 of c) with tangent `v` and
+ * compares it with `expected`, exactly: tie cases, where finite
+ * differences have no meaning. */
+static void expect_tangent(Check *c, int y, const double *x, const double *v,
+                           const double *expected, int64_t n)
+{
+    IrGraph *g = c->g;
+    const IrVar *var = &c->module.vars[c->vars[0]];
+    int t = ir_input(g, "tangent", DT_F64, var->shape, NO_LOC);
+    int ty;
+    cr_assert(fwd_jvp(g, c->vars, &t, 1, &y, 1, &ty));
+    ir_add_output(g, "ty", ty);
+    RtVarStore store;
+    create_var_store(&store, &c->module);
+    memcpy(rt_var_data(&store, c->vars[0]), x,
+           (size_t)shape_numel(&var->shape, 1) * sizeof(double));
+    Interp *it = interp_create(g, &store);
+    interp_bind_input(it, ir_node(g, t)->attr.input, v);
+    interp_run(it, 1);
+    const double *got = interp_output(it, "ty");
+    for (int64_t i = 0; i < n; i++)
+        cr_expect_eq(got[i], expected[i], "element %lld: tangent %g, expected %g",
+                     (long long)i, got[i], expected[i]);
+    interp_destroy(it);
+    rt_vars_free(&store);
+}
+
+/* Overlapping windows with ties: each window takes the tangent of its
+ * first maximum in row-major order, as the VJP rule sends its gradient. */
+Test(jvpcheck, max_pool2d_ties_first_element)
+{
+    Check c;
+    check_init(&c);
+    int x = param(&c, 0, 0, DIMS(1, 1, 2, 4));
+    IrPoolAttr attr = {.kernel = {2, 2}, .stride = {1, 1}, .pad = {0, 0}};
+    int y = ir_maxpool2d(c.g, x, attr, NO_LOC);
+    /* Windows: columns 0-1 (all 7), 1-2 (7 at (0,1) and (1,1)), 2-3
+     * (5 at (0,3) and (1,3)). */
+    const double values[8] = {7, 7, 1, 5, 7, 7, 2, 5};
+    const double tangent[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    const double expected[3] = {1, 2, 4};
+    expect_tangent(&c, y, values, tangent, expected, 3);
+    check_free(&c);
+}
+
+Test(jvpcheck, reduce_max_ties_first_element)
+{
+    Check c;
+    check_init(&c);
+    int x = param(&c, 0, 0, DIMS(2, 2, 3));
+    int y = ir_reduce_max(c.g, x, 5u, NO_LOC);
+    const double values[12] = {1, 2, 4, 0, 3, 3,
+                               4, 1, 4, 2, 3, 1};
+    const double tangent[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    const double expected[2] = {3, 5};
+    expect_tangent(&c, y, values, tangent, expected, 2);
+    check_free(&c);
+}
