@@ -576,11 +576,9 @@ static void cmd_sharpness(Command *c)
 {
     if (!expect_no_argument(c))
         return;
-    /* NOTE: needs the top Hessian eigenvalue of the forward-mode analysis
-     * (power iteration on Hessian-vector products), which this build does
-     * not contain yet. */
-    diag_error(c->name_loc, "':sharpness' needs the top eigenvalue of the Hessian, which this "
-               "version of bocbc cannot compute yet");
+    ReplTrainer *t = repl_trainer(c->session, c->name_loc);
+    if (t)
+        repl_sharpness(c->session, t, c->name_loc);
 }
 
 /* :set KEY=VALUE overrides an experiment setting as -D does. The current
@@ -652,7 +650,8 @@ static const CommandInfo command_table[] = {
     {":eval", "", "loss and accuracy on the test split", cmd_eval},
     {":show", "PARAM", "summarise a parameter or optimizer state", cmd_show},
     {":grad", "PARAM", "summarise the gradient of PARAM on the next batch", cmd_grad},
-    {":sharpness", "", "the top Hessian eigenvalue of the loss", cmd_sharpness},
+    {":sharpness", "", "the top Hessian eigenvalue of the loss on training samples",
+     cmd_sharpness},
     {":time", "EXPR", "evaluate EXPR and print the time it took", cmd_time},
     {":set", "KEY=VALUE", "override an experiment setting, as -D does", cmd_set},
     {":quit", "", "end the session (also Ctrl-D)", cmd_quit},

@@ -74,6 +74,10 @@ void repl_trainer_discard(ReplSession *s);
 void repl_step(ReplSession *s, ReplTrainer *t, int64_t steps);
 /* Prints the loss and accuracy on the test split. */
 void repl_eval(ReplSession *s, ReplTrainer *t);
+/* Prints the sharpness, the top eigenvalue of the Hessian of the mean
+ * evaluation loss over the first SHARPNESS_SAMPLES training samples, at
+ * the current variables. `loc` is the command's. */
+void repl_sharpness(ReplSession *s, ReplTrainer *t, SrcLoc loc);
 /* Prints a variable of the trainer (a parameter or optimizer state) or
  * the gradient of the loss with respect to a parameter on the next
  * training batch. `name` is located at `loc`. Returns false after a
