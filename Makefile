@@ -9,6 +9,8 @@
 #                   (hours on 2 cores), writing docs/results/backbones.md;
 #                   RESULTS_ARGS="--epochs 1 --batch 32 --train-size 256" for a
 #                   short run
+#   make results-stability  build + run the synthetic SGD stability experiment
+#                   (about a minute), writing docs/results/stability_synthetic.*
 #   make install    install bocbc, libbocb.a, the stdlib and the man page under
 #                   PREFIX (/usr/local), staged under DESTDIR if set
 #   make uninstall  remove what `make install` installed
@@ -62,7 +64,8 @@ BOCBC   := $(BUILD)/bocbc
 UNIT_SRC  := $(wildcard tests/unit/*.c) $(wildcard tests/gradcheck/*.c)
 UNIT_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps demo check check-unit check-lit bench results-backbones install uninstall clean
+.PHONY: all deps demo check check-unit check-lit bench results-backbones results-stability \
+        install uninstall clean
 .DEFAULT_GOAL := all
 
 all: $(BOCBC) $(AOT_LIB)
@@ -78,7 +81,7 @@ check: deps
 	@$(MAKE) --no-print-directory all tests
 	@BUILD=$(BUILD) LIT=$(LIT) LLVM_BINDIR=$(LLVM_BINDIR) tests/run.sh
 
-tests: $(BOCBC) $(UNIT_BINS) $(BUILD)/bench/optim_bench
+tests: $(BOCBC) $(UNIT_BINS) $(BUILD)/bench/optim_bench $(BUILD)/tools/stability_synthetic
 
 bench: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/depthwise $(BUILD)/bench/optim_bench
@@ -86,6 +89,10 @@ bench: deps
 
 results-backbones: $(BOCBC)
 	tools/results_backbones.py --bocbc $(BOCBC) $(RESULTS_ARGS)
+
+results-stability: $(BUILD)/tools/stability_synthetic
+	$(BUILD)/tools/stability_synthetic --out docs/results
+	gnuplot docs/results/stability_synthetic.gp
 
 # The installed bocbc finds its standard library as ../share/bocb/stdlib
 # next to itself, so DESTDIR staging and moved prefixes both work; so
@@ -172,6 +179,10 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/tests/%: tests/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB) -lcriterion $(LDLIBS)
+
+$(BUILD)/tools/%: tools/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
 # ---- benchmarks -----------------------------------------------------------
 

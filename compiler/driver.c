@@ -4,6 +4,7 @@
 #define _XOPEN_SOURCE 700
 
 #include "driver.h"
+#include "analyze.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -540,6 +541,15 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
                 .log = opts->quiet ? NULL : stdout, .log_is_tty = tty,
             };
             rt_train(&cfg, &runner.runner, splits, &r->result);
+            if (spec->nanalyses > 0) {
+                AnalyzeContext analysis = {
+                    .cell = &cell->compiled, .store = &runner.vars, .backend = opts->backend,
+                    .jit = jit, .data = splits, .label = label, .out = stdout,
+                    .report_dir = spec->report_dir,
+                };
+                if (!analyze_run_all(spec, &analysis))
+                    status = BOCB_EXIT_RUNTIME;
+            }
             free(label);
             cell_runner_destroy(&runner);
             if (spec->report_dir && !write_reports(spec, runs, done))

@@ -662,10 +662,11 @@ bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
             ok &= qsdp_resolve(l, s, spec);
             continue;
         }
-        if (s->kind == ST_DIRECTIVE) {
-            diag_error(s->loc, "'%s' is not available yet; this version supports 'report', "
-                       "'group' and 'quantize'", s->directive.keyword);
-            ok = false;
+        if (s->kind == ST_DIRECTIVE && strcmp(s->directive.keyword, "analyze") == 0) {
+            if (!spec->analyses)
+                spec->analyses = arena_calloc(l->arena, (size_t)exp->body.nstmts + 1,
+                                              sizeof *spec->analyses);
+            ok &= analyze_resolve(l, s, spec);
             continue;
         }
         if (s->kind != ST_ASSIGN || s->assign.compound || s->assign.target->kind != EX_NAME) {

@@ -181,11 +181,6 @@ void hessian_op_destroy(HessianOp *h)
     memset(h, 0, sizeof *h);
 }
 
-static double load_element(DType dt, const void *p, int64_t i)
-{
-    return dt == DT_F32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
-}
-
 void hessian_op_apply(HessianOp *h, const void *x, const int32_t *labels, int64_t n,
                       const double *v, double *hv, double *grad, double *loss)
 {
@@ -196,13 +191,8 @@ void hessian_op_apply(HessianOp *h, const void *x, const int32_t *labels, int64_
         void *t = graph_exec_input(e, name);
         int64_t numel = h->store->vars[h->vars[k]].numel;
         DType dt = h->store->vars[h->vars[k]].dtype;
-        for (int64_t i = 0; i < numel; i++) {
-            double value = v[h->offsets[k] + i];
-            if (dt == DT_F32)
-                ((float *)t)[i] = (float)value;
-            else
-                ((double *)t)[i] = value;
-        }
+        for (int64_t i = 0; i < numel; i++)
+            store_from_f64(dt, t, i, v[h->offsets[k] + i]);
     }
     memset(hv, 0, (size_t)h->size * sizeof *hv);
     if (grad)
@@ -217,7 +207,7 @@ void hessian_op_apply(HessianOp *h, const void *x, const int32_t *labels, int64_
         memcpy(lin, labels + start, (size_t)b * sizeof *labels);
         graph_exec_run(e, b);
         double weight = (double)b / (double)n;
-        total += weight * load_element(h->dtype, graph_exec_output(e, "loss"), 0);
+        total += weight * load_as_f64(h->dtype, graph_exec_output(e, "loss"), 0);
         for (int k = 0; k < h->nparams; k++) {
             char name[32];
             int64_t numel = h->store->vars[h->vars[k]].numel;
@@ -225,13 +215,13 @@ void hessian_op_apply(HessianOp *h, const void *x, const int32_t *labels, int64_
             snprintf(name, sizeof name, "hvp%d", k);
             const void *out = graph_exec_output(e, name);
             for (int64_t i = 0; i < numel; i++)
-                hv[h->offsets[k] + i] += weight * load_element(dt, out, i);
+                hv[h->offsets[k] + i] += weight * load_as_f64(dt, out, i);
             if (!grad)
                 continue;
             snprintf(name, sizeof name, "grad%d", k);
             out = graph_exec_output(e, name);
             for (int64_t i = 0; i < numel; i++)
-                grad[h->offsets[k] + i] += weight * load_element(dt, out, i);
+                grad[h->offsets[k] + i] += weight * load_as_f64(dt, out, i);
         }
     }
     if (loss)

@@ -49,6 +49,21 @@ void *graph_exec_input(GraphExec *e, const char *name);
 void graph_exec_run(GraphExec *e, int64_t batch);
 const void *graph_exec_output(const GraphExec *e, const char *name);
 
+/* Element i of an f32 or f64 buffer, as a double, and the reverse: the
+ * conversions between the graphs' element types and flat f64 vectors. */
+static inline double load_as_f64(DType dt, const void *p, int64_t i)
+{
+    return dt == DT_F32 ? (double)((const float *)p)[i] : ((const double *)p)[i];
+}
+
+static inline void store_from_f64(DType dt, void *p, int64_t i, double v)
+{
+    if (dt == DT_F32)
+        ((float *)p)[i] = (float)v;
+    else
+        ((double *)p)[i] = v;
+}
+
 /* The Hessian of a model's mean loss over samples, as an operator. */
 typedef struct HessianOp {
     IrGraph *graph; /* inputs x, labels, tangent<k>; outputs loss, grad<k>, hvp<k> */

@@ -54,6 +54,16 @@ typedef struct QuantSetting {
     SrcLoc loc;         /* of the statement */
 } QuantSetting;
 
+/* An `analyze NAME(args)` statement: one row of the table in
+ * analyze_stmt.c, with its arguments. A number argument is a list of one. */
+enum { ANALYZE_MAX_ARGS = 4 };
+typedef struct AnalyzeRequest {
+    const struct AnalyzeKind *kind;
+    SrcLoc loc;
+    double *values[ANALYZE_MAX_ARGS]; /* in the order of the kind's parameters */
+    int nvalues[ANALYZE_MAX_ARGS];
+} AnalyzeRequest;
+
 typedef struct ExperimentSpec {
     const Decl *decl;
     const char *name;
@@ -81,6 +91,8 @@ typedef struct ExperimentSpec {
     ParamGroup *groups;     /* in order of precedence, the lowest first */
     int ngroups;
     QuantSetting quantize_weights, quantize_gradients;
+    AnalyzeRequest *analyses; /* `analyze` statements, run after each cell trains */
+    int nanalyses;
 } ExperimentSpec;
 
 /* The data as a model is compiled for it: one sample's shape and the
@@ -134,6 +146,12 @@ typedef struct CellOptions {
     int ncheck_optimizers;
     bool *check_failed;
 } CellOptions;
+
+/* ---- analyses (analyze_stmt.c) ---- */
+
+/* Evaluates the `analyze` statement s and appends it to spec->analyses
+ * (sized by the caller). Returns false after reported errors. */
+bool analyze_resolve(Lower *l, const Stmt *s, ExperimentSpec *spec);
 
 /* ---- parameter groups (groups.c) ---- */
 

@@ -6,7 +6,7 @@
  * program of all declarations in force is lowered again after each one,
  * and an input that adds an error is rejected, leaving the session as it
  * was. On a terminal, libedit provides line editing, a history file and
- * completion; from a pipe, lines are read plainly and no prompt is
+ * completion. From a pipe, lines are read plainly and no prompt is
  * printed, so scripted sessions give the same output.
  */
 
@@ -166,9 +166,9 @@ static void add_program(ReplSession *s, const Program *p)
     }
 }
 
-/* Lowers the program after a change. On success the tensors kept at the
- * prompt under a redeclared name go, and so does the training state; on
- * an error the snapshot is restored. */
+/* Lowers the program after a change. On success, the tensors kept at the
+ * prompt under a redeclared name are dropped, and so is the training
+ * state. On an error, the snapshot is restored. */
 static bool commit_change(ReplSession *s, Snapshot *snap)
 {
     bool ok = relower(s);
@@ -181,7 +181,7 @@ static bool commit_change(ReplSession *s, Snapshot *snap)
     return ok;
 }
 
-/* Loads a file with its imports; NULL after reported errors. */
+/* Loads a file with its imports. Returns NULL after reported errors. */
 static Program *read_file(ReplSession *s, const char *path, SrcLoc loc)
 {
     int errors = diag_error_count();
@@ -218,8 +218,8 @@ static bool is_declaration(const char *text)
 }
 
 /* Removes the constant `name`, which a tensor kept at the prompt now
- * replaces. When a declaration still needs the constant (the error says
- * where), both stay and the tensor is dropped. */
+ * replaces. When a declaration still needs the constant (the error shows
+ * where), the constant stays and the tensor is dropped. */
 static void replace_constant(ReplSession *s, const char *name)
 {
     int found = -1;
@@ -417,7 +417,7 @@ static void cmd_time(Command *c)
         printf("time: %.3f ms\n", 1e3 * seconds);
 }
 
-/* Prints the graph of the stage that :ir or :ir-grad asks for. */
+/* Prints the graph of the stage that :ir or :ir-grad requests. */
 typedef struct StagePrinter {
     CellStage stage;
     bool printed;
@@ -576,14 +576,12 @@ static void cmd_sharpness(Command *c)
 {
     if (!expect_no_argument(c))
         return;
-    /* NOTE: needs the top Hessian eigenvalue of the forward-mode analysis
-     * (power iteration on Hessian-vector products), which this build does
-     * not contain yet. */
-    diag_error(c->name_loc, "':sharpness' needs the top eigenvalue of the Hessian, which this "
-               "version of bocbc cannot compute yet");
+    ReplTrainer *t = repl_trainer(c->session, c->name_loc);
+    if (t)
+        repl_sharpness(c->session, t, c->name_loc);
 }
 
-/* :set KEY=VALUE overrides an experiment setting as -D does; the current
+/* :set KEY=VALUE overrides an experiment setting as -D does. The current
  * experiment is resolved at once, so a bad value is rejected here. */
 static void cmd_set(Command *c)
 {
@@ -652,7 +650,8 @@ static const CommandInfo command_table[] = {
     {":eval", "", "loss and accuracy on the test split", cmd_eval},
     {":show", "PARAM", "summarise a parameter or optimizer state", cmd_show},
     {":grad", "PARAM", "summarise the gradient of PARAM on the next batch", cmd_grad},
-    {":sharpness", "", "the top Hessian eigenvalue of the loss", cmd_sharpness},
+    {":sharpness", "", "the top Hessian eigenvalue of the loss on training samples",
+     cmd_sharpness},
     {":time", "EXPR", "evaluate EXPR and print the time it took", cmd_time},
     {":set", "KEY=VALUE", "override an experiment setting, as -D does", cmd_set},
     {":quit", "", "end the session (also Ctrl-D)", cmd_quit},
@@ -916,6 +915,7 @@ int repl_main(const Options *opts)
         rl_attempted_completion_function = complete;
         puts("bocb REPL; ':help' lists the commands, ':quit' or Ctrl-D ends it");
     }
+    int errors_before = diag_error_count();
     if (opts->input) {
         char *text = xasprintf(":load %s", opts->input);
         run_input(&s, text);
@@ -944,6 +944,8 @@ int repl_main(const Options *opts)
         if (interactive && input.len)
             add_history(input.data);
         bool go_on = run_input(&s, input.data);
+        /* A Ctrl-C that no command saw must not end the next read. */
+        repl_interrupted = 0;
         input.len = 0;
         input.data[0] = '\0';
         if (!go_on)
@@ -957,5 +959,11 @@ int repl_main(const Options *opts)
     free(history);
     sb_free(&input);
     session_free(&s);
-    return fflush(stdout) == 0 && !ferror(stdout) ? BOCB_EXIT_OK : BOCB_EXIT_RUNTIME;
+    if (fflush(stdout) != 0 || ferror(stdout))
+        return BOCB_EXIT_RUNTIME;
+    /* A script learns from the exit status that one of its inputs failed;
+     * at a terminal, the person has seen the errors. */
+    if (!interactive && diag_error_count() > errors_before)
+        return BOCB_EXIT_COMPILE;
+    return BOCB_EXIT_OK;
 }

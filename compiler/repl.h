@@ -19,8 +19,9 @@
 
 /* Runs a session on stdin, with line editing and history when stdin is a
  * terminal, after loading opts->input when it is set. Returns the process
- * exit status: BOCB_EXIT_OK, or BOCB_EXIT_RUNTIME when the standard output
- * could not be written. */
+ * exit status: BOCB_EXIT_RUNTIME when the standard output could not be
+ * written, else BOCB_EXIT_COMPILE when stdin is not a terminal and an
+ * input reported an error, else BOCB_EXIT_OK. */
 int repl_main(const Options *opts);
 
 /* ---- shared by repl.c and repl_train.c ------------------------------------ */
@@ -42,8 +43,6 @@ typedef struct ReplSession {
     VEC(Decl *) decls;       /* the declarations in force, oldest first */
     VEC(const char *) sources; /* :load paths and typed imports, for :reload */
     VEC(TensorLet) lets;
-    Module module;           /* decls as the main module of `program` */
-    Program program;
     Lower *lower;            /* lowered `program`: the globals of every input */
     VEC(Override) overrides; /* from :set */
     const Decl *experiment;  /* the current experiment, or NULL */
@@ -75,6 +74,10 @@ void repl_trainer_discard(ReplSession *s);
 void repl_step(ReplSession *s, ReplTrainer *t, int64_t steps);
 /* Prints the loss and accuracy on the test split. */
 void repl_eval(ReplSession *s, ReplTrainer *t);
+/* Prints the sharpness, the top eigenvalue of the Hessian of the mean
+ * evaluation loss over the first SHARPNESS_SAMPLES training samples, at
+ * the current variables. `loc` is the command's. */
+void repl_sharpness(ReplSession *s, ReplTrainer *t, SrcLoc loc);
 /* Prints a variable of the trainer (a parameter or optimizer state) or
  * the gradient of the loss with respect to a parameter on the next
  * training batch. `name` is located at `loc`. Returns false after a

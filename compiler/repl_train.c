@@ -20,6 +20,7 @@
 
 #include "../runtime/data.h"
 #include "../runtime/philox.h"
+#include "analyze.h"
 #include "autodiff.h"
 
 /* The Philox stream of the shuffle of each epoch, as runtime/train.c
@@ -302,6 +303,38 @@ void repl_eval(ReplSession *s, ReplTrainer *t)
                 &accuracy);
     printf("after %lld step%s: test loss %.4f, test accuracy %.2f%%\n", (long long)t->steps,
            t->steps == 1 ? "" : "s", loss, 100 * accuracy);
+}
+
+/* The samples and power iterations of :sharpness, as the defaults of
+ * `analyze sharpness` in an experiment. */
+enum { SHARPNESS_SAMPLES = 512, SHARPNESS_ITERS = 100 };
+
+void repl_sharpness(ReplSession *s, ReplTrainer *t, SrcLoc loc)
+{
+    const Dataset *train = &t->splits.train;
+    int64_t n = train->count < SHARPNESS_SAMPLES ? train->count : SHARPNESS_SAMPLES;
+    int64_t *indices = xmalloc(size_mul((size_t)n, sizeof(int64_t)));
+    for (int64_t i = 0; i < n; i++)
+        indices[i] = i;
+    float *x = xmalloc(size_mul((size_t)n, size_mul((size_t)train->sample_size, sizeof(float))));
+    int32_t *labels = xmalloc(size_mul((size_t)n, sizeof(int32_t)));
+    data_gather(&t->splits, train, indices, n, x, labels);
+
+    double sharpness = 0;
+    char *error = NULL;
+    Jit *jit = s->opts->backend == BACKEND_JIT ? s->jit : NULL;
+    if (analyze_sharpness(&t->cell, &t->runner.vars, jit, x, labels, n, SHARPNESS_ITERS,
+                          &sharpness, &error)) {
+        printf("after %lld step%s: sharpness %.6g (top Hessian eigenvalue of the loss on "
+               "%lld training samples)\n", (long long)t->steps, t->steps == 1 ? "" : "s",
+               sharpness, (long long)n);
+    } else {
+        diag_error(loc, "%s", error);
+        free(error);
+    }
+    free(indices);
+    free(x);
+    free(labels);
 }
 
 /* ---- printing values ------------------------------------------------------ */
@@ -601,10 +634,13 @@ static bool lower_at_prompt(ReplSession *s, const Expr *e, PromptGraph *pg)
         ys.batch_axis = 0;
         ys.dims[0] = 1;
         SrcLoc where = pg->data->spec.data->loc;
-        scope_set(l, &pg->scope, "x",
-                  val_tensor(ir_input(pg->graph, "x", DT_F32, xs, where), where));
-        scope_set(l, &pg->scope, "labels",
-                  val_tensor(ir_input(pg->graph, "labels", DT_I32, ys, where), where));
+        int x = ir_input(pg->graph, "x", DT_F32, xs, where);
+        int labels = ir_input(pg->graph, "labels", DT_I32, ys, where);
+        /* A declaration called x or labels hides the samples. */
+        if (!scope_find(&l->globals, "x"))
+            scope_set(l, &pg->scope, "x", val_tensor(x, where));
+        if (!scope_find(&l->globals, "labels"))
+            scope_set(l, &pg->scope, "labels", val_tensor(labels, where));
     }
     int errors = diag_error_count();
     /* Each instantiation of a model reads the parameters that an earlier

@@ -14,6 +14,7 @@ PACKAGES="
   libcriterion-dev
   libedit-dev
   python3
+  gnuplot-nox
   dataset-fashion-mnist
 "
 
