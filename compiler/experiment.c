@@ -515,10 +515,11 @@ static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpe
                           DECL_OPTIMIZER, &spec->optimizers, &spec->noptimizers);
 
     static const char *const gradients[] = {"backprop"};
-    static const char *const planned_gradients[] = {"zo", "forward_grad", "hybrid"};
+    static const char *const planned_gradients[] = {"forward_grad", "hybrid"};
     static const char *const losses[] = {"cross_entropy", "mse"};
-    ok &= resolve_symbol(&settings[setting_index("gradient")], "gradient", gradients, 1,
-                         planned_gradients, 3);
+    if (!spec->zo.enabled)
+        ok &= resolve_symbol(&settings[setting_index("gradient")], "gradient", gradients, 1,
+                             planned_gradients, 2);
     ok &= resolve_symbol(&settings[setting_index("loss")], "loss", losses, 2, NULL, 0);
     ok &= resolve_loss(settings, spec);
 
@@ -586,6 +587,11 @@ static bool resolve_default_group(const Setting *s, ExperimentSpec *spec)
  * spec->schedule, and its setting gets the value none. */
 static Value eval_setting(Lower *l, const char *key, const Expr *e, ExperimentSpec *spec)
 {
+    if (strcmp(key, "gradient") == 0) {
+        spec->zo.enabled = false;
+        if (zo_is_setting(e))
+            return zo_eval_setting(l, e, &spec->zo) ? val_none(e->loc) : val_error();
+    }
     if (strcmp(key, "schedule") != 0)
         return eval_expr(l, e);
     if (!eval_schedule(l, e, &spec->schedule))
@@ -860,8 +866,8 @@ static int clip_gradients(IrGraph *g, int *grads, int n, double clip, DType dtyp
 
 /* Expands the optimizer for one parameter with the settings of its
  * groups. `lr` is scaled by the groups' lr_scale. */
-static bool expand_in_groups(Lower *l, const Configured *opt, const CellOptions *options,
-                             int param, int grad, int lr, int step, const char **label)
+bool expand_in_groups(Lower *l, const Configured *opt, const CellOptions *options,
+                      int param, int grad, int lr, int step, const char **label)
 {
     const Configured *config = opt;
     double lr_scale = 1;
@@ -965,7 +971,10 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
         ir_add_output(train, "logits", logits);
         if (l->stage_hook)
             l->stage_hook(l->stage_hook_context, CELL_STAGE_FORWARD, train);
-
+    }
+    if (ok && options->zo && options->zo->enabled) {
+        ok = zo_compile(l, opt, options, out);
+    } else if (ok) {
         VEC(int) params = {0};
         for (int v = 0; v < out->module.nvars; v++)
             if (out->module.vars[v].kind == IR_VAR_PARAM)
@@ -1060,6 +1069,7 @@ void compiled_cell_free(CompiledCell *cell)
 {
     ir_graph_free(cell->train);
     ir_graph_free(cell->eval);
+    zo_graphs_free(cell->zo);
     ir_module_free(&cell->module);
     memset(cell, 0, sizeof *cell);
 }

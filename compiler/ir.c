@@ -773,3 +773,33 @@ void ir_guard_assigns(IrGraph *g, int cond, SrcLoc loc)
     VEC_FREE(&vars);
     VEC_FREE(&values);
 }
+
+void ir_guard_assigns_by_var(IrGraph *g, const int *conds, SrcLoc loc)
+{
+    VEC(int) vars = {0};
+    VEC(int) values = {0};
+    bool *keep = xcalloc((size_t)g->nnodes + 1, sizeof *keep);
+    for (int i = 0; i < g->nnodes; i++) {
+        const IrNode *n = &g->nodes[i];
+        keep[i] = n->op != IR_ASSIGN || conds[n->attr.var] < 0;
+        if (!keep[i]) {
+            VEC_PUSH(&vars, n->attr.var);
+            VEC_PUSH(&values, n->in[0]);
+        }
+    }
+    int *remap = compact_nodes(g, keep);
+    for (int i = 0; i < vars.len; i++) {
+        int var = vars.data[i], value = remap[values.data[i]];
+        int cond = remap[conds[var]];
+        BOCB_ASSERT(cond >= 0 && g->nodes[cond].dtype == DT_BOOL &&
+                    g->nodes[cond].shape.rank == 0);
+        const IrVar *v = &g->module->vars[var];
+        int old = ir_var_read(g, var, loc);
+        int c = ir_broadcast(g, cond, v->shape, loc);
+        ir_assign(g, var, ir_select(g, c, value, old, loc), loc);
+    }
+    free(remap);
+    free(keep);
+    VEC_FREE(&vars);
+    VEC_FREE(&values);
+}

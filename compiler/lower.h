@@ -15,6 +15,7 @@
 #include "../runtime/lrsched.h"
 #include "eval.h"
 #include "ir.h"
+#include "zo.h"
 
 /* A `-D key=value` override of an experiment setting. */
 typedef struct Override {
@@ -67,6 +68,7 @@ typedef struct ExperimentSpec {
     double clip;            /* maximum global gradient norm; 0 = no clipping */
     ParamGroup *groups;     /* in order of precedence, the lowest first */
     int ngroups;
+    ZoSpec zo;              /* gradient = zo(...); zo.enabled false otherwise */
 } ExperimentSpec;
 
 /* The data as a model is compiled for it: one sample's shape and the
@@ -85,6 +87,9 @@ typedef struct CompiledCell {
     /* Per module variable: the groups of a parameter and what they set,
      * "no_decay, head (weight_decay=0, lr_scale=10)", or NULL. */
     const char **param_groups;
+    /* gradient = zo(...): the perturbation and update graphs, and train is
+     * the forward pass they run around (zo.h). NULL for backprop. */
+    ZoGraphs *zo;
 } CompiledCell;
 
 /* Evaluates the settings of experiment `exp`, with `-D` overrides applied
@@ -105,6 +110,7 @@ typedef struct CellOptions {
     const Configured *const *check_optimizers;
     int ncheck_optimizers;
     bool *check_failed;
+    const ZoSpec *zo; /* NULL or not enabled = backprop */
 } CellOptions;
 
 /* ---- parameter groups (groups.c) ---- */
@@ -146,5 +152,19 @@ bool check_model(Lower *l, const Configured *model, const DataShape *data, DType
  * (the forward pass), false when it failed in the optimizer. */
 bool compile_cell_model_failed(const Lower *l);
 void compiled_cell_free(CompiledCell *cell);
+
+/* Expands optimizer `opt` for parameter `param` with the settings of its
+ * groups (experiment.c); `lr` is scaled by their lr_scale. */
+bool expand_in_groups(Lower *l, const Configured *opt, const CellOptions *options,
+                      int param, int grad, int lr, int step, const char **label);
+
+/* ---- zeroth-order cells (zo.c) ---- */
+
+/* Builds the zeroth-order graphs of a cell whose training graph (out->train)
+ * holds the forward pass and its outputs. Returns false after reported
+ * errors. */
+bool zo_compile(Lower *l, const Configured *opt, const CellOptions *options,
+                CompiledCell *out);
+void zo_graphs_free(ZoGraphs *zg);
 
 #endif

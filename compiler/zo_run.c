@@ -1,0 +1,104 @@
+/* zo_run.c - runs one zeroth-order training step over the graphs of
+ * zo.c. For query k (counter c_k = (step - 1) * q + k + 1):
+ *
+ *   two-sided: perturb +eps, L+ ; perturb -2 eps, L- ; pg_k = (L+ - L-) / (2 eps)
+ *   one-sided: (L0 once per step) perturb +eps, L+ ; pg_k = (L+ - L0) / eps
+ *
+ * and every query but the last moves the parameters back with one more
+ * perturbation. The update graph then restores the last query's
+ * perturbation and applies the optimizer to (1/q) sum_k pg_k z_k in one
+ * pass. Only the q scalars pg_k are kept; z is regenerated in each pass.
+ *
+ * With blocks, only block (step - 1) % nblocks moves in the step.
+ *
+ * The step reports the loss and logits of its first forward pass: L(theta)
+ * when one-sided, L(theta + eps z_0) when two-sided (as MeZO does). Only
+ * that pass commits buffer updates (batch norm's running statistics); all
+ * passes of a step use the same dropout masks, since those are keyed by
+ * the step.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "run.h"
+
+static void put(DType dt, void *p, double v)
+{
+    if (!p) /* an input that no node of the graph reads */
+        return;
+    if (dt == DT_F64)
+        *(double *)p = v;
+    else
+        *(float *)p = (float)v;
+}
+
+static double get(DType dt, const void *p)
+{
+    return dt == DT_F64 ? *(const double *)p : *(const float *)p;
+}
+
+static void perturb(CellRunner *r, double counter, double scale)
+{
+    DType dt = r->runner.dtype;
+    put(dt, cell_graph_input(r, CELL_ZO_PERTURB, "zo_scale"), scale);
+    put(dt, cell_graph_input(r, CELL_ZO_PERTURB, "zo_counter"), counter);
+    cell_graph_run(r, CELL_ZO_PERTURB, 1);
+}
+
+/* Runs the forward pass and returns its loss; the first pass of a step
+ * commits buffer updates and is the one the step reports. */
+static double forward(CellRunner *r, int64_t batch, bool *first)
+{
+    DType dt = r->runner.dtype;
+    void *commit = cell_graph_input(r, CELL_TRAIN, "zo_commit");
+    if (commit)
+        put(dt, commit, *first ? 1.0 : 0.0);
+    cell_graph_run(r, CELL_TRAIN, batch);
+    double loss = get(dt, cell_graph_output(r, CELL_TRAIN, "loss"));
+    if (*first) {
+        const IrGraph *g = r->cell->train;
+        const IrNode *n = &g->nodes[ir_find_output(g, "logits")];
+        memcpy(r->zo_logits, cell_graph_output(r, CELL_TRAIN, "logits"),
+               size_mul((size_t)shape_numel(&n->shape, batch), dtype_size(dt)));
+        put(dt, &r->zo_loss, loss);
+        *first = false;
+    }
+    return loss;
+}
+
+void zo_run_step(CellRunner *r, int64_t batch)
+{
+    const ZoSpec *zo = &r->cell->zo->spec;
+    DType dt = r->runner.dtype;
+    double step = get(dt, cell_graph_input(r, CELL_ZO_UPDATE, "step"));
+    void *forward_step = cell_graph_input(r, CELL_TRAIN, "step");
+    if (forward_step)
+        put(dt, forward_step, step);
+
+    /* Block-wise: blocks take turns in module order, one per step. */
+    double block = fmod(step - 1, r->cell->zo->nblocks);
+    put(dt, cell_graph_input(r, CELL_ZO_PERTURB, "zo_block"), block);
+    put(dt, cell_graph_input(r, CELL_ZO_UPDATE, "zo_block"), block);
+
+    bool first = true, two_sided = zo->mode == ZO_TWO_SIDED;
+    double eps = zo->eps, base = two_sided ? 0 : forward(r, batch, &first);
+    for (int k = 0; k < zo->queries; k++) {
+        double counter = (step - 1) * zo->queries + k + 1;
+        perturb(r, counter, eps);
+        double plus = forward(r, batch, &first), pg;
+        if (two_sided) {
+            perturb(r, counter, -2 * eps);
+            pg = (plus - forward(r, batch, &first)) / (2 * eps);
+        } else {
+            pg = (plus - base) / eps;
+        }
+        if (k + 1 < zo->queries)
+            perturb(r, counter, two_sided ? eps : -eps);
+        char name[32];
+        snprintf(name, sizeof name, "zo_pg.%d", k);
+        put(dt, cell_graph_input(r, CELL_ZO_UPDATE, name), pg);
+        snprintf(name, sizeof name, "zo_counter.%d", k);
+        put(dt, cell_graph_input(r, CELL_ZO_UPDATE, name), counter);
+    }
+    cell_graph_run(r, CELL_ZO_UPDATE, 1);
+}
