@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../runtime/philox.h"
+#include "autodiff.h"
 #include "builtins.h"
 #include "lower.h"
 
@@ -38,8 +39,28 @@ static int choose(const char *symbol, const char *const *names, int n)
     return -1;
 }
 
-static bool zo_arg(const Arg *arg, const Value *v, ZoSpec *out)
+/* Reads `backprop`: a pattern or a list of patterns, as strings. */
+static bool backprop_patterns(Lower *l, const Arg *arg, const Value *v, ZoSpec *out)
 {
+    int n = v->kind == VAL_LIST ? v->list.n : 1;
+    const Value *items = v->kind == VAL_LIST ? v->list.items : v;
+    out->backprop = arena_calloc(l->arena, (size_t)n + 1, sizeof(char *));
+    out->nbackprop = 0;
+    for (int i = 0; i < n; i++) {
+        if (items[i].kind != VAL_STRING) {
+            diag_error(arg->value->loc, "argument 'backprop' of zo must be a parameter name "
+                       "pattern in quotes, or a list of them");
+            return false;
+        }
+        out->backprop[out->nbackprop++] = items[i].string;
+    }
+    return true;
+}
+
+static bool zo_arg(Lower *l, const Arg *arg, const Value *v, ZoSpec *out)
+{
+    if (strcmp(arg->name, "backprop") == 0)
+        return backprop_patterns(l, arg, v, out);
     if (strcmp(arg->name, "eps") == 0) {
         if (v->kind != VAL_NUMBER || !(v->number.value > 0) || !isfinite(v->number.value)) {
             diag_error(arg->value->loc, "argument 'eps' of zo must be a finite number > 0");
@@ -94,7 +115,7 @@ static bool zo_arg(const Arg *arg, const Value *v, ZoSpec *out)
 bool zo_eval_setting(Lower *l, const Expr *e, ZoSpec *out)
 {
     static const char *const names[] = {"eps", "queries", "mode", "projection", "sparsity",
-                                        "blocks"};
+                                        "blocks", "backprop"};
     enum { NNAMES = (int)BOCB_ARRAY_LEN(names) };
     *out = (ZoSpec){.enabled = true, .eps = 1e-3, .queries = 1, .mode = ZO_TWO_SIDED,
                     .loc = e->loc};
@@ -112,7 +133,7 @@ bool zo_eval_setting(Lower *l, const Expr *e, ZoSpec *out)
             p++;
         if (p == NNAMES) {
             diag_error(arg->name_loc, "zo has no argument '%s'; its arguments are eps, "
-                       "queries, mode, projection, sparsity and blocks", arg->name);
+                       "queries, mode, projection, sparsity, blocks and backprop", arg->name);
             ok = false;
             continue;
         }
@@ -122,7 +143,7 @@ bool zo_eval_setting(Lower *l, const Expr *e, ZoSpec *out)
             continue;
         }
         given[p] = true;
-        ok &= v.kind != VAL_ERROR && zo_arg(arg, &v, out);
+        ok &= v.kind != VAL_ERROR && zo_arg(l, arg, &v, out);
     }
     return ok;
 }
@@ -356,6 +377,47 @@ static int number_blocks(const IrModule *m, const ZoSpec *zo, const int *params,
     return n;
 }
 
+/* Reports each backprop pattern that selects no parameter. */
+static bool check_patterns(const IrModule *m, const ZoSpec *zo)
+{
+    bool ok = true;
+    for (int i = 0; i < zo->nbackprop; i++) {
+        ParamGroup one = {.globs = &zo->backprop[i], .nglobs = 1};
+        bool used = false;
+        for (int v = 0; v < m->nvars && !used; v++)
+            used = group_selects(&one, &m->vars[v]);
+        if (!used) {
+            diag_error(zo->loc, "backprop pattern '%s' of zo selects no parameter",
+                       zo->backprop[i]);
+            ok = false;
+        }
+    }
+    return ok;
+}
+
+/* Hybrid training: appends to the training graph the gradient of the loss
+ * with respect to `params` and their optimizer updates. */
+static bool update_by_backprop(Lower *l, const Configured *opt, const CellOptions *options,
+                               const int *params, int nparams, CompiledCell *out)
+{
+    if (nparams == 0)
+        return true;
+    IrGraph *train = out->train;
+    SrcLoc oloc = opt->decl->name_loc;
+    l->graph = train;
+    int lr = scalar_input(train, "lr", l->dtype, oloc);
+    int step = lower_step_input(l, oloc);
+    int *grads = xcalloc((size_t)nparams + 1, sizeof *grads);
+    int loss = ir_find_output(train, "loss");
+    l->opt_hess = NULL;
+    bool ok = ad_backward(train, loss, params, nparams, grads);
+    for (int i = 0; ok && i < nparams; i++)
+        ok = expand_in_groups(l, opt, options, params[i], grads[i], lr, step,
+                              &out->param_groups[params[i]]);
+    free(grads);
+    return ok;
+}
+
 bool zo_compile(Lower *l, const Configured *opt, const CellOptions *options,
                 CompiledCell *out)
 {
@@ -369,10 +431,29 @@ bool zo_compile(Lower *l, const Configured *opt, const CellOptions *options,
         return false;
     }
 
-    /* A training forward pass that changes buffers (batch norm's running
-     * statistics) commits them only in the pass where zo_commit > 0. */
+    int nvars = m->nvars, nparams = 0, nbackprop = 0;
+    int *params = xcalloc((size_t)nvars + 1, sizeof *params);
+    int *backprop = xcalloc((size_t)nvars + 1, sizeof *backprop);
+    int *keys = xcalloc(3 * (size_t)nvars + 1, sizeof *keys);
+    int *block = xcalloc((size_t)nvars + 1, sizeof *block);
+    out->param_groups = arena_calloc(l->arena, (size_t)nvars + 1, sizeof(char *));
+    ParamGroup selected = {.globs = zo->backprop, .nglobs = zo->nbackprop};
+    for (int v = 0; v < nvars; v++) {
+        if (m->vars[v].kind != IR_VAR_PARAM)
+            continue;
+        if (group_selects(&selected, &m->vars[v]))
+            backprop[nbackprop++] = v;
+        else
+            params[nparams++] = v;
+    }
+    bool ok = check_patterns(m, zo) && update_by_backprop(l, opt, options, backprop,
+                                                         nbackprop, out);
+
+    /* The training graph's assignments (batch norm's running statistics,
+     * backpropagated updates) take effect only in the pass where
+     * zo_commit > 0. */
     IrGraph *train = out->train;
-    for (int i = 0; i < train->nnodes; i++) {
+    for (int i = 0; ok && i < train->nnodes; i++) {
         if (train->nodes[i].op == IR_ASSIGN) {
             int commit = scalar_input(train, "zo_commit", dt, loc);
             ir_guard_assigns(train, ir_binary(train, IR_GT, commit, ir_const(train, dt, 0.5,
@@ -381,14 +462,6 @@ bool zo_compile(Lower *l, const Configured *opt, const CellOptions *options,
             break;
         }
     }
-
-    int nvars = m->nvars, nparams = 0;
-    int *params = xcalloc((size_t)nvars + 1, sizeof *params);
-    int *keys = xcalloc(3 * (size_t)nvars + 1, sizeof *keys);
-    int *block = xcalloc((size_t)nvars + 1, sizeof *block);
-    for (int v = 0; v < nvars; v++)
-        if (m->vars[v].kind == IR_VAR_PARAM)
-            params[nparams++] = v;
     int nkeys = zo->sparsity > 0 ? 3 : 2;
     for (int i = 0; i < nparams; i++) {
         int p = params[i];
@@ -410,13 +483,13 @@ bool zo_compile(Lower *l, const Configured *opt, const CellOptions *options,
     zg->perturb = ir_graph_new(m, "zo_perturb");
     zg->update = ir_graph_new(m, "zo_update");
     out->zo = zg;
-    out->param_groups = arena_calloc(l->arena, (size_t)m->nvars + 1, sizeof(char *));
 
     build_perturb(zg->perturb, &b, dt, loc);
     l->opt_hess = NULL;
-    bool ok = build_update(l, zg->update, opt, options, &b, out);
+    ok = ok && build_update(l, zg->update, opt, options, &b, out);
     l->graph = train;
     free(params);
+    free(backprop);
     free(keys);
     free(block);
     if (ok) {

@@ -25,7 +25,11 @@
  * thread count. With sparsity s, a third stream masks z: an element is
  * perturbed when its uniform number is >= s. With blocks, the rank-0
  * input zo_block of both graphs selects the block that moves; the others
- * keep their values and optimizer state. The runner in run.c drives the sequence (zo_run_step).
+ * keep their values and optimizer state. With backprop patterns, the
+ * training graph also differentiates the loss with respect to the
+ * matching parameters and updates them; that update (like buffer
+ * updates) takes effect in the last forward pass of a step only. The
+ * runner (zo_run_step in zo_run.c) drives the sequence.
  */
 #ifndef BOCB_ZO_H
 #define BOCB_ZO_H
@@ -48,7 +52,7 @@ typedef enum ZoBlocks {
 } ZoBlocks;
 
 /* The value of `gradient = zo(eps = 1e-3, queries = 1, mode = two_sided,
- * projection = value, sparsity = 0, blocks = none)`. */
+ * projection = value, sparsity = 0, blocks = none, backprop = [])`. */
 typedef struct ZoSpec {
     bool enabled;
     double eps;
@@ -57,6 +61,11 @@ typedef struct ZoSpec {
     bool sign;       /* projection = sign: each query contributes sign(pg) z */
     double sparsity; /* expected fraction of coordinates left unperturbed */
     ZoBlocks blocks;
+    /* backprop = patterns: the parameters whose names match one of these
+     * fnmatch patterns (with or without the model's prefix, as in
+     * groups) get backpropagated gradients instead (hybrid training). */
+    const char **backprop;
+    int nbackprop;
     SrcLoc loc;
 } ZoSpec;
 

@@ -13,9 +13,10 @@
  *
  * The step reports the loss and logits of its first forward pass: L(theta)
  * when one-sided, L(theta + eps z_0) when two-sided (as MeZO does). Only
- * that pass commits buffer updates (batch norm's running statistics); all
- * passes of a step use the same dropout masks, since those are keyed by
- * the step.
+ * the last pass commits the training graph's assignments: buffer updates
+ * (batch norm's running statistics) and, in hybrid training, the
+ * backpropagated updates, so no loss difference sees them. All passes of
+ * a step use the same dropout masks, since those are keyed by the step.
  */
 #include <math.h>
 #include <string.h>
@@ -45,14 +46,13 @@ static void perturb(CellRunner *r, double counter, double scale)
     cell_graph_run(r, CELL_ZO_PERTURB, 1);
 }
 
-/* Runs the forward pass and returns its loss; the first pass of a step
- * commits buffer updates and is the one the step reports. */
-static double forward(CellRunner *r, int64_t batch, bool *first)
+/* Runs the forward pass and returns its loss. The first pass of a step is
+ * the one the step reports, and the last commits the training graph's
+ * assignments. */
+static double forward(CellRunner *r, int64_t batch, bool *first, bool last)
 {
     DType dt = r->runner.dtype;
-    void *commit = cell_graph_input(r, CELL_TRAIN, "zo_commit");
-    if (commit)
-        put(dt, commit, *first ? 1.0 : 0.0);
+    put(dt, cell_graph_input(r, CELL_TRAIN, "zo_commit"), last ? 1.0 : 0.0);
     cell_graph_run(r, CELL_TRAIN, batch);
     double loss = get(dt, cell_graph_output(r, CELL_TRAIN, "loss"));
     if (*first) {
@@ -71,9 +71,9 @@ void zo_run_step(CellRunner *r, int64_t batch)
     const ZoSpec *zo = &r->cell->zo->spec;
     DType dt = r->runner.dtype;
     double step = get(dt, cell_graph_input(r, CELL_ZO_UPDATE, "step"));
-    void *forward_step = cell_graph_input(r, CELL_TRAIN, "step");
-    if (forward_step)
-        put(dt, forward_step, step);
+    put(dt, cell_graph_input(r, CELL_TRAIN, "step"), step);
+    put(dt, cell_graph_input(r, CELL_TRAIN, "lr"),
+        get(dt, cell_graph_input(r, CELL_ZO_UPDATE, "lr")));
 
     /* Block-wise: blocks take turns in module order, one per step. */
     double block = fmod(step - 1, r->cell->zo->nblocks);
@@ -81,14 +81,15 @@ void zo_run_step(CellRunner *r, int64_t batch)
     put(dt, cell_graph_input(r, CELL_ZO_UPDATE, "zo_block"), block);
 
     bool first = true, two_sided = zo->mode == ZO_TWO_SIDED;
-    double eps = zo->eps, base = two_sided ? 0 : forward(r, batch, &first);
+    double eps = zo->eps, base = two_sided ? 0 : forward(r, batch, &first, false);
     for (int k = 0; k < zo->queries; k++) {
         double counter = (step - 1) * zo->queries + k + 1;
+        bool last_query = k + 1 == zo->queries;
         perturb(r, counter, eps);
-        double plus = forward(r, batch, &first), pg;
+        double plus = forward(r, batch, &first, last_query && !two_sided), pg;
         if (two_sided) {
             perturb(r, counter, -2 * eps);
-            pg = (plus - forward(r, batch, &first)) / (2 * eps);
+            pg = (plus - forward(r, batch, &first, last_query)) / (2 * eps);
         } else {
             pg = (plus - base) / eps;
         }

@@ -323,9 +323,12 @@ static void check_projection(const Cell *c, const ZoSpec *zo, int step, const do
     for (int k = 0; k < zo->queries; k++) {
         double counter = (double)(step - 1) * zo->queries + k + 1, z[NW + OUT], dot = 0;
         for (int i = 0; i < NW + OUT; i++) {
-            z[i] = i < NW ? z_of(c, c->weight, counter, i) : z_of(c, c->bias, counter, i - NW);
             if (moving && !moving[i])
                 z[i] = 0;
+            else if (i < NW)
+                z[i] = z_of(c, c->weight, counter, i);
+            else
+                z[i] = z_of(c, c->bias, counter, i - NW);
             dot += grad[i] * z[i];
         }
         if (zo->sign)
@@ -530,5 +533,42 @@ Test(zo, one_kernel_per_parameter)
               perturb->program.nsteps);
     cr_expect(update->nkernels == 2 && update->program.nsteps == 2,
               "update: %d kernels, %d steps", update->nkernels, update->program.nsteps);
+    cell_destroy(&c);
+}
+
+Test(zo, hybrid_backprop_bias)
+{
+    /* backprop = "*.bias": the bias takes a backpropagated step, computed
+     * in the last forward pass at weights moved by -eps z (so within
+     * O(eps) of the gradient), and the weight a zeroth-order step whose
+     * quotient sees the old bias. */
+    const char *patterns[] = {"*.bias"};
+    ZoSpec zo = {.enabled = true, .eps = 1e-3, .queries = 1, .mode = ZO_TWO_SIDED,
+                 .backprop = patterns, .nbackprop = 1};
+    double grad[NW + OUT], norm = 0;
+    true_gradient(BACKEND_INTERP, grad);
+    for (int i = 0; i < NW + OUT; i++)
+        norm += grad[i] * grad[i];
+    norm = sqrt(norm);
+    Cell c;
+    cell_create(&c, &zo, BACKEND_INTERP);
+    double start[NW + OUT], after[NW + OUT];
+    bool weight_only[NW + OUT];
+    for (int i = 0; i < NW + OUT; i++)
+        weight_only[i] = i < NW;
+    params_get(&c, start);
+    cell_step(&c, 1);
+    params_get(&c, after);
+    double weights_after[NW + OUT];
+    memcpy(weights_after, after, sizeof after);
+    memcpy(weights_after + NW, start + NW, OUT * sizeof *start);
+    check_projection(&c, &zo, 1, grad, start, weights_after, weight_only);
+    for (int k = 0; k < OUT; k++) {
+        double moved = start[NW + k] - after[NW + k];
+        cr_expect(fabs(moved - grad[NW + k]) < 1e-2 * norm, "bias %d moved %g, gradient %g",
+                  k, moved, grad[NW + k]);
+        cr_expect(moved != grad[NW + k] || grad[NW + k] == 0,
+                  "bias %d: the step was not taken at the perturbed weights", k);
+    }
     cell_destroy(&c);
 }
