@@ -61,6 +61,14 @@ static bool zo_arg(Lower *l, const Arg *arg, const Value *v, ZoSpec *out)
 {
     if (strcmp(arg->name, "backprop") == 0)
         return backprop_patterns(l, arg, v, out);
+    if (strcmp(arg->name, "conservative") == 0) {
+        if (v->kind != VAL_BOOL) {
+            diag_error(arg->value->loc, "argument 'conservative' of zo must be true or false");
+            return false;
+        }
+        out->conservative = v->boolean;
+        return true;
+    }
     if (strcmp(arg->name, "eps") == 0) {
         if (v->kind != VAL_NUMBER || !(v->number.value > 0) || !isfinite(v->number.value)) {
             diag_error(arg->value->loc, "argument 'eps' of zo must be a finite number > 0");
@@ -115,7 +123,7 @@ static bool zo_arg(Lower *l, const Arg *arg, const Value *v, ZoSpec *out)
 bool zo_eval_setting(Lower *l, const Expr *e, ZoSpec *out)
 {
     static const char *const names[] = {"eps", "queries", "mode", "projection", "sparsity",
-                                        "blocks", "backprop"};
+                                        "blocks", "backprop", "conservative"};
     enum { NNAMES = (int)BOCB_ARRAY_LEN(names) };
     *out = (ZoSpec){.enabled = true, .eps = 1e-3, .queries = 1, .mode = ZO_TWO_SIDED,
                     .loc = e->loc};
@@ -133,7 +141,8 @@ bool zo_eval_setting(Lower *l, const Expr *e, ZoSpec *out)
             p++;
         if (p == NNAMES) {
             diag_error(arg->name_loc, "zo has no argument '%s'; its arguments are eps, "
-                       "queries, mode, projection, sparsity, blocks and backprop", arg->name);
+                       "queries, mode, projection, sparsity, blocks, backprop and conservative",
+                       arg->name);
             ok = false;
             continue;
         }
@@ -280,9 +289,9 @@ static void build_perturb(IrGraph *g, const ZoBuild *b, DType dt, SrcLoc loc)
 }
 
 /* The update graph: per parameter, restore theta from the last query's
- * perturbation, form the estimate (1/q) sum_k pg_k z_k (sign(pg_k) with
- * projection = sign), and expand the optimizer on (restored theta,
- * estimate). With blocks, the assignments of a parameter and of its
+ * perturbation, form the estimate (1/q) sum_k pg_k z_k (the runner passes
+ * sign(pg_k) as pg_k with projection = sign), and expand the optimizer on
+ * (restored theta, estimate). With blocks, the assignments of a parameter and of its
  * states take effect only when its block is the current one. */
 static bool build_update(Lower *l, IrGraph *g, const Configured *opt,
                          const CellOptions *options, const ZoBuild *b, CompiledCell *out)
@@ -298,8 +307,6 @@ static bool build_update(Lower *l, IrGraph *g, const Configured *opt,
         char name[32];
         snprintf(name, sizeof name, "zo_pg.%d", k);
         pg[k] = scalar_input(g, name, dt, loc);
-        if (zo->sign)
-            pg[k] = ir_unary(g, IR_SIGN, pg[k], loc);
         snprintf(name, sizeof name, "zo_counter.%d", k);
         counter[k] = scalar_input(g, name, dt, loc);
     }
@@ -377,6 +384,22 @@ static int number_blocks(const IrModule *m, const ZoSpec *zo, const int *params,
     return n;
 }
 
+/* Returns true when `opt` is sgd without momentum and weight decay, whose
+ * step is exactly p - lr g. */
+static bool is_plain_sgd(const Configured *opt)
+{
+    if (strcmp(opt->decl->name, "sgd") != 0)
+        return false;
+    for (int k = 0; k < opt->nargs; k++) {
+        bool matters = strcmp(opt->names[k], "momentum") == 0 ||
+                       strcmp(opt->names[k], "weight_decay") == 0;
+        const Value *v = &opt->values[k];
+        if (matters && !(v->kind == VAL_NUMBER && v->number.value == 0))
+            return false;
+    }
+    return true;
+}
+
 /* Reports each backprop pattern that selects no parameter. */
 static bool check_patterns(const IrModule *m, const ZoSpec *zo)
 {
@@ -428,6 +451,12 @@ bool zo_compile(Lower *l, const Configured *opt, const CellOptions *options,
     if (options->clip > 0) {
         diag_error(loc, "gradient = zo does not support clip: the estimate has no "
                    "gradient norm to clip");
+        return false;
+    }
+    if (zo->conservative && !is_plain_sgd(opt)) {
+        diag_error(loc, "zo(conservative = true) takes the steps p - lr g and p + lr g itself, "
+                   "so it needs optimizer sgd without momentum and weight decay, not '%s'",
+                   opt->label ? opt->label : opt->decl->name);
         return false;
     }
 

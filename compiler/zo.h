@@ -52,7 +52,8 @@ typedef enum ZoBlocks {
 } ZoBlocks;
 
 /* The value of `gradient = zo(eps = 1e-3, queries = 1, mode = two_sided,
- * projection = value, sparsity = 0, blocks = none, backprop = [])`. */
+ * projection = value, sparsity = 0, blocks = none, backprop = [],
+ * conservative = false)`. */
 typedef struct ZoSpec {
     bool enabled;
     double eps;
@@ -66,6 +67,9 @@ typedef struct ZoSpec {
      * groups) get backpropagated gradients instead (hybrid training). */
     const char **backprop;
     int nbackprop;
+    /* conservative = true (ZO-SGD-Cons): after the estimate, evaluate the
+     * SGD steps p - lr g and p + lr g and keep the best of them and p. */
+    bool conservative;
     SrcLoc loc;
 } ZoSpec;
 

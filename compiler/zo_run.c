@@ -9,7 +9,11 @@
  * perturbation and applies the optimizer to (1/q) sum_k pg_k z_k in one
  * pass. Only the q scalars pg_k are kept; z is regenerated in each pass.
  *
- * With blocks, only block (step - 1) % nblocks moves in the step.
+ * With blocks, only block (step - 1) % nblocks moves in the step. With
+ * conservative = true (ZO-SGD-Cons), the step also evaluates L(theta)
+ * first, restores theta, and instead of the update graph evaluates the
+ * SGD steps theta - lr g and theta + lr g with the perturbation graph,
+ * keeping the best of the three points.
  *
  * The step reports the loss and logits of its first forward pass: L(theta)
  * when one-sided, L(theta + eps z_0) when two-sided (as MeZO does). Only
@@ -66,6 +70,33 @@ static double forward(CellRunner *r, int64_t batch, bool *first, bool last)
     return loss;
 }
 
+/* Moves the parameters by scale * sum_k pg_k z_k over the step's
+ * queries: scale = -lr / q is the SGD step on the estimate. */
+static void move(CellRunner *r, const double *pg, const double *counter, int queries,
+                 double scale)
+{
+    for (int k = 0; k < queries; k++)
+        perturb(r, counter[k], scale * pg[k]);
+}
+
+/* ZO-SGD-Cons: from the restored parameters p, evaluates p - lr g and
+ * p + lr g (g the estimate) and keeps the one of the three with the lowest
+ * loss, the earliest on ties. `base` is L(p). */
+static void conservative_step(CellRunner *r, int64_t batch, bool *first, double base,
+                              const double *pg, const double *counter, int queries)
+{
+    DType dt = r->runner.dtype;
+    double scale = get(dt, cell_graph_input(r, CELL_ZO_UPDATE, "lr")) / queries;
+    move(r, pg, counter, queries, -scale);
+    double lower = forward(r, batch, first, false);
+    move(r, pg, counter, queries, 2 * scale);
+    double upper = forward(r, batch, first, true);
+    if (base <= lower && base <= upper)
+        move(r, pg, counter, queries, -scale);
+    else if (lower <= upper)
+        move(r, pg, counter, queries, -2 * scale);
+}
+
 void zo_run_step(CellRunner *r, int64_t batch)
 {
     const ZoSpec *zo = &r->cell->zo->spec;
@@ -80,26 +111,33 @@ void zo_run_step(CellRunner *r, int64_t batch)
     put(dt, cell_graph_input(r, CELL_ZO_PERTURB, "zo_block"), block);
     put(dt, cell_graph_input(r, CELL_ZO_UPDATE, "zo_block"), block);
 
-    bool first = true, two_sided = zo->mode == ZO_TWO_SIDED;
-    double eps = zo->eps, base = two_sided ? 0 : forward(r, batch, &first, false);
+    bool first = true, two_sided = zo->mode == ZO_TWO_SIDED, cons = zo->conservative;
+    double eps = zo->eps, base = 0, pg[64], counter[64];
+    if (!two_sided || cons)
+        base = forward(r, batch, &first, false);
     for (int k = 0; k < zo->queries; k++) {
-        double counter = (step - 1) * zo->queries + k + 1;
-        bool last_query = k + 1 == zo->queries;
-        perturb(r, counter, eps);
-        double plus = forward(r, batch, &first, last_query && !two_sided), pg;
+        counter[k] = (step - 1) * zo->queries + k + 1;
+        bool last = k + 1 == zo->queries && !cons;
+        perturb(r, counter[k], eps);
+        double plus = forward(r, batch, &first, last && !two_sided);
         if (two_sided) {
-            perturb(r, counter, -2 * eps);
-            pg = (plus - forward(r, batch, &first, last_query)) / (2 * eps);
+            perturb(r, counter[k], -2 * eps);
+            pg[k] = (plus - forward(r, batch, &first, last)) / (2 * eps);
         } else {
-            pg = (plus - base) / eps;
+            pg[k] = (plus - base) / eps;
         }
-        if (k + 1 < zo->queries)
-            perturb(r, counter, two_sided ? eps : -eps);
+        if (k + 1 < zo->queries || cons)
+            perturb(r, counter[k], two_sided ? eps : -eps);
+        if (zo->sign)
+            pg[k] = (pg[k] > 0) - (pg[k] < 0);
         char name[32];
         snprintf(name, sizeof name, "zo_pg.%d", k);
-        put(dt, cell_graph_input(r, CELL_ZO_UPDATE, name), pg);
+        put(dt, cell_graph_input(r, CELL_ZO_UPDATE, name), pg[k]);
         snprintf(name, sizeof name, "zo_counter.%d", k);
-        put(dt, cell_graph_input(r, CELL_ZO_UPDATE, name), counter);
+        put(dt, cell_graph_input(r, CELL_ZO_UPDATE, name), counter[k]);
     }
-    cell_graph_run(r, CELL_ZO_UPDATE, 1);
+    if (cons)
+        conservative_step(r, batch, &first, base, pg, counter, zo->queries);
+    else
+        cell_graph_run(r, CELL_ZO_UPDATE, 1);
 }

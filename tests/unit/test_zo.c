@@ -572,3 +572,66 @@ Test(zo, hybrid_backprop_bias)
     }
     cell_destroy(&c);
 }
+
+/* The MSE loss of the tiny model at parameters `p`: the mean over the
+ * batch of the mean over classes of (W x + b - onehot(label))^2. */
+static double mse_loss(const double *p)
+{
+    double total = 0;
+    for (int n = 0; n < N; n++) {
+        for (int o = 0; o < OUT; o++) {
+            double y = p[NW + o];
+            for (int j = 0; j < IN; j++)
+                y += p[o * IN + j] * xs[n * IN + j];
+            y -= o == labels[n];
+            total += y * y / (N * OUT);
+        }
+    }
+    return total;
+}
+
+Test(zo, conservative_keeps_best)
+{
+    /* ZO-SGD-Cons ends each step at whichever of p, p - lr g and p + lr g
+     * (g = (g . z) z for this quadratic) has the lowest loss. */
+    ZoSpec zo = {.enabled = true, .eps = 1e-3, .queries = 1, .mode = ZO_TWO_SIDED,
+                 .conservative = true};
+    double grad[NW + OUT];
+    true_gradient(BACKEND_INTERP, grad);
+    Cell c;
+    cell_create(&c, &zo, BACKEND_INTERP);
+    double start[NW + OUT], after[NW + OUT];
+    params_get(&c, start);
+    cr_expect(fabs(cell_step(&c, 1) - mse_loss(start)) < 1e-12,
+              "the step does not report L(p)");
+    int chosen[3] = {0, 0, 0};
+    for (int s = 1; s <= 30; s++) {
+        params_set(&c, start);
+        cell_step(&c, s);
+        params_get(&c, after);
+        double z[NW + OUT], dot = 0, points[3][NW + OUT], losses[3];
+        for (int i = 0; i < NW + OUT; i++) {
+            z[i] = i < NW ? z_of(&c, c.weight, s, i) : z_of(&c, c.bias, s, i - NW);
+            dot += grad[i] * z[i];
+        }
+        for (int i = 0; i < NW + OUT; i++) {
+            points[0][i] = start[i];
+            points[1][i] = start[i] - dot * z[i];
+            points[2][i] = start[i] + dot * z[i];
+        }
+        int best = 0;
+        for (int t = 0; t < 3; t++) {
+            losses[t] = mse_loss(points[t]);
+            if (losses[t] < losses[best])
+                best = t;
+        }
+        double distance = 0;
+        for (int i = 0; i < NW + OUT; i++)
+            distance = fmax(distance, fabs(after[i] - points[best][i]));
+        cr_expect(distance < 1e-9, "step %d: %g away from point %d (losses %g %g %g)", s,
+                  distance, best, losses[0], losses[1], losses[2]);
+        chosen[best]++;
+    }
+    cr_expect(chosen[0] + chosen[2] > 0, "every step kept p - lr g, so the test shows little");
+    cell_destroy(&c);
+}
