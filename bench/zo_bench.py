@@ -7,11 +7,11 @@ Trains the quickstart MLP (examples/quickstart.bocb) with hidden width H
 (default 1536, about 3.6 million parameters, so that parameters and
 optimizer state dominate the memory) at batch 128 on Fashion-MNIST, for N
 steps (default 10) with each of FO-Adam (backprop), ZO-SGD and ZO-Adam
-(gradient = zo). For each it prints the planned peak of a training step
-and of an inference-only run that `bocbc --stats` reports, the measured
-peak resident set size of the whole bocbc process (which also counts LLVM
-and the loaded data, the same for every row), and ms per training step
-(the training loop's own clock, best of R runs).
+(gradient = zo). For each it prints the planned peaks of a training step
+and of an inference-only run, as `bocbc --stats` reports them. Then it
+prints the measured peak resident set size of the whole bocbc process,
+which also counts LLVM and the loaded data (the same for every row), and
+ms per training step (the training loop's own clock, best of R runs).
 """
 import argparse
 import csv
@@ -35,7 +35,7 @@ def run(bocbc, optimizer, gradient, steps, hidden, out):
             "-D", f"gradient={gradient}", "-D", f"steps={steps}",
             "-D", f"train_size={128 * steps}", "-D", "test_size=128",
             "-D", "eval_batch=128", "--report", out]
-    with open(os.path.join(out + ".log"), "w") as log:
+    with open(out + ".log", "w") as log:
         child = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(child.pid, 0)
     if status != 0:
