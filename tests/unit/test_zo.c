@@ -30,6 +30,7 @@ enum { N = 2, IN = 4, OUT = 3, NW = OUT * IN };
 static const char *const program_format =
     "import \"std/optim\"\n"
     "model tiny(x: [B, 4]) { return linear(x, 3) }\n"
+    "model dropped(x: [B, 4]) { return linear(dropout(x, 0.5), 3) }\n"
     "experiment e { optimizer = %s }\n";
 
 static const double xs[N * IN] = {0.5, -1.0, 0.25, 2.0, -0.75, 0.3, 1.5, -0.2};
@@ -43,6 +44,8 @@ typedef struct Cell {
     Jit *jit;
     DType dtype;
     int weight, bias;
+    const char *model; /* the model's name; NULL for tiny */
+    double lr;         /* the learning rate of cell_step, 1 unless set */
 } Cell;
 
 static double get(const Cell *c, int var, int i)
@@ -76,10 +79,12 @@ static const char *stdlib_dir(void)
 }
 
 /* Compiles the tiny model with `zo` (NULL = backprop) and `optimizer`, and sets W[k][j] = 0.1 (k + 1) (j - 1.5), b[k] = 0.1 k. */
-static void cell_create_with(Cell *c, const ZoSpec *zo, Backend backend, DType dtype,
-                             const char *optimizer)
+static void cell_build(Cell *c, const char *model, const ZoSpec *zo, Backend backend,
+                       DType dtype, const char *optimizer)
 {
     memset(c, 0, sizeof *c);
+    c->model = model;
+    c->lr = 1;
     arena_init(&c->arena);
     SearchPath search = {.stdlib_dir = stdlib_dir()};
     char *program = arena_printf(&c->arena, program_format, optimizer);
@@ -90,7 +95,8 @@ static void cell_create_with(Cell *c, const ZoSpec *zo, Backend backend, DType d
     c->lower.mode = MODE_EXPERIMENT;
     Value opt = eval_expr(&c->lower, exp->body.stmts[0]->assign.value);
     cr_assert(opt.kind == VAL_CONFIGURED);
-    Configured m = {.decl = find_decl(&c->lower, "tiny", DECL_MODEL), .label = "tiny"};
+    Configured m = {.decl = find_decl(&c->lower, c->model ? c->model : "tiny", DECL_MODEL),
+                    .label = "tiny"};
     cr_assert(m.decl);
     c->lower.loss.kind = IR_LOSS_MSE;
 
@@ -107,14 +113,23 @@ static void cell_create_with(Cell *c, const ZoSpec *zo, Backend backend, DType d
     cr_assert(cell_runner_create(&c->runner, &c->compiled, backend, c->jit, N, N, SIZE_MAX,
                                  NULL, &error), "%s", error);
     rt_vars_reset(&c->runner.vars, 7);
-    c->weight = ir_module_find_var(&c->compiled.module, "tiny.linear1.weight");
-    c->bias = ir_module_find_var(&c->compiled.module, "tiny.linear1.bias");
+    char name[64];
+    snprintf(name, sizeof name, "%s.linear1.weight", c->model ? c->model : "tiny");
+    c->weight = ir_module_find_var(&c->compiled.module, name);
+    snprintf(name, sizeof name, "%s.linear1.bias", c->model ? c->model : "tiny");
+    c->bias = ir_module_find_var(&c->compiled.module, name);
     cr_assert(c->weight >= 0 && c->bias >= 0);
     for (int k = 0; k < OUT; k++) {
         for (int j = 0; j < IN; j++)
             set(c, c->weight, k * IN + j, 0.1 * (k + 1) * (j - 1.5));
         set(c, c->bias, k, 0.1 * k);
     }
+}
+
+static void cell_create_with(Cell *c, const ZoSpec *zo, Backend backend, DType dtype,
+                             const char *optimizer)
+{
+    cell_build(c, NULL, zo, backend, dtype, optimizer);
 }
 
 /* SGD with lr 1; the JIT in f32, the interpreter in f64. */
@@ -149,7 +164,7 @@ static void params_set(Cell *c, const double *in)
         set(c, c->bias, k, in[NW + k]);
 }
 
-/* One training step with lr 1. */
+/* One training step with learning rate c->lr. */
 static double cell_step(Cell *c, int64_t step)
 {
     RtRunner *r = &c->runner.runner;
@@ -157,7 +172,7 @@ static double cell_step(Cell *c, int64_t step)
     for (int i = 0; i < N * IN; i++)
         put(c->dtype, (char *)x + i * dtype_size(c->dtype), xs[i]);
     memcpy(r->input(r->self, true, "labels"), labels, sizeof labels);
-    put(c->dtype, r->input(r->self, true, "lr"), 1.0);
+    put(c->dtype, r->input(r->self, true, "lr"), c->lr);
     put(c->dtype, r->input(r->self, true, "step"), (double)step);
     r->run(r->self, true, N);
     const void *loss = r->output(r->self, true, "loss");
@@ -633,5 +648,22 @@ Test(zo, conservative_keeps_best)
         chosen[best]++;
     }
     cr_expect(chosen[0] + chosen[2] > 0, "every step kept p - lr g, so the test shows little");
+    cell_destroy(&c);
+}
+
+Test(zo, dropout_same_mask)
+{
+    /* Both forward passes of a step draw the same dropout mask, so the
+     * difference quotient stays of the order of |g . z|. Different masks
+     * would change the loss by O(1) and the quotient by O(1 / eps). */
+    ZoSpec zo = {.enabled = true, .eps = 1e-4, .queries = 1, .mode = ZO_TWO_SIDED};
+    Cell c;
+    cell_build(&c, "dropped", &zo, BACKEND_INTERP, DT_F64, "sgd(lr = 0)");
+    c.lr = 0;
+    for (int s = 1; s <= 20; s++) {
+        cell_step(&c, s);
+        double pg = *(const double *)cell_graph_input(&c.runner, CELL_ZO_UPDATE, "zo_pg.0");
+        cr_expect(fabs(pg) < 100, "step %d: projected gradient %g", s, pg);
+    }
     cell_destroy(&c);
 }
