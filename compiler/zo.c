@@ -111,6 +111,15 @@ static bool zo_arg(Lower *l, const Arg *arg, const Value *v, ZoSpec *out)
             diag_error(arg->value->loc, "argument 'projection' of zo must be value or sign");
         return i >= 0;
     }
+    if (strcmp(arg->name, "mask") == 0) {
+        static const char *const masks[] = {"random", "magnitude"};
+        int i = choose(symbol, masks, 2);
+        if (i >= 0)
+            out->magnitude_mask = i == 1;
+        else
+            diag_error(arg->value->loc, "argument 'mask' of zo must be random or magnitude");
+        return i >= 0;
+    }
     static const char *const blocks[] = {"none", "tensor", "layer"};
     int i = choose(symbol, blocks, 3);
     if (i >= 0)
@@ -123,7 +132,7 @@ static bool zo_arg(Lower *l, const Arg *arg, const Value *v, ZoSpec *out)
 bool zo_eval_setting(Lower *l, const Expr *e, ZoSpec *out)
 {
     static const char *const names[] = {"eps", "queries", "mode", "projection", "sparsity",
-                                        "blocks", "backprop", "conservative"};
+                                        "blocks", "backprop", "conservative", "mask"};
     enum { NNAMES = (int)BOCB_ARRAY_LEN(names) };
     *out = (ZoSpec){.enabled = true, .eps = 1e-3, .queries = 1, .mode = ZO_TWO_SIDED,
                     .loc = e->loc};
@@ -141,7 +150,8 @@ bool zo_eval_setting(Lower *l, const Expr *e, ZoSpec *out)
             p++;
         if (p == NNAMES) {
             diag_error(arg->name_loc, "zo has no argument '%s'; its arguments are eps, "
-                       "queries, mode, projection, sparsity, blocks, backprop and conservative",
+                       "queries, mode, projection, sparsity, mask, blocks, backprop and "
+                       "conservative",
                        arg->name);
             ok = false;
             continue;
@@ -197,18 +207,23 @@ static int filled(IrGraph *g, DType dt, double value, Shape shape, SrcLoc loc)
     return ir_broadcast(g, ir_const(g, dt, value, loc), shape, loc);
 }
 
+/* Variables per parameter in ZoBuild.keys: the keys of the two uniforms of
+ * z, the key of the sparsity mask, and the buffer that holds the
+ * parameter's sparsity under mask = magnitude (each -1 when unused). */
+enum { KEYS = 4 };
+
 /* Builds z for parameter `param` at the rank-0 counter node `counter`:
  * zo_normal_f32/f64 as IR, elementwise, so it fuses into its user. With
  * sparsity s, an element whose uniform number from the third key is below
- * s gets 0. */
+ * s gets 0; with mask = magnitude, s is the parameter's own buffer. */
 static int normal_node(IrGraph *g, const int *keys, double sparsity, int param, int counter,
                        SrcLoc loc)
 {
     const IrVar *v = &g->module->vars[param];
     DType dt = v->dtype;
     Shape s = v->shape;
-    int u1 = ir_random(g, ir_var_read(g, keys[3 * param], loc), counter, s, loc);
-    int u2 = ir_random(g, ir_var_read(g, keys[3 * param + 1], loc), counter, s, loc);
+    int u1 = ir_random(g, ir_var_read(g, keys[KEYS * param], loc), counter, s, loc);
+    int u2 = ir_random(g, ir_var_read(g, keys[KEYS * param + 1], loc), counter, s, loc);
     int log1 = ir_unary(g, IR_LOG, ir_binary(g, IR_SUB, filled(g, dt, 1, s, loc), u1, loc), loc);
     int r = ir_unary(g, IR_SQRT, ir_binary(g, IR_MUL, filled(g, dt, -2, s, loc), log1, loc), loc);
     int half = ir_binary(g, IR_ADD, u2, filled(g, dt, 0.5, s, loc), loc);
@@ -224,8 +239,11 @@ static int normal_node(IrGraph *g, const int *keys, double sparsity, int param, 
                      loc);
     if (sparsity == 0)
         return z;
-    int u3 = ir_random(g, ir_var_read(g, keys[3 * param + 2], loc), counter, s, loc);
-    int keep = ir_binary(g, IR_GE, u3, filled(g, dt, sparsity, s, loc), loc);
+    int u3 = ir_random(g, ir_var_read(g, keys[KEYS * param + 2], loc), counter, s, loc);
+    int level = keys[KEYS * param + 3] >= 0
+                    ? ir_broadcast(g, ir_var_read(g, keys[KEYS * param + 3], loc), s, loc)
+                    : filled(g, dt, sparsity, s, loc);
+    int keep = ir_binary(g, IR_GE, u3, level, loc);
     return ir_select(g, keep, z, filled(g, dt, 0, s, loc), loc);
 }
 
@@ -255,7 +273,7 @@ typedef struct ZoBuild {
     const ZoSpec *zo;
     const int *params; /* the trainable parameters, in module order */
     int nparams;
-    const int *keys;   /* per module variable: its three key buffers */
+    const int *keys;   /* per module variable: KEYS variables */
     const int *block;  /* per module variable: the block of a parameter */
     int nblocks;
 } ZoBuild;
@@ -463,7 +481,9 @@ bool zo_compile(Lower *l, const Configured *opt, const CellOptions *options,
     int nvars = m->nvars, nparams = 0, nbackprop = 0;
     int *params = xcalloc((size_t)nvars + 1, sizeof *params);
     int *backprop = xcalloc((size_t)nvars + 1, sizeof *backprop);
-    int *keys = xcalloc(3 * (size_t)nvars + 1, sizeof *keys);
+    int *keys = xmalloc(size_mul(KEYS * (size_t)nvars + 1, sizeof *keys));
+    for (int i = 0; i < KEYS * nvars; i++)
+        keys[i] = -1;
     int *block = xcalloc((size_t)nvars + 1, sizeof *block);
     out->param_groups = arena_calloc(l->arena, (size_t)nvars + 1, sizeof(char *));
     ParamGroup selected = {.globs = zo->backprop, .nglobs = zo->nbackprop};
@@ -497,10 +517,15 @@ bool zo_compile(Lower *l, const Configured *opt, const CellOptions *options,
         for (int k = 0; k < nkeys; k++) {
             const char *name = arena_printf(l->arena, "%s.zo_key_%c", m->vars[p].name,
                                             'a' + k);
-            keys[3 * p + k] = ir_module_add_var(m, name, IR_VAR_BUFFER, m->vars[p].dtype,
-                                                shape_scalar(), IR_INIT_UNIFORM, 1.0, -1,
-                                                m->vars[p].loc);
+            keys[KEYS * p + k] = ir_module_add_var(m, name, IR_VAR_BUFFER, m->vars[p].dtype,
+                                                   shape_scalar(), IR_INIT_UNIFORM, 1.0, -1,
+                                                   m->vars[p].loc);
         }
+        if (zo->sparsity > 0 && zo->magnitude_mask)
+            keys[KEYS * p + 3] = ir_module_add_var(
+                m, arena_printf(l->arena, "%s.zo_sparsity", m->vars[p].name), IR_VAR_BUFFER,
+                m->vars[p].dtype, shape_scalar(), IR_INIT_CONST, zo->sparsity, -1,
+                m->vars[p].loc);
     }
 
     ZoGraphs *zg = arena_calloc(l->arena, 1, sizeof *zg);

@@ -52,8 +52,8 @@ typedef enum ZoBlocks {
 } ZoBlocks;
 
 /* The value of `gradient = zo(eps = 1e-3, queries = 1, mode = two_sided,
- * projection = value, sparsity = 0, blocks = none, backprop = [],
- * conservative = false)`. */
+ * projection = value, sparsity = 0, mask = random, blocks = none,
+ * backprop = [], conservative = false)`. */
 typedef struct ZoSpec {
     bool enabled;
     double eps;
@@ -61,6 +61,9 @@ typedef struct ZoSpec {
     ZoMode mode;
     bool sign;       /* projection = sign: each query contributes sign(pg) z */
     double sparsity; /* expected fraction of coordinates left unperturbed */
+    /* mask = magnitude: each parameter's own sparsity, set at the first
+     * step from the magnitudes of all weights (zo_run.c) */
+    bool magnitude_mask;
     ZoBlocks blocks;
     /* backprop = patterns: the parameters whose names match one of these
      * fnmatch patterns (with or without the model's prefix, as in

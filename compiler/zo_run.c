@@ -10,6 +10,8 @@
  * pass. Only the q scalars pg_k are kept; z is regenerated in each pass.
  *
  * With blocks, only block (step - 1) % nblocks moves in the step. With
+ * mask = magnitude, the first step sets each parameter's sparsity from
+ * the magnitudes of the weights (set_magnitude_sparsity). With
  * conservative = true (ZO-SGD-Cons), the step also evaluates L(theta)
  * first, restores theta, and instead of the update graph evaluates the
  * SGD steps theta - lr g and theta + lr g with the perturbation graph,
@@ -23,6 +25,7 @@
  * a step use the same dropout masks, since those are keyed by the step.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "run.h"
@@ -70,6 +73,55 @@ static double forward(CellRunner *r, int64_t batch, bool *first, bool last)
     return loss;
 }
 
+static int compare_doubles(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* mask = magnitude, the global rule of ZO-Bench's sparse perturbations:
+ * T is the s-quantile of |w| over every trainable entry, and each
+ * parameter's sparsity buffer gets the fraction of its own entries with
+ * |w| <= T. So a tensor of small weights is perturbed more sparsely. */
+static void set_magnitude_sparsity(CellRunner *r)
+{
+    const IrModule *m = &r->cell->module;
+    int64_t total = 0;
+    for (int v = 0; v < m->nvars; v++)
+        if (m->vars[v].kind == IR_VAR_PARAM)
+            total += shape_numel(&m->vars[v].shape, 1);
+    if (total == 0)
+        return;
+    double *magnitudes = xmalloc(size_mul((size_t)total, sizeof *magnitudes)), *at = magnitudes;
+    for (int v = 0; v < m->nvars; v++) {
+        if (m->vars[v].kind != IR_VAR_PARAM)
+            continue;
+        int64_t n = shape_numel(&m->vars[v].shape, 1);
+        const void *data = rt_var_data(&r->vars, v);
+        for (int64_t i = 0; i < n; i++)
+            *at++ = fabs(get(m->vars[v].dtype, (const char *)data +
+                                                   i * (int64_t)dtype_size(m->vars[v].dtype)));
+    }
+    qsort(magnitudes, (size_t)total, sizeof *magnitudes, compare_doubles);
+    double threshold = magnitudes[(int64_t)(r->cell->zo->spec.sparsity * (double)(total - 1))];
+    free(magnitudes);
+
+    for (int v = 0; v < m->nvars; v++) {
+        if (m->vars[v].kind != IR_VAR_PARAM)
+            continue;
+        char *name = xasprintf("%s.zo_sparsity", m->vars[v].name);
+        int buffer = ir_module_find_var(m, name);
+        free(name);
+        BOCB_ASSERT(buffer >= 0);
+        DType dt = m->vars[v].dtype;
+        int64_t n = shape_numel(&m->vars[v].shape, 1), small = 0;
+        const char *data = rt_var_data(&r->vars, v);
+        for (int64_t i = 0; i < n; i++)
+            small += fabs(get(dt, data + i * (int64_t)dtype_size(dt))) <= threshold;
+        put(dt, rt_var_data(&r->vars, buffer), (double)small / (double)n);
+    }
+}
+
 /* Moves the parameters by scale * sum_k pg_k z_k over the step's
  * queries: scale = -lr / q is the SGD step on the estimate. */
 static void move(CellRunner *r, const double *pg, const double *counter, int queries,
@@ -110,6 +162,9 @@ void zo_run_step(CellRunner *r, int64_t batch)
     double block = fmod(step - 1, r->cell->zo->nblocks);
     put(dt, cell_graph_input(r, CELL_ZO_PERTURB, "zo_block"), block);
     put(dt, cell_graph_input(r, CELL_ZO_UPDATE, "zo_block"), block);
+
+    if (zo->magnitude_mask && zo->sparsity > 0 && step == 1)
+        set_magnitude_sparsity(r);
 
     bool first = true, two_sided = zo->mode == ZO_TWO_SIDED, cons = zo->conservative;
     double eps = zo->eps, base = 0, pg[64], counter[64];

@@ -203,6 +203,11 @@ static double z_of(const Cell *c, int var, double counter, int i)
 {
     double a = key_of(c, var, 'a'), b = key_of(c, var, 'b');
     double sparsity = c->compiled.zo->spec.sparsity;
+    char name[96];
+    snprintf(name, sizeof name, "%s.zo_sparsity", c->compiled.module.vars[var].name);
+    int own = ir_module_find_var(&c->compiled.module, name);
+    if (own >= 0)
+        sparsity = get(c, own, 0);
     if (sparsity > 0) {
         double key = key_of(c, var, 'c');
         double u = c->dtype == DT_F64
@@ -665,5 +670,48 @@ Test(zo, dropout_same_mask)
         double pg = *(const double *)cell_graph_input(&c.runner, CELL_ZO_UPDATE, "zo_pg.0");
         cr_expect(fabs(pg) < 100, "step %d: projected gradient %g", s, pg);
     }
+    cell_destroy(&c);
+}
+
+static int compare_doubles(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+Test(zo, magnitude_mask)
+{
+    /* mask = magnitude: the first step sets each tensor's sparsity to the
+     * share of its entries at or below the median magnitude of all 15,
+     * and masks z with that level. */
+    ZoSpec zo = {.enabled = true, .eps = 1e-3, .queries = 1, .mode = ZO_TWO_SIDED,
+                 .sparsity = 0.5, .magnitude_mask = true};
+    double grad[NW + OUT];
+    true_gradient(BACKEND_INTERP, grad);
+    Cell c;
+    cell_create(&c, &zo, BACKEND_INTERP);
+    double start[NW + OUT], after[NW + OUT], sorted[NW + OUT];
+    params_get(&c, start);
+    for (int i = 0; i < NW + OUT; i++)
+        sorted[i] = fabs(start[i]);
+    qsort(sorted, NW + OUT, sizeof *sorted, compare_doubles);
+    double threshold = sorted[(NW + OUT - 1) / 2];
+    int small_weights = 0, small_biases = 0;
+    for (int i = 0; i < NW + OUT; i++) {
+        if (fabs(start[i]) <= threshold && i < NW)
+            small_weights++;
+        else if (fabs(start[i]) <= threshold)
+            small_biases++;
+    }
+    cell_step(&c, 1);
+    params_get(&c, after);
+    int wbuf = ir_module_find_var(&c.compiled.module, "tiny.linear1.weight.zo_sparsity");
+    int bbuf = ir_module_find_var(&c.compiled.module, "tiny.linear1.bias.zo_sparsity");
+    cr_assert(wbuf >= 0 && bbuf >= 0);
+    cr_expect(get(&c, wbuf, 0) == (double)small_weights / NW, "weight sparsity %g, not %g",
+              get(&c, wbuf, 0), (double)small_weights / NW);
+    cr_expect(get(&c, bbuf, 0) == (double)small_biases / OUT, "bias sparsity %g, not %g",
+              get(&c, bbuf, 0), (double)small_biases / OUT);
+    check_projection(&c, &zo, 1, grad, start, after, NULL);
     cell_destroy(&c);
 }
