@@ -21,8 +21,9 @@
 # Then it times the direct depthwise convolution kernels beside the
 # im2col + GEMM path on the same shapes (bench/depthwise.c), as a ratio.
 # Next it times the fused AdamW update against a triad
-# (bench/optim_bench.c). Last it times the training steps of ResNet, ViT
-# and ConvNeXt beside PyTorch (bench/backbones.py).
+# (bench/optim_bench.c). Then it times the training steps of ResNet, ViT
+# and ConvNeXt beside PyTorch (bench/backbones.py). Last it measures the
+# memory and speed of zeroth-order training (bench/zo_bench.py).
 #
 # Environment: BUILD (default build), REPEATS (default 3), THREADS
 # (OpenBLAS threads, default: OpenBLAS's choice), STEPS_SCALE (multiplies
@@ -115,3 +116,8 @@ echo
 # ResNet, ViT and ConvNeXt of std/nets at batch 128 beside PyTorch
 # (bench/backbones.py; bocb figures alone when torch is not installed).
 python3 bench/backbones.py "$BOCBC" --steps "$((10 * STEPS_SCALE))" --repeats "$REPEATS"
+
+echo
+# FO-Adam, ZO-SGD and ZO-Adam on a wide MLP: planned peak memory against
+# inference, measured RSS and ms/step (bench/zo_bench.py).
+python3 bench/zo_bench.py "$BOCBC" --steps "$((10 * STEPS_SCALE))" --repeats "$REPEATS"

@@ -139,7 +139,7 @@ static Cell *compile_cells(Lower *l, const ExperimentSpec *spec, const DataShape
                                    .quantize_weights = spec->quantize_weights,
                                    .quantize_gradients = spec->quantize_gradients,
                                    .ncheck_optimizers = nunchecked,
-                                   .check_failed = unchecked_failed};
+                                   .check_failed = unchecked_failed, .zo = &spec->zo};
             c->ok = compile_cell_with(l, c->model, c->optimizer, shape, DT_F32, &options,
                                       &c->compiled);
             bool model_failed = !c->ok && compile_cell_model_failed(l);
@@ -202,6 +202,12 @@ static int emit(const Options *opts, const Cell *cell, const ExperimentSpec *spe
         ir_print(stdout, cc->train);
         putchar('\n');
         ir_print(stdout, cc->eval);
+        if (cc->zo) {
+            putchar('\n');
+            ir_print(stdout, cc->zo->perturb);
+            putchar('\n');
+            ir_print(stdout, cc->zo->update);
+        }
         return 0;
     case EMIT_DOT:
         ir_print_dot(stdout, cc->train);
@@ -353,13 +359,16 @@ static void print_stats(const Cell *c, const CellStats *st)
     printf("stats %s / %s: %d kernels, %d steps, schedule %.1f ms, JIT %.1f ms, "
            "kernel cache %d hits %d misses, planned peak %.2f MiB: "
            "arena %.2f MiB (evaluation %.2f MiB), variables %.2f MiB, "
-           "workspace %.2f MiB, %lld parameters, %.3f GFLOP per training step\n",
+           "workspace %.2f MiB, %lld parameters, %.3f GFLOP per training step, "
+           "planned training-step peak %.3f MiB, inference peak %.3f MiB\n",
            c->model->label, c->optimizer->label, st->kernels, st->steps,
            1e3 * st->schedule_seconds, 1e3 * st->jit_seconds, st->cache_hits,
            st->cache_misses, (double)st->planned_bytes / 1048576.0,
            (double)st->arena_bytes / 1048576.0, (double)st->eval_arena_bytes / 1048576.0,
            (double)st->variable_bytes / 1048576.0, (double)st->workspace_bytes / 1048576.0,
-           (long long)st->parameters, st->train_flops / 1e9);
+           (long long)st->parameters, st->train_flops / 1e9,
+           (double)st->train_peak_bytes / 1048576.0,
+           (double)st->inference_peak_bytes / 1048576.0);
     const IrModule *m = &c->compiled.module;
     for (int v = 0; v < m->nvars; v++) {
         if (m->vars[v].kind != IR_VAR_PARAM)

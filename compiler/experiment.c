@@ -517,10 +517,10 @@ static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpe
                           DECL_OPTIMIZER, &spec->optimizers, &spec->noptimizers);
 
     static const char *const gradients[] = {"backprop", "forward_grad"};
-    static const char *const planned_gradients[] = {"zo", "hybrid"};
     static const char *const losses[] = {"cross_entropy", "mse"};
     const Setting *gradient = &settings[setting_index("gradient")];
-    ok &= resolve_symbol(gradient, "gradient", gradients, 2, planned_gradients, 2);
+    if (!spec->zo.enabled)
+        ok &= resolve_symbol(gradient, "gradient", gradients, 2, NULL, 0);
     spec->forward_grad = gradient->set && gradient->value.kind == VAL_SYMBOL &&
                          strcmp(gradient->value.string, "forward_grad") == 0;
     ok &= resolve_symbol(&settings[setting_index("loss")], "loss", losses, 2, NULL, 0);
@@ -590,6 +590,11 @@ static bool resolve_default_group(const Setting *s, ExperimentSpec *spec)
  * spec->schedule, and its setting gets the value none. */
 static Value eval_setting(Lower *l, const char *key, const Expr *e, ExperimentSpec *spec)
 {
+    if (strcmp(key, "gradient") == 0) {
+        spec->zo.enabled = false;
+        if (zo_is_setting(e))
+            return zo_eval_setting(l, e, &spec->zo) ? val_none(e->loc) : val_error();
+    }
     if (strcmp(key, "schedule") != 0)
         return eval_expr(l, e);
     if (!eval_schedule(l, e, &spec->schedule))
@@ -869,8 +874,8 @@ static int clip_gradients(IrGraph *g, int *grads, int n, double clip, DType dtyp
 
 /* Expands the optimizer for one parameter with the settings of its
  * groups. `lr` is scaled by the groups' lr_scale. */
-static bool expand_in_groups(Lower *l, const Configured *opt, const CellOptions *options,
-                             int param, int grad, int lr, int step, const char **label)
+bool expand_in_groups(Lower *l, const Configured *opt, const CellOptions *options,
+                      int param, int grad, int lr, int step, const char **label)
 {
     const Configured *config = opt;
     double lr_scale = 1;
@@ -969,11 +974,11 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
     l->model_failed = !ok;
     if (!ok && options->ncheck_optimizers > 0)
         check_optimizers_on_partial_model(l, train, options);
+    bool simulate = options->shards == 0;
     if (ok) {
         ir_add_output(train, "loss", loss);
         ir_add_output(train, "logits", logits);
         qsdp_reserve_key(l, options);
-        bool simulate = options->shards == 0;
         if (simulate && options->quantize_weights.on && !options->quantize_weights.iterate) {
             qsdp_quantize_weight_reads(l, train, &options->quantize_weights, false);
             loss = ir_find_output(train, "loss");
@@ -981,7 +986,10 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
         }
         if (l->stage_hook)
             l->stage_hook(l->stage_hook_context, CELL_STAGE_FORWARD, train);
-
+    }
+    if (ok && options->zo && options->zo->enabled) {
+        ok = zo_compile(l, opt, options, out);
+    } else if (ok) {
         VEC(int) params = {0};
         for (int v = 0; v < out->module.nvars; v++)
             if (out->module.vars[v].kind == IR_VAR_PARAM)
@@ -1093,6 +1101,7 @@ void compiled_cell_free(CompiledCell *cell)
     ir_graph_free(cell->train);
     ir_graph_free(cell->eval);
     ir_graph_free(cell->update);
+    zo_graphs_free(cell->zo);
     ir_module_free(&cell->module);
     memset(cell, 0, sizeof *cell);
 }

@@ -43,6 +43,7 @@ bool fwd_has_rule(IrOp op)
     case IR_CONV2D_GRAD_INPUT: case IR_CONV2D_GRAD_WEIGHT: case IR_MAXPOOL2D_GRAD:
     case IR_CROSS_ENTROPY_GRAD: case IR_SCATTER_ADD: case IR_AVGPOOL2D_GRAD:
     case IR_REDUCE_MAX_GRAD:
+    case IR_QUANTIZE:
     /* bool and i32 results, which never carry a tangent */
     case IR_NOT: case IR_LT: case IR_LE: case IR_GT: case IR_GE:
     case IR_EQ: case IR_NE: case IR_AND: case IR_OR: case IR_SAMPLE_LABELS:
@@ -282,6 +283,8 @@ static int jvp(Fwd *f, int id)
         return -1;
 
     switch (n.op) {
+    case IR_QUANTIZE:
+        return t0; /* straight-through, as its VJP: Q is treated as identity */
     case IR_NEG: case IR_BROADCAST: case IR_RESHAPE: case IR_SUM:
     case IR_PERMUTE: case IR_SLICE: case IR_AVGPOOL2D: case IR_AVGPOOL2D_GRAD:
     case IR_GATHER:

@@ -748,22 +748,34 @@ void ir_dce(IrGraph *g)
 void ir_guard_assigns(IrGraph *g, int cond, SrcLoc loc)
 {
     BOCB_ASSERT(g->nodes[cond].dtype == DT_BOOL && g->nodes[cond].shape.rank == 0);
+    int *conds = xmalloc(size_mul((size_t)g->module->nvars + 1, sizeof *conds));
+    for (int v = 0; v < g->module->nvars; v++)
+        conds[v] = cond;
+    ir_guard_assigns_by_var(g, conds, loc);
+    free(conds);
+}
+
+void ir_guard_assigns_by_var(IrGraph *g, const int *conds, SrcLoc loc)
+{
     /* An assignment has no users, so each one can move to the end of the
      * graph, after the nodes its guard needs. */
     VEC(int) vars = {0};
     VEC(int) values = {0};
     bool *keep = xcalloc((size_t)g->nnodes + 1, sizeof *keep);
     for (int i = 0; i < g->nnodes; i++) {
-        keep[i] = g->nodes[i].op != IR_ASSIGN;
+        const IrNode *n = &g->nodes[i];
+        keep[i] = n->op != IR_ASSIGN || conds[n->attr.var] < 0;
         if (!keep[i]) {
-            VEC_PUSH(&vars, g->nodes[i].attr.var);
-            VEC_PUSH(&values, g->nodes[i].in[0]);
+            VEC_PUSH(&vars, n->attr.var);
+            VEC_PUSH(&values, n->in[0]);
         }
     }
     int *remap = compact_nodes(g, keep);
-    cond = remap[cond];
     for (int i = 0; i < vars.len; i++) {
         int var = vars.data[i], value = remap[values.data[i]];
+        int cond = remap[conds[var]];
+        BOCB_ASSERT(cond >= 0 && g->nodes[cond].dtype == DT_BOOL &&
+                    g->nodes[cond].shape.rank == 0);
         const IrVar *v = &g->module->vars[var];
         int old = ir_var_read(g, var, loc);
         int c = ir_broadcast(g, cond, v->shape, loc);

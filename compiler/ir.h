@@ -309,6 +309,11 @@ void ir_dce(IrGraph *g);
  * to the end of the graph; other node ids may change, except those below
  * the first assignment. */
 void ir_guard_assigns(IrGraph *g, int cond, SrcLoc loc);
+/* Like ir_guard_assigns, with one condition per variable: the assignment
+ * of variable v becomes conditional on the rank-0 boolean node conds[v],
+ * and stays as it is when conds[v] < 0. No condition may be an
+ * assignment. */
+void ir_guard_assigns_by_var(IrGraph *g, const int *conds, SrcLoc loc);
 
 /* Checks every structural invariant: operand ids precede their users,
  * operand dtypes and shapes fit each op, variables exist, no variable is

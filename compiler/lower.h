@@ -16,6 +16,7 @@
 #include "../runtime/quant.h"
 #include "eval.h"
 #include "ir.h"
+#include "zo.h"
 
 /* A `-D key=value` override of an experiment setting. */
 typedef struct Override {
@@ -93,6 +94,7 @@ typedef struct ExperimentSpec {
     QuantSetting quantize_weights, quantize_gradients;
     AnalyzeRequest *analyses; /* `analyze` statements, run after each cell trains */
     int nanalyses;
+    ZoSpec zo;              /* gradient = zo(...); zo.enabled false otherwise */
 } ExperimentSpec;
 
 /* The data as a model is compiled for it: one sample's shape and the
@@ -115,6 +117,9 @@ typedef struct CompiledCell {
      * rank's shards, and their layout; NULL otherwise. */
     IrGraph *update;
     struct QsdpShards *shards;
+    /* gradient = zo(...): the perturbation and update graphs, and train is
+     * the forward pass they run around (zo.h). NULL for backprop. */
+    ZoGraphs *zo;
 } CompiledCell;
 
 /* Evaluates the settings of experiment `exp`, with `-D` overrides applied
@@ -145,6 +150,7 @@ typedef struct CellOptions {
     const Configured *const *check_optimizers;
     int ncheck_optimizers;
     bool *check_failed;
+    const ZoSpec *zo; /* NULL or not enabled = backprop */
 } CellOptions;
 
 /* ---- analyses (analyze_stmt.c) ---- */
@@ -192,5 +198,19 @@ bool check_model(Lower *l, const Configured *model, const DataShape *data, DType
  * (the forward pass), false when it failed in the optimizer. */
 bool compile_cell_model_failed(const Lower *l);
 void compiled_cell_free(CompiledCell *cell);
+
+/* Expands optimizer `opt` for parameter `param` with the settings of its
+ * groups (experiment.c); `lr` is scaled by their lr_scale. */
+bool expand_in_groups(Lower *l, const Configured *opt, const CellOptions *options,
+                      int param, int grad, int lr, int step, const char **label);
+
+/* ---- zeroth-order cells (zo.c) ---- */
+
+/* Builds the zeroth-order graphs of a cell whose training graph (out->train)
+ * holds the forward pass and its outputs. Returns false after reported
+ * errors. */
+bool zo_compile(Lower *l, const Configured *opt, const CellOptions *options,
+                CompiledCell *out);
+void zo_graphs_free(ZoGraphs *zg);
 
 #endif

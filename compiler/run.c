@@ -4,46 +4,66 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void *jit_input(void *self, bool train, const char *name)
+static const IrGraph *graph_of(const CellRunner *r, int graph)
 {
-    CellRunner *r = self;
-    return rt_exec_input(r->exec[train], name);
+    switch (graph) {
+    case CELL_EVAL: return r->cell->eval;
+    case CELL_TRAIN: return r->cell->train;
+    case CELL_ZO_PERTURB: return r->cell->zo->perturb;
+    case CELL_ZO_UPDATE: return r->cell->zo->update;
+    }
+    BOCB_UNREACHABLE("cell graph");
 }
 
-static void jit_run(void *self, bool train, int64_t batch)
+void *cell_graph_input(CellRunner *r, int graph, const char *name)
 {
-    CellRunner *r = self;
-    rt_exec_run(r->exec[train], batch);
+    if (r->backend == BACKEND_JIT)
+        return rt_exec_input(r->exec[graph], name);
+    int i = ir_find_input(graph_of(r, graph), name);
+    return i < 0 ? NULL : r->inputs[graph][i];
 }
 
-static const void *jit_output(void *self, bool train, const char *name)
+void cell_graph_run(CellRunner *r, int graph, int64_t batch)
 {
-    CellRunner *r = self;
-    return rt_exec_output(r->exec[train], name);
+    if (r->backend == BACKEND_JIT)
+        rt_exec_run(r->exec[graph], batch);
+    else
+        interp_run(r->interp[graph], batch);
 }
 
-static const IrGraph *graph_of(const CellRunner *r, bool train)
+const void *cell_graph_output(CellRunner *r, int graph, const char *name)
 {
-    return train ? r->cell->train : r->cell->eval;
+    if (r->backend == BACKEND_JIT)
+        return rt_exec_output(r->exec[graph], name);
+    return interp_output(r->interp[graph], name);
 }
 
-static void *interp_input(void *self, bool train, const char *name)
+static void *runner_input(void *self, bool train, const char *name)
 {
     CellRunner *r = self;
-    int i = ir_find_input(graph_of(r, train), name);
-    return i < 0 ? NULL : r->inputs[train][i];
+    /* The zeroth-order step reads lr and step in its update graph. */
+    if (train && r->cell->zo && (strcmp(name, "lr") == 0 || strcmp(name, "step") == 0))
+        return cell_graph_input(r, CELL_ZO_UPDATE, name);
+    return cell_graph_input(r, train ? CELL_TRAIN : CELL_EVAL, name);
 }
 
-static void interp_run_graph(void *self, bool train, int64_t batch)
+static void runner_run(void *self, bool train, int64_t batch)
 {
     CellRunner *r = self;
-    interp_run(r->interp[train], batch);
+    if (train && r->cell->zo)
+        zo_run_step(r, batch);
+    else
+        cell_graph_run(r, train ? CELL_TRAIN : CELL_EVAL, batch);
 }
 
-static const void *interp_out(void *self, bool train, const char *name)
+static const void *runner_output(void *self, bool train, const char *name)
 {
     CellRunner *r = self;
-    return interp_output(r->interp[train], name);
+    if (train && r->cell->zo && strcmp(name, "loss") == 0)
+        return &r->zo_loss;
+    if (train && r->cell->zo && strcmp(name, "logits") == 0)
+        return r->zo_logits;
+    return cell_graph_output(r, train ? CELL_TRAIN : CELL_EVAL, name);
 }
 
 void create_var_store(RtVarStore *store, const IrModule *m)
@@ -64,32 +84,28 @@ void create_var_store(RtVarStore *store, const IrModule *m)
 
 static bool create_jit(CellRunner *r, Jit *jit, CellStats *stats, char **error)
 {
-    /* Both graphs' kernels go into one module: one O3 run, one link. */
+    /* Every graph's kernels go into one module: one O3 run, one link. */
     double t0 = now_seconds();
     KCacheStats cache_before = jit_stats(jit)->cache;
-    int n = r->sched[0].nkernels + r->sched[1].nkernels;
+    int n = 0;
+    for (int i = 0; i < r->ngraphs; i++)
+        n += r->sched[i].nkernels;
     Kernel **all = xcalloc((size_t)n + 1, sizeof *all);
     RtKernelFn *fns = xcalloc((size_t)n + 1, sizeof *fns);
-    memcpy(all, r->sched[0].kernels, (size_t)r->sched[0].nkernels * sizeof *all);
-    memcpy(all + r->sched[0].nkernels, r->sched[1].kernels,
-           (size_t)r->sched[1].nkernels * sizeof *all);
+    for (int i = 0, at = 0; i < r->ngraphs; at += r->sched[i++].nkernels)
+        memcpy(all + at, r->sched[i].kernels, (size_t)r->sched[i].nkernels * sizeof *all);
     bool ok = n == 0 || jit_compile(jit, all, n, fns, error);
     double compile_seconds = now_seconds() - t0;
-    if (ok) {
-        memcpy(r->sched[0].program.kernels, fns, (size_t)r->sched[0].nkernels * sizeof *fns);
-        memcpy(r->sched[1].program.kernels, fns + r->sched[0].nkernels,
-               (size_t)r->sched[1].nkernels * sizeof *fns);
-    }
+    for (int i = 0, at = 0; ok && i < r->ngraphs; at += r->sched[i++].nkernels)
+        memcpy(r->sched[i].program.kernels, fns + at,
+               (size_t)r->sched[i].nkernels * sizeof *fns);
     free(all);
     free(fns);
     if (!ok)
         return false;
 
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < r->ngraphs; i++)
         r->exec[i] = rt_exec_create(&r->sched[i].program, &r->vars);
-    r->runner.input = jit_input;
-    r->runner.run = jit_run;
-    r->runner.output = jit_output;
     if (stats) {
         stats->kernels = n;
         stats->jit_seconds = compile_seconds;
@@ -101,9 +117,9 @@ static bool create_jit(CellRunner *r, Jit *jit, CellStats *stats, char **error)
 
 static void create_interp(CellRunner *r, int64_t batch, int64_t eval_batch)
 {
-    for (int t = 0; t < 2; t++) {
+    for (int t = 0; t < r->ngraphs; t++) {
         const IrGraph *g = graph_of(r, t);
-        int64_t max = t ? batch : eval_batch;
+        int64_t max = t == CELL_EVAL ? eval_batch : batch;
         r->interp[t] = interp_create(g, &r->vars);
         r->inputs[t] = xcalloc((size_t)g->ninputs + 1, sizeof(void *));
         for (int i = 0; i < g->ninputs; i++) {
@@ -113,16 +129,16 @@ static void create_interp(CellRunner *r, int64_t batch, int64_t eval_batch)
             interp_bind_input(r->interp[t], i, r->inputs[t][i]);
         }
     }
-    r->runner.input = interp_input;
-    r->runner.run = interp_run_graph;
-    r->runner.output = interp_out;
 }
 
-/* Bytes of all variables of a module, or SIZE_MAX when that overflows. */
-static size_t module_variable_bytes(const IrModule *m)
+/* Bytes of the variables of a module, all of them or only parameters and
+ * buffers (what inference needs), or SIZE_MAX when that overflows. */
+static size_t variable_bytes_of(const IrModule *m, bool inference)
 {
     size_t total = 0;
     for (int i = 0; i < m->nvars; i++) {
+        if (inference && m->vars[i].kind == IR_VAR_STATE)
+            continue;
         size_t bytes;
         if (__builtin_mul_overflow((size_t)shape_numel(&m->vars[i].shape, 1),
                                    dtype_size(m->vars[i].dtype), &bytes) ||
@@ -132,37 +148,60 @@ static size_t module_variable_bytes(const IrModule *m)
     return total;
 }
 
+static size_t module_variable_bytes(const IrModule *m)
+{
+    return variable_bytes_of(m, false);
+}
+
 static size_t add_saturating(size_t a, size_t b)
 {
     size_t r;
     return __builtin_add_overflow(a, b, &r) ? SIZE_MAX : r;
 }
 
-static size_t larger_workspace(const Schedule *eval, const Schedule *train)
+static size_t larger_workspace(const Schedule *sched, int n)
 {
-    return eval->program.workspace_bytes > train->program.workspace_bytes
-               ? eval->program.workspace_bytes
-               : train->program.workspace_bytes;
+    size_t most = 0;
+    for (int i = 0; i < n; i++)
+        if (sched[i].program.workspace_bytes > most)
+            most = sched[i].program.workspace_bytes;
+    return most;
 }
 
-/* Sums the variables, both arenas and the scratch buffer of a cell. */
-static size_t planned_bytes(const CompiledCell *cell, const Schedule *eval,
-                            const Schedule *train)
+/* The arenas of every graph but the evaluation graph. */
+static size_t training_arenas(const Schedule *sched, int n)
+{
+    size_t total = 0;
+    for (int i = CELL_TRAIN; i < n; i++)
+        total = add_saturating(total, sched[i].program.arena_bytes);
+    return total;
+}
+
+/* Sums the variables, every arena and the scratch buffer of a cell. */
+static size_t planned_bytes(const CompiledCell *cell, const Schedule *sched, int n)
 {
     size_t planned = add_saturating(module_variable_bytes(&cell->module),
-                                    larger_workspace(eval, train));
-    planned = add_saturating(planned, eval->program.arena_bytes);
-    return add_saturating(planned, train->program.arena_bytes);
+                                    larger_workspace(sched, n));
+    planned = add_saturating(planned, sched[CELL_EVAL].program.arena_bytes);
+    return add_saturating(planned, training_arenas(sched, n));
+}
+
+/* Schedules the n graphs of a cell for the given batch sizes. */
+static void schedule_cell(const CellRunner *r, int64_t batch, int64_t eval_batch,
+                          Schedule *sched)
+{
+    for (int i = 0; i < r->ngraphs; i++)
+        schedule_graph(graph_of(r, i), i == CELL_EVAL ? eval_batch : batch, &sched[i]);
 }
 
 size_t cell_planned_bytes(const CompiledCell *cell, int64_t batch, int64_t eval_batch)
 {
-    Schedule eval, train;
-    schedule_graph(cell->eval, eval_batch, &eval);
-    schedule_graph(cell->train, batch, &train);
-    size_t planned = planned_bytes(cell, &eval, &train);
-    schedule_free(&eval);
-    schedule_free(&train);
+    CellRunner r = {.cell = cell, .ngraphs = cell->zo ? CELL_GRAPHS : 2};
+    Schedule sched[CELL_GRAPHS];
+    schedule_cell(&r, batch, eval_batch, sched);
+    size_t planned = planned_bytes(cell, sched, r.ngraphs);
+    for (int i = 0; i < r.ngraphs; i++)
+        schedule_free(&sched[i]);
     return planned;
 }
 
@@ -175,15 +214,15 @@ bool cell_runner_create(CellRunner *r, const CompiledCell *cell, Backend backend
         memset(stats, 0, sizeof *stats);
     r->cell = cell;
     r->backend = backend;
+    r->ngraphs = cell->zo ? CELL_GRAPHS : 2;
 
     /* Plan first, so that a program too large for the machine is an error
      * before anything is allocated. The interpreter allocates per node,
      * and the plan is its estimate too. */
     double t0 = now_seconds();
-    schedule_graph(cell->eval, eval_batch, &r->sched[0]);
-    schedule_graph(cell->train, batch, &r->sched[1]);
+    schedule_cell(r, batch, eval_batch, r->sched);
     double t1 = now_seconds();
-    size_t planned = planned_bytes(cell, &r->sched[0], &r->sched[1]);
+    size_t planned = planned_bytes(cell, r->sched, r->ngraphs);
     if (planned > memory_limit) {
         *error = xasprintf("the planned memory, %.2f GiB, is more than the %.2f GiB this "
                            "machine has; reduce batch, eval_batch or the model",
@@ -199,15 +238,27 @@ bool cell_runner_create(CellRunner *r, const CompiledCell *cell, Backend backend
     r->runner.max_batch = batch;
     r->runner.max_eval_batch = eval_batch;
     r->runner.dtype = ir_node(cell->train, ir_find_output(cell->train, "logits"))->dtype;
+    r->runner.input = runner_input;
+    r->runner.run = runner_run;
+    r->runner.output = runner_output;
 
     if (stats) {
         stats->schedule_seconds = t1 - t0;
         stats->planned_bytes = planned;
-        stats->steps = r->sched[1].program.nsteps + r->sched[0].program.nsteps;
-        stats->arena_bytes = r->sched[1].program.arena_bytes;
-        stats->eval_arena_bytes = r->sched[0].program.arena_bytes;
-        stats->workspace_bytes = larger_workspace(&r->sched[0], &r->sched[1]);
-        stats->train_flops = rt_program_flops(&r->sched[1].program, batch);
+        for (int i = 0; i < r->ngraphs; i++)
+            stats->steps += r->sched[i].program.nsteps;
+        stats->arena_bytes = training_arenas(r->sched, r->ngraphs);
+        stats->eval_arena_bytes = r->sched[CELL_EVAL].program.arena_bytes;
+        stats->workspace_bytes = larger_workspace(r->sched, r->ngraphs);
+        stats->train_flops = rt_program_flops(&r->sched[CELL_TRAIN].program, batch);
+        stats->train_peak_bytes = add_saturating(
+            add_saturating(module_variable_bytes(&cell->module),
+                           larger_workspace(r->sched + CELL_TRAIN, r->ngraphs - CELL_TRAIN)),
+            stats->arena_bytes);
+        stats->inference_peak_bytes = add_saturating(
+            add_saturating(variable_bytes_of(&cell->module, true),
+                           larger_workspace(r->sched, 1)),
+            stats->eval_arena_bytes);
         stats->variable_bytes = r->vars.bytes;
         stats->parameters = rt_vars_trainable_count(&r->vars);
     }
@@ -219,12 +270,19 @@ bool cell_runner_create(CellRunner *r, const CompiledCell *cell, Backend backend
     } else {
         create_interp(r, batch, eval_batch);
     }
+    if (cell->zo) {
+        int logits = ir_find_output(cell->train, "logits");
+        const IrNode *n = ir_node(cell->train, logits);
+        r->zo_logits = xcalloc(size_mul((size_t)shape_numel(&n->shape, batch),
+                                        dtype_size(n->dtype)) + 1, 1);
+    }
     return true;
 }
 
 void cell_runner_destroy(CellRunner *r)
 {
-    for (int t = 0; t < 2; t++) {
+    free(r->zo_logits);
+    for (int t = 0; t < r->ngraphs; t++) {
         rt_exec_destroy(r->exec[t]);
         if (r->sched[t].program.steps || r->sched[t].kernels)
             schedule_free(&r->sched[t]);

@@ -33,22 +33,45 @@ typedef struct CellStats {
     size_t eval_arena_bytes;
     size_t workspace_bytes;
     size_t variable_bytes;
+    /* Planned peak of a training step: every variable, the arenas of the
+     * training graphs and the scratch buffer. Of an inference-only run of
+     * the evaluation graph: parameters, buffers, its arena and scratch. */
+    size_t train_peak_bytes;
+    size_t inference_peak_bytes;
     int64_t parameters;   /* trainable elements */
     double train_flops;   /* matrix products and convolutions of one
                              training step at the maximum batch */
 } CellStats;
+
+/* The graphs of a cell, as indices of CellRunner's arrays. The last two
+ * exist for gradient = zo only. */
+enum {
+    CELL_EVAL,
+    CELL_TRAIN,
+    CELL_ZO_PERTURB,
+    CELL_ZO_UPDATE,
+    CELL_GRAPHS
+};
 
 typedef struct CellRunner {
     RtRunner runner;
     Backend backend;
     RtVarStore vars;
     const CompiledCell *cell;
+    int ngraphs;       /* 2, or CELL_GRAPHS for a zeroth-order cell */
     /* JIT */
-    Schedule sched[2]; /* [0] evaluation, [1] training step */
-    RtExec *exec[2];
+    Schedule sched[CELL_GRAPHS];
+    RtExec *exec[CELL_GRAPHS];
     /* interpreter */
-    Interp *interp[2];
-    void **inputs[2];  /* per graph input, sized for the maximum batch */
+    Interp *interp[CELL_GRAPHS];
+    void **inputs[CELL_GRAPHS]; /* per graph input, sized for the maximum batch */
+    /* zeroth-order step: the loss and logits of its first forward pass,
+     * as the training loop reads them */
+    union {
+        float f32;
+        double f64;
+    } zo_loss;
+    void *zo_logits;
 } CellRunner;
 
 /* Builds an executor for `cell`, whose graphs run batches of at most
@@ -65,6 +88,16 @@ void cell_runner_destroy(CellRunner *r);
  * arenas of both graphs for the given batch sizes, and scratch buffers
  * (SIZE_MAX when the sum overflows). */
 size_t cell_planned_bytes(const CompiledCell *cell, int64_t batch, int64_t eval_batch);
+
+/* The input, run and output of graph `graph` (a CELL_ index) of either
+ * backend. */
+void *cell_graph_input(CellRunner *r, int graph, const char *name);
+void cell_graph_run(CellRunner *r, int graph, int64_t batch);
+const void *cell_graph_output(CellRunner *r, int graph, const char *name);
+
+/* Runs one zeroth-order training step (zo_run.c): the perturbations,
+ * forward passes and the update, in the order zo.h describes. */
+void zo_run_step(CellRunner *r, int64_t batch);
 
 /* Creates a variable store whose variable i is module variable i, with
  * memory allocated (values set later by rt_vars_reset). */
