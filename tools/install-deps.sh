@@ -12,6 +12,7 @@ PACKAGES="
   llvm-19-dev llvm-19-tools
   libopenblas-dev zlib1g-dev
   libcriterion-dev
+  libopenmpi-dev openmpi-bin
   python3
   dataset-fashion-mnist
 "

@@ -1,0 +1,89 @@
+/* shard.h - sharded data-parallel training (QSDP) over MPI.
+ *
+ * Every rank owns one shard of every parameter and the optimizer state of
+ * that shard (qsdp.h gives the layout). A step:
+ *
+ *   1. all-gather: each rank sends its shards, encoded with the weight
+ *      quantizer when one is set, and decodes everyone's into its full
+ *      copy of the weights;
+ *   2. each rank runs forward and backward on its part of the global
+ *      batch (contiguous parts, sizes differing by at most one);
+ *   3. reduce-scatter as an all-to-all: each rank encodes the slice of
+ *      its gradient that rank j owns and sends it to j; j decodes the
+ *      slices and sums them in rank order, each weighted by its rank's
+ *      share of the batch, so codes with different scales are never
+ *      added and the sum does not depend on MPI's reduction order;
+ *   4. each rank applies the optimizer to its shards (the update graph).
+ *
+ * One process can also simulate `ranks` ranks: the gradient of every
+ * simulated rank is computed in turn and goes through the same encoding
+ * and the same weighted sum, and the process owns the whole of every
+ * parameter. The update is elementwise, so it gives the same values on
+ * one shard as on many; the simulation therefore equals an MPI run with
+ * that many ranks bit for bit.
+ *
+ * Bytes are counted as each rank sends them: an all-gather or all-to-all
+ * over R ranks sends R - 1 blocks per rank.
+ */
+#ifndef BOCB_SHARD_H
+#define BOCB_SHARD_H
+
+#include "../runtime/comm.h"
+#include "run.h"
+
+/* Bytes one rank sends, by kind. */
+typedef struct ShardTraffic {
+    double weights;   /* codes (or raw values) of the weight all-gather */
+    double gradients; /* codes (or raw values) of the gradient all-to-all */
+    double metadata;  /* bucket bases and scales, and each step's loss and
+                         correct count */
+} ShardTraffic;
+
+/* The communication of one sharded run, for reports. */
+typedef struct ShardRecord {
+    const char *model, *optimizer; /* labels */
+    uint64_t seed;
+    int ranks;
+    ShardTraffic per_step, per_run;
+    double fp32_per_step; /* all kinds, with neither setting on */
+    int64_t steps;
+    double train_seconds; /* of every epoch, evaluation excluded */
+} ShardRecord;
+
+typedef struct ShardConfig {
+    const RtComm *comm;
+    int ranks;        /* ranks in all: comm->size, or simulated ones when comm->size == 1 */
+    const QuantSetting *weights, *gradients;
+    ShardTraffic per_step; /* out: of the last full step */
+    ShardTraffic per_run;  /* out: every training step and evaluation gather */
+} ShardConfig;
+
+/* Returns NULL when every step of cfg's run gives each of `ranks` ranks
+ * at least one sample, else a message (malloc'd) saying why not. */
+char *shard_check_data(const RtTrainConfig *cfg, int64_t train_count, int ranks);
+
+/* Trains a cell compiled with CellOptions.shards (cell->update set) like
+ * rt_train, from the runner's current variables: the caller has reset
+ * them with the run's seed, the same on every rank. Only rank 0 logs.
+ * Evaluation after each epoch runs on rank 0 with the full-precision
+ * weights. Returns false and sets *error (malloc'd) when the update graph
+ * cannot be compiled. */
+bool shard_train(ShardConfig *sc, CellRunner *runner, Jit *jit, const RtTrainConfig *cfg,
+                 const DataSplits *data, RtTrainResult *result, char **error);
+
+/* Runs one cell sharded (shard_train) and fills *record. Reports a run
+ * that cannot be sharded (gradient clipping, too little data) as an
+ * error on stderr before training. Rank 0 prints the bytes each rank
+ * sends per step. Returns an exit status (0, 2 or 3). */
+int shard_run_cell(const RtComm *comm, int ranks, const ExperimentSpec *spec,
+                   CellRunner *runner, Jit *jit, const RtTrainConfig *cfg,
+                   const DataSplits *data, RtTrainResult *result, ShardRecord *record);
+
+/* Writes communication.csv into dir: one row per record, with bytes per
+ * step and rank by kind, the fp32 bytes for the same layout, the bytes
+ * of the whole run and the milliseconds per step. Returns false after
+ * printing an error. */
+bool shard_write_report(const char *dir, const char *experiment, const ShardRecord *records,
+                        int n);
+
+#endif
