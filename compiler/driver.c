@@ -508,6 +508,8 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
                opts->backend == BACKEND_JIT ? "JIT" : "interpreter");
     fflush(stdout);
 
+    if (opts->ranks > 0)
+        status = shard_check_run(spec, batch, splits->train.count, opts->ranks);
     for (int c = 0; c < job->ncells && status == 0; c++) {
         const Cell *cell = &job->cells[c];
         for (int s = 0; s < spec->nseeds && status == 0; s++) {

@@ -96,6 +96,7 @@ typedef struct Shards {
     int own;        /* the shard this process owns */
     int ranks;      /* ranks whose gradients are summed */
     uint8_t *send, *recv;
+    size_t *sizes, *offsets; /* 2 * procs: received blocks, then sent ones */
     float *decoded;
     uint8_t **iterate_codes; /* per parameter: the encoding of the own shard */
     char **grad_names;
@@ -131,6 +132,29 @@ static size_t block_bytes(const Shards *s, const QuantSetting *q, int k)
         return (size_t)s->layout->chunk[k] * sizeof(float);
     RtQuantizer r = {.bits = q->bits, .bucket = q->bucket};
     return rt_quant_encoded_size(&r, DT_F32, s->layout->chunk[k]);
+}
+
+/* Bytes of the encoding of n elements with setting q, or of their raw
+ * values when q is off. */
+static size_t encoded_bytes(const QuantSetting *q, int64_t n)
+{
+    if (!q->on)
+        return (size_t)n * sizeof(float);
+    RtQuantizer r = {.bits = q->bits, .bucket = q->bucket};
+    return rt_quant_encoded_size(&r, DT_F32, n);
+}
+
+/* The sizes and offsets of the shards of parameter k encoded with q, one
+ * per process, in sizes[] and offsets[] (procs entries each). */
+static void shard_sizes(const Shards *s, const QuantSetting *q, int k, size_t *sizes,
+                        size_t *offsets)
+{
+    size_t at = 0;
+    for (int r = 0; r < s->procs; r++) {
+        sizes[r] = encoded_bytes(q, valid_len(s->layout, k, r));
+        offsets[r] = at;
+        at += sizes[r];
+    }
 }
 
 /* Encodes (or copies) n elements of x, global indices from `first`. */
@@ -171,34 +195,45 @@ static void gather_weights(Shards *s, int k, bool raw, uint32_t step)
     const QuantSetting *w = s->sc->weights;
     bool on = w->on && !raw;
     QuantSetting off = {0};
-    size_t block = block_bytes(s, on ? w : &off, k);
+    shard_sizes(s, on ? w : &off, k, s->sizes, s->offsets);
     RtQuantizer q = on ? quantizer_for(s, w, k, QSDP_WEIGHTS, 0, step) : (RtQuantizer){0};
     const float *shard = rt_var_data(s->vars, s->layout->shard_vars[k]);
     int64_t first = (int64_t)s->own * s->layout->chunk[k];
     if (on && w->iterate)
-        memcpy(s->send, s->iterate_codes[k], block);
+        memcpy(s->send, s->iterate_codes[k], s->sizes[s->own]);
     else
         encode_block(&q, on, first, valid_len(s->layout, k, s->own), shard, s->send);
 
-    rt_comm_allgather(s->sc->comm, s->send, block, s->recv);
+    rt_comm_allgatherv(s->sc->comm, s->send, s->recv, s->sizes, s->offsets);
     float *full = rt_var_data(s->vars, s->layout->params[k]);
     for (int r = 0; r < s->procs; r++)
-        decode_block(&q, on, valid_len(s->layout, k, r), s->recv + (size_t)r * block,
+        decode_block(&q, on, valid_len(s->layout, k, r), s->recv + s->offsets[r],
                      full + (int64_t)r * s->layout->chunk[k]);
 }
 
-/* Encodes the slice of rank `rank`'s gradient of parameter k that each
- * process owns into consecutive blocks of s->send. */
-static void encode_gradient(Shards *s, int k, const float *grad, int rank, uint32_t step)
+/* Sends the slice of rank `rank`'s gradient of parameter k that each
+ * process owns to that process, and receives the slices of the own shard
+ * in rank order into s->recv: one from every process under MPI, or only
+ * this one's when it simulates the ranks. Sets s->sizes and s->offsets
+ * to the received blocks. */
+static void exchange_gradient(Shards *s, int k, const float *grad, int rank, uint32_t step)
 {
     const QuantSetting *g = s->sc->gradients;
-    size_t block = block_bytes(s, g, k);
     RtQuantizer q = g->on ? quantizer_for(s, g, k, QSDP_GRADIENTS, rank, step) : (RtQuantizer){0};
+    size_t *send_sizes = s->sizes + s->procs, *send_offsets = s->offsets + s->procs;
+    shard_sizes(s, g, k, send_sizes, send_offsets);
     for (int j = 0; j < s->procs; j++) {
         int64_t first = (int64_t)j * s->layout->chunk[k];
         encode_block(&q, g->on, first, valid_len(s->layout, k, j), grad + first,
-                     s->send + (size_t)j * block);
+                     s->send + send_offsets[j]);
     }
+    size_t own = send_sizes[s->own];
+    for (int r = 0; r < s->procs; r++) {
+        s->sizes[r] = own;
+        s->offsets[r] = (size_t)r * own;
+    }
+    rt_comm_alltoallv(s->sc->comm, s->send, send_sizes, send_offsets, s->recv, s->sizes,
+                      s->offsets);
 }
 
 /* acc += weight * decode(block), over the own shard's elements. The
@@ -214,25 +249,31 @@ static void accumulate_gradient(Shards *s, int k, const uint8_t *block, float we
         acc[i] = acc[i] + weight * s->decoded[i];
 }
 
-/* ---- traffic ---------------------------------------------------------------- */
+/* ---- traffic ----------------------------------------------------------------- */
 
-/* Adds what one rank sends in one collective over parameter k, for a
- * run of `ranks` ranks: ranks - 1 blocks of its shard. */
+/* Adds what all ranks send in one collective over a parameter of numel
+ * elements in an R-rank run: every shard goes to the R - 1 other ranks,
+ * in the all-gather from its owner and in the all-to-all to its owner. */
 static void count_collective(ShardTraffic *t, bool gradients, const QuantSetting *q,
-                             int64_t chunk, int ranks)
+                             int64_t numel, int64_t chunk, int ranks)
 {
-    double blocks = ranks - 1;
-    double payload = q->on ? (double)((chunk * q->bits + 7) / 8) : (double)chunk * sizeof(float);
-    double meta = q->on ? (double)((chunk + q->bucket - 1) / q->bucket) * 2 * sizeof(float) : 0;
+    double payload = 0, meta = 0;
+    for (int r = 0; r < ranks; r++) {
+        int64_t first = (int64_t)r * chunk;
+        int64_t len = first >= numel ? 0 : numel - first < chunk ? numel - first : chunk;
+        payload += q->on ? (double)((len * q->bits + 7) / 8) : (double)len * sizeof(float);
+        meta += q->on ? (double)((len + q->bucket - 1) / q->bucket) * 2 * sizeof(float) : 0;
+    }
+    double copies = ranks - 1;
     if (gradients)
-        t->gradients += blocks * payload;
+        t->gradients += copies * payload;
     else
-        t->weights += blocks * payload;
-    t->metadata += blocks * meta;
+        t->weights += copies * payload;
+    t->metadata += copies * meta;
 }
 
 /* The traffic of one training step and of one evaluation gather, with
- * the shard length an MPI run of `ranks` ranks would have. */
+ * the shards an MPI run of sc->ranks ranks would have. */
 static void step_traffic(const ShardConfig *sc, const QsdpShards *l, ShardTraffic *step,
                          ShardTraffic *eval)
 {
@@ -242,11 +283,12 @@ static void step_traffic(const ShardConfig *sc, const QsdpShards *l, ShardTraffi
     int64_t align = qsdp_alignment(sc->weights, sc->gradients);
     for (int k = 0; k < l->nparams; k++) {
         int64_t chunk = qsdp_chunk(l->numel[k], sc->ranks, align);
-        count_collective(step, false, sc->weights, chunk, sc->ranks);
-        count_collective(step, true, sc->gradients, chunk, sc->ranks);
-        count_collective(eval, false, &raw, chunk, sc->ranks);
+        count_collective(step, false, sc->weights, l->numel[k], chunk, sc->ranks);
+        count_collective(step, true, sc->gradients, l->numel[k], chunk, sc->ranks);
+        count_collective(eval, false, &raw, l->numel[k], chunk, sc->ranks);
     }
-    step->metadata += (sc->ranks - 1) * 2 * sizeof(double);
+    /* Each rank's loss and correct count, as two doubles to every other rank. */
+    step->metadata += (double)sc->ranks * (sc->ranks - 1) * 2 * sizeof(double);
 }
 
 static void add_traffic(ShardTraffic *to, const ShardTraffic *t)
@@ -258,17 +300,35 @@ static void add_traffic(ShardTraffic *to, const ShardTraffic *t)
 
 /* ---- the loop ------------------------------------------------------------------ */
 
-char *shard_check_data(const RtTrainConfig *cfg, int64_t train_count, int ranks)
+int shard_check_run(const ExperimentSpec *spec, int64_t batch, int64_t train_count, int ranks)
 {
-    int64_t last = train_count % cfg->batch;
-    if (cfg->batch >= ranks && train_count >= ranks && (last == 0 || last >= ranks))
+    if (spec->clip > 0) {
+        fprintf(stderr, "bocbc: error: experiment %s: sharded training does not support "
+                "'clip' yet, because the global gradient norm would need its own "
+                "all-reduce; remove 'clip' or train without --ranks and mpirun\n",
+                spec->name);
+        return 2;
+    }
+    char *why = shard_check_data(batch, train_count, ranks);
+    if (why) {
+        fprintf(stderr, "bocbc: error: experiment %s: %s\n", spec->name, why);
+        free(why);
+        return 2;
+    }
+    return 0;
+}
+
+char *shard_check_data(int64_t batch, int64_t train_count, int ranks)
+{
+    int64_t last = train_count % batch;
+    if (batch >= ranks && train_count >= ranks && (last == 0 || last >= ranks))
         return NULL;
     return xasprintf("%d ranks need at least one sample each in every step, but the "
                      "training split has %lld samples in batches of %lld (the last one "
                      "%lld); use batch and train_size of at least %d, and a train_size "
                      "whose last batch has at least %d samples", ranks,
-                     (long long)train_count, (long long)cfg->batch,
-                     (long long)(last ? last : cfg->batch), ranks, ranks);
+                     (long long)train_count, (long long)batch,
+                     (long long)(last ? last : batch), ranks, ranks);
 }
 
 /* The part of a global batch of n samples that rank r trains on. */
@@ -326,20 +386,13 @@ static void train_step(Shards *s, UpdateExec *u, const DataSplits *data,
         for (int k = 0; k < l->nparams; k++) {
             const float *grad = s->runner->runner.output(s->runner->runner.self, true,
                                                          s->grad_names[k]);
-            encode_gradient(s, k, grad, rank, step);
-            size_t block = block_bytes(s, s->sc->gradients, k);
-            if (s->procs > 1)
-                rt_comm_alltoall(s->sc->comm, s->send, block, s->recv);
-            else
-                memcpy(s->recv, s->send, block);
-            /* The blocks arrive in rank order: from every rank under MPI,
-             * from simulated rank v here. */
+            exchange_gradient(s, k, grad, rank, step);
             for (int r = 0; r < s->procs; r++) {
                 int from = s->procs == 1 ? v : r;
                 int64_t f, from_len;
                 rank_part(n, s->ranks, from, &f, &from_len);
                 float weight = (float)((double)from_len / (double)n);
-                accumulate_gradient(s, k, s->recv + (size_t)r * block, weight, acc[k]);
+                accumulate_gradient(s, k, s->recv + s->offsets[r], weight, acc[k]);
             }
         }
     }
@@ -415,6 +468,8 @@ static void shards_init(Shards *s, ShardConfig *sc, CellRunner *runner)
         memcpy(shard, full + (int64_t)s->own * l->chunk[k],
                (size_t)valid_len(l, k, s->own) * sizeof(float));
     }
+    s->sizes = xcalloc(2 * (size_t)s->procs, sizeof(size_t));
+    s->offsets = xcalloc(2 * (size_t)s->procs, sizeof(size_t));
     s->send = xmalloc(size_mul(largest, (size_t)s->procs));
     s->recv = xmalloc(size_mul(largest, (size_t)s->procs));
     s->decoded = xmalloc(size_mul((size_t)largest_chunk, sizeof(float)));
@@ -428,6 +483,8 @@ static void shards_free(Shards *s)
     }
     free(s->iterate_codes);
     free(s->grad_names);
+    free(s->sizes);
+    free(s->offsets);
     free(s->send);
     free(s->recv);
     free(s->decoded);
@@ -453,6 +510,7 @@ bool shard_train(ShardConfig *sc, CellRunner *runner, Jit *jit, const RtTrainCon
     const Dataset *train = &data->train;
     memset(result, 0, sizeof *result);
     BOCB_ASSERT(runner->runner.dtype == DT_F32 && !cfg->clip);
+    BOCB_ASSERT(!shard_check_data(cfg->batch, train->count, sc->ranks));
     UpdateExec u;
     if (!update_create(&u, runner, jit, error))
         return false;
@@ -558,19 +616,6 @@ int shard_run_cell(const RtComm *comm, int ranks, const ExperimentSpec *spec,
                    const DataSplits *data, RtTrainResult *result, ShardRecord *record)
 {
     memset(result, 0, sizeof *result);
-    if (cfg->clip) {
-        fprintf(stderr, "bocbc: error: experiment %s: sharded training does not support "
-                "'clip' yet, because the global gradient norm would need its own "
-                "all-reduce; remove 'clip' or train without --ranks and mpirun\n",
-                spec->name);
-        return 2;
-    }
-    char *why = shard_check_data(cfg, data->train.count, ranks);
-    if (why) {
-        fprintf(stderr, "bocbc: error: experiment %s: %s\n", spec->name, why);
-        free(why);
-        return 2;
-    }
     ShardConfig sc = {
         .comm = comm,
         .ranks = ranks,
@@ -596,7 +641,7 @@ int shard_run_cell(const RtComm *comm, int ranks, const ExperimentSpec *spec,
     for (int e = 0; e < result->nepochs; e++)
         record->train_seconds += result->epochs[e].seconds;
     if (cfg->log && comm->rank == 0)
-        fprintf(cfg->log, "%s  sent per step and rank: weights %.0f B, gradients %.0f B, "
+        fprintf(cfg->log, "%s  sent per step by all ranks: weights %.0f B, gradients %.0f B, "
                 "metadata %.0f B; %.4f of fp32 (%.0f B); %.0f B in the run\n", cfg->label,
                 sc.per_step.weights, sc.per_step.gradients, sc.per_step.metadata,
                 record->fp32_per_step > 0 ? traffic_total(&sc.per_step) / record->fp32_per_step

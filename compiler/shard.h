@@ -22,8 +22,10 @@
  * one shard as on many; the simulation therefore equals an MPI run with
  * that many ranks bit for bit.
  *
- * Bytes are counted as each rank sends them: an all-gather or all-to-all
- * over R ranks sends R - 1 blocks per rank.
+ * Each shard travels at its encoded size (MPI_Allgatherv and
+ * MPI_Alltoallv), so no padding is sent. Bytes are counted over all
+ * ranks: in an all-gather or an all-to-all over R ranks every shard goes
+ * to the R - 1 other ranks.
  */
 #ifndef BOCB_SHARD_H
 #define BOCB_SHARD_H
@@ -31,7 +33,7 @@
 #include "../runtime/comm.h"
 #include "run.h"
 
-/* Bytes one rank sends, by kind. */
+/* Bytes that all ranks send together, by kind. */
 typedef struct ShardTraffic {
     double weights;   /* codes (or raw values) of the weight all-gather */
     double gradients; /* codes (or raw values) of the gradient all-to-all */
@@ -54,13 +56,18 @@ typedef struct ShardConfig {
     const RtComm *comm;
     int ranks;        /* ranks in all: comm->size, or simulated ones when comm->size == 1 */
     const QuantSetting *weights, *gradients;
-    ShardTraffic per_step; /* out: of the last full step */
+    ShardTraffic per_step; /* out: of one training step */
     ShardTraffic per_run;  /* out: every training step and evaluation gather */
 } ShardConfig;
 
-/* Returns NULL when every step of cfg's run gives each of `ranks` ranks
- * at least one sample, else a message (malloc'd) saying why not. */
-char *shard_check_data(const RtTrainConfig *cfg, int64_t train_count, int ranks);
+/* Returns NULL when every step of a run in batches of `batch` gives each
+ * of `ranks` ranks at least one sample, else a message (malloc'd) saying
+ * why not. */
+char *shard_check_data(int64_t batch, int64_t train_count, int ranks);
+/* Checks that spec's cells can train sharded over `ranks` ranks: no
+ * gradient clipping, and enough data per step (shard_check_data). Prints
+ * the error and returns 2 when they cannot, else returns 0. */
+int shard_check_run(const ExperimentSpec *spec, int64_t batch, int64_t train_count, int ranks);
 
 /* Trains a cell compiled with CellOptions.shards (cell->update set) like
  * rt_train, from the runner's current variables: the caller has reset
@@ -71,17 +78,16 @@ char *shard_check_data(const RtTrainConfig *cfg, int64_t train_count, int ranks)
 bool shard_train(ShardConfig *sc, CellRunner *runner, Jit *jit, const RtTrainConfig *cfg,
                  const DataSplits *data, RtTrainResult *result, char **error);
 
-/* Runs one cell sharded (shard_train) and fills *record. Reports a run
- * that cannot be sharded (gradient clipping, too little data) as an
- * error on stderr before training. Rank 0 prints the bytes each rank
- * sends per step. Returns an exit status (0, 2 or 3). */
+/* Runs one cell sharded (shard_train), which shard_check_run accepted,
+ * and fills *record. Rank 0 prints the bytes sent per step.
+ * Returns an exit status (0, or 3 when the update cannot be compiled). */
 int shard_run_cell(const RtComm *comm, int ranks, const ExperimentSpec *spec,
                    CellRunner *runner, Jit *jit, const RtTrainConfig *cfg,
                    const DataSplits *data, RtTrainResult *result, ShardRecord *record);
 
-/* Writes communication.csv into dir: one row per record, with bytes per
- * step and rank by kind, the fp32 bytes for the same layout, the bytes
- * of the whole run and the milliseconds per step. Returns false after
+/* Writes communication.csv into dir: one row per record, with the bytes
+ * all ranks send per step by kind, what fp32 would send, the bytes of the
+ * whole run and the milliseconds per step. Returns false after
  * printing an error. */
 bool shard_write_report(const char *dir, const char *experiment, const ShardRecord *records,
                         int n);

@@ -59,14 +59,48 @@ void rt_comm_allgather(const RtComm *c, const void *send, size_t bytes, void *re
     MPI_Allgather(send, n, MPI_BYTE, recv, n, MPI_BYTE, MPI_COMM_WORLD);
 }
 
-void rt_comm_alltoall(const RtComm *c, const void *send, size_t bytes, void *recv)
+/* MPI counts and displacements are int; a message that does not fit
+ * aborts (see the file comment). */
+static int *int_array(const RtComm *c, const size_t *values)
+{
+    int *out = malloc((size_t)c->size * sizeof *out);
+    if (!out)
+        rt_comm_abort(c, 3, "out of memory for the sizes of a collective");
+    for (int r = 0; r < c->size; r++)
+        out[r] = message_count(c, values[r]);
+    return out;
+}
+
+void rt_comm_allgatherv(const RtComm *c, const void *send, void *recv,
+                        const size_t *recv_counts, const size_t *recv_offsets)
 {
     if (!c->mpi) {
-        memmove(recv, send, bytes);
+        memmove((char *)recv + recv_offsets[0], send, recv_counts[0]);
         return;
     }
-    int n = message_count(c, bytes);
-    MPI_Alltoall(send, n, MPI_BYTE, recv, n, MPI_BYTE, MPI_COMM_WORLD);
+    int *counts = int_array(c, recv_counts), *offsets = int_array(c, recv_offsets);
+    MPI_Allgatherv(send, counts[c->rank], MPI_BYTE, recv, counts, offsets, MPI_BYTE,
+                   MPI_COMM_WORLD);
+    free(counts);
+    free(offsets);
+}
+
+void rt_comm_alltoallv(const RtComm *c, const void *send, const size_t *send_counts,
+                       const size_t *send_offsets, void *recv, const size_t *recv_counts,
+                       const size_t *recv_offsets)
+{
+    if (!c->mpi) {
+        memmove((char *)recv + recv_offsets[0], (const char *)send + send_offsets[0],
+                send_counts[0]);
+        return;
+    }
+    int *sc = int_array(c, send_counts), *so = int_array(c, send_offsets);
+    int *rc = int_array(c, recv_counts), *ro = int_array(c, recv_offsets);
+    MPI_Alltoallv(send, sc, so, MPI_BYTE, recv, rc, ro, MPI_BYTE, MPI_COMM_WORLD);
+    free(sc);
+    free(so);
+    free(rc);
+    free(ro);
 }
 
 void rt_comm_broadcast(const RtComm *c, double *v, int n)

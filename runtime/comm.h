@@ -33,9 +33,16 @@ bool rt_comm_under_mpirun(void);
 /* Every rank sends `bytes` bytes; recv receives size * bytes, rank r's at
  * offset r * bytes. */
 void rt_comm_allgather(const RtComm *c, const void *send, size_t bytes, void *recv);
-/* Every rank sends block j (bytes bytes at offset j * bytes of send) to
- * rank j, and receives rank r's block for it at offset r * bytes of recv. */
-void rt_comm_alltoall(const RtComm *c, const void *send, size_t bytes, void *recv);
+/* Every rank sends its own number of bytes, so the sizes are arrays over
+ * the ranks: counts[r] bytes at offset offsets[r]. Rank r's send goes
+ * to recv at recv_offsets[r]; recv_counts[r] must equal the size r sends. */
+void rt_comm_allgatherv(const RtComm *c, const void *send, void *recv,
+                        const size_t *recv_counts, const size_t *recv_offsets);
+/* Every rank sends send_counts[j] bytes at send_offsets[j] to rank j, and
+ * receives recv_counts[r] bytes from rank r at recv_offsets[r]. */
+void rt_comm_alltoallv(const RtComm *c, const void *send, const size_t *send_counts,
+                       const size_t *send_offsets, void *recv, const size_t *recv_counts,
+                       const size_t *recv_offsets);
 /* Every rank receives rank 0's n doubles in v. */
 void rt_comm_broadcast(const RtComm *c, double *v, int n);
 /* Waits until every rank has reached this call. */
