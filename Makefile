@@ -38,7 +38,11 @@ CFLAGS   ?= $(OPT) -g
 CFLAGS   += -std=c17 $(WARN) -fno-strict-aliasing -MMD -MP
 LLVM_CFLAGS := $(shell $(LLVM_CONFIG) --cflags 2>/dev/null)
 LLVM_LIBS   := $(shell $(LLVM_CONFIG) --ldflags --libs core orcjit native passes 2>/dev/null)
-LDLIBS   := $(LLVM_LIBS) -Wl,--no-as-needed -lopenblas -Wl,--as-needed -ledit -lz -lm -lpthread
+# Open MPI, for sharded training (runtime/comm.c): bocbc links it always
+# and starts it only under mpirun.
+MPI_CFLAGS  := $(shell mpicc -showme:compile 2>/dev/null)
+MPI_LIBS    := $(shell mpicc -showme:link 2>/dev/null)
+LDLIBS   := $(LLVM_LIBS) $(MPI_LIBS) -Wl,--no-as-needed -lopenblas -Wl,--as-needed -ledit -lz -lm -lpthread
 
 LANG_SRC     := $(wildcard lang/*.c)
 # aot_runtime.c and aot_main.c replace jit.c and main() in the AOT
@@ -166,6 +170,9 @@ $(BUILD)/obj/gen/lexer.o: $(BUILD)/gen/lexer.c $(BUILD)/gen/parser.h
 
 # The runtime's kernels are hot loops that GCC vectorises only at -O3.
 $(patsubst %.c,$(BUILD)/obj/%.o,$(RUNTIME_SRC)): CFLAGS += -O3
+
+# Only the collectives see the MPI headers.
+$(BUILD)/obj/runtime/comm.o: CPPFLAGS += $(MPI_CFLAGS)
 
 # Only the code generator sees the LLVM headers.
 $(LLVM_OBJ): CPPFLAGS += $(LLVM_CFLAGS)

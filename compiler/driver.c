@@ -17,6 +17,7 @@
 #include "../runtime/ops.h"
 #include "../runtime/report.h"
 #include "aot.h"
+#include "shard.h"
 
 /* ---- finding the standard library ----------------------------------------- */
 
@@ -102,8 +103,8 @@ static bool load_data(const ExperimentSpec *spec, DataSplits *splits)
 /* Compiles every (model, optimizer) pair. A model or an optimizer that
  * fails once is not compiled again with other partners, so each mistake is
  * reported once. */
-static Cell *compile_cells(Lower *l, const ExperimentSpec *spec, const DataShape *shape,
-                           int *ncells)
+static Cell *compile_cells(Lower *l, const Options *opts, const ExperimentSpec *spec,
+                           const DataShape *shape, int *ncells)
 {
     int n = spec->nmodels * spec->noptimizers;
     Cell *cells = xcalloc((size_t)n + 1, sizeof *cells);
@@ -138,6 +139,9 @@ static Cell *compile_cells(Lower *l, const ExperimentSpec *spec, const DataShape
                                    .ngroups = spec->ngroups, .check_optimizers = unchecked,
                                    .quantize_weights = spec->quantize_weights,
                                    .quantize_gradients = spec->quantize_gradients,
+                                   .shards = opts->ranks == 0 ? 0
+                                             : opts->comm ? opts->comm->size : 1,
+                                   .shard_index = opts->comm ? opts->comm->rank : 0,
                                    .ncheck_optimizers = nunchecked,
                                    .check_failed = unchecked_failed, .zo = &spec->zo};
             c->ok = compile_cell_with(l, c->model, c->optimizer, shape, DT_F32, &options,
@@ -504,17 +508,22 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
     char *error = NULL;
     int nruns = job->ncells * spec->nseeds;
     RunRecord *runs = xcalloc((size_t)nruns + 1, sizeof *runs);
+    ShardRecord *shard_records = xcalloc((size_t)nruns + 1, sizeof *shard_records);
+    bool writes_reports = !opts->comm || opts->comm->rank == 0;
     int done = 0, status = 0;
     bool tty = isatty(fileno(stdout));
-    printf("experiment %s: %d model%s x %d optimizer%s x %d seed%s on %s "
-           "(%lld training / %lld test samples), %s\n",
-           spec->name, spec->nmodels, spec->nmodels == 1 ? "" : "s", spec->noptimizers,
-           spec->noptimizers == 1 ? "" : "s", spec->nseeds, spec->nseeds == 1 ? "" : "s",
-           spec->data->name ? spec->data->name : spec->data->path,
-           (long long)splits->train.count, (long long)splits->test.count,
-           opts->backend == BACKEND_JIT ? "JIT" : "interpreter");
+    if (writes_reports)
+        printf("experiment %s: %d model%s x %d optimizer%s x %d seed%s on %s "
+               "(%lld training / %lld test samples), %s\n",
+               spec->name, spec->nmodels, spec->nmodels == 1 ? "" : "s", spec->noptimizers,
+               spec->noptimizers == 1 ? "" : "s", spec->nseeds, spec->nseeds == 1 ? "" : "s",
+               spec->data->name ? spec->data->name : spec->data->path,
+               (long long)splits->train.count, (long long)splits->test.count,
+               opts->backend == BACKEND_JIT ? "JIT" : "interpreter");
     fflush(stdout);
 
+    if (opts->ranks > 0)
+        status = shard_check_run(spec, batch, splits->train.count, opts->ranks);
     for (int c = 0; c < job->ncells && status == 0; c++) {
         const Cell *cell = &job->cells[c];
         for (int s = 0; s < spec->nseeds && status == 0; s++) {
@@ -549,8 +558,18 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
                 .lr = cell->compiled.base_lr, .schedule = &schedule, .clip = spec->clip > 0,
                 .log = opts->quiet ? NULL : stdout, .log_is_tty = tty,
             };
-            rt_train(&cfg, &runner.runner, splits, &r->result);
-            if (spec->nanalyses > 0) {
+            ShardRecord *sr = &shard_records[done - 1];
+            if (opts->ranks > 0) {
+                sr->model = cell->model->label;
+                sr->optimizer = cell->optimizer->label;
+                sr->seed = r->seed;
+                status = shard_run_cell(opts->comm ? opts->comm : &(RtComm){.size = 1},
+                                        opts->ranks, spec, &runner, jit, &cfg, splits,
+                                        &r->result, sr);
+            } else {
+                rt_train(&cfg, &runner.runner, splits, &r->result);
+            }
+            if (status == 0 && spec->nanalyses > 0) {
                 AnalyzeContext analysis = {
                     .cell = &cell->compiled, .store = &runner.vars, .backend = opts->backend,
                     .jit = jit, .data = splits, .label = label, .out = stdout,
@@ -561,15 +580,20 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
             }
             free(label);
             cell_runner_destroy(&runner);
-            if (spec->report_dir && !write_reports(spec, runs, done))
+            if (status == 0 && writes_reports && spec->report_dir &&
+                !write_reports(spec, runs, done))
+                status = BOCB_EXIT_RUNTIME;
+            if (status == 0 && writes_reports && spec->report_dir && opts->ranks > 0 &&
+                !shard_write_report(spec->report_dir, spec->name, shard_records, done))
                 status = BOCB_EXIT_RUNTIME;
         }
     }
-    if (done > 0)
+    if (done > 0 && writes_reports)
         print_table(spec, runs, done);
     for (int i = 0; i < done; i++)
         rt_train_result_free(&runs[i].result);
     free(runs);
+    free(shard_records);
     return status;
 }
 
@@ -719,7 +743,7 @@ static bool prepare_job(const Options *opts, Lower *l, Job *jobs, int index)
     }
 
     int errors = diag_error_count();
-    job->cells = compile_cells(l, &job->spec, &job->shape, &job->ncells);
+    job->cells = compile_cells(l, opts, &job->spec, &job->shape, &job->ncells);
     job->ready = resolved && diag_error_count() == errors;
     if (opts->check_only) {
         /* Nothing runs the cells, so their graphs go at once, which keeps

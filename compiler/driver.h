@@ -16,6 +16,7 @@
 #include <stdbool.h>
 
 #include "lower.h"
+#include "../runtime/comm.h"
 #include "run.h"
 
 /* Exit statuses of bocbc. */
@@ -71,6 +72,11 @@ typedef struct Options {
     bool target_cpu_given;
     const char *cache_dir;   /* --cache-dir; NULL for the default */
     bool no_cache;
+    /* Sharded training (shard.h): ranks > 0 trains every cell sharded over
+     * that many ranks, which are the processes of `comm` under mpirun and
+     * are simulated in this process otherwise (comm NULL). */
+    int ranks;
+    const RtComm *comm;
 } Options;
 
 /* Runs bocbc with `opts` and returns the process exit status, one of

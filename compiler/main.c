@@ -14,6 +14,7 @@
 
 #include "driver.h"
 #include "repl.h"
+#include "qsdp.h"
 
 #define BOCB_VERSION "0.1.0"
 
@@ -69,6 +70,8 @@ static void usage(FILE *out)
           "                      (default: OpenBLAS's choice, usually all cores)\n"
           "  --stats             print kernel count, compile time in ms, kernel cache\n"
           "                      hits and planned memory in MiB for each cell\n"
+          "  --ranks=N           train sharded, simulating N ranks (1 to 256) in this\n"
+          "                      process; under mpirun, the ranks are the processes\n"
           "  -q, --quiet         print no progress lines, only the results table\n"
           "  --color=WHEN        colour diagnostics: auto, always or never (default: auto,\n"
           "                      which colours only when stderr is a terminal and NO_COLOR\n"
@@ -170,6 +173,7 @@ enum {
     OPT_EMIT,
     OPT_REPORT,
     OPT_THREADS,
+    OPT_RANKS,
     OPT_STATS,
     OPT_COLOR,
     OPT_REPL,
@@ -190,6 +194,7 @@ static const struct option long_options[] = {
     {"experiment", required_argument, NULL, 'e'},
     {"report", required_argument, NULL, OPT_REPORT},
     {"threads", required_argument, NULL, OPT_THREADS},
+    {"ranks", required_argument, NULL, OPT_RANKS},
     {"stats", no_argument, NULL, OPT_STATS},
     {"quiet", no_argument, NULL, 'q'},
     {"color", required_argument, NULL, OPT_COLOR},
@@ -341,6 +346,14 @@ static int apply_option(Options *o, int code, const char *value)
         o->threads = (int)n;
         break;
     }
+    case OPT_RANKS: {
+        char *end = NULL;
+        long n = strtol(value, &end, 10);
+        if (!value[0] || *end || n < 1 || n > QSDP_MAX_RANKS)
+            return fail_usage("--ranks expects a number from 1 to 256, not '%s'", value);
+        o->ranks = (int)n;
+        break;
+    }
     case OPT_COLOR:
         if (strcmp(value, "auto") == 0)
             o->color = COLOR_AUTO;
@@ -446,6 +459,28 @@ static bool list_builtins(int argc, char **argv)
     return true;
 }
 
+/* Makes every process of an mpirun job one rank of sharded training.
+ * Only rank 0 prints progress and writes reports. */
+static int join_world(Options *o, const RtComm *world)
+{
+    o->comm = world;
+    char message[160];
+    if (o->ranks != 0 && o->ranks != world->size) {
+        snprintf(message, sizeof message, "--ranks=%d differs from the %d processes that "
+                 "mpirun started; leave --ranks out under mpirun", o->ranks, world->size);
+        return fail_usage("%s", message);
+    }
+    if (world->size > QSDP_MAX_RANKS) {
+        snprintf(message, sizeof message, "mpirun started %d processes, more than the %d "
+                 "ranks that sharded training supports", world->size, (int)QSDP_MAX_RANKS);
+        return fail_usage("%s", message);
+    }
+    o->ranks = world->size;
+    if (world->rank != 0)
+        o->quiet = true;
+    return -1;
+}
+
 int main(int argc, char **argv)
 {
     Options o;
@@ -453,12 +488,30 @@ int main(int argc, char **argv)
     if (list_builtins(argc, argv))
         return fflush(stdout) == 0 && !ferror(stdout) ? BOCB_EXIT_OK : BOCB_EXIT_RUNTIME;
     int status = parse_arguments(&o, argc, argv);
+    RtComm world;
+    const char *mpi_error = NULL;
+    if (status < 0 && !rt_comm_init(&argc, &argv, &world, &mpi_error)) {
+        fprintf(stderr, "bocbc: error: %s\n", mpi_error);
+        status = BOCB_EXIT_RUNTIME;
+    }
+    if (status < 0 && world.mpi)
+        status = join_world(&o, &world);
     if (status < 0) {
         char *stdlib_dir = driver_find_stdlib();
         o.stdlib_dir = stdlib_dir;
         status = o.repl ? repl_main(&o) : driver_main(&o);
         free(stdlib_dir);
     }
+    /* A rank that stops early would leave the others waiting in a
+     * collective, so its failure ends the whole job. */
+    if (o.comm && status != BOCB_EXIT_OK) {
+        char message[96];
+        snprintf(message, sizeof message, "stopped with exit status %d; ending every rank",
+                 status);
+        rt_comm_abort(&world, status, message);
+    }
+    if (o.comm)
+        rt_comm_finalize(&world);
     free_options(&o);
 
     /* Output that was lost, for example to a full disk, is a run-time error. */

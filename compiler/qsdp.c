@@ -294,11 +294,10 @@ static int64_t gcd64(int64_t a, int64_t b)
     return a;
 }
 
-/* The shard starts must be multiples of every bucket size in use. */
-static int64_t shard_alignment(const CellOptions *o)
+int64_t qsdp_alignment(const QuantSetting *weights, const QuantSetting *gradients)
 {
     int64_t align = 1;
-    const QuantSetting *q[2] = {&o->quantize_weights, &o->quantize_gradients};
+    const QuantSetting *q[2] = {weights, gradients};
     for (int i = 0; i < 2; i++)
         if (q[i]->on)
             align = align / gcd64(align, q[i]->bucket) * q[i]->bucket;
@@ -337,7 +336,7 @@ bool qsdp_build_update(Lower *l, const Configured *opt, const CellOptions *optio
     SrcLoc oloc = opt->decl->name_loc;
     IrGraph *u = ir_graph_new(m, "update");
     out->update = u;
-    int64_t align = shard_alignment(options);
+    int64_t align = qsdp_alignment(&options->quantize_weights, &options->quantize_gradients);
     l->graph = u;
     const int *hess = l->opt_hess;
     l->opt_hess = NULL;

@@ -71,6 +71,9 @@ typedef struct QsdpShards {
 /* Returns the shard length of a tensor of numel elements cut into count
  * shards whose starts are multiples of align. */
 int64_t qsdp_chunk(int64_t numel, int count, int64_t align);
+/* Returns the alignment of shard starts: the least common multiple of the
+ * bucket sizes of the settings that are on (1 when none is). */
+int64_t qsdp_alignment(const QuantSetting *weights, const QuantSetting *gradients);
 
 /* Creates the key variable of the quantizers when options ask for
  * quantization and the module has none. It is created at the same point

@@ -50,6 +50,12 @@ static int64_t count_correct(DType dt, const void *logits, const int32_t *labels
     return correct;
 }
 
+int64_t rt_count_correct(DType dt, const void *logits, const int32_t *labels, int64_t n,
+                         int64_t classes)
+{
+    return count_correct(dt, logits, labels, n, classes);
+}
+
 /* Fills the graph's x and labels inputs with samples indices[0..n). */
 static void load_batch(RtRunner *r, bool train, const DataSplits *data, const Dataset *ds,
                        const int64_t *indices, int64_t n, float *staging)

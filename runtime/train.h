@@ -82,6 +82,11 @@ void rt_train(const RtTrainConfig *cfg, RtRunner *runner, const DataSplits *data
               RtTrainResult *result);
 void rt_train_result_free(RtTrainResult *r);
 
+/* Counts rows of logits [n, classes] whose arg-max is the label; ties go
+ * to the lowest class index, as torch.argmax does. */
+int64_t rt_count_correct(DType dt, const void *logits, const int32_t *labels, int64_t n,
+                         int64_t classes);
+
 /* Evaluates the runner on a whole dataset; returns mean loss and accuracy. */
 void rt_evaluate(RtRunner *runner, const DataSplits *data, const Dataset *ds,
                  int64_t eval_batch, double *loss, double *accuracy);

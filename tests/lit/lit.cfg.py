@@ -33,3 +33,17 @@ config.substitutions.append(("%examples", os.path.abspath(
     os.path.join(config.test_source_root, "..", "..", "examples"))))
 config.substitutions.append(("%python", sys.executable))
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))
+
+# Sharded training tests run Open MPI on this machine only: shared memory
+# between processes, mpirun's own traffic on loopback, more ranks than
+# cores allowed, and root allowed (CI runs as root).
+for key, value in {
+    "OMPI_MCA_btl": "self,vader",
+    "OMPI_MCA_pml": "ob1",
+    "OMPI_MCA_oob_tcp_if_include": "lo",
+    "OMPI_MCA_rmaps_base_oversubscribe": "1",
+    "OMPI_ALLOW_RUN_AS_ROOT": "1",
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+}.items():
+    config.environment[key] = value
+config.substitutions.append(("%mpirun", "mpirun --oversubscribe"))

@@ -2,12 +2,14 @@
  * quantize op: bit packing, exact constant buckets, error bounds,
  * unbiasedness of the random roundings over many draws, encode/decode
  * against the fused round trip, shards against the whole tensor, and the
- * op in the interpreter against the JIT-compiled program.
+ * op in the interpreter against the JIT-compiled program, and its
+ * straight-through gradient.
  */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <string.h>
 
+#include "../../compiler/autodiff.h"
 #include "../../compiler/driver.h"
 #include "../../compiler/ir_spatial.h"
 #include "../../runtime/quant.h"
@@ -336,4 +338,57 @@ Test(quant, op_interpreter_matches_jit_and_runtime)
         rt_vars_free(&store);
         free_quant_graph(&q);
     }
+}
+
+Test(quant, gradient_passes_straight_through)
+{
+    /* loss = sum(quantize(w) * c): the gradient with respect to w is c,
+     * as if quantize were the identity (the straight-through estimator),
+     * although the quantized value differs from w. */
+    Arena arena;
+    arena_init(&arena);
+    IrModule module;
+    ir_module_init(&module, &arena);
+    Shape s = shape_make(1, (int64_t[]){300});
+    int w = ir_module_add_var(&module, "w", IR_VAR_PARAM, DT_F64, s, IR_INIT_UNIFORM, 1.0, -1,
+                              NO_LOC);
+    int key = ir_module_add_var(&module, "key", IR_VAR_BUFFER, DT_F64, shape_scalar(),
+                                IR_INIT_UNIFORM, 1.0, -1, NO_LOC);
+    IrGraph *g = ir_graph_new(&module, "grad");
+    int step = ir_input(g, "step", DT_F64, shape_scalar(), NO_LOC);
+    int c = ir_input(g, "c", DT_F64, s, NO_LOC);
+    int wq = ir_quantize(g, ir_var_read(g, w, NO_LOC), ir_var_read(g, key, NO_LOC), step, 2,
+                         64, RT_ROUND_STOCHASTIC, 1, NO_LOC);
+    int loss = ir_sum(g, ir_binary(g, IR_MUL, wq, c, NO_LOC), 1u, NO_LOC);
+    int grad;
+    cr_assert(ad_backward(g, loss, &w, 1, &grad));
+    ir_add_output(g, "grad", grad);
+    ir_add_output(g, "wq", wq);
+    cr_assert(ir_verify(g));
+
+    RtVarStore store;
+    create_var_store(&store, &module);
+    rt_vars_reset(&store, 5);
+    double step_value = 3, coefficients[300];
+    for (int i = 0; i < 300; i++)
+        coefficients[i] = 0.25 * (i % 7) - 0.5;
+    Interp *it = interp_create(g, &store);
+    interp_bind_input(it, ir_find_input(g, "step"), &step_value);
+    interp_bind_input(it, ir_find_input(g, "c"), coefficients);
+    interp_run(it, 1);
+    const double *dw = interp_output(it, "grad");
+    const double *quantized = interp_output(it, "wq");
+    const double *weights = rt_var_data(&store, w);
+    int moved = 0;
+    for (int i = 0; i < 300; i++) {
+        cr_expect_eq(dw[i], coefficients[i], "element %d: gradient %g, expected %g", i, dw[i],
+                     coefficients[i]);
+        moved += quantized[i] != weights[i];
+    }
+    cr_expect_gt(moved, 200, "only %d of 300 weights changed under 2-bit quantization", moved);
+    interp_destroy(it);
+    rt_vars_free(&store);
+    ir_graph_free(g);
+    ir_module_free(&module);
+    arena_free(&arena);
 }

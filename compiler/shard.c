@@ -1,0 +1,701 @@
+/* shard.c - the sharded training loop of shard.h.
+ *
+ * The epochs, shuffling, batches, schedule and divergence rules are those
+ * of rt_train (runtime/train.c), so a sharded run visits the samples of a
+ * single-process run in the same global batches. Only f32 cells are
+ * sharded, which is what the driver compiles.
+ */
+#include "shard.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qsdp.h"
+
+/* The shuffle stream of rt_train, so both loops visit the same batches. */
+enum { SHUFFLE_STREAM = 0x40000000 };
+
+/* ---- the update graph's executor ------------------------------------------- */
+
+typedef struct UpdateExec {
+    const IrGraph *g;
+    Schedule sched;
+    RtExec *exec;
+    Interp *interp;
+    void **inputs; /* interpreter only: per graph input */
+} UpdateExec;
+
+static bool update_create(UpdateExec *u, const CellRunner *r, Jit *jit, char **error)
+{
+    memset(u, 0, sizeof *u);
+    u->g = r->cell->update;
+    RtVarStore *vars = (RtVarStore *)&r->vars;
+    if (r->backend == BACKEND_JIT) {
+        schedule_graph(u->g, 1, &u->sched);
+        if (u->sched.nkernels > 0 &&
+            !jit_compile(jit, u->sched.kernels, u->sched.nkernels, u->sched.program.kernels,
+                         error)) {
+            schedule_free(&u->sched);
+            return false;
+        }
+        u->exec = rt_exec_create(&u->sched.program, vars);
+        return true;
+    }
+    u->interp = interp_create(u->g, vars);
+    u->inputs = xcalloc((size_t)u->g->ninputs + 1, sizeof(void *));
+    for (int i = 0; i < u->g->ninputs; i++) {
+        const IrInput *in = &u->g->inputs[i];
+        size_t bytes = size_mul((size_t)shape_numel(&in->shape, 1), dtype_size(in->dtype));
+        u->inputs[i] = xcalloc(bytes ? bytes : 1, 1);
+        interp_bind_input(u->interp, i, u->inputs[i]);
+    }
+    return true;
+}
+
+static void *update_input(UpdateExec *u, const char *name)
+{
+    if (u->exec)
+        return rt_exec_input(u->exec, name);
+    int i = ir_find_input(u->g, name);
+    BOCB_ASSERT(i >= 0);
+    return u->inputs[i];
+}
+
+static void update_run(UpdateExec *u)
+{
+    if (u->exec)
+        rt_exec_run(u->exec, 1);
+    else
+        interp_run(u->interp, 1);
+}
+
+static void update_destroy(UpdateExec *u)
+{
+    if (u->exec) {
+        rt_exec_destroy(u->exec);
+        schedule_free(&u->sched);
+    }
+    if (u->interp) {
+        interp_destroy(u->interp);
+        for (int i = 0; i < u->g->ninputs; i++)
+            free(u->inputs[i]);
+        free(u->inputs);
+    }
+}
+
+/* ---- one rank's view of the shards ------------------------------------------ */
+
+typedef struct Shards {
+    const ShardConfig *sc;
+    const QsdpShards *layout;
+    CellRunner *runner;
+    RtVarStore *vars;
+    int procs;      /* processes = shards per parameter */
+    int own;        /* the shard this process owns */
+    int ranks;      /* ranks whose gradients are summed */
+    uint8_t *send, *recv;
+    size_t *sizes, *offsets; /* 2 * procs: received blocks, then sent ones */
+    float *decoded;
+    uint8_t **iterate_codes; /* per parameter: the encoding of the own shard */
+    char **grad_names;
+} Shards;
+
+static int64_t valid_len(const QsdpShards *l, int k, int shard)
+{
+    int64_t first = (int64_t)shard * l->chunk[k];
+    if (first >= l->numel[k])
+        return 0;
+    return l->numel[k] - first < l->chunk[k] ? l->numel[k] - first : l->chunk[k];
+}
+
+static RtQuantizer quantizer_for(const Shards *s, const QuantSetting *q, int k, QsdpKind kind,
+                                 int rank, uint32_t step)
+{
+    uint32_t tag = qsdp_tag(s->layout->params[k], kind, rank);
+    RtQuantizer r = {
+        .bits = q->bits,
+        .bucket = q->bucket,
+        .rounding = q->rounding,
+        .key = rt_quant_key(DT_F32, rt_var_data(s->vars, s->layout->key_var), tag),
+        .step = step,
+        .tag = tag,
+    };
+    return r;
+}
+
+/* Bytes of one block of parameter k: an encoded or raw shard. */
+static size_t block_bytes(const Shards *s, const QuantSetting *q, int k)
+{
+    if (!q->on)
+        return (size_t)s->layout->chunk[k] * sizeof(float);
+    RtQuantizer r = {.bits = q->bits, .bucket = q->bucket};
+    return rt_quant_encoded_size(&r, DT_F32, s->layout->chunk[k]);
+}
+
+/* Bytes of the encoding of n elements with setting q, or of their raw
+ * values when q is off. */
+static size_t encoded_bytes(const QuantSetting *q, int64_t n)
+{
+    if (!q->on)
+        return (size_t)n * sizeof(float);
+    RtQuantizer r = {.bits = q->bits, .bucket = q->bucket};
+    return rt_quant_encoded_size(&r, DT_F32, n);
+}
+
+/* The sizes and offsets of the shards of parameter k encoded with q, one
+ * per process, in sizes[] and offsets[] (procs entries each). */
+static void shard_sizes(const Shards *s, const QuantSetting *q, int k, size_t *sizes,
+                        size_t *offsets)
+{
+    size_t at = 0;
+    for (int r = 0; r < s->procs; r++) {
+        sizes[r] = encoded_bytes(q, valid_len(s->layout, k, r));
+        offsets[r] = at;
+        at += sizes[r];
+    }
+}
+
+/* Encodes (or copies) n elements of x, global indices from `first`. */
+static void encode_block(const RtQuantizer *q, bool on, int64_t first, int64_t n,
+                         const float *x, uint8_t *out)
+{
+    if (on)
+        rt_quant_encode(q, DT_F32, first, n, x, out);
+    else
+        memcpy(out, x, (size_t)n * sizeof(float));
+}
+
+static void decode_block(const RtQuantizer *q, bool on, int64_t n, const uint8_t *in, float *y)
+{
+    if (on)
+        rt_quant_decode(q, DT_F32, n, in, y);
+    else
+        memcpy(y, in, (size_t)n * sizeof(float));
+}
+
+/* Replaces the own shard of parameter k by its quantized value and keeps
+ * the encoding for the next all-gather (the QSDP iterate). */
+static void quantize_own_shard(Shards *s, int k, QsdpKind kind, uint32_t step)
+{
+    const QuantSetting *w = s->sc->weights;
+    RtQuantizer q = quantizer_for(s, w, k, kind, 0, step);
+    float *shard = rt_var_data(s->vars, s->layout->shard_vars[k]);
+    int64_t len = valid_len(s->layout, k, s->own);
+    int64_t first = (int64_t)s->own * s->layout->chunk[k];
+    rt_quant_encode(&q, DT_F32, first, len, shard, s->iterate_codes[k]);
+    rt_quant_decode(&q, DT_F32, len, s->iterate_codes[k], shard);
+}
+
+/* All-gathers the shards of parameter k into its full copy, quantized
+ * with the weight setting unless `raw`. */
+static void gather_weights(Shards *s, int k, bool raw, uint32_t step)
+{
+    const QuantSetting *w = s->sc->weights;
+    bool on = w->on && !raw;
+    QuantSetting off = {0};
+    shard_sizes(s, on ? w : &off, k, s->sizes, s->offsets);
+    RtQuantizer q = on ? quantizer_for(s, w, k, QSDP_WEIGHTS, 0, step) : (RtQuantizer){0};
+    const float *shard = rt_var_data(s->vars, s->layout->shard_vars[k]);
+    int64_t first = (int64_t)s->own * s->layout->chunk[k];
+    if (on && w->iterate)
+        memcpy(s->send, s->iterate_codes[k], s->sizes[s->own]);
+    else
+        encode_block(&q, on, first, valid_len(s->layout, k, s->own), shard, s->send);
+
+    rt_comm_allgatherv(s->sc->comm, s->send, s->recv, s->sizes, s->offsets);
+    float *full = rt_var_data(s->vars, s->layout->params[k]);
+    for (int r = 0; r < s->procs; r++)
+        decode_block(&q, on, valid_len(s->layout, k, r), s->recv + s->offsets[r],
+                     full + (int64_t)r * s->layout->chunk[k]);
+}
+
+/* Sends the slice of rank `rank`'s gradient of parameter k that each
+ * process owns to that process, and receives the slices of the own shard
+ * in rank order into s->recv: one from every process under MPI, or only
+ * this one's when it simulates the ranks. Sets s->sizes and s->offsets
+ * to the received blocks. */
+static void exchange_gradient(Shards *s, int k, const float *grad, int rank, uint32_t step)
+{
+    const QuantSetting *g = s->sc->gradients;
+    RtQuantizer q = g->on ? quantizer_for(s, g, k, QSDP_GRADIENTS, rank, step) : (RtQuantizer){0};
+    size_t *send_sizes = s->sizes + s->procs, *send_offsets = s->offsets + s->procs;
+    shard_sizes(s, g, k, send_sizes, send_offsets);
+    for (int j = 0; j < s->procs; j++) {
+        int64_t first = (int64_t)j * s->layout->chunk[k];
+        encode_block(&q, g->on, first, valid_len(s->layout, k, j), grad + first,
+                     s->send + send_offsets[j]);
+    }
+    size_t own = send_sizes[s->own];
+    for (int r = 0; r < s->procs; r++) {
+        s->sizes[r] = own;
+        s->offsets[r] = (size_t)r * own;
+    }
+    rt_comm_alltoallv(s->sc->comm, s->send, send_sizes, send_offsets, s->recv, s->sizes,
+                      s->offsets);
+}
+
+/* acc += weight * decode(block), over the own shard's elements. The
+ * decoder needs only bits and bucket, which every rank shares. */
+static void accumulate_gradient(Shards *s, int k, const uint8_t *block, float weight,
+                                float *acc)
+{
+    const QuantSetting *g = s->sc->gradients;
+    RtQuantizer q = {.bits = g->bits, .bucket = g->bucket};
+    int64_t len = valid_len(s->layout, k, s->own);
+    decode_block(&q, g->on, len, block, s->decoded);
+    for (int64_t i = 0; i < len; i++)
+        acc[i] = acc[i] + weight * s->decoded[i];
+}
+
+/* ---- traffic ----------------------------------------------------------------- */
+
+/* Adds what all ranks send in one collective over a parameter of numel
+ * elements in an R-rank run: every shard goes to the R - 1 other ranks,
+ * in the all-gather from its owner and in the all-to-all to its owner. */
+static void count_collective(ShardTraffic *t, bool gradients, const QuantSetting *q,
+                             int64_t numel, int64_t chunk, int ranks)
+{
+    double payload = 0, meta = 0;
+    for (int r = 0; r < ranks; r++) {
+        int64_t first = (int64_t)r * chunk;
+        int64_t len = first >= numel ? 0 : numel - first < chunk ? numel - first : chunk;
+        payload += q->on ? (double)((len * q->bits + 7) / 8) : (double)len * sizeof(float);
+        meta += q->on ? (double)((len + q->bucket - 1) / q->bucket) * 2 * sizeof(float) : 0;
+    }
+    double copies = ranks - 1;
+    if (gradients)
+        t->gradients += copies * payload;
+    else
+        t->weights += copies * payload;
+    t->metadata += copies * meta;
+}
+
+/* The traffic of one training step and of one evaluation gather, with
+ * the shards an MPI run of sc->ranks ranks would have. */
+static void step_traffic(const ShardConfig *sc, const QsdpShards *l, ShardTraffic *step,
+                         ShardTraffic *eval)
+{
+    memset(step, 0, sizeof *step);
+    memset(eval, 0, sizeof *eval);
+    QuantSetting raw = {0};
+    int64_t align = qsdp_alignment(sc->weights, sc->gradients);
+    for (int k = 0; k < l->nparams; k++) {
+        int64_t chunk = qsdp_chunk(l->numel[k], sc->ranks, align);
+        count_collective(step, false, sc->weights, l->numel[k], chunk, sc->ranks);
+        count_collective(step, true, sc->gradients, l->numel[k], chunk, sc->ranks);
+        count_collective(eval, false, &raw, l->numel[k], chunk, sc->ranks);
+    }
+    /* Each rank's loss and correct count, as two doubles to every other rank. */
+    step->metadata += (double)sc->ranks * (sc->ranks - 1) * 2 * sizeof(double);
+}
+
+static void add_traffic(ShardTraffic *to, const ShardTraffic *t)
+{
+    to->weights += t->weights;
+    to->gradients += t->gradients;
+    to->metadata += t->metadata;
+}
+
+/* ---- the loop ------------------------------------------------------------------ */
+
+int shard_check_run(const ExperimentSpec *spec, int64_t batch, int64_t train_count, int ranks)
+{
+    if (spec->clip > 0) {
+        fprintf(stderr, "bocbc: error: experiment %s: sharded training does not support "
+                "'clip' yet, because the global gradient norm would need its own "
+                "all-reduce; remove 'clip' or train without --ranks and mpirun\n",
+                spec->name);
+        return 2;
+    }
+    char *why = shard_check_data(batch, train_count, ranks);
+    if (why) {
+        fprintf(stderr, "bocbc: error: experiment %s: %s\n", spec->name, why);
+        free(why);
+        return 2;
+    }
+    return 0;
+}
+
+char *shard_check_data(int64_t batch, int64_t train_count, int ranks)
+{
+    int64_t last = train_count % batch;
+    if (batch >= ranks && train_count >= ranks && (last == 0 || last >= ranks))
+        return NULL;
+    return xasprintf("%d ranks need at least one sample each in every step, but the "
+                     "training split has %lld samples in batches of %lld (the last one "
+                     "%lld); use batch and train_size of at least %d, and a train_size "
+                     "whose last batch has at least %d samples", ranks,
+                     (long long)train_count, (long long)batch,
+                     (long long)(last ? last : batch), ranks, ranks);
+}
+
+/* The part of a global batch of n samples that rank r trains on. */
+static void rank_part(int64_t n, int ranks, int r, int64_t *first, int64_t *len)
+{
+    int64_t base = n / ranks, extra = n % ranks;
+    *first = r * base + (r < extra ? r : extra);
+    *len = base + (r < extra);
+}
+
+/* Loads samples indices[0..n) into the training graph's inputs and runs
+ * forward and backward. */
+static void run_gradient(CellRunner *runner, const DataSplits *data, const int64_t *indices,
+                         int64_t n, uint32_t step, double *loss, double *correct)
+{
+    RtRunner *r = &runner->runner;
+    float *x = r->input(r->self, true, "x");
+    int32_t *labels = r->input(r->self, true, "labels");
+    data_gather(data, &data->train, indices, n, x, labels);
+    *(float *)r->input(r->self, true, "step") = (float)step;
+    r->run(r->self, true, n);
+    *loss = *(const float *)r->output(r->self, true, "loss");
+    *correct = (double)rt_count_correct(DT_F32, r->output(r->self, true, "logits"), labels, n,
+                                        data->train.num_classes);
+}
+
+/* One training step on the global batch indices[0..n): returns the
+ * global mean loss and the correct count. */
+static void train_step(Shards *s, UpdateExec *u, const DataSplits *data,
+                       const int64_t *indices, int64_t n, uint32_t step, double lr,
+                       double *loss, double *correct)
+{
+    const QsdpShards *l = s->layout;
+    const QuantSetting *w = s->sc->weights;
+    if (w->on && w->iterate && step == 1)
+        for (int k = 0; k < l->nparams; k++)
+            quantize_own_shard(s, k, QSDP_WEIGHTS, step);
+    for (int k = 0; k < l->nparams; k++)
+        gather_weights(s, k, false, step);
+
+    float **acc = xcalloc((size_t)l->nparams + 1, sizeof *acc);
+    for (int k = 0; k < l->nparams; k++) {
+        acc[k] = update_input(u, s->grad_names[k]);
+        memset(acc[k], 0, (size_t)l->chunk[k] * sizeof(float));
+    }
+    double *metrics = xcalloc((size_t)s->ranks * 2 + 2, sizeof(double));
+    int simulated = s->procs == 1 ? s->ranks : 1;
+    for (int v = 0; v < simulated; v++) {
+        int rank = s->procs == 1 ? v : s->own;
+        int64_t first, len;
+        rank_part(n, s->ranks, rank, &first, &len);
+        double part[2];
+        run_gradient(s->runner, data, indices + first, len, step, &part[0], &part[1]);
+        rt_comm_allgather(s->sc->comm, part, sizeof part, metrics + 2 * v);
+        for (int k = 0; k < l->nparams; k++) {
+            const float *grad = s->runner->runner.output(s->runner->runner.self, true,
+                                                         s->grad_names[k]);
+            exchange_gradient(s, k, grad, rank, step);
+            for (int r = 0; r < s->procs; r++) {
+                int from = s->procs == 1 ? v : r;
+                int64_t f, from_len;
+                rank_part(n, s->ranks, from, &f, &from_len);
+                float weight = (float)((double)from_len / (double)n);
+                accumulate_gradient(s, k, s->recv + s->offsets[r], weight, acc[k]);
+            }
+        }
+    }
+    *loss = 0;
+    *correct = 0;
+    for (int r = 0; r < s->ranks; r++) {
+        int64_t f, len;
+        rank_part(n, s->ranks, r, &f, &len);
+        *loss += (double)len / (double)n * metrics[2 * r];
+        *correct += metrics[2 * r + 1];
+    }
+    free(metrics);
+    free(acc);
+
+    *(float *)update_input(u, "lr") = (float)lr;
+    *(float *)update_input(u, "step") = (float)step;
+    update_run(u);
+    if (w->on && w->iterate)
+        for (int k = 0; k < l->nparams; k++)
+            quantize_own_shard(s, k, QSDP_ITERATE, step);
+}
+
+/* Evaluates on rank 0 with the full-precision weights, and gives every
+ * rank the result. */
+static void evaluate(Shards *s, const RtTrainConfig *cfg, const DataSplits *data,
+                     double *loss, double *accuracy)
+{
+    for (int k = 0; k < s->layout->nparams; k++)
+        gather_weights(s, k, true, 0);
+    double result[2] = {0, 0};
+    if (s->sc->comm->rank == 0)
+        rt_evaluate(&s->runner->runner, data, &data->test, cfg->eval_batch, &result[0],
+                    &result[1]);
+    rt_comm_broadcast(s->sc->comm, result, 2);
+    *loss = result[0];
+    *accuracy = result[1];
+}
+
+static void shards_init(Shards *s, ShardConfig *sc, CellRunner *runner)
+{
+    memset(s, 0, sizeof *s);
+    s->sc = sc;
+    s->layout = runner->cell->shards;
+    s->runner = runner;
+    s->vars = &runner->vars;
+    s->procs = sc->comm->size;
+    s->own = sc->comm->rank;
+    s->ranks = sc->ranks;
+    const QsdpShards *l = s->layout;
+    BOCB_ASSERT(l->count == s->procs && l->index == s->own);
+
+    size_t largest = 16;
+    int64_t largest_chunk = 1;
+    s->iterate_codes = xcalloc((size_t)l->nparams + 1, sizeof(uint8_t *));
+    s->grad_names = xcalloc((size_t)l->nparams + 1, sizeof(char *));
+    QuantSetting raw = {0};
+    for (int k = 0; k < l->nparams; k++) {
+        size_t most = block_bytes(s, &raw, k);
+        size_t w = block_bytes(s, sc->weights, k), g = block_bytes(s, sc->gradients, k);
+        most = w > most ? w : most;
+        most = g > most ? g : most;
+        largest = most > largest ? most : largest;
+        largest_chunk = l->chunk[k] > largest_chunk ? l->chunk[k] : largest_chunk;
+        if (sc->weights->iterate)
+            s->iterate_codes[k] = xcalloc(w, 1);
+        s->grad_names[k] = xasprintf("grad.%d", k);
+
+        /* The full copy starts from the seed like on every rank; the own
+         * shard is a slice of it, padded with zeros. */
+        const float *full = rt_var_data(s->vars, l->params[k]);
+        float *shard = rt_var_data(s->vars, l->shard_vars[k]);
+        memset(shard, 0, (size_t)l->chunk[k] * sizeof(float));
+        memcpy(shard, full + (int64_t)s->own * l->chunk[k],
+               (size_t)valid_len(l, k, s->own) * sizeof(float));
+    }
+    s->sizes = xcalloc(2 * (size_t)s->procs, sizeof(size_t));
+    s->offsets = xcalloc(2 * (size_t)s->procs, sizeof(size_t));
+    s->send = xmalloc(size_mul(largest, (size_t)s->procs));
+    s->recv = xmalloc(size_mul(largest, (size_t)s->procs));
+    s->decoded = xmalloc(size_mul((size_t)largest_chunk, sizeof(float)));
+}
+
+static void shards_free(Shards *s)
+{
+    for (int k = 0; k < s->layout->nparams; k++) {
+        free(s->iterate_codes[k]);
+        free(s->grad_names[k]);
+    }
+    free(s->iterate_codes);
+    free(s->grad_names);
+    free(s->sizes);
+    free(s->offsets);
+    free(s->send);
+    free(s->recv);
+    free(s->decoded);
+}
+
+static void log_line(const RtTrainConfig *cfg, const RtComm *comm, const char *fmt, ...)
+    BOCB_PRINTF(3, 4);
+
+static void log_line(const RtTrainConfig *cfg, const RtComm *comm, const char *fmt, ...)
+{
+    if (!cfg->log || comm->rank != 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(cfg->log, fmt, ap);
+    va_end(ap);
+    fflush(cfg->log);
+}
+
+bool shard_train(ShardConfig *sc, CellRunner *runner, Jit *jit, const RtTrainConfig *cfg,
+                 const DataSplits *data, RtTrainResult *result, char **error)
+{
+    const Dataset *train = &data->train;
+    memset(result, 0, sizeof *result);
+    BOCB_ASSERT(runner->runner.dtype == DT_F32 && !cfg->clip);
+    BOCB_ASSERT(!shard_check_data(cfg->batch, train->count, sc->ranks));
+    UpdateExec u;
+    if (!update_create(&u, runner, jit, error))
+        return false;
+    Shards s;
+    shards_init(&s, sc, runner);
+    ShardTraffic step_bytes, eval_bytes;
+    step_traffic(sc, s.layout, &step_bytes, &eval_bytes);
+    sc->per_step = step_bytes;
+    memset(&sc->per_run, 0, sizeof sc->per_run);
+
+    int64_t steps_per_epoch = (train->count + cfg->batch - 1) / cfg->batch;
+    int64_t total_steps = steps_per_epoch * cfg->epochs;
+    if (cfg->max_steps && cfg->max_steps < total_steps)
+        total_steps = cfg->max_steps;
+    result->epochs = xcalloc((size_t)cfg->epochs + 1, sizeof(RtEpochResult));
+    result->step_losses = xcalloc((size_t)total_steps + 1, sizeof(float));
+    result->step_lrs = xcalloc((size_t)total_steps + 1, sizeof(double));
+    int64_t *perm = xmalloc(size_mul((size_t)train->count, sizeof(int64_t)));
+    int64_t step = 0;
+
+    for (int64_t epoch = 1; epoch <= cfg->epochs && step < total_steps; epoch++) {
+        philox_permutation(philox_key(cfg->seed, SHUFFLE_STREAM + (uint32_t)epoch), perm,
+                           train->count);
+        double start = now_seconds(), loss_sum = 0, correct = 0, log_start = start;
+        int64_t seen = 0, epoch_steps = 0, log_steps = 0;
+        double lr = cfg->lr;
+        for (int64_t b = 0; b < steps_per_epoch && step < total_steps; b++) {
+            int64_t first = b * cfg->batch;
+            int64_t n = train->count - first < cfg->batch ? train->count - first : cfg->batch;
+            if (cfg->schedule)
+                lr = rt_schedule_lr(cfg->schedule, step + 1, steps_per_epoch, total_steps);
+            double loss, c;
+            train_step(&s, &u, data, perm + first, n, (uint32_t)(step + 1), lr, &loss, &c);
+            add_traffic(&sc->per_run, &step_bytes);
+            result->step_lrs[step] = lr;
+            result->step_losses[step++] = (float)loss;
+            result->nsteps = step;
+            if (!isfinite(loss)) {
+                result->diverged = true;
+                result->diverged_step = step;
+                snprintf(result->diverged_reason, sizeof result->diverged_reason,
+                         "the training loss is %g", loss);
+                break;
+            }
+            loss_sum += loss;
+            correct += c;
+            seen += n;
+            epoch_steps++;
+            log_steps++;
+            bool last = b + 1 == steps_per_epoch || step == total_steps;
+            if (log_steps == cfg->log_every || last) {
+                double now = now_seconds();
+                log_line(cfg, sc->comm, "%s  epoch %lld/%lld  step %lld/%lld  loss %.4f  "
+                         "%.2f ms/step  %d ranks\n", cfg->label, (long long)epoch,
+                         (long long)cfg->epochs, (long long)(b + 1),
+                         (long long)steps_per_epoch, loss,
+                         1e3 * (now - log_start) / (double)log_steps, sc->ranks);
+                log_start = now;
+                log_steps = 0;
+            }
+        }
+        RtEpochResult *er = &result->epochs[result->nepochs++];
+        er->epoch = epoch;
+        er->steps = step;
+        er->seconds = now_seconds() - start;
+        er->train_loss = epoch_steps ? loss_sum / (double)epoch_steps : NAN;
+        er->train_accuracy = seen ? correct / (double)seen : NAN;
+        er->test_loss = er->test_accuracy = NAN;
+        if (result->diverged)
+            break;
+        evaluate(&s, cfg, data, &er->test_loss, &er->test_accuracy);
+        add_traffic(&sc->per_run, &eval_bytes);
+        if (!isfinite(er->test_loss)) {
+            result->diverged = true;
+            result->diverged_step = step;
+            snprintf(result->diverged_reason, sizeof result->diverged_reason,
+                     "the test loss is %g after epoch %lld", er->test_loss, (long long)epoch);
+            break;
+        }
+        log_line(cfg, sc->comm, "%s  epoch %lld: train loss %.4f, train acc %.2f%%, test loss "
+                 "%.4f, test acc %.2f%%, %.1f s\n", cfg->label, (long long)epoch,
+                 er->train_loss, 100 * er->train_accuracy, er->test_loss,
+                 100 * er->test_accuracy, er->seconds);
+    }
+    if (result->diverged)
+        log_line(cfg, sc->comm, "%s  diverged at step %lld: %s; this cell stops here\n",
+                 cfg->label, (long long)result->diverged_step, result->diverged_reason);
+    free(perm);
+    shards_free(&s);
+    update_destroy(&u);
+    return true;
+}
+
+/* ---- driving one cell and reports --------------------------------------------- */
+
+static double traffic_total(const ShardTraffic *t)
+{
+    return t->weights + t->gradients + t->metadata;
+}
+
+int shard_run_cell(const RtComm *comm, int ranks, const ExperimentSpec *spec,
+                   CellRunner *runner, Jit *jit, const RtTrainConfig *cfg,
+                   const DataSplits *data, RtTrainResult *result, ShardRecord *record)
+{
+    memset(result, 0, sizeof *result);
+    ShardConfig sc = {
+        .comm = comm,
+        .ranks = ranks,
+        .weights = &spec->quantize_weights,
+        .gradients = &spec->quantize_gradients,
+    };
+    char *error = NULL;
+    if (!shard_train(&sc, runner, jit, cfg, data, result, &error)) {
+        fprintf(stderr, "bocbc: error: %s: %s\n", cfg->label, error);
+        free(error);
+        return 3;
+    }
+    QuantSetting off = {0};
+    ShardConfig fp32 = {.ranks = ranks, .weights = &off, .gradients = &off};
+    ShardTraffic fp32_step, fp32_eval;
+    step_traffic(&fp32, runner->cell->shards, &fp32_step, &fp32_eval);
+
+    record->ranks = ranks;
+    record->per_step = sc.per_step;
+    record->per_run = sc.per_run;
+    record->fp32_per_step = traffic_total(&fp32_step);
+    record->steps = result->nsteps;
+    for (int e = 0; e < result->nepochs; e++)
+        record->train_seconds += result->epochs[e].seconds;
+    if (cfg->log && comm->rank == 0)
+        fprintf(cfg->log, "%s  sent per step by all ranks: weights %.0f B, gradients %.0f B, "
+                "metadata %.0f B; %.4f of fp32 (%.0f B); %.0f B in the run\n", cfg->label,
+                sc.per_step.weights, sc.per_step.gradients, sc.per_step.metadata,
+                record->fp32_per_step > 0 ? traffic_total(&sc.per_step) / record->fp32_per_step
+                                          : 1.0,
+                record->fp32_per_step, traffic_total(&sc.per_run));
+    return 0;
+}
+
+/* Writes text as a quoted CSV field, with quotes doubled. */
+static void write_csv_field(FILE *f, const char *text)
+{
+    fputc('"', f);
+    for (const char *c = text; *c; c++) {
+        if (*c == '"')
+            fputc('"', f);
+        fputc(*c, f);
+    }
+    fputc('"', f);
+}
+
+bool shard_write_report(const char *dir, const char *experiment, const ShardRecord *records,
+                        int n)
+{
+    char *path = xasprintf("%s/communication.csv", dir);
+    char *tmp = xasprintf("%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    bool ok = f != NULL;
+    if (ok) {
+        fputs("experiment,model,optimizer,seed,ranks,steps,weights_bytes_per_step,"
+              "gradients_bytes_per_step,metadata_bytes_per_step,bytes_per_step,"
+              "fp32_bytes_per_step,bytes_in_run,ms_per_step\n", f);
+        for (int i = 0; i < n; i++) {
+            const ShardRecord *r = &records[i];
+            write_csv_field(f, experiment);
+            fputc(',', f);
+            write_csv_field(f, r->model);
+            fputc(',', f);
+            write_csv_field(f, r->optimizer);
+            fprintf(f, ",%llu,%d,%lld,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.3f\n",
+                    (unsigned long long)r->seed, r->ranks,
+                    (long long)r->steps, r->per_step.weights, r->per_step.gradients,
+                    r->per_step.metadata, traffic_total(&r->per_step), r->fp32_per_step,
+                    traffic_total(&r->per_run),
+                    r->steps ? 1e3 * r->train_seconds / (double)r->steps : 0.0);
+        }
+        ok = fflush(f) == 0 && !ferror(f);
+        ok &= fclose(f) == 0;
+        ok = ok && rename(tmp, path) == 0;
+    }
+    if (!ok) {
+        fprintf(stderr, "bocbc: error: cannot write %s\n", path);
+        remove(tmp);
+    }
+    free(path);
+    free(tmp);
+    return ok;
+}

@@ -1,0 +1,95 @@
+/* shard.h - sharded data-parallel training (QSDP) over MPI.
+ *
+ * Every rank owns one shard of every parameter and the optimizer state of
+ * that shard (qsdp.h gives the layout). A step:
+ *
+ *   1. all-gather: each rank sends its shards, encoded with the weight
+ *      quantizer when one is set, and decodes everyone's into its full
+ *      copy of the weights;
+ *   2. each rank runs forward and backward on its part of the global
+ *      batch (contiguous parts, sizes differing by at most one);
+ *   3. reduce-scatter as an all-to-all: each rank encodes the slice of
+ *      its gradient that rank j owns and sends it to j; j decodes the
+ *      slices and sums them in rank order, each weighted by its rank's
+ *      share of the batch, so codes with different scales are never
+ *      added and the sum does not depend on MPI's reduction order;
+ *   4. each rank applies the optimizer to its shards (the update graph).
+ *
+ * One process can also simulate `ranks` ranks: the gradient of every
+ * simulated rank is computed in turn and goes through the same encoding
+ * and the same weighted sum, and the process owns the whole of every
+ * parameter. The update is elementwise, so it gives the same values on
+ * one shard as on many; the simulation therefore equals an MPI run with
+ * that many ranks bit for bit.
+ *
+ * Each shard travels at its encoded size (MPI_Allgatherv and
+ * MPI_Alltoallv), so no padding is sent. Bytes are counted over all
+ * ranks: in an all-gather or an all-to-all over R ranks every shard goes
+ * to the R - 1 other ranks.
+ */
+#ifndef BOCB_SHARD_H
+#define BOCB_SHARD_H
+
+#include "../runtime/comm.h"
+#include "run.h"
+
+/* Bytes that all ranks send together, by kind. */
+typedef struct ShardTraffic {
+    double weights;   /* codes (or raw values) of the weight all-gather */
+    double gradients; /* codes (or raw values) of the gradient all-to-all */
+    double metadata;  /* bucket bases and scales, and each step's loss and
+                         correct count */
+} ShardTraffic;
+
+/* The communication of one sharded run, for reports. */
+typedef struct ShardRecord {
+    const char *model, *optimizer; /* labels */
+    uint64_t seed;
+    int ranks;
+    ShardTraffic per_step, per_run;
+    double fp32_per_step; /* all kinds, with neither setting on */
+    int64_t steps;
+    double train_seconds; /* of every epoch, evaluation excluded */
+} ShardRecord;
+
+typedef struct ShardConfig {
+    const RtComm *comm;
+    int ranks;        /* ranks in all: comm->size, or simulated ones when comm->size == 1 */
+    const QuantSetting *weights, *gradients;
+    ShardTraffic per_step; /* out: of one training step */
+    ShardTraffic per_run;  /* out: every training step and evaluation gather */
+} ShardConfig;
+
+/* Returns NULL when every step of a run in batches of `batch` gives each
+ * of `ranks` ranks at least one sample, else a message (malloc'd) saying
+ * why not. */
+char *shard_check_data(int64_t batch, int64_t train_count, int ranks);
+/* Checks that spec's cells can train sharded over `ranks` ranks: no
+ * gradient clipping, and enough data per step (shard_check_data). Prints
+ * the error and returns 2 when they cannot, else returns 0. */
+int shard_check_run(const ExperimentSpec *spec, int64_t batch, int64_t train_count, int ranks);
+
+/* Trains a cell compiled with CellOptions.shards (cell->update set) like
+ * rt_train, from the runner's current variables: the caller has reset
+ * them with the run's seed, the same on every rank. Only rank 0 logs.
+ * Evaluation after each epoch runs on rank 0 with the full-precision
+ * weights. Returns false and sets *error (malloc'd) when the update graph
+ * cannot be compiled. */
+bool shard_train(ShardConfig *sc, CellRunner *runner, Jit *jit, const RtTrainConfig *cfg,
+                 const DataSplits *data, RtTrainResult *result, char **error);
+
+/* Runs one cell sharded (shard_train), which shard_check_run accepted,
+ * and fills *record. Rank 0 prints the bytes sent per step.
+ * Returns an exit status (0, or 3 when the update cannot be compiled). */
+int shard_run_cell(const RtComm *comm, int ranks, const ExperimentSpec *spec,
+                   CellRunner *runner, Jit *jit, const RtTrainConfig *cfg,
+                   const DataSplits *data, RtTrainResult *result, ShardRecord *record);
+
+/* Writes communication.csv into dir: one row per record, with the bytes
+ * all ranks send per step by kind, what fp32 would send, the bytes of the
+ * whole run and the milliseconds per step. Returns false after
+ * printing an error. */
+bool shard_write_report(const char *dir, const char *experiment, const ShardRecord *records,
+                        int n);
+
+#endif
