@@ -81,4 +81,8 @@ int driver_main(const Options *opts);
  * NULL. */
 char *driver_find_stdlib(void);
 
+/* Returns the directory of the running executable (malloc'd), or NULL
+ * when /proc/self/exe cannot be read. */
+char *driver_executable_dir(void);
+
 #endif
