@@ -18,6 +18,9 @@
 # the training loop's own clock (evaluation and compilation excluded),
 # each the best of REPEATS runs.
 #
+# After the front end, bench/compile_times.py times the JIT compilation
+# of the quickstart with an empty and with a full kernel cache.
+#
 # Then it times the direct depthwise convolution kernels beside the
 # im2col + GEMM path on the same shapes (bench/depthwise.c), as a ratio.
 # Next it times the fused AdamW update against a triad
@@ -85,6 +88,10 @@ PY
 if [ "${FRONTEND_ONLY:-0}" = 1 ]; then
     exit 0
 fi
+
+# JIT compile time of the quickstart with an empty and a full kernel
+# cache, and the time of `bocbc -c` (bench/compile_times.py).
+python3 bench/compile_times.py "$BOCBC" --repeats "$REPEATS"
 
 echo "bocb bench: batch 128, best of $REPEATS runs, $(nproc) cores, OpenBLAS threads: ${THREADS:-default}"
 printf '%-5s %-9s %10s %10s %9s %14s %9s\n' model optimizer "JIT ms" "images/s" "GFLOP/s" "interp ms" speed-up

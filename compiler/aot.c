@@ -30,6 +30,7 @@
 
 #include "../runtime/base.h"
 #include "codegen.h"
+#include "driver.h"
 #include "kcache.h"
 
 extern char **environ;
@@ -46,22 +47,17 @@ static bool is_file(const char *path)
  * ../lib (an installed tree), malloc'd, or NULL. */
 static char *find_runtime_library(void)
 {
-    char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return NULL;
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (!slash)
-        return NULL;
-    *slash = '\0';
+    char *exe = driver_executable_dir();
     static const char *const candidates[] = {"%s/libbocb-aot.a", "%s/../lib/libbocb-aot.a"};
-    for (size_t i = 0; i < BOCB_ARRAY_LEN(candidates); i++) {
+    for (size_t i = 0; exe && i < BOCB_ARRAY_LEN(candidates); i++) {
         char *path = xasprintf(candidates[i], exe);
-        if (is_file(path))
+        if (is_file(path)) {
+            free(exe);
             return path;
+        }
         free(path);
     }
+    free(exe);
     return NULL;
 }
 

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "../runtime/base.h"
+#include "../runtime/cpu.h"
 #include "../runtime/report.h"
 
 /* Defined by the object file that aot.c writes. */
@@ -35,6 +36,7 @@ extern const int bocb_aot_arg_count;
 extern const char *const bocb_aot_args[];
 extern const char *const bocb_aot_main_file;
 extern const char *const bocb_aot_stdlib_dir;
+extern const char *const bocb_aot_target;
 
 /* main.c's main, compiled under this name into libbocb-aot.a. */
 int bocbc_main(int argc, char **argv);
@@ -71,6 +73,13 @@ static int remove_entry(const char *path, const struct stat *st, int type, struc
 
 int main(int argc, char **argv)
 {
+    const char *missing = NULL;
+    if (!rt_cpu_runs_target(bocb_aot_target, &missing)) {
+        fprintf(stderr, "error: this executable's kernels need the CPU feature '%s', "
+                "which this CPU lacks (they were compiled for %s); compile the program "
+                "again with bocbc -c --target-cpu=x86-64-v2\n", missing, bocb_aot_target);
+        return EXIT_RUNTIME;
+    }
     const char *tmp = getenv("TMPDIR");
     char *root = xasprintf("%s/bocb-aot-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
     if (!mkdtemp(root)) {

@@ -15,6 +15,7 @@
 
 #include "../runtime/data.h"
 #include "../runtime/ops.h"
+#include "../runtime/parallel.h"
 #include "../runtime/report.h"
 #include "aot.h"
 #include "shard.h"
@@ -27,11 +28,8 @@ static bool is_dir(const char *path)
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-char *driver_find_stdlib(void)
+char *driver_executable_dir(void)
 {
-    const char *env = getenv("BOCB_STDLIB");
-    if (env && *env)
-        return xstrdup(env);
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n <= 0)
@@ -40,15 +38,28 @@ char *driver_find_stdlib(void)
     char *slash = strrchr(exe, '/');
     if (!slash)
         return NULL;
-    *slash = '\0';
+    return xstrndup(exe, (size_t)(slash - exe));
+}
+
+char *driver_find_stdlib(void)
+{
+    const char *env = getenv("BOCB_STDLIB");
+    if (env && *env)
+        return xstrdup(env);
+    char *exe = driver_executable_dir();
+    if (!exe)
+        return NULL;
     static const char *const candidates[] = {"%s/../stdlib", "%s/../share/bocb/stdlib"};
     for (size_t i = 0; i < BOCB_ARRAY_LEN(candidates); i++) {
         char *path = xasprintf(candidates[i], exe);
         char *real = is_dir(path) ? realpath(path, NULL) : NULL;
         free(path);
-        if (real)
+        if (real) {
+            free(exe);
             return real;
+        }
     }
+    free(exe);
     return NULL;
 }
 
@@ -414,6 +425,32 @@ static size_t proc_status_bytes(const char *key)
     return kb * 1024;
 }
 
+/* Resets the process's peak resident set size (VmHWM) to its current
+ * size, as Linux 4.0 and later allow, and returns that size in bytes, or
+ * 0 when the peak cannot be reset. */
+static size_t reset_peak_rss(void)
+{
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f)
+        return 0;
+    bool ok = fputs("5", f) >= 0;
+    ok &= fclose(f) == 0;
+    return ok ? proc_status_bytes("VmRSS:") : 0;
+}
+
+/* Prints how far the resident set grew while a cell was created and
+ * trained, beside the memory planned for it (--stats). */
+static void print_memory_growth(const Cell *c, size_t rss_before, size_t planned)
+{
+    size_t peak = proc_status_bytes("VmHWM:");
+    if (rss_before == 0 || peak == 0)
+        return;
+    double growth = peak > rss_before ? (double)(peak - rss_before) : 0.0;
+    printf("stats %s / %s: resident memory grew by %.2f MiB at its peak; "
+           "%.2f MiB were planned\n", c->model->label, c->optimizer->label,
+           growth / 1048576.0, (double)planned / 1048576.0);
+}
+
 /* Reads a cgroup v2 memory file of this process's cgroup, or SIZE_MAX. */
 static size_t cgroup_memory(const char *file)
 {
@@ -529,6 +566,7 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
         for (int s = 0; s < spec->nseeds && status == 0; s++) {
             CellRunner runner;
             CellStats stats;
+            size_t rss_before = opts->stats ? reset_peak_rss() : 0;
             if (!cell_runner_create(&runner, &cell->compiled, opts->backend, jit, batch,
                                     eval_batch, available_memory(), &stats, &error)) {
                 fprintf(stderr, "bocbc: error: %s / %s: %s\n", cell->model->label,
@@ -569,6 +607,8 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
             } else {
                 rt_train(&cfg, &runner.runner, splits, &r->result);
             }
+            if (opts->stats)
+                print_memory_growth(cell, rss_before, stats.planned_bytes);
             if (status == 0 && spec->nanalyses > 0) {
                 AnalyzeContext analysis = {
                     .cell = &cell->compiled, .store = &runner.vars, .backend = opts->backend,
@@ -1000,8 +1040,9 @@ int driver_main(const Options *opts)
         ast_print(stdout, program->main);
         goto done;
     }
-    if (opts->threads > 0)
-        rt_set_blas_threads(opts->threads);
+    /* Fused kernels and OpenBLAS get the same thread count and take
+     * turns, so the cores are never oversubscribed. */
+    rt_parallel_set_threads(opts->threads);
 
     /* Errors in declarations do not stop the experiments from being
      * checked; run_experiments trains nothing once any error exists. */

@@ -93,4 +93,8 @@ bool driver_color_enabled(ColorMode mode);
  * NULL. */
 char *driver_find_stdlib(void);
 
+/* Returns the directory of the running executable (malloc'd), or NULL
+ * when /proc/self/exe cannot be read. */
+char *driver_executable_dir(void);
+
 #endif

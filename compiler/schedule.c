@@ -934,6 +934,26 @@ static int emit(KBuild *b, int root)
     return b->memo[root];
 }
 
+/* Returns the iterations of the loops inside the outermost one, counting
+ * a batch-sized extent as 1. */
+static int64_t kernel_inner_points(const Kernel *k)
+{
+    int64_t points = 1;
+    for (int d = 1; d < k->rank; d++)
+        points *= k->extents[d].value;
+    return points;
+}
+
+/* Returns whether the kernel keeps a running sum (K_ACCUM), whose order
+ * a split of the outer loop would change. */
+static bool kernel_accumulates(const Kernel *k)
+{
+    for (int i = 0; i < k->ninstrs; i++)
+        if (k->instrs[i].op == K_ACCUM)
+            return true;
+    return false;
+}
+
 /* Drops unit extents and merges adjacent dimensions that every argument
  * walks contiguously, so most kernels end up one or two loops deep. */
 static void collapse_dims(Kernel *k)
@@ -1061,6 +1081,8 @@ static Kernel *build_kernel(Sched *s, int gid, Draft *d)
     d->step.kind = RT_STEP_KERNEL;
     d->step.attr.kernel.outer_extent = b.k->extents[0].value;
     d->step.attr.kernel.outer_times_batch = b.k->extents[0].times_batch;
+    d->step.attr.kernel.inner_points = kernel_inner_points(b.k);
+    d->step.attr.kernel.serial = kernel_accumulates(b.k);
 
     VEC_FREE(&values);
     VEC_FREE(&stores);

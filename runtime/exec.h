@@ -87,6 +87,10 @@ typedef struct RtStep {
             int index;              /* into RtProgram.kernels */
             int64_t outer_extent;   /* iterations of the outermost loop ... */
             bool outer_times_batch; /* ... times the batch size when set */
+            int64_t inner_points;   /* iterations of the inner loops, at
+                                       batch 1: the work of one outer index */
+            bool serial;            /* one call over the whole range (the
+                                       kernel accumulates a sum in order) */
         } kernel;
     } attr;
 } RtStep;
