@@ -15,6 +15,7 @@
 #include "../runtime/data.h"
 #include "../runtime/ops.h"
 #include "../runtime/report.h"
+#include "../runtime/text.h"
 
 /* ---- finding the standard library ----------------------------------------- */
 
@@ -80,7 +81,11 @@ static int report_errors(void)
 static bool load_data(const ExperimentSpec *spec, DataSplits *splits)
 {
     char *error = NULL;
-    if (!data_load_idx_dir(splits, spec->data->path, (Normalize)spec->data->normalize, &error)) {
+    bool loaded = spec->data->format == DATA_FORTUNES
+                      ? text_load_fortunes(splits, spec->data->fortunes, &error)
+                      : data_load_idx_dir(splits, spec->data->path,
+                                          (Normalize)spec->data->normalize, &error);
+    if (!loaded) {
         diag_error(spec->data->loc, "cannot load data%s%s: %s",
                    spec->data->name ? " " : "", spec->data->name ? spec->data->name : "",
                    error);
@@ -132,6 +137,7 @@ static Cell *compile_cells(Lower *l, const ExperimentSpec *spec, const DataShape
             }
             int before = diag_error_count();
             CellOptions options = {.clip = spec->clip, .groups = spec->groups,
+                                   .finetune = spec->finetune,
                                    .ngroups = spec->ngroups, .check_optimizers = unchecked,
                                    .ncheck_optimizers = nunchecked,
                                    .check_failed = unchecked_failed};
@@ -362,7 +368,8 @@ static void print_stats(const Cell *c, const CellStats *st)
         printf("  parameter %s %s%s%s: %s\n", m->vars[v].name,
                shape_format(&m->vars[v].shape, shape, sizeof shape),
                m->vars[v].tag ? " tag " : "",
-               m->vars[v].tag ? m->vars[v].tag : "", groups ? groups : "no group");
+               m->vars[v].tag ? m->vars[v].tag : "",
+               m->vars[v].frozen ? "frozen" : groups ? groups : "no group");
     }
 }
 
@@ -555,7 +562,8 @@ static const Job *job_with_same_data(const Job *jobs, int n, const DataSpec *dat
     for (int i = 0; i < n; i++) {
         const DataSpec *other = jobs[i].spec.data;
         if (jobs[i].shape.rank > 0 && other && other->normalize == data->normalize &&
-            strcmp(other->path, data->path) == 0)
+            strcmp(other->path, data->path) == 0 && other->format == data->format &&
+            other->fortunes == data->fortunes)
             return &jobs[i];
     }
     return NULL;

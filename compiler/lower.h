@@ -67,6 +67,7 @@ typedef struct ExperimentSpec {
     double clip;            /* maximum global gradient norm; 0 = no clipping */
     ParamGroup *groups;     /* in order of precedence, the lowest first */
     int ngroups;
+    const struct FineTune *finetune; /* `finetune` and its settings (lm.h) */
 } ExperimentSpec;
 
 /* The data as a model is compiled for it: one sample's shape and the
@@ -105,6 +106,8 @@ typedef struct CellOptions {
     const Configured *const *check_optimizers;
     int ncheck_optimizers;
     bool *check_failed;
+    /* The fine-tuning scheme (lm.h); NULL trains every parameter. */
+    const struct FineTune *finetune;
 } CellOptions;
 
 /* ---- parameter groups (groups.c) ---- */

@@ -14,6 +14,7 @@ PACKAGES="
   libcriterion-dev
   python3
   dataset-fashion-mnist
+  fortunes
 "
 
 missing=""
