@@ -16,6 +16,7 @@
 #include "../runtime/ops.h"
 #include "../runtime/report.h"
 #include "../runtime/text.h"
+#include "weights.h"
 
 /* ---- finding the standard library ----------------------------------------- */
 
@@ -483,6 +484,26 @@ static bool check_planned_memory(const Job *job)
     return ok;
 }
 
+/* Loads the experiment's `init` file into the cell's parameters; reports
+ * a failure on stderr and returns false. */
+static bool load_init(const ExperimentSpec *spec, const Cell *cell, CellRunner *runner,
+                      bool quiet)
+{
+    char *error = NULL;
+    int loaded = 0, total = 0;
+    if (!weights_load(spec->init_path, &cell->compiled.module, &runner->vars, &loaded, &total,
+                      &error)) {
+        fprintf(stderr, "bocbc: error: cannot load the parameters of %s: %s\n",
+                cell->model->label, error);
+        free(error);
+        return false;
+    }
+    if (!quiet)
+        printf("loaded %d of %d parameters of %s from %s\n", loaded, total,
+               cell->model->label, spec->init_path);
+    return true;
+}
+
 /* Trains every cell of a compiled job. Returns BOCB_EXIT_RUNTIME when a
  * report could not be written or code generation failed, else 0;
  * diverged cells are results, not failures. */
@@ -522,6 +543,11 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
             if (opts->stats)
                 print_stats(cell, &stats);
             rt_vars_reset(&runner.vars, spec->seeds[s]);
+            if (spec->init_path && !load_init(spec, cell, &runner, opts->quiet)) {
+                cell_runner_destroy(&runner);
+                status = BOCB_EXIT_RUNTIME;
+                break;
+            }
 
             RunRecord *r = &runs[done++];
             r->cell = cell;
@@ -542,6 +568,15 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
             };
             rt_train(&cfg, &runner.runner, splits, &r->result);
             free(label);
+            if (spec->save_path &&
+                !weights_save(spec->save_path, &cell->compiled.module, &runner.vars, &error)) {
+                fprintf(stderr, "bocbc: error: cannot save the parameters: %s\n", error);
+                free(error);
+                status = BOCB_EXIT_RUNTIME;
+            } else if (spec->save_path && !opts->quiet) {
+                printf("saved the parameters of %s to %s\n", cell->model->label,
+                       spec->save_path);
+            }
             cell_runner_destroy(&runner);
             if (spec->report_dir && !write_reports(spec, runs, done))
                 status = BOCB_EXIT_RUNTIME;

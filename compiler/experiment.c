@@ -20,6 +20,7 @@ static const char *const setting_names[] = {
     "label_smoothing",
     "schedule", "clip", "default_no_decay",
     "finetune", "lora_rank", "lora_alpha", "lora_targets", "prompt_tokens", "trainable",
+    "init", "save",
 };
 
 enum { NSETTINGS = (int)BOCB_ARRAY_LEN(setting_names) };
@@ -511,6 +512,36 @@ static bool resolve_finetune(Lower *l, const Setting *settings, ExperimentSpec *
     return finetune_resolve(l, &fs, &spec->finetune);
 }
 
+/* Reads `init` and `save`, the safetensors files that a cell's
+ * parameters start from and are written to after training (weights.h). */
+static bool resolve_weight_files(const Setting *settings, ExperimentSpec *spec)
+{
+    bool ok = true;
+    const char *keys[2] = {"init", "save"};
+    const char **paths[2] = {&spec->init_path, &spec->save_path};
+    for (int i = 0; i < 2; i++) {
+        const Setting *s = &settings[setting_index(keys[i])];
+        if (!s->set || s->value.kind == VAL_ERROR)
+            continue;
+        if (s->value.kind != VAL_STRING || !s->value.string[0]) {
+            diag_error(s->value.loc, "setting '%s' expects the path of a .safetensors file "
+                       "in quotes", keys[i]);
+            ok = false;
+            continue;
+        }
+        *paths[i] = s->value.string;
+    }
+    int64_t cells = (int64_t)spec->nmodels * spec->noptimizers * spec->nseeds;
+    if (ok && spec->save_path && cells > 1) {
+        const Setting *s = &settings[setting_index("save")];
+        diag_error(s->value.loc, "setting 'save' writes one file, but this experiment has "
+                   "%lld cells (models x optimizers x seeds); keep one of each",
+                   (long long)cells);
+        ok = false;
+    }
+    return ok;
+}
+
 static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpec *spec)
 {
     bool ok = true;
@@ -559,6 +590,7 @@ static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpe
     ok &= resolve_seeds(l, settings, spec);
     ok &= as_positive_setting(&settings[setting_index("clip")], "clip", 0, &spec->clip);
     ok &= resolve_finetune(l, settings, spec);
+    ok &= resolve_weight_files(settings, spec);
     return ok;
 }
 

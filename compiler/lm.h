@@ -14,11 +14,12 @@
 const Builtin *builtin_lm_table(int *count);
 
 /* Builds the mean per-token cross-entropy of logits [..., V] against
- * float token ids `targets` [...] (the same leading axes). A target equal
- * to `ignore`, negative, or not below V is masked: it adds nothing to the
- * sum and is not counted in the mean. The mean is over the unmasked
- * tokens, and is 0 when every token is masked. The leading axes may only
- * carry the batch axis first. Returns the rank-0 loss node. */
+ * float or integer token ids `targets` [...] (the same leading axes). A
+ * target equal to `ignore`, negative, or not below V is masked: it adds
+ * nothing to the sum and is not counted in the mean. The mean is over
+ * the unmasked tokens, and is 0 when every token is masked. Of the
+ * leading axes, only the first may be the batch axis. Returns the rank-0
+ * loss node. */
 int lower_token_loss(IrGraph *g, int logits, int targets, double ignore, SrcLoc loc);
 
 /* The next-token loss of a model that returns logits [B, T, V] for input

@@ -68,6 +68,8 @@ typedef struct ExperimentSpec {
     ParamGroup *groups;     /* in order of precedence, the lowest first */
     int ngroups;
     const struct FineTune *finetune; /* `finetune` and its settings (lm.h) */
+    const char *init_path; /* `init`: parameters start from this file */
+    const char *save_path; /* `save`: parameters are written here after training */
 } ExperimentSpec;
 
 /* The data as a model is compiled for it: one sample's shape and the

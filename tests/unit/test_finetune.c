@@ -10,9 +10,11 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../compiler/driver.h"
 #include "../../compiler/lm.h"
+#include "../../compiler/weights.h"
 
 enum { N = 2, MAX_INPUT = 16 };
 
@@ -304,4 +306,76 @@ Test(finetune, layer_matches_paths)
     cr_expect_not(layer_matches("net.block1.attn.qkv", "kv"));
     cr_expect_not(layer_matches("net.block1.attn.qkv", "block1"));
     cr_expect_not(layer_matches("head", "net.head"));
+}
+
+/* Saves the parameters of c to a new temporary file; `path` is a mkstemp
+ * template and receives the file's name. */
+static void save_to_temp(const Cell *c, char *path)
+{
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    close(fd);
+    char *error = NULL;
+    cr_assert(weights_save(path, &c->compiled.module, &c->runner.vars, &error), "%s", error);
+}
+
+/* Parameters saved from one cell load bit for bit into another cell of a
+ * different scheme; the LoRA factors, absent from the file, keep their
+ * initialisation. */
+Test(finetune, weights_round_trip_jit)
+{
+    char path[] = "/tmp/bocb-test-weights-XXXXXX";
+    Cell base, adapted;
+    cell_create(&base, "tiny", NULL, BACKEND_JIT);
+    train_step(&base, inputs, labels, 1);
+    save_to_temp(&base, path);
+    char *error = NULL;
+
+    const char *targets[] = {"fc1"};
+    FineTune f = lora(targets, 1);
+    cell_create(&adapted, "tiny", &f, BACKEND_JIT);
+    int b = var_named(&adapted, "tiny.fc1.lora_B");
+    int loaded = 0, total = 0;
+    cr_assert(weights_load(path, &adapted.compiled.module, &adapted.runner.vars, &loaded,
+                           &total, &error), "%s", error);
+    cr_expect_eq(loaded, 4);
+    cr_expect_eq(total, 6);
+    const IrModule *m = &base.compiled.module;
+    for (int v = 0; v < m->nvars; v++) {
+        if (m->vars[v].kind != IR_VAR_PARAM)
+            continue;
+        int w = var_named(&adapted, m->vars[v].name);
+        cr_expect(memcmp(rt_var_data(&adapted.runner.vars, w), rt_var_data(&base.runner.vars, v),
+                         var_bytes(&base, v)) == 0, "%s differs after loading",
+                  m->vars[v].name);
+    }
+    const float *bv = rt_var_data(&adapted.runner.vars, b);
+    for (int i = 0; i < 12; i++)
+        cr_expect_eq(bv[i], 0.0f);
+    cell_destroy(&base);
+    cell_destroy(&adapted);
+    unlink(path);
+}
+
+/* A file saved from another model matches no parameter: an error, and
+ * nothing is loaded. Parameter names start with the model's name. */
+Test(finetune, weights_other_model)
+{
+    char path[] = "/tmp/bocb-test-weights-XXXXXX";
+    Cell tiny, prompted;
+    cell_create(&tiny, "tiny", NULL, BACKEND_INTERP);
+    save_to_temp(&tiny, path);
+    char *error = NULL;
+    cell_create(&prompted, "prompted", NULL, BACKEND_INTERP);
+    int mix = var_named(&prompted, "prompted.mix.weight");
+    double before = ((const double *)rt_var_data(&prompted.runner.vars, mix))[0];
+    int loaded = 0, total = 0;
+    cr_assert_not(weights_load(path, &prompted.compiled.module, &prompted.runner.vars, &loaded,
+                               &total, &error));
+    cr_expect(strstr(error, "no tensor is named after a parameter") != NULL, "%s", error);
+    cr_expect_eq(((const double *)rt_var_data(&prompted.runner.vars, mix))[0], before);
+    free(error);
+    cell_destroy(&tiny);
+    cell_destroy(&prompted);
+    unlink(path);
 }
