@@ -9,6 +9,10 @@
 #                   (hours on 2 cores), writing docs/results/backbones.md;
 #                   RESULTS_ARGS="--epochs 1 --batch 32 --train-size 256" for a
 #                   short run
+#   make zo-bench   build + fine-tune the character transformer of
+#                   examples/fortunes.bocb with each gradient method and
+#                   optimizer, writing docs/results/zo_bench.md;
+#                   ZO_BENCH_ARGS="--steps 50" for a shorter run
 #   make install    install bocbc, libbocb.a, the stdlib and the man page under
 #                   PREFIX (/usr/local), staged under DESTDIR if set
 #   make uninstall  remove what `make install` installed
@@ -51,7 +55,7 @@ BOCBC   := $(BUILD)/bocbc
 UNIT_SRC  := $(wildcard tests/unit/*.c) $(wildcard tests/gradcheck/*.c)
 UNIT_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps demo check check-unit check-lit bench results-backbones install uninstall clean
+.PHONY: all deps demo check check-unit check-lit bench results-backbones zo-bench install uninstall clean
 .DEFAULT_GOAL := all
 
 all: $(BOCBC)
@@ -75,6 +79,9 @@ bench: deps
 
 results-backbones: $(BOCBC)
 	tools/results_backbones.py --bocbc $(BOCBC) $(RESULTS_ARGS)
+
+zo-bench: $(BOCBC)
+	tools/zo_bench.py --bocbc $(BOCBC) $(ZO_BENCH_ARGS)
 
 # The installed bocbc finds its standard library as ../share/bocb/stdlib
 # next to itself, so DESTDIR staging and moved prefixes both work. No
