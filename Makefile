@@ -11,6 +11,10 @@
 #                   short run
 #   make results-stability  build + run the synthetic SGD stability experiment
 #                   (about a minute), writing docs/results/stability_synthetic.*
+#   make zo-bench   build + fine-tune the character transformer of
+#                   examples/fortunes.bocb with each gradient method and
+#                   optimizer, writing docs/results/zo_bench.md;
+#                   ZO_BENCH_ARGS="--steps 50" for a shorter run
 #   make install    install bocbc, libbocb.a, the stdlib and the man page under
 #                   PREFIX (/usr/local), staged under DESTDIR if set
 #   make uninstall  remove what `make install` installed
@@ -69,7 +73,7 @@ UNIT_SRC  := $(wildcard tests/unit/*.c) $(wildcard tests/gradcheck/*.c)
 UNIT_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 .PHONY: all deps demo check check-unit check-lit bench results-backbones results-stability \
-        install uninstall clean
+        zo-bench install uninstall clean
 .DEFAULT_GOAL := all
 
 all: $(BOCBC) $(AOT_LIB)
@@ -97,6 +101,8 @@ results-backbones: $(BOCBC)
 results-stability: $(BUILD)/tools/stability_synthetic
 	$(BUILD)/tools/stability_synthetic --out docs/results
 	gnuplot docs/results/stability_synthetic.gp
+zo-bench: $(BOCBC)
+	tools/zo_bench.py --bocbc $(BOCBC) $(ZO_BENCH_ARGS)
 
 # The installed bocbc finds its standard library as ../share/bocb/stdlib
 # next to itself, so DESTDIR staging and moved prefixes both work; so

@@ -13,6 +13,7 @@
 
 #include "../runtime/data.h"
 #include "builtins.h"
+#include "lm.h"
 #include "ir_spatial.h"
 
 bool is_none(const Value *v)
@@ -231,7 +232,10 @@ static Value bi_linear(Lower *l, const Value *args, SrcLoc loc)
                          shape_make(2, wdims), IR_INIT_UNIFORM, bound, loc);
     if (w < 0)
         return val_error();
-    int y = ir_matmul(g, h, w, false, true, loc);
+    int y = lower_lora(l, name, h, ir_matmul(g, h, w, false, true, loc), in_features,
+                       out_features, loc);
+    if (y < 0)
+        return val_error();
     if (bias) {
         int b = create_param(l, arena_printf(l->arena, "%s.bias", name), "bias",
                              shape_make(1, &out_features), IR_INIT_UNIFORM, bound, loc);
@@ -961,13 +965,15 @@ static const Builtin *builtin_table(int which, int *n)
         return nn_builtins;
     case 2:
         return builtin_spatial_table(n);
+    case 3:
+        return builtin_lm_table(n);
     default:
         *n = 0;
         return NULL;
     }
 }
 
-enum { BUILTIN_TABLES = 3 };
+enum { BUILTIN_TABLES = 4 };
 
 const Builtin *builtin_find(const char *name)
 {

@@ -19,6 +19,8 @@
 #include "../runtime/report.h"
 #include "aot.h"
 #include "shard.h"
+#include "../runtime/text.h"
+#include "weights.h"
 
 /* ---- finding the standard library ----------------------------------------- */
 
@@ -94,7 +96,11 @@ static int report_errors(void)
 static bool load_data(const ExperimentSpec *spec, DataSplits *splits)
 {
     char *error = NULL;
-    if (!data_load_idx_dir(splits, spec->data->path, (Normalize)spec->data->normalize, &error)) {
+    bool loaded = spec->data->format == DATA_FORTUNES
+                      ? text_load_fortunes(splits, spec->data->fortunes, &error)
+                      : data_load_idx_dir(splits, spec->data->path,
+                                          (Normalize)spec->data->normalize, &error);
+    if (!loaded) {
         diag_error(spec->data->loc, "cannot load data%s%s: %s",
                    spec->data->name ? " " : "", spec->data->name ? spec->data->name : "",
                    error);
@@ -147,6 +153,7 @@ static Cell *compile_cells(Lower *l, const Options *opts, const ExperimentSpec *
             int before = diag_error_count();
             CellOptions options = {.clip = spec->clip, .forward_grad = spec->forward_grad,
                                    .groups = spec->groups,
+                                   .finetune = spec->finetune,
                                    .ngroups = spec->ngroups, .check_optimizers = unchecked,
                                    .quantize_weights = spec->quantize_weights,
                                    .quantize_gradients = spec->quantize_gradients,
@@ -393,7 +400,8 @@ static void print_stats(const Cell *c, const CellStats *st)
         printf("  parameter %s %s%s%s: %s\n", m->vars[v].name,
                shape_format(&m->vars[v].shape, shape, sizeof shape),
                m->vars[v].tag ? " tag " : "",
-               m->vars[v].tag ? m->vars[v].tag : "", groups ? groups : "no group");
+               m->vars[v].tag ? m->vars[v].tag : "",
+               m->vars[v].frozen ? "frozen" : groups ? groups : "no group");
     }
 }
 
@@ -533,6 +541,26 @@ static bool check_planned_memory(const Job *job)
     return ok;
 }
 
+/* Loads the experiment's `init` file into the cell's parameters; reports
+ * a failure on stderr and returns false. */
+static bool load_init(const ExperimentSpec *spec, const Cell *cell, CellRunner *runner,
+                      bool quiet)
+{
+    char *error = NULL;
+    int loaded = 0, total = 0;
+    if (!weights_load(spec->init_path, &cell->compiled.module, &runner->vars, &loaded, &total,
+                      &error)) {
+        fprintf(stderr, "bocbc: error: cannot load the parameters of %s: %s\n",
+                cell->model->label, error);
+        free(error);
+        return false;
+    }
+    if (!quiet)
+        printf("loaded %d of %d parameters of %s from %s\n", loaded, total,
+               cell->model->label, spec->init_path);
+    return true;
+}
+
 /* Trains every cell of a compiled job. Returns BOCB_EXIT_RUNTIME when a
  * report could not be written or code generation failed, else 0;
  * diverged cells are results, not failures. */
@@ -578,6 +606,11 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
             if (opts->stats)
                 print_stats(cell, &stats);
             rt_vars_reset(&runner.vars, spec->seeds[s]);
+            if (spec->init_path && !load_init(spec, cell, &runner, opts->quiet)) {
+                cell_runner_destroy(&runner);
+                status = BOCB_EXIT_RUNTIME;
+                break;
+            }
 
             RunRecord *r = &runs[done++];
             r->cell = cell;
@@ -619,6 +652,15 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
                     status = BOCB_EXIT_RUNTIME;
             }
             free(label);
+            if (spec->save_path &&
+                !weights_save(spec->save_path, &cell->compiled.module, &runner.vars, &error)) {
+                fprintf(stderr, "bocbc: error: cannot save the parameters: %s\n", error);
+                free(error);
+                status = BOCB_EXIT_RUNTIME;
+            } else if (spec->save_path && !opts->quiet) {
+                printf("saved the parameters of %s to %s\n", cell->model->label,
+                       spec->save_path);
+            }
             cell_runner_destroy(&runner);
             if (status == 0 && writes_reports && spec->report_dir &&
                 !write_reports(spec, runs, done))
@@ -747,7 +789,8 @@ static const Job *job_with_same_data(const Job *jobs, int n, const DataSpec *dat
     for (int i = 0; i < n; i++) {
         const DataSpec *other = jobs[i].spec.data;
         if (jobs[i].shape.rank > 0 && other && other->normalize == data->normalize &&
-            strcmp(other->path, data->path) == 0)
+            strcmp(other->path, data->path) == 0 && other->format == data->format &&
+            other->fortunes == data->fortunes)
             return &jobs[i];
     }
     return NULL;

@@ -57,6 +57,7 @@ typedef struct Configured {
 
 typedef enum DataFormat {
     DATA_IDX,
+    DATA_FORTUNES, /* fortunes(...): character-level text, runtime/text.h */
 } DataFormat;
 
 /* A data source as written in the program; the driver loads it. */
@@ -64,6 +65,7 @@ typedef struct DataSpec {
     DataFormat format;
     const char *path;
     int normalize; /* Normalize from runtime/data.h */
+    const struct FortuneOptions *fortunes; /* DATA_FORTUNES; path is its dir */
     const char *name;
     SrcLoc loc;
 } DataSpec;
@@ -163,6 +165,9 @@ struct Lower {
     DType dtype;
     bool training;
     IrLossAttr loss; /* the experiment's loss, appended by compile_cell */
+    /* The cell's fine-tuning scheme while compile_cell runs (lm.h), which
+     * the linear and prompt_tokens builtins consult; NULL = full. */
+    const struct FineTune *finetune;
     EvalMode mode;
     Scope *scope;
 

@@ -12,6 +12,7 @@
 #include "autodiff.h"
 #include "builtins.h"
 #include "forward.h"
+#include "lm.h"
 #include "lower.h"
 #include "qsdp.h"
 
@@ -20,6 +21,8 @@ static const char *const setting_names[] = {
     "eval_batch", "seed", "seeds", "train_size", "test_size", "steps", "log_every",
     "label_smoothing",
     "schedule", "clip", "default_no_decay",
+    "finetune", "lora_rank", "lora_alpha", "lora_targets", "prompt_tokens", "trainable",
+    "init", "save",
 };
 
 enum { NSETTINGS = (int)BOCB_ARRAY_LEN(setting_names) };
@@ -247,7 +250,9 @@ static bool resolve_loss(const Setting *settings, ExperimentSpec *spec)
                        : v->kind == VAL_BUILTIN ? v->builtin->name
                        : v->kind == VAL_SYMBOL  ? v->string
                                                 : "";
-    spec->loss.kind = strcmp(name, "mse") == 0 ? IR_LOSS_MSE : IR_LOSS_CROSS_ENTROPY;
+    spec->loss.kind = strcmp(name, "mse") == 0          ? IR_LOSS_MSE
+                      : strcmp(name, "next_token") == 0 ? IR_LOSS_NEXT_TOKEN
+                                                        : IR_LOSS_CROSS_ENTROPY;
     if (!smoothing->set || smoothing->value.kind == VAL_ERROR)
         return true;
     const Value *s = &smoothing->value;
@@ -495,6 +500,50 @@ static bool as_positive_setting(const Setting *s, const char *key, double fallba
     return true;
 }
 
+/* Reads `finetune` and the settings of its schemes (lm.c). */
+static bool resolve_finetune(Lower *l, const Setting *settings, ExperimentSpec *spec)
+{
+    const Value *values[6];
+    static const char *const keys[6] = {"finetune", "lora_rank", "lora_alpha", "lora_targets",
+                                        "prompt_tokens", "trainable"};
+    for (int i = 0; i < 6; i++) {
+        const Setting *s = &settings[setting_index(keys[i])];
+        values[i] = s->set ? &s->value : NULL;
+    }
+    FineTuneSettings fs = {values[0], values[1], values[2], values[3], values[4], values[5]};
+    return finetune_resolve(l, &fs, &spec->finetune);
+}
+
+/* Reads `init` and `save`, the safetensors files that a cell's
+ * parameters start from and are written to after training (weights.h). */
+static bool resolve_weight_files(const Setting *settings, ExperimentSpec *spec)
+{
+    bool ok = true;
+    const char *keys[2] = {"init", "save"};
+    const char **paths[2] = {&spec->init_path, &spec->save_path};
+    for (int i = 0; i < 2; i++) {
+        const Setting *s = &settings[setting_index(keys[i])];
+        if (!s->set || s->value.kind == VAL_ERROR)
+            continue;
+        if (s->value.kind != VAL_STRING || !s->value.string[0]) {
+            diag_error(s->value.loc, "setting '%s' expects the path of a .safetensors file "
+                       "in quotes", keys[i]);
+            ok = false;
+            continue;
+        }
+        *paths[i] = s->value.string;
+    }
+    int64_t cells = (int64_t)spec->nmodels * spec->noptimizers * spec->nseeds;
+    if (ok && spec->save_path && cells > 1) {
+        const Setting *s = &settings[setting_index("save")];
+        diag_error(s->value.loc, "setting 'save' writes one file, but this experiment has "
+                   "%lld cells (models x optimizers x seeds); keep one of each",
+                   (long long)cells);
+        ok = false;
+    }
+    return ok;
+}
+
 static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpec *spec)
 {
     bool ok = true;
@@ -517,13 +566,14 @@ static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpe
                           DECL_OPTIMIZER, &spec->optimizers, &spec->noptimizers);
 
     static const char *const gradients[] = {"backprop", "forward_grad"};
-    static const char *const losses[] = {"cross_entropy", "mse"};
+    static const char *const losses[] = {"cross_entropy", "mse", "next_token"};
     const Setting *gradient = &settings[setting_index("gradient")];
     if (!spec->zo.enabled)
         ok &= resolve_symbol(gradient, "gradient", gradients, 2, NULL, 0);
     spec->forward_grad = gradient->set && gradient->value.kind == VAL_SYMBOL &&
                          strcmp(gradient->value.string, "forward_grad") == 0;
-    ok &= resolve_symbol(&settings[setting_index("loss")], "loss", losses, 2, NULL, 0);
+    ok &= resolve_symbol(&settings[setting_index("loss")], "loss", losses,
+                         (int)BOCB_ARRAY_LEN(losses), NULL, 0);
     ok &= resolve_loss(settings, spec);
 
     const int64_t big = INT64_C(1) << 40;
@@ -543,6 +593,8 @@ static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpe
                          &spec->log_every);
     ok &= resolve_seeds(l, settings, spec);
     ok &= as_positive_setting(&settings[setting_index("clip")], "clip", 0, &spec->clip);
+    ok &= resolve_finetune(l, settings, spec);
+    ok &= resolve_weight_files(settings, spec);
     return ok;
 }
 
@@ -762,7 +814,7 @@ static const int *gnb_estimates(Lower *l, IrGraph *g, int logits, int step, SrcL
     const IrModule *m = l->module;
     VEC(int) params = {0};
     for (int v = 0; v < m->nvars; v++)
-        if (m->vars[v].kind == IR_VAR_PARAM)
+        if (ir_var_trainable(&m->vars[v]))
             VEC_PUSH(&params, v);
     int *grads = xcalloc((size_t)params.len + 1, sizeof *grads);
     int labels = ir_sample_labels(g, logits, step, HESS_STREAM, loc);
@@ -828,6 +880,9 @@ static bool build_forward(Lower *l, IrGraph *g, const Configured *model,
                    model->decl->name, dtype_name(got_type), dtype_name(l->dtype));
         return false;
     }
+    if (l->loss.kind == IR_LOSS_NEXT_TOKEN)
+        return lower_next_token_loss(l, out.tensor, x.tensor, labels, data, model->decl->name,
+                                     out.loc, loss_out, logits_out);
     if (!shape_equal(&got, &want)) {
         diag_error(out.loc, "model '%s' returns %s, but the data has %d class%s, so "
                    "logits of shape %s are expected", model->decl->name,
@@ -962,6 +1017,7 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
     ir_module_init(&out->module, l->arena);
     l->module = &out->module;
     l->dtype = dtype;
+    l->finetune = options->finetune;
     int errors = diag_error_count();
 
     /* The training step: forward, backward, one update per parameter. */
@@ -970,7 +1026,8 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
     l->training = true;
     int logits, loss;
     bool ok = build_forward(l, train, model, data, &logits, &loss) &&
-              diag_error_count() == errors;
+              diag_error_count() == errors &&
+              finetune_freeze(l, &out->module, model->decl->name, model->loc);
     l->model_failed = !ok;
     if (!ok && options->ncheck_optimizers > 0)
         check_optimizers_on_partial_model(l, train, options);
@@ -992,7 +1049,7 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
     } else if (ok) {
         VEC(int) params = {0};
         for (int v = 0; v < out->module.nvars; v++)
-            if (out->module.vars[v].kind == IR_VAR_PARAM)
+            if (ir_var_trainable(&out->module.vars[v]))
                 VEC_PUSH(&params, v);
         int *grads = xcalloc((size_t)params.len + 1, sizeof *grads);
         SrcLoc oloc = opt->decl->name_loc;
@@ -1057,6 +1114,7 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
     l->graph = NULL;
     l->opt_hess = NULL;
     l->module = NULL;
+    l->finetune = NULL;
     if (!ok) {
         /* A failure without a message would hide a mistake from the user. */
         BOCB_ASSERT(diag_error_count() > errors);

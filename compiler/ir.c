@@ -119,6 +119,7 @@ int ir_module_add_var(IrModule *m, const char *name, IrVarKind kind,
     v->owner = owner;
     v->tag = NULL;
     v->loc = loc;
+    v->frozen = false;
     return m->nvars++;
 }
 

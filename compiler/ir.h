@@ -123,6 +123,9 @@ typedef struct IrPoolAttr {
 typedef enum IrLossKind {
     IR_LOSS_CROSS_ENTROPY, /* with label smoothing as PyTorch defines it */
     IR_LOSS_MSE,           /* mean over classes of (x - one_hot(label))^2 */
+    /* The experiment's `loss = next_token` (lm.h). The forward pass builds
+     * it from ordinary nodes, so no node carries this kind. */
+    IR_LOSS_NEXT_TOKEN,
 } IrLossKind;
 
 /* IR_CROSS_ENTROPY and its gradient; all zero is plain cross-entropy. */
@@ -178,7 +181,17 @@ typedef struct IrVar {
     const char *tag; /* role for parameter selectors: "weight", "bias",
                         "norm", ...; a static or arena string, or NULL */
     SrcLoc loc;  /* where it was created in the source */
+    /* A frozen parameter keeps its initial (or loaded) value: the training
+     * step computes no gradient for it, and it gets no optimizer state and
+     * no update. Gradient estimators skip it too (ir_var_trainable). */
+    bool frozen;
 } IrVar;
+
+/* Returns true for a parameter that training updates: not frozen. */
+static inline bool ir_var_trainable(const IrVar *v)
+{
+    return v->kind == IR_VAR_PARAM && !v->frozen;
+}
 
 /* Variables shared by the graphs of one model instance (training step,
  * evaluation), and the arena their names live in. */

@@ -93,7 +93,7 @@ static void print_var_decl(FILE *out, const IrVar *v)
     fprintf(out, "  var @%s : ", v->name);
     print_type(out, v->dtype, &v->shape);
     if (v->kind == IR_VAR_PARAM)
-        fputs(" param", out);
+        fputs(v->frozen ? " param frozen" : " param", out);
     else if (v->kind == IR_VAR_STATE)
         fputs(" state", out);
     else

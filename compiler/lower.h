@@ -95,6 +95,9 @@ typedef struct ExperimentSpec {
     AnalyzeRequest *analyses; /* `analyze` statements, run after each cell trains */
     int nanalyses;
     ZoSpec zo;              /* gradient = zo(...); zo.enabled false otherwise */
+    const struct FineTune *finetune; /* `finetune` and its settings (lm.h) */
+    const char *init_path; /* `init`: parameters start from this file */
+    const char *save_path; /* `save`: parameters are written here after training */
 } ExperimentSpec;
 
 /* The data as a model is compiled for it: one sample's shape and the
@@ -151,6 +154,8 @@ typedef struct CellOptions {
     int ncheck_optimizers;
     bool *check_failed;
     const ZoSpec *zo; /* NULL or not enabled = backprop */
+    /* The fine-tuning scheme (lm.h); NULL trains every parameter. */
+    const struct FineTune *finetune;
 } CellOptions;
 
 /* ---- analyses (analyze_stmt.c) ---- */

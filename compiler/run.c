@@ -76,7 +76,7 @@ void create_var_store(RtVarStore *store, const IrModule *m)
                       : v->init == IR_INIT_UNIFORM ? RT_INIT_UNIFORM
                                                    : RT_INIT_TRUNC_NORMAL;
         int index = rt_vars_add(store, v->name, v->dtype, v->shape, init, v->init_value,
-                                v->kind == IR_VAR_PARAM);
+                                ir_var_trainable(v));
         BOCB_ASSERT(index == i);
     }
     rt_vars_allocate(store);

@@ -17,6 +17,7 @@ PACKAGES="
   python3
   gnuplot-nox
   dataset-fashion-mnist
+  fortunes
 "
 
 missing=""

@@ -23,6 +23,7 @@
 #include "../../compiler/forward.h"
 #include "../../compiler/interp.h"
 #include "../../compiler/ir_spatial.h"
+#include "../../compiler/lm.h"
 #include "../../compiler/run.h"
 #include "../../runtime/philox.h"
 
@@ -1162,5 +1163,77 @@ Test(jvpcheck, reduce_max_ties_first_element)
     const double tangent[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
     const double expected[2] = {3, 5};
     expect_tangent(&c, y, values, tangent, expected, 2);
+
+/* ---- per-token cross-entropy (lm.c) ---------------------------------------- */
+
+/* Targets with padding (0), ids outside [0, V) and valid ids: only the
+ * valid ones carry a gradient, and the mean divides by their count. */
+static const double token_targets[6] = {3, 0, 4, 1, 7, -1};
+
+Test(gradcheck, token_loss_masked)
+{
+    Check c;
+    check_init(&c);
+    int logits = param(&c, -3, 3, DIMS(2, 3, 5));
+    int t = fixed_input(&c, "targets", DT_F64, shape_make(DIMS(2, 3)), token_targets);
+    finish(&c, lower_token_loss(c.g, logits, t, 0, NO_LOC));
+    check_free(&c);
+}
+
+/* Logits [B, 3, 5] from a product with a parameter, over a symbolic batch
+ * of 2, so the token rows fold into the batch axis. */
+Test(gradcheck, token_loss_batch_axis)
+{
+    static const double xv[24] = {0.1, -0.4, 0.9, 0.3, -0.7, 0.2, 0.5, -0.1,
+                                  0.8, -0.6, 0.4, 0.0, 0.3, 0.3, -0.2, 0.6,
+                                  -0.9, 0.1, 0.7, -0.5, 0.2, 0.4, -0.3, 0.8};
+    Check c;
+    check_init(&c);
+    c.batch = 2;
+    IrGraph *g = c.g;
+    int w = param(&c, -1, 1, DIMS(5, 4));
+    Shape xs = shape_make(DIMS(1, 3, 4)), ts = shape_make(DIMS(1, 3));
+    Shape rows = shape_make(DIMS(3, 4)), ls = shape_make(DIMS(1, 3, 5));
+    xs.batch_axis = ts.batch_axis = rows.batch_axis = ls.batch_axis = 0;
+    int x = fixed_input(&c, "x", DT_F64, xs, xv);
+    int t = fixed_input(&c, "targets", DT_F64, ts, token_targets);
+    int y = ir_matmul(g, ir_reshape(g, x, rows, NO_LOC), w, false, true, NO_LOC);
+    finish(&c, lower_token_loss(g, ir_reshape(g, y, ls, NO_LOC), t, 0, NO_LOC));
+    check_free(&c);
+}
+
+/* The value: mean over the three valid targets of logsumexp - logit. */
+Test(gradcheck, token_loss_value)
+{
+    Check c;
+    check_init(&c);
+    int logits = param(&c, -3, 3, DIMS(2, 3, 5));
+    int t = fixed_input(&c, "targets", DT_F64, shape_make(DIMS(2, 3)), token_targets);
+    ir_add_output(c.g, "loss", lower_token_loss(c.g, logits, t, 0, NO_LOC));
+    RtVarStore store;
+    create_var_store(&store, &c.module);
+    fill_params(&c, &store);
+    Interp *it = interp_create(c.g, &store);
+    interp_bind_input(it, c.bound_input[0], token_targets);
+    interp_run(it, 1);
+    const double *z = rt_var_data(&store, c.vars[0]);
+    double total = 0;
+    int valid = 0;
+    for (int r = 0; r < 6; r++) {
+        int target = (int)token_targets[r];
+        if (target <= 0 || target >= 5)
+            continue;
+        double sum = 0;
+        for (int j = 0; j < 5; j++)
+            sum += exp(z[r * 5 + j]);
+        total += log(sum) - z[r * 5 + target];
+        valid++;
+    }
+    cr_assert_eq(valid, 3);
+    double got = run_loss(it);
+    cr_expect(fabs(got - total / valid) <= 1e-12, "loss %.15g, expected %.15g", got,
+              total / valid);
+    interp_destroy(it);
+    rt_vars_free(&store);
     check_free(&c);
 }
