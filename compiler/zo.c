@@ -488,7 +488,7 @@ bool zo_compile(Lower *l, const Configured *opt, const CellOptions *options,
     out->param_groups = arena_calloc(l->arena, (size_t)nvars + 1, sizeof(char *));
     ParamGroup selected = {.globs = zo->backprop, .nglobs = zo->nbackprop};
     for (int v = 0; v < nvars; v++) {
-        if (m->vars[v].kind != IR_VAR_PARAM)
+        if (!ir_var_trainable(&m->vars[v]))
             continue;
         if (group_selects(&selected, &m->vars[v]))
             backprop[nbackprop++] = v;
