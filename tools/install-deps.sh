@@ -14,6 +14,7 @@ PACKAGES="
   libcriterion-dev
   python3
   dataset-fashion-mnist
+  clang clang-14 libclang-rt-14-dev valgrind
 "
 
 missing=""
