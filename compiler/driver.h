@@ -63,6 +63,8 @@ typedef struct Options {
     int noverrides;
     int threads;             /* OpenBLAS threads; 0 = its default */
     const char *report_dir;  /* replaces the experiment's `report` directory */
+    bool check_numerics;     /* stop at the first op that makes a NaN or infinity */
+    size_t max_memory;       /* bytes a cell may plan; 0 = what the process may allocate */
 } Options;
 
 /* Runs bocbc with `opts` and returns the process exit status, one of

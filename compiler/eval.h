@@ -66,6 +66,7 @@ typedef struct DataSpec {
     int normalize; /* Normalize from runtime/data.h */
     const char *name;
     SrcLoc loc;
+    int classes; /* idx(..., classes = N); 0 = 1 + the largest label */
 } DataSpec;
 
 struct Value {

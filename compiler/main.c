@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "driver.h"
+#include "memory_size.h"
 
 #define BOCB_VERSION "0.1.0"
 
@@ -51,6 +52,12 @@ static void usage(FILE *out)
           "                      report directory (default: the experiment's, or none)\n"
           "  --threads=N         OpenBLAS threads for matrix products, 1 to 1024\n"
           "                      (default: OpenBLAS's choice, usually all cores)\n"
+          "  --check-numerics    check the result of every op and stop at the first that\n"
+          "                      makes a NaN or an infinity from finite operands, naming\n"
+          "                      the op and its source location (runs the interpreter)\n"
+          "  --max-memory=SIZE   reject a cell that plans more than SIZE bytes before it\n"
+          "                      runs; SIZE takes a K, M, G or T suffix (powers of 1024)\n"
+          "                      (default: the memory this process may allocate)\n"
           "  --stats             print kernel count, compile time in ms and planned\n"
           "                      memory in MiB for each cell\n"
           "  -q, --quiet         print no progress lines, only the results table\n"
@@ -151,6 +158,8 @@ enum {
     OPT_STATS,
     OPT_COLOR,
     OPT_REPL,
+    OPT_CHECK_NUMERICS,
+    OPT_MAX_MEMORY,
 };
 
 static const struct option long_options[] = {
@@ -169,6 +178,8 @@ static const struct option long_options[] = {
     {"quiet", no_argument, NULL, 'q'},
     {"color", required_argument, NULL, OPT_COLOR},
     {"repl", no_argument, NULL, OPT_REPL},
+    {"check-numerics", no_argument, NULL, OPT_CHECK_NUMERICS},
+    {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
     {NULL, 0, NULL, 0},
 };
 
@@ -291,6 +302,14 @@ static int apply_option(Options *o, int code, const char *value)
         else
             return fail_usage("--color expects auto, always or never, not '%s'", value);
         break;
+    case OPT_CHECK_NUMERICS:
+        o->check_numerics = true;
+        break;
+    case OPT_MAX_MEMORY:
+        if (!parse_memory_size(value, &o->max_memory))
+            return fail_usage("--max-memory expects a positive size in bytes, such as 512M "
+                              "or 4G, not '%s'", value);
+        break;
     default:
         BOCB_ASSERT(!"an option in long_options or short_options has no case");
     }
@@ -331,6 +350,9 @@ static int parse_arguments(Options *o, int argc, char **argv)
         usage(stderr);
         return BOCB_EXIT_USAGE;
     }
+    /* Only the interpreter sees every op's result. */
+    if (o->check_numerics)
+        o->backend = BACKEND_INTERP;
     int modes = o->syntax_only + o->check_only + o->list_cells + (o->emit != EMIT_NONE);
     if (modes > 1)
         return fail_usage("%s", "--syntax-only, --check, --list-cells and --emit each "

@@ -40,6 +40,43 @@ static void interp_run_graph(void *self, bool train, int64_t batch)
     interp_run(r->interp[train], batch);
 }
 
+/* Runs a graph like interp_run_graph, then reports the first op that
+ * made a NaN or an infinity, once per runner. */
+static void interp_run_checked(void *self, bool train, int64_t batch)
+{
+    CellRunner *r = self;
+    interp_run(r->interp[train], batch);
+    bool is_nan = false;
+    int id = interp_numeric_fault(r->interp[train], &is_nan);
+    if (id < 0 || r->fault[0])
+        return;
+    const IrNode *n = &graph_of(r, train)->nodes[id];
+    const char *what = is_nan ? "a NaN" : "an infinity";
+    diag_error(n->loc, "'%s' made %s from finite operands in the %s (--check-numerics)",
+               ir_op_name(n->op), what, train ? "training step" : "evaluation");
+    if (n->loc.file)
+        snprintf(r->fault, sizeof r->fault, "'%s' made %s at %s:%d:%d", ir_op_name(n->op),
+                 what, src_path(n->loc.file), n->loc.line, n->loc.col);
+    else
+        snprintf(r->fault, sizeof r->fault, "'%s' made %s", ir_op_name(n->op), what);
+}
+
+static const char *interp_fault(void *self, bool train)
+{
+    CellRunner *r = self;
+    bool is_nan;
+    return interp_numeric_fault(r->interp[train], &is_nan) >= 0 ? r->fault : NULL;
+}
+
+void cell_runner_check_numerics(CellRunner *r)
+{
+    BOCB_ASSERT(r->backend == BACKEND_INTERP);
+    for (int t = 0; t < 2; t++)
+        interp_check_numerics(r->interp[t], true);
+    r->runner.run = interp_run_checked;
+    r->runner.fault = interp_fault;
+}
+
 static const void *interp_out(void *self, bool train, const char *name)
 {
     CellRunner *r = self;
