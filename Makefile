@@ -15,6 +15,10 @@
 #                   examples/fortunes.bocb with each gradient method and
 #                   optimizer, writing docs/results/zo_bench.md;
 #                   ZO_BENCH_ARGS="--steps 50" for a shorter run
+#   make check-asan build-asan/ + every test suite under ASan and UBSan
+#   make fuzz       build-fuzz/ + each libFuzzer harness in fuzz/ for
+#                   FUZZ_SECONDS (60) seconds; needs clang-14 and libFuzzer
+#   make memcheck   Valgrind memcheck on the examples at reduced size
 #   make install    install bocbc, libbocb.a, the stdlib and the man page under
 #                   PREFIX (/usr/local), staged under DESTDIR if set
 #   make uninstall  remove what `make install` installed
@@ -73,7 +77,7 @@ UNIT_SRC  := $(wildcard tests/unit/*.c) $(wildcard tests/gradcheck/*.c)
 UNIT_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 .PHONY: all deps demo check check-unit check-lit bench results-backbones results-stability \
-        zo-bench install uninstall clean
+        zo-bench install uninstall clean check-asan fuzz fuzz-build memcheck
 .DEFAULT_GOAL := all
 
 all: $(BOCBC) $(AOT_LIB)
@@ -196,6 +200,44 @@ $(BUILD)/tests/%: tests/%.c $(LIB)
 $(BUILD)/tools/%: tools/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+# ---- sanitizers and fuzzing ----------------------------------------------
+
+# The sanitizer build lives in its own directory, so it never mixes with
+# build/. CFLAGS and LDFLAGS go through the environment, because a
+# command-line CFLAGS would replace the warnings that this Makefile adds.
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+             -fno-omit-frame-pointer
+ASAN_BUILD ?= build-asan
+# LeakSanitizer stays on: a leak in a test program fails that test.
+SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+check-asan: deps
+	@CFLAGS="-O1 -g $(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" \
+	    $(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) all tests
+	@$(SAN_ENV) BUILD=$(ASAN_BUILD) LIT=$(LIT) LLVM_BINDIR=$(LLVM_BINDIR) tests/run.sh
+
+# One harness is fuzz/NAME.c plus its NAME here; fuzz/seeds.py writes
+# its seed corpus.
+FUZZ_TARGETS := lexer parser checker idx gzip
+FUZZ_CC      ?= clang-14
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+
+fuzz: deps
+	@CC=$(FUZZ_CC) CFLAGS="-O1 -g $(SAN_FLAGS) -fsanitize=fuzzer-no-link" \
+	    $(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) fuzz-build
+	@FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh $(FUZZ_TARGETS)
+
+fuzz-build: $(patsubst %,$(BUILD)/fuzz/%,$(FUZZ_TARGETS))
+
+$(BUILD)/fuzz/%: fuzz/%.c fuzz/fuzz.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -fsanitize=fuzzer -DFUZZ_STDLIB_DIR='"$(abspath stdlib)"' \
+	    -o $@ $< $(LIB) $(LDLIBS)
+
+memcheck: $(BOCBC)
+	@BUILD=$(BUILD) tools/memcheck.sh
 
 # ---- benchmarks -----------------------------------------------------------
 

@@ -15,6 +15,7 @@
 #include "builtins.h"
 #include "lm.h"
 #include "ir_spatial.h"
+#include "paths.h"
 
 bool is_none(const Value *v)
 {
@@ -905,9 +906,21 @@ static Value bi_idx(Lower *l, const Value *args, SrcLoc loc)
             return val_error();
         }
     }
+    int classes = 0;
+    if (!is_none(&args[2])) {
+        const Value *c = &args[2];
+        if (c->kind != VAL_NUMBER || !c->number.is_integer || c->number.value < 1 ||
+            c->number.value > 256) {
+            diag_error(c->loc, "classes must be a whole number from 1 to 256, because "
+                       "labels are bytes, not %s", val_format(l, c));
+            return val_error();
+        }
+        classes = (int)c->number.value;
+    }
     DataSpec *d = arena_calloc(l->arena, 1, sizeof *d);
     d->format = DATA_IDX;
-    d->path = args[0].string;
+    d->classes = classes;
+    d->path = source_relative_path(l->arena, args[0].string, args[0].loc);
     d->normalize = normalize;
     d->loc = loc;
     Value v = val_none(loc);
@@ -948,7 +961,7 @@ static const Builtin builtins[] = {
     {"range", PARAMS("start", "stop", "step"), 1, bi_range},
     {"len", PARAMS("x"), 1, bi_len},
     {"str", PARAMS("x"), 1, bi_str},
-    {"idx", PARAMS("path", "normalize"), 1, bi_idx},
+    {"idx", PARAMS("path", "normalize", "classes"), 1, bi_idx},
     {"require", PARAMS("cond", "message"), 2, bi_require},
     {"recipe", PARAMS("table", "backbone", "optimizer"), 3, builtin_recipe},
 };

@@ -108,6 +108,14 @@ static bool load_data(const ExperimentSpec *spec, DataSplits *splits)
         free(error);
         return false;
     }
+    if (spec->data->classes && !data_check_classes(splits, spec->data->classes, &error)) {
+        diag_error(spec->data->loc, "invalid data%s%s: %s", spec->data->name ? " " : "",
+                   spec->data->name ? spec->data->name : "", error);
+        data_errors++;
+        free(error);
+        data_splits_free(splits);
+        return false;
+    }
     if (spec->train_size)
         dataset_truncate(&splits->train, spec->train_size);
     if (spec->test_size)
@@ -516,13 +524,20 @@ static void job_batches(const Job *job, int64_t *batch, int64_t *eval_batch)
     *eval_batch = spec->eval_batch < test ? spec->eval_batch : test;
 }
 
-/* Checks every cell's planned memory against what this process may
- * allocate, before anything trains. */
-static bool check_planned_memory(const Job *job)
+/* Returns the bytes a run may plan: --max-memory when given, else what
+ * this process may allocate. */
+static size_t memory_limit(const Options *opts)
+{
+    return opts->max_memory ? opts->max_memory : available_memory();
+}
+
+/* Checks every cell's planned memory against the limit, before anything
+ * trains. */
+static bool check_planned_memory(const Options *opts, const Job *job)
 {
     int64_t batch, eval_batch;
     job_batches(job, &batch, &eval_batch);
-    size_t available = available_memory();
+    size_t available = memory_limit(opts);
     bool ok = true;
     for (int c = 0; c < job->ncells; c++) {
         const Cell *cell = &job->cells[c];
@@ -531,6 +546,15 @@ static bool check_planned_memory(const Job *job)
         size_t planned = cell_planned_bytes(&cell->compiled, batch, eval_batch);
         if (planned <= available)
             continue;
+        ok = false;
+        if (opts->max_memory) {
+            fprintf(stderr, "bocbc: error: experiment '%s', %s / %s: the planned memory, "
+                    "%.2f MiB, is more than the %.2f MiB of --max-memory; reduce batch, "
+                    "eval_batch or the model, or raise --max-memory\n", job->spec.name,
+                    cell->model->label, cell->optimizer->label, (double)planned / 1048576.0,
+                    (double)opts->max_memory / 1048576.0);
+            continue;
+        }
         fprintf(stderr, "bocbc: error: experiment '%s', %s / %s: the planned memory, "
                 "%.2f GiB, is more than the %.2f GiB this process may allocate; reduce "
                 "batch, eval_batch or the model\n", job->spec.name, cell->model->label,
@@ -596,13 +620,15 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
             CellStats stats;
             size_t rss_before = opts->stats ? reset_peak_rss() : 0;
             if (!cell_runner_create(&runner, &cell->compiled, opts->backend, jit, batch,
-                                    eval_batch, available_memory(), &stats, &error)) {
+                                    eval_batch, memory_limit(opts), &stats, &error)) {
                 fprintf(stderr, "bocbc: error: %s / %s: %s\n", cell->model->label,
                         cell->optimizer->label, error);
                 free(error);
                 status = BOCB_EXIT_RUNTIME;
                 break;
             }
+            if (opts->check_numerics)
+                cell_runner_check_numerics(&runner);
             if (opts->stats)
                 print_stats(cell, &stats);
             rt_vars_reset(&runner.vars, spec->seeds[s]);
@@ -651,6 +677,9 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
                 if (!analyze_run_all(spec, &analysis))
                     status = BOCB_EXIT_RUNTIME;
             }
+            /* --check-numerics reported the op; no later cell runs. */
+            if (runner.fault[0])
+                status = BOCB_EXIT_RUNTIME;
             free(label);
             if (spec->save_path &&
                 !weights_save(spec->save_path, &cell->compiled.module, &runner.vars, &error)) {
@@ -874,11 +903,11 @@ static bool check_report_dirs(const Job *jobs, int njobs)
     return ok;
 }
 
-static bool check_memory_and_reports(const Job *jobs, int njobs)
+static bool check_memory_and_reports(const Options *opts, const Job *jobs, int njobs)
 {
     bool ok = true;
     for (int i = 0; i < njobs; i++)
-        ok &= check_planned_memory(&jobs[i]);
+        ok &= check_planned_memory(opts, &jobs[i]);
     return check_report_dirs(jobs, njobs) && ok;
 }
 
@@ -964,7 +993,7 @@ static int run_experiments(const Options *opts, Lower *l, const Program *program
         /* Every cell compiled, and the stage hook printed what --emit asked for. */
     } else if (opts->compile_aot) {
         status = build_aot_binary(opts, search, program, jobs, njobs);
-    } else if (opts->emit == EMIT_NONE && !check_memory_and_reports(jobs, njobs)) {
+    } else if (opts->emit == EMIT_NONE && !check_memory_and_reports(opts, jobs, njobs)) {
         status = BOCB_EXIT_RUNTIME;
     } else if (opts->emit != EMIT_NONE) {
         status = emit(opts, &jobs[0].cells[0], &jobs[0].spec);
@@ -982,6 +1011,8 @@ static int run_experiments(const Options *opts, Lower *l, const Program *program
         for (int i = 0; i < njobs && status == 0; i++)
             status = run_job(opts, &jobs[i], jit);
         jit_destroy(jit);
+        if (opts->check_numerics && diag_error_count())
+            report_errors();
     }
 
     for (int i = 0; i < njobs; i++) {

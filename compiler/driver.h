@@ -77,6 +77,8 @@ typedef struct Options {
      * are simulated in this process otherwise (comm NULL). */
     int ranks;
     const RtComm *comm;
+    bool check_numerics;     /* stop at the first op that makes a NaN or infinity */
+    size_t max_memory;       /* bytes a cell may plan; 0 = what the process may allocate */
 } Options;
 
 /* Runs bocbc with `opts` and returns the process exit status, one of

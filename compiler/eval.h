@@ -68,6 +68,7 @@ typedef struct DataSpec {
     const struct FortuneOptions *fortunes; /* DATA_FORTUNES; path is its dir */
     const char *name;
     SrcLoc loc;
+    int classes; /* idx(..., classes = N); 0 = 1 + the largest label */
 } DataSpec;
 
 struct Value {

@@ -15,6 +15,7 @@
 #include "lm.h"
 #include "lower.h"
 #include "qsdp.h"
+#include "paths.h"
 
 static const char *const setting_names[] = {
     "data", "model", "optimizer", "gradient", "loss", "epochs", "batch",
@@ -663,7 +664,7 @@ static bool eval_override(Lower *l, const Override *ov, ExperimentSpec *spec, Va
     const char *eq = strchr(ov->text, '=');
     BOCB_ASSERT(key && eq);
     int key_col = (int)(key - ov->text) + 1;
-    int file = src_register("command line", ov->text, strlen(ov->text));
+    int file = src_register(COMMAND_LINE_SOURCE, ov->text, strlen(ov->text));
     *key_loc = (SrcLoc){.file = file, .line = 1, .col = key_col, .end_line = 1,
                         .end_col = key_col + (int)strlen(ov->key) - 1};
     Expr *e = parse_expression(file, (size_t)(eq - ov->text) + 1, l->arena);
@@ -704,7 +705,7 @@ bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
             report = s;
             Value v = eval_expr(l, s->directive.value);
             if (v.kind == VAL_STRING && v.string[0])
-                spec->report_dir = v.string;
+                spec->report_dir = source_relative_path(l->arena, v.string, v.loc);
             else if (v.kind != VAL_ERROR) {
                 diag_error(v.loc, "'report' expects a directory name in quotes");
                 ok = false;

@@ -20,6 +20,9 @@
 #include "../runtime/philox.h"
 #include "ir_spatial.h"
 
+/* What a result contains, in increasing order of severity. */
+enum { NUMERICS_FINITE, NUMERICS_INF, NUMERICS_NAN };
+
 struct Interp {
     const IrGraph *g;
     RtVarStore *store;
@@ -29,6 +32,12 @@ struct Interp {
     int *last_use;    /* last node reading each value; nnodes = keep */
     void *workspace;
     size_t workspace_bytes;
+    /* --check-numerics: per node, what its last result contained, and the
+     * first node of the last run that made a new NaN or infinity. */
+    bool check_numerics;
+    uint8_t *nonfinite;
+    int fault_node;
+    uint8_t fault_kind;
 };
 
 Interp *interp_create(const IrGraph *g, RtVarStore *store)
@@ -41,6 +50,7 @@ Interp *interp_create(const IrGraph *g, RtVarStore *store)
     it->values = xcalloc((size_t)g->nnodes + 1, sizeof *it->values);
     it->owned = xcalloc((size_t)g->nnodes + 1, sizeof *it->owned);
     it->last_use = xmalloc(size_mul((size_t)g->nnodes + 1, sizeof *it->last_use));
+    it->fault_node = -1;
 
     for (int i = 0; i < g->nnodes; i++)
         it->last_use[i] = i;
@@ -78,6 +88,7 @@ void interp_destroy(Interp *it)
     free(it->owned);
     free(it->last_use);
     free(it->workspace);
+    free(it->nonfinite);
     free(it);
 }
 
@@ -495,13 +506,70 @@ static void eval_node(Interp *it, int id, int64_t batch)
     BOCB_UNREACHABLE("node class");
 }
 
+/* Classifies count values of a float type: NUMERICS_NAN when any is a
+ * NaN, else NUMERICS_INF when any is infinite, else NUMERICS_FINITE. */
+static uint8_t classify_values(DType dtype, const void *data, int64_t count)
+{
+    uint8_t kind = NUMERICS_FINITE;
+    for (int64_t k = 0; k < count; k++) {
+        double v = dtype == DT_F64 ? ((const double *)data)[k] : ((const float *)data)[k];
+        if (isnan(v))
+            return NUMERICS_NAN;
+        if (isinf(v))
+            kind = NUMERICS_INF;
+    }
+    return kind;
+}
+
+/* Records node id as the run's fault when its result has a NaN that no
+ * operand had, or an infinity while every operand was finite. Constants
+ * are exempt, because the compiler uses infinite ones on purpose (the
+ * attention mask, the clipping guard), and so are the operations that
+ * only pass such values on. */
+static void check_node_numerics(Interp *it, int id, int64_t batch)
+{
+    const IrNode *n = &it->g->nodes[id];
+    it->nonfinite[id] = NUMERICS_FINITE;
+    if ((n->dtype != DT_F32 && n->dtype != DT_F64) || !it->values[id])
+        return;
+    uint8_t kind = classify_values(n->dtype, it->values[id], shape_numel(&n->shape, batch));
+    it->nonfinite[id] = kind;
+    if (kind == NUMERICS_FINITE || n->op == IR_CONST)
+        return;
+    uint8_t operands = NUMERICS_FINITE;
+    for (int j = 0; j < n->nin; j++)
+        if (it->nonfinite[n->in[j]] > operands)
+            operands = it->nonfinite[n->in[j]];
+    if (operands < kind) {
+        it->fault_node = id;
+        it->fault_kind = kind;
+    }
+}
+
+void interp_check_numerics(Interp *it, bool on)
+{
+    it->check_numerics = on;
+    free(it->nonfinite);
+    it->nonfinite = on ? xcalloc((size_t)it->g->nnodes + 1, 1) : NULL;
+}
+
+int interp_numeric_fault(const Interp *it, bool *is_nan)
+{
+    if (it->fault_node >= 0)
+        *is_nan = it->fault_kind == NUMERICS_NAN;
+    return it->fault_node;
+}
+
 void interp_run(Interp *it, int64_t batch)
 {
     const IrGraph *g = it->g;
     release_all(it);
+    it->fault_node = -1;
 
     for (int i = 0; i < g->nnodes; i++) {
         eval_node(it, i, batch);
+        if (it->check_numerics && it->fault_node < 0)
+            check_node_numerics(it, i, batch);
 
         const IrNode *n = &g->nodes[i];
         for (int j = 0; j < n->nin; j++) {
@@ -513,6 +581,11 @@ void interp_run(Interp *it, int64_t batch)
             }
         }
     }
+
+    /* Under --check-numerics, a run that made a NaN or an infinity
+     * changes no variable, so they keep the last finite state. */
+    if (it->fault_node >= 0)
+        return;
 
     /* Every read saw the old values; now the assignments take effect. A
      * value that is itself a variable is copied first, so that swaps and

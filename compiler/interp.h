@@ -37,6 +37,16 @@ void interp_bind_input(Interp *it, int index, const void *data);
  * to the variables. Outputs stay readable until the next run. */
 void interp_run(Interp *it, int64_t batch);
 
+/* Turns --check-numerics on or off. While it is on, every run checks the
+ * result of each float node, and a run in which some node makes a NaN or
+ * an infinity out of finite operands applies none of its assignments. */
+void interp_check_numerics(Interp *it, bool on);
+
+/* Returns the first node of the last run that made a NaN or an infinity
+ * out of finite operands, and sets *is_nan to whether it was a NaN; or
+ * returns -1 when none did or the check is off. */
+int interp_numeric_fault(const Interp *it, bool *is_nan);
+
 /* Returns the data of the output called `name` from the last run. */
 const void *interp_output(const Interp *it, const char *name);
 

@@ -15,6 +15,7 @@
 #include "driver.h"
 #include "repl.h"
 #include "qsdp.h"
+#include "memory_size.h"
 
 #define BOCB_VERSION "0.1.0"
 
@@ -69,6 +70,12 @@ static void usage(FILE *out)
           "  --threads=N         threads for fused kernels and OpenBLAS matrix products,\n"
           "                      1 to 1024 (default: the CPUs bocbc may run on for\n"
           "                      kernels, OpenBLAS's choice for matrix products)\n"
+          "  --check-numerics    check the result of every op and stop at the first that\n"
+          "                      makes a NaN or an infinity from finite operands, naming\n"
+          "                      the op and its source location (runs the interpreter)\n"
+          "  --max-memory=SIZE   reject a cell that plans more than SIZE bytes before it\n"
+          "                      runs; SIZE takes a K, M, G or T suffix (powers of 1024)\n"
+          "                      (default: the memory this process may allocate)\n"
           "  --stats             print kernel count, compile time in ms, kernel cache\n"
           "                      hits and planned memory in MiB for each cell\n"
           "  --ranks=N           train sharded, simulating N ranks (1 to 256) in this\n"
@@ -181,6 +188,8 @@ enum {
     OPT_TARGET_CPU,
     OPT_CACHE_DIR,
     OPT_NO_CACHE,
+    OPT_CHECK_NUMERICS,
+    OPT_MAX_MEMORY,
 };
 
 static const struct option long_options[] = {
@@ -203,6 +212,8 @@ static const struct option long_options[] = {
     {"target-cpu", required_argument, NULL, OPT_TARGET_CPU},
     {"cache-dir", required_argument, NULL, OPT_CACHE_DIR},
     {"no-cache", no_argument, NULL, OPT_NO_CACHE},
+    {"check-numerics", no_argument, NULL, OPT_CHECK_NUMERICS},
+    {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
     {NULL, 0, NULL, 0},
 };
 
@@ -365,6 +376,14 @@ static int apply_option(Options *o, int code, const char *value)
         else
             return fail_usage("--color expects auto, always or never, not '%s'", value);
         break;
+    case OPT_CHECK_NUMERICS:
+        o->check_numerics = true;
+        break;
+    case OPT_MAX_MEMORY:
+        if (!parse_memory_size(value, &o->max_memory))
+            return fail_usage("--max-memory expects a positive size in bytes, such as 512M "
+                              "or 4G, not '%s'", value);
+        break;
     default:
         BOCB_ASSERT(!"an option in long_options or short_options has no case");
     }
@@ -437,6 +456,9 @@ static int parse_arguments(Options *o, int argc, char **argv)
         usage(stderr);
         return BOCB_EXIT_USAGE;
     }
+    /* Only the interpreter sees every op's result. */
+    if (o->check_numerics)
+        o->backend = BACKEND_INTERP;
     int modes = o->syntax_only + o->check_only + o->list_cells + (o->emit != EMIT_NONE) +
                 o->compile_aot;
     if (modes > 1)

@@ -56,6 +56,46 @@ static void runner_run(void *self, bool train, int64_t batch)
         cell_graph_run(r, train ? CELL_TRAIN : CELL_EVAL, batch);
 }
 
+/* Runs a graph like runner_run, then reports the first op of the
+ * training or evaluation graph that made a NaN or an infinity, once per
+ * runner. */
+static void interp_run_checked(void *self, bool train, int64_t batch)
+{
+    CellRunner *r = self;
+    runner_run(self, train, batch);
+    int graph = train ? CELL_TRAIN : CELL_EVAL;
+    bool is_nan = false;
+    int id = interp_numeric_fault(r->interp[graph], &is_nan);
+    if (id < 0 || r->fault[0])
+        return;
+    const IrNode *n = &graph_of(r, graph)->nodes[id];
+    const char *what = is_nan ? "a NaN" : "an infinity";
+    diag_error(n->loc, "'%s' made %s from finite operands in the %s (--check-numerics)",
+               ir_op_name(n->op), what, train ? "training step" : "evaluation");
+    if (n->loc.file)
+        snprintf(r->fault, sizeof r->fault, "'%s' made %s at %s:%d:%d", ir_op_name(n->op),
+                 what, src_path(n->loc.file), n->loc.line, n->loc.col);
+    else
+        snprintf(r->fault, sizeof r->fault, "'%s' made %s", ir_op_name(n->op), what);
+}
+
+static const char *interp_fault(void *self, bool train)
+{
+    CellRunner *r = self;
+    bool is_nan;
+    int graph = train ? CELL_TRAIN : CELL_EVAL;
+    return interp_numeric_fault(r->interp[graph], &is_nan) >= 0 ? r->fault : NULL;
+}
+
+void cell_runner_check_numerics(CellRunner *r)
+{
+    BOCB_ASSERT(r->backend == BACKEND_INTERP);
+    for (int t = 0; t < r->ngraphs; t++)
+        interp_check_numerics(r->interp[t], true);
+    r->runner.run = interp_run_checked;
+    r->runner.fault = interp_fault;
+}
+
 static const void *runner_output(void *self, bool train, const char *name)
 {
     CellRunner *r = self;

@@ -72,6 +72,7 @@ typedef struct CellRunner {
         double f64;
     } zo_loss;
     void *zo_logits;
+    char fault[96];    /* --check-numerics: "sqrt made a NaN at m.bocb:3:7" */
 } CellRunner;
 
 /* Builds an executor for `cell`, whose graphs run batches of at most
@@ -83,6 +84,12 @@ bool cell_runner_create(CellRunner *r, const CompiledCell *cell, Backend backend
                         int64_t batch, int64_t eval_batch, size_t memory_limit,
                         CellStats *stats, char **error);
 void cell_runner_destroy(CellRunner *r);
+
+/* Turns on --check-numerics for an interpreter runner: after each run,
+ * the first op whose result has a NaN or an infinity that its operands
+ * did not have is reported as an error at its source location, and the
+ * training loop stops the cell at that step, before its assignments. */
+void cell_runner_check_numerics(CellRunner *r);
 
 /* Returns the memory a cell plans to use: its variables, the activation
  * arenas of both graphs for the given batch sizes, and scratch buffers

@@ -77,6 +77,16 @@ int src_register(const char *path, const char *text, size_t len)
     return sources.len;
 }
 
+void src_forget_all(void)
+{
+    for (int i = 0; i < sources.len; i++) {
+        free(sources.data[i].path);
+        free(sources.data[i].text);
+        free(sources.data[i].line_starts);
+    }
+    VEC_FREE(&sources);
+}
+
 /* Returns "a directory", "a FIFO" and so on for a stat() mode. */
 static const char *file_type_name(mode_t mode)
 {

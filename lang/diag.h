@@ -43,6 +43,10 @@ int src_load(const char *path, char **error);
 /* Returns whether byte i of text[0 .. len) ends a line: a '\n', or a '\r'
  * that is not the first half of a "\r\n" pair. */
 bool src_ends_line(const char *text, size_t len, size_t i);
+/* Frees every registered source. The ids and locations handed out
+ * before become invalid, so only a caller that drops every AST and
+ * diagnostic first may use it (the fuzzing harnesses, between inputs). */
+void src_forget_all(void);
 const char *src_path(int file);
 const char *src_text(int file);
 size_t src_length(int file);

@@ -82,6 +82,7 @@ typedef struct IdxFile {
     bool member_ended;    /* the current gzip member ended with a valid trailer */
     bool stream_truncated; /* the file ended inside a gzip member */
     uint64_t position;    /* bytes of IDX data (decompressed) produced so far */
+    uint64_t bytes_read;  /* bytes read from the file so far */
     /* The cause of the last failed read: an errno value, or else a zlib
      * message. */
     int read_errno;
@@ -137,6 +138,7 @@ static bool fill_input(IdxFile *f)
     if (n == 0)
         f->input_ended = true;
     s->avail_in += (uInt)n;
+    f->bytes_read += (uint64_t)n;
     return true;
 }
 
@@ -294,6 +296,13 @@ static int64_t idx_file_read(IdxFile *f, uint8_t *buf, uint64_t len)
     return f->gzipped ? read_gzip(f, buf, len) : read_plain(f, buf, len);
 }
 
+/* Returns the offset in the file of the first byte not yet consumed: for
+ * a gzip file, where the compressed data that zlib rejected is. */
+static uint64_t consumed_offset(const IdxFile *f)
+{
+    return f->bytes_read - f->stream.avail_in;
+}
+
 /* Fails with the error of the last read of f and the position at which
  * it happened. `header_bytes` and `data_bytes` are the sizes of the header
  * and of the data, as far as they are known. */
@@ -306,19 +315,24 @@ static bool fail_read(const IdxFile *f, uint64_t header_bytes, uint64_t data_byt
     if (f->position < header_bytes)
         return fail(error,
                     "%s: gzip data is corrupt within the IDX header, after %llu "
-                    "decompressed bytes (zlib: %s); download the file again",
-                    f->path, (unsigned long long)f->position, f->zlib_message);
+                    "decompressed bytes (zlib: %s, before offset %llu of the file); "
+                    "download the file again",
+                    f->path, (unsigned long long)f->position, f->zlib_message,
+                    (unsigned long long)consumed_offset(f));
     uint64_t data_read = f->position - header_bytes;
     if (data_read < data_bytes)
         return fail(error,
                     "%s: gzip data is corrupt after %llu of the %llu bytes of IDX "
-                    "data (zlib: %s); download the file again",
+                    "data (zlib: %s, before offset %llu of the file); download the "
+                    "file again",
                     f->path, (unsigned long long)data_read,
-                    (unsigned long long)data_bytes, f->zlib_message);
+                    (unsigned long long)data_bytes, f->zlib_message,
+                    (unsigned long long)consumed_offset(f));
     return fail(error,
                 "%s: gzip data is corrupt after all %llu bytes of IDX data "
-                "(zlib: %s); download the file again",
-                f->path, (unsigned long long)data_bytes, f->zlib_message);
+                "(zlib: %s, before offset %llu of the file); download the file again",
+                f->path, (unsigned long long)data_bytes, f->zlib_message,
+                (unsigned long long)consumed_offset(f));
 }
 
 /* ---- IDX headers and data ------------------------------------------------- */
@@ -348,12 +362,12 @@ static bool check_idx_header(const char *path, const uint8_t magic[4],
     }
     if (magic[2] != IDX_TYPE_U8)
         return fail(error,
-                    "%s: unsupported IDX element type 0x%02x (%s); bocb reads "
+                    "%s: unsupported IDX element type 0x%02x (%s) at offset 2; bocb reads "
                     "only type 0x08 (unsigned byte), so convert the data to bytes",
                     path, magic[2], idx_type_name(magic[2]));
     if (magic[3] < 1 || magic[3] > IDX_MAX_RANK)
         return fail(error,
-                    "%s: unsupported IDX rank %d; bocb reads ranks 1 to %d, so "
+                    "%s: unsupported IDX rank %d at offset 3; bocb reads ranks 1 to %d, so "
                     "the header is likely corrupt",
                     path, magic[3], IDX_MAX_RANK);
     return true;
@@ -384,7 +398,7 @@ static bool idx_data_bytes(const char *path, int rank, const int64_t *dims,
         used += n > 0 ? (size_t)n : 0;
     }
     return fail(error,
-                "%s: header dimensions %s give more than the 16 GiB that bocb "
+                "%s: header dimensions %s (from offset 4) give more than the 16 GiB that bocb "
                 "accepts for an IDX file, so the header is likely corrupt; "
                 "download or re-create the file",
                 path, shape);
@@ -431,9 +445,11 @@ static bool read_idx_data(IdxFile *f, uint64_t header_bytes, uint64_t bytes,
         free(buf);
         return fail(error,
                     "%s: truncated: header promises %llu bytes of data, file has "
-                    "%llu%s; download the file again",
+                    "%llu%s, so the %sdata ends at offset %llu; download the file again",
                     path, (unsigned long long)bytes, (unsigned long long)got,
-                    f->stream_truncated ? " (the gzip stream also ends early)" : "");
+                    f->stream_truncated ? " (the gzip stream also ends early)" : "",
+                    f->gzipped ? "decompressed " : "",
+                    (unsigned long long)(header_bytes + got));
     }
 
     /* Count what follows the promised data, up to a limit. Reading on also
@@ -463,9 +479,11 @@ static bool read_idx_data(IdxFile *f, uint64_t header_bytes, uint64_t bytes,
         free(buf);
         return fail(error,
                     "%s: trailing data: header promises %llu bytes of data, file "
-                    "has %llu more after them; the header does not match the "
-                    "data, so download or re-create the file",
-                    path, (unsigned long long)bytes, (unsigned long long)extra);
+                    "has %llu more after them, from %soffset %llu; the header does not "
+                    "match the data, so download or re-create the file",
+                    path, (unsigned long long)bytes, (unsigned long long)extra,
+                    f->gzipped ? "decompressed " : "",
+                    (unsigned long long)(header_bytes + bytes));
     }
     if (read_failed) {
         free(buf);
@@ -474,10 +492,10 @@ static bool read_idx_data(IdxFile *f, uint64_t header_bytes, uint64_t bytes,
     if (f->stream_truncated) {
         free(buf);
         return fail(error,
-                    "%s: the gzip stream is cut short after all %llu bytes of IDX "
-                    "data, so the data cannot be checked against its CRC-32; "
-                    "download the file again",
-                    path, (unsigned long long)bytes);
+                    "%s: the gzip stream is cut short at offset %llu of the file, "
+                    "after all %llu bytes of IDX data, so the data cannot be "
+                    "checked against its CRC-32; download the file again",
+                    path, (unsigned long long)f->bytes_read, (unsigned long long)bytes);
     }
     *data = buf;
     return true;
@@ -564,7 +582,7 @@ bool dataset_load_idx(Dataset *ds, const char *images_path,
     if (image_rank != 3) {
         free(images);
         return fail(error,
-                    "%s: images file has rank %d, but an images file has rank 3 "
+                    "%s: images file has rank %d (the byte at offset 3), but an images file has rank 3 "
                     "(count, height, width); check that this is the images file "
                     "and not the labels file",
                     images_path, image_rank);
@@ -572,8 +590,9 @@ bool dataset_load_idx(Dataset *ds, const char *images_path,
     if (image_dims[1] == 0 || image_dims[2] == 0) {
         free(images);
         return fail(error,
-                    "%s: images are %lld x %lld pixels, but an image needs at "
-                    "least one pixel; the header is likely corrupt",
+                    "%s: images are %lld x %lld pixels (the dimensions at offsets 8 "
+                    "and 12), but an image needs at least one pixel; the header is "
+                    "likely corrupt",
                     images_path, (long long)image_dims[1], (long long)image_dims[2]);
     }
 
@@ -585,7 +604,7 @@ bool dataset_load_idx(Dataset *ds, const char *images_path,
         free(images);
         free(labels);
         return fail(error,
-                    "%s: labels file has rank %d, but a labels file has rank 1 "
+                    "%s: labels file has rank %d (the byte at offset 3), but a labels file has rank 1 "
                     "(count); check that this is the labels file and not the "
                     "images file",
                     labels_path, label_rank);
@@ -594,8 +613,9 @@ bool dataset_load_idx(Dataset *ds, const char *images_path,
         free(images);
         free(labels);
         return fail(error,
-                    "%s has %lld images but %s has %lld labels; use the labels "
-                    "file that belongs to these images",
+                    "%s has %lld images but %s has %lld labels (the counts at offset "
+                    "4 of the two headers); use the labels file that belongs to "
+                    "these images",
                     images_path, (long long)image_dims[0], labels_path,
                     (long long)label_dims[0]);
     }
@@ -603,13 +623,15 @@ bool dataset_load_idx(Dataset *ds, const char *images_path,
         free(images);
         free(labels);
         return fail(error,
-                    "%s: contains no samples; a dataset needs at least one image "
+                    "%s: contains no samples (the count at offset 4 is 0); a dataset "
+                    "needs at least one image "
                     "and label",
                     images_path);
     }
 
     int64_t count = image_dims[0];
     ds->path = xstrdup(images_path);
+    ds->labels_path = xstrdup(labels_path);
     ds->count = count;
     ds->rank = 3;
     ds->sample_dims[0] = 1;
@@ -778,9 +800,34 @@ done:
     return ok;
 }
 
+/* The size of the header of a labels file: the magic number and one
+ * dimension, so label i is at offset IDX_LABELS_HEADER + i. */
+enum { IDX_LABELS_HEADER = 8 };
+
+static bool check_labels_below(Dataset *ds, int classes, char **error)
+{
+    for (int64_t i = 0; i < ds->count; i++)
+        if (ds->labels[i] >= classes)
+            return fail(error,
+                        "%s: label %d at offset %lld of the IDX data is out of range: the data "
+                        "declares %d classes, so labels go from 0 to %d; check the "
+                        "file or the classes of idx(...)",
+                        ds->labels_path, (int)ds->labels[i],
+                        (long long)(IDX_LABELS_HEADER + i), classes, classes - 1);
+    ds->num_classes = classes;
+    return true;
+}
+
+bool data_check_classes(DataSplits *splits, int classes, char **error)
+{
+    return check_labels_below(&splits->train, classes, error) &&
+           check_labels_below(&splits->test, classes, error);
+}
+
 void dataset_free(Dataset *ds)
 {
     free(ds->path);
+    free(ds->labels_path);
     free(ds->images);
     free(ds->labels);
     memset(ds, 0, sizeof *ds);

@@ -31,6 +31,7 @@ typedef struct Dataset {
     int64_t sample_size; /* elements per sample */
     uint8_t *images;     /* count * sample_size bytes */
     int32_t *labels;     /* count class indices */
+    char *labels_path;   /* the labels file, for messages */
     int num_classes;     /* 1 + the largest label (of both splits after
                           * data_load_idx_dir; kept by dataset_truncate) */
 } Dataset;
@@ -64,6 +65,12 @@ bool dataset_load_idx(Dataset *ds, const char *images_path,
  * and t10k-labels-idx1-ubyte, each optionally ending in ".gz". */
 bool data_load_idx_dir(DataSplits *splits, const char *dir,
                        Normalize normalize, char **error);
+
+/* Checks that every label of both splits is below `classes`, and makes
+ * `classes` the class count of both. On failure sets *error to a
+ * message that names the labels file and the offset of the first label
+ * out of range. */
+bool data_check_classes(DataSplits *splits, int classes, char **error);
 
 void dataset_free(Dataset *ds);
 void data_splits_free(DataSplits *splits);

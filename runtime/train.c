@@ -162,6 +162,7 @@ void rt_train(const RtTrainConfig *cfg, RtRunner *runner, const DataSplits *data
             write_scalar(runner->dtype, runner->input(runner->self, true, "step"),
                          (double)(applied + 1));
             runner->run(runner->self, true, n);
+            const char *fault = runner->fault ? runner->fault(runner->self, true) : NULL;
             if (cfg->clip && !isfinite(read_scalar(runner->dtype, runner->output(runner->self,
                                                    true, "grad_norm"), 0)))
                 skipped++;
@@ -175,11 +176,15 @@ void rt_train(const RtTrainConfig *cfg, RtRunner *runner, const DataSplits *data
             result->step_lrs[step] = lr;
             result->step_losses[step++] = (float)loss;
             result->nsteps = step;
-            if (!isfinite(loss)) {
+            if (fault || !isfinite(loss)) {
                 result->diverged = true;
                 result->diverged_step = step;
-                snprintf(result->diverged_reason, sizeof result->diverged_reason,
-                         "the training loss is %g", loss);
+                if (fault)
+                    snprintf(result->diverged_reason, sizeof result->diverged_reason, "%s",
+                             fault);
+                else
+                    snprintf(result->diverged_reason, sizeof result->diverged_reason,
+                             "the training loss is %g", loss);
                 break;
             }
             loss_sum += loss;

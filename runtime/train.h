@@ -31,6 +31,10 @@ typedef struct RtRunner {
     void *(*input)(void *self, bool train, const char *name);
     void (*run)(void *self, bool train, int64_t batch);
     const void *(*output)(void *self, bool train, const char *name);
+    /* Optional: after a run of the training graph, returns why its results
+     * are not to be trusted (a NaN that --check-numerics found), or NULL.
+     * The training loop stops the cell at such a step. */
+    const char *(*fault)(void *self, bool train);
 } RtRunner;
 
 typedef struct RtTrainConfig {

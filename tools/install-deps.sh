@@ -18,6 +18,7 @@ PACKAGES="
   gnuplot-nox
   dataset-fashion-mnist
   fortunes
+  clang clang-14 libclang-rt-14-dev valgrind
 "
 
 missing=""

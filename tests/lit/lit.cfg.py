@@ -25,6 +25,15 @@ config.environment["BOCB_CACHE_DIR"] = os.path.join(build, "kernel-cache")
 # Diagnostics and tables must not depend on the terminal.
 config.environment["TERM"] = "dumb"
 
+# `make check-asan` sets ASAN_OPTIONS. Its tests also get the sanitizer
+# options, and those that cap the address space with `ulimit -v` are
+# UNSUPPORTED, because ASan's shadow memory reserves terabytes of it.
+for name in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+    if name in os.environ:
+        config.environment[name] = os.environ[name]
+if "ASAN_OPTIONS" in os.environ:
+    config.available_features.add("asan")
+
 config.substitutions.append(("%bocbc", os.path.join(build, "bocbc")))
 config.substitutions.append(("%build", build))
 config.substitutions.append(("%srcroot", os.path.abspath(

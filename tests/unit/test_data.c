@@ -580,7 +580,11 @@ Test(data, gzip_missing_trailer)
     Bytes gz = gzip_member(idx.data, idx.len);
     gz.len -= 8;
     char *path = write_file("no-trailer.gz", gz, false);
-    expect_idx_error(path, "the gzip stream is cut short after all 24 bytes of IDX data");
+    char reason[128];
+    snprintf(reason, sizeof reason,
+             "the gzip stream is cut short at offset %zu of the file, after all 24 bytes "
+             "of IDX data", gz.len);
+    expect_idx_error(path, reason);
     free(path);
     free(gz.data);
     free(idx.data);
