@@ -1163,6 +1163,8 @@ Test(jvpcheck, reduce_max_ties_first_element)
     const double tangent[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
     const double expected[2] = {3, 5};
     expect_tangent(&c, y, values, tangent, expected, 2);
+    check_free(&c);
+}
 
 /* ---- per-token cross-entropy (lm.c) ---------------------------------------- */
 
