@@ -215,11 +215,13 @@ def main():
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "zo_bench.md"))
     p.add_argument("--bocbc", default=os.path.join(ROOT, "build", "bocbc"))
     args = p.parse_args()
+
     selected = args.methods.split(",")
     unknown = [m for m in selected if m not in [name for name, _, _ in METHODS]]
     if unknown:
         p.error(f"unknown method {unknown[0]}; the methods are "
                 f"{', '.join(name for name, _, _ in METHODS)}")
+
     rows = []
     failed = False
     args.pretrained = None
