@@ -44,8 +44,8 @@ METHODS = [
     ("FO-Adam", "adam(lr = 1e-3)", "backprop"),
     ("ZO-SGD", "sgd(lr = 1e-3)", "zo(eps = 1e-3)"),
     ("ZO-SGD-MMT", "sgd(lr = 1e-3, momentum = 0.9)", "zo(eps = 1e-3)"),
-    ("ZO-SGD-Sign", "zo_sign_sgd(lr = 1e-4)", "zo(eps = 1e-3)"),
-    ("ZO-SGD-Cons", "zo_cons_sgd(lr = 1e-3)", "zo(eps = 1e-3)"),
+    ("ZO-SGD-Sign", "sgd(lr = 1e-4)", "zo(eps = 1e-3, projection = sign)"),
+    ("ZO-SGD-Cons", "sgd(lr = 1e-3)", "zo(eps = 1e-3, conservative = true)"),
     ("ZO-Adam", "adam(lr = 1e-4)", "zo(eps = 1e-3)"),
     ("forward-grad", "sgd(lr = 1e-3)", "forward_grad"),
 ]
@@ -152,11 +152,14 @@ def write_table(args, rows, path):
         "Peak memory is the bocbc process's maximum resident set, compilation included;",
         "planned memory is the training arena plus the variables, as `--stats` prints them.",
         "",
-        "| method | scheme | optimizer | trainable | test acc | test loss | ms/step | peak memory | planned memory |",
+        "| method | scheme | optimizer and gradient | trainable | test acc | test loss | ms/step | peak memory | planned memory |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        head = f"| {r['method']} | {r['scheme']} | `{r['optimizer']}` |"
+        setting = f"`{r['optimizer']}`"
+        if r["gradient"] != "backprop":
+            setting += f", `gradient = {r['gradient']}`"
+        head = f"| {r['method']} | {r['scheme']} | {setting} |"
         if "missing" in r:
             lines.append(f"{head} | not run: {r['missing']} | | | | |")
         elif "failed" in r:
@@ -215,11 +218,13 @@ def main():
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "zo_bench.md"))
     p.add_argument("--bocbc", default=os.path.join(ROOT, "build", "bocbc"))
     args = p.parse_args()
+
     selected = args.methods.split(",")
     unknown = [m for m in selected if m not in [name for name, _, _ in METHODS]]
     if unknown:
         p.error(f"unknown method {unknown[0]}; the methods are "
                 f"{', '.join(name for name, _, _ in METHODS)}")
+
     rows = []
     failed = False
     args.pretrained = None

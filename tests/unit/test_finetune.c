@@ -319,8 +319,8 @@ static void save_to_temp(const Cell *c, char *path)
     cr_assert(weights_save(path, &c->compiled.module, &c->runner.vars, &error), "%s", error);
 }
 
-/* Parameters saved from one cell load bit for bit into another cell of a
- * different scheme; the LoRA factors, absent from the file, keep their
+/* Parameters saved from one cell load bit for bit into a cell of another
+ * scheme. The LoRA factors are not in the file, so they keep their
  * initialisation. */
 Test(finetune, weights_round_trip_jit)
 {
