@@ -13,9 +13,9 @@
  *
  * With a kernel cache (jit_set_cache), each kernel is its own object file
  * whose symbol is derived from the kernel's key (kcache_symbol). Kernels
- * found in the cache are linked from their objects; the others are built
- * as one module, optimised once, and emitted as one object each, which is
- * written to the cache and linked. A kernel already linked by an earlier
+ * found in the cache are linked from their objects. The others are built
+ * as one module and optimised once, then each is emitted as an object of
+ * its own, written to the cache and linked. A kernel already linked by an earlier
  * call is reused, because its symbol can be defined only once.
  */
 #include "codegen.h"
