@@ -139,6 +139,17 @@ $(BUILD)/obj/gen/lexer.o: $(BUILD)/gen/lexer.c $(BUILD)/gen/parser.h
 # The runtime's kernels are hot loops that GCC vectorises only at -O3.
 $(patsubst %.c,$(BUILD)/obj/%.o,$(RUNTIME_SRC)): CFLAGS += -O3
 
+# REPORT/metadata.json names the commit that bocbc was built from. The
+# header is rewritten only when the commit changes, so metadata.o is
+# rebuilt exactly then.
+BOCB_COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+.PHONY: commit-header
+$(BUILD)/gen/commit.h: commit-header
+	@mkdir -p $(dir $@)
+	@echo '#define BOCB_COMMIT "$(BOCB_COMMIT)"' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+$(BUILD)/obj/compiler/metadata.o: $(BUILD)/gen/commit.h
+
 # Only the code generator sees the LLVM headers.
 $(BUILD)/obj/compiler/codegen.o $(BUILD)/obj/compiler/jit.o: CPPFLAGS += $(LLVM_CFLAGS)
 

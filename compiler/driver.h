@@ -63,6 +63,10 @@ typedef struct Options {
     int noverrides;
     int threads;             /* OpenBLAS threads; 0 = its default */
     const char *report_dir;  /* replaces the experiment's `report` directory */
+    const char *summarize;   /* --summarize: a runs.csv to summarise, or NULL */
+    const char *version;     /* of bocbc, for REPORT/metadata.json */
+    int argc;                /* the command line, for REPORT/metadata.json */
+    char **argv;
 } Options;
 
 /* Runs bocbc with `opts` and returns the process exit status, one of
@@ -73,5 +77,10 @@ int driver_main(const Options *opts);
  * ../share/bocb/stdlib next to the executable. Returns a malloc'd path or
  * NULL. */
 char *driver_find_stdlib(void);
+
+/* Writes summary.md and summary.json next to the results table
+ * `runs_csv`. Returns BOCB_EXIT_OK, or BOCB_EXIT_RUNTIME after printing
+ * why the table cannot be read or the files cannot be written. */
+int driver_summarize(const char *runs_csv);
 
 #endif

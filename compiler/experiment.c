@@ -18,6 +18,7 @@ static const char *const setting_names[] = {
     "eval_batch", "seed", "seeds", "train_size", "test_size", "steps", "log_every",
     "label_smoothing",
     "schedule", "clip", "default_no_decay",
+    "checkpoint_every",
 };
 
 enum { NSETTINGS = (int)BOCB_ARRAY_LEN(setting_names) };
@@ -537,6 +538,8 @@ static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpe
                          &spec->max_steps);
     ok &= as_int_setting(&settings[setting_index("log_every")], "log_every", 1, big, 100,
                          &spec->log_every);
+    ok &= as_int_setting(&settings[setting_index("checkpoint_every")], "checkpoint_every", 0,
+                         big, 0, &spec->checkpoint_every);
     ok &= resolve_seeds(l, settings, spec);
     ok &= as_positive_setting(&settings[setting_index("clip")], "clip", 0, &spec->clip);
     return ok;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "analyze_weights.h"
 #include "driver.h"
 
 #define BOCB_VERSION "0.1.0"
@@ -17,6 +18,7 @@
 static void usage(FILE *out)
 {
     fputs("usage: bocbc [options] FILE.bocb\n"
+          "       bocbc analyze weights [--out DIR] CHECKPOINT.safetensors...\n"
           "\n"
           "Compiles and runs the experiments of a .bocb program.\n"
           "\n"
@@ -40,6 +42,9 @@ static void usage(FILE *out)
           "                        dot      the final training step for Graphviz\n"
           "                        llvm     the LLVM IR of the kernels after the O3 pipeline\n"
           "                        asm      the host assembly of the kernels\n"
+          "  --summarize=CSV     write summary.md and summary.json next to the results\n"
+          "                      table CSV (a runs.csv that --report wrote) and stop;\n"
+          "                      no FILE.bocb is needed\n"
           "\n"
           "options:\n"
           "  -D KEY=VALUE        override an experiment setting, e.g. -D epochs=1\n"
@@ -78,7 +83,9 @@ static void usage(FILE *out)
           "     input or import file that cannot be read\n"
           "  2  command-line usage error\n"
           "  3  run-time error: unreadable data, a report or the standard output that\n"
-          "     cannot be written, too little memory, or a failure of code generation\n",
+          "     cannot be written, too little memory, or a failure of code generation\n"
+          "  130  stopped by SIGINT after saving a checkpoint; the same command resumes\n"
+          "  143  stopped by SIGTERM after saving a checkpoint; the same command resumes\n",
           out);
 }
 
@@ -151,6 +158,7 @@ enum {
     OPT_STATS,
     OPT_COLOR,
     OPT_REPL,
+    OPT_SUMMARIZE,
 };
 
 static const struct option long_options[] = {
@@ -169,6 +177,7 @@ static const struct option long_options[] = {
     {"quiet", no_argument, NULL, 'q'},
     {"color", required_argument, NULL, OPT_COLOR},
     {"repl", no_argument, NULL, OPT_REPL},
+    {"summarize", required_argument, NULL, OPT_SUMMARIZE},
     {NULL, 0, NULL, 0},
 };
 
@@ -250,6 +259,9 @@ static int apply_option(Options *o, int code, const char *value)
     case OPT_STATS:
         o->stats = true;
         break;
+    case OPT_SUMMARIZE:
+        o->summarize = value;
+        break;
     case 'q':
         o->quiet = true;
         break;
@@ -326,6 +338,8 @@ static int parse_arguments(Options *o, int argc, char **argv)
             return fail_usage("more than one input file given ('%s')", argv[i]);
         o->input = argv[i];
     }
+    if (o->summarize && !o->input)
+        return -1;
     if (!o->input) {
         fputs("bocbc: error: no input file\n", stderr);
         usage(stderr);
@@ -358,8 +372,18 @@ int main(int argc, char **argv)
     memset(&o, 0, sizeof o);
     if (list_builtins(argc, argv))
         return fflush(stdout) == 0 && !ferror(stdout) ? BOCB_EXIT_OK : BOCB_EXIT_RUNTIME;
+    if (argc >= 3 && strcmp(argv[1], "analyze") == 0 && strcmp(argv[2], "weights") == 0)
+        return analyze_weights_main(argc - 3, argv + 3);
+    o.version = BOCB_VERSION;
+    o.argc = argc;
+    o.argv = argv;
     int status = parse_arguments(&o, argc, argv);
     if (status < 0) {
+        if (o.summarize) {
+            status = driver_summarize(o.summarize);
+            free_options(&o);
+            return status;
+        }
         char *stdlib_dir = driver_find_stdlib();
         o.stdlib_dir = stdlib_dir;
         status = driver_main(&o);

@@ -65,6 +65,10 @@ bool dataset_load_idx(Dataset *ds, const char *images_path,
 bool data_load_idx_dir(DataSplits *splits, const char *dir,
                        Normalize normalize, char **error);
 
+/* Computes the mean and standard deviation of all pixels of `ds`, scaled
+ * to [0, 1]. */
+void dataset_image_statistics(const Dataset *ds, double *mean, double *std);
+
 void dataset_free(Dataset *ds);
 void data_splits_free(DataSplits *splits);
 

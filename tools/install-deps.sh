@@ -13,6 +13,7 @@ PACKAGES="
   libopenblas-dev zlib1g-dev
   libcriterion-dev
   python3
+  gnuplot-nox
   dataset-fashion-mnist
 "
 
