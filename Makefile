@@ -183,6 +183,16 @@ $(patsubst %.c,$(BUILD)/obj/%.o,$(RUNTIME_SRC)): CFLAGS += -O3
 
 # Only the collectives see the MPI headers.
 $(BUILD)/obj/runtime/comm.o: CPPFLAGS += $(MPI_CFLAGS)
+# REPORT/metadata.json names the commit that bocbc was built from. The
+# header is rewritten only when the commit changes, so metadata.o is
+# rebuilt exactly then.
+BOCB_COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+.PHONY: commit-header
+$(BUILD)/gen/commit.h: commit-header
+	@mkdir -p $(dir $@)
+	@echo '#define BOCB_COMMIT "$(BOCB_COMMIT)"' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+$(BUILD)/obj/compiler/metadata.o: $(BUILD)/gen/commit.h
 
 # Only the code generator sees the LLVM headers.
 $(LLVM_OBJ): CPPFLAGS += $(LLVM_CFLAGS)

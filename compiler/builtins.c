@@ -884,12 +884,9 @@ static Value bi_require(Lower *l, const Value *args, SrcLoc loc)
     return val_none(loc);
 }
 
-static Value bi_idx(Lower *l, const Value *args, SrcLoc loc)
+/* Builds the data source of idx() or cifar(); args are (path, normalize). */
+static Value data_source(Lower *l, const Value *args, SrcLoc loc, DataFormat format)
 {
-    if (args[0].kind != VAL_STRING || !args[0].string[0]) {
-        diag_error(args[0].loc, "idx() takes the path of a directory with IDX files");
-        return val_error();
-    }
     Normalize normalize = NORMALIZE_UNIT;
     if (!is_none(&args[1])) {
         const Value *n = &args[1];
@@ -918,7 +915,7 @@ static Value bi_idx(Lower *l, const Value *args, SrcLoc loc)
         classes = (int)c->number.value;
     }
     DataSpec *d = arena_calloc(l->arena, 1, sizeof *d);
-    d->format = DATA_IDX;
+    d->format = format;
     d->classes = classes;
     d->path = source_relative_path(l->arena, args[0].string, args[0].loc);
     d->normalize = normalize;
@@ -927,6 +924,25 @@ static Value bi_idx(Lower *l, const Value *args, SrcLoc loc)
     v.kind = VAL_DATA;
     v.data = d;
     return v;
+}
+
+static Value bi_idx(Lower *l, const Value *args, SrcLoc loc)
+{
+    if (args[0].kind != VAL_STRING || !args[0].string[0]) {
+        diag_error(args[0].loc, "idx() takes the path of a directory with IDX files");
+        return val_error();
+    }
+    return data_source(l, args, loc, DATA_IDX);
+}
+
+static Value bi_cifar(Lower *l, const Value *args, SrcLoc loc)
+{
+    if (args[0].kind != VAL_STRING || !args[0].string[0]) {
+        diag_error(args[0].loc, "cifar() takes the path of a directory with CIFAR binary "
+                                "batches");
+        return val_error();
+    }
+    return data_source(l, args, loc, DATA_CIFAR);
 }
 
 /* ---- the table ------------------------------------------------------------ */
@@ -962,6 +978,7 @@ static const Builtin builtins[] = {
     {"len", PARAMS("x"), 1, bi_len},
     {"str", PARAMS("x"), 1, bi_str},
     {"idx", PARAMS("path", "normalize", "classes"), 1, bi_idx},
+    {"cifar", PARAMS("path", "normalize", "classes"), 1, bi_cifar},
     {"require", PARAMS("cond", "message"), 2, bi_require},
     {"recipe", PARAMS("table", "backbone", "optimizer"), 3, builtin_recipe},
 };

@@ -13,13 +13,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../runtime/cifar.h"
 #include "../runtime/data.h"
 #include "../runtime/ops.h"
 #include "../runtime/parallel.h"
 #include "../runtime/report.h"
-#include "aot.h"
-#include "shard.h"
 #include "../runtime/text.h"
+#include "aot.h"
+#include "metadata.h"
+#include "progress.h"
+#include "resume.h"
+#include "shard.h"
+#include "summary.h"
 #include "weights.h"
 
 /* ---- finding the standard library ----------------------------------------- */
@@ -96,10 +101,12 @@ static int report_errors(void)
 static bool load_data(const ExperimentSpec *spec, DataSplits *splits)
 {
     char *error = NULL;
+    Normalize normalize = (Normalize)spec->data->normalize;
     bool loaded = spec->data->format == DATA_FORTUNES
                       ? text_load_fortunes(splits, spec->data->fortunes, &error)
-                      : data_load_idx_dir(splits, spec->data->path,
-                                          (Normalize)spec->data->normalize, &error);
+                  : spec->data->format == DATA_CIFAR
+                      ? data_load_cifar_dir(splits, spec->data->path, normalize, &error)
+                      : data_load_idx_dir(splits, spec->data->path, normalize, &error);
     if (!loaded) {
         diag_error(spec->data->loc, "cannot load data%s%s: %s",
                    spec->data->name ? " " : "", spec->data->name ? spec->data->name : "",
@@ -290,11 +297,27 @@ static char *csv_field(const char *text)
     return sb.data;
 }
 
-/* Rewrites DIR/epochs.csv and DIR/steps.csv with every run so far.
+/* Writes DIR/summary.md and DIR/summary.json from the results table
+ * `runs_csv`. Returns false after printing why not. */
+static bool write_summary(const char *runs_csv, const char *dir)
+{
+    char *error = NULL;
+    bool ok = summary_write(runs_csv, dir, &error);
+    if (!ok) {
+        fprintf(stderr, "bocbc: error: cannot summarize: %s\n", error);
+        free(error);
+    }
+    return ok;
+}
+
+/* Rewrites DIR/epochs.csv, DIR/steps.csv, DIR/runs.csv (epochs.csv with
+ * the optimizer family) and the summary with every run so far.
  * Returns false after printing why a file could not be written. */
 static bool write_reports(const ExperimentSpec *spec, const RunRecord *runs, int nruns)
 {
-    StrBuf epochs = {0}, steps = {0};
+    StrBuf epochs = {0}, steps = {0}, table = {0};
+    sb_append(&table, "experiment,model,optimizer,family,seed,epoch,steps,train_loss,"
+                      "train_accuracy,test_loss,test_accuracy,seconds,status,skipped_steps\n");
     sb_append(&epochs, "experiment,model,optimizer,seed,epoch,steps,train_loss,"
                        "train_accuracy,test_loss,test_accuracy,seconds,status,skipped_steps\n");
     sb_append(&steps, "experiment,model,optimizer,seed,step,loss,lr\n");
@@ -311,6 +334,13 @@ static bool write_reports(const ExperimentSpec *spec, const RunRecord *runs, int
                       er->train_accuracy, er->test_loss, er->test_accuracy, er->seconds,
                       last && r->result.diverged ? "diverged" : "ok",
                       (long long)er->skipped);
+            sb_printf(&table, "%s,%s,%s,%s,%llu,%lld,%lld,%.6f,%.6f,%.6f,%.6f,%.3f,%s,%lld\n",
+                      spec->name, model, opt,
+                      family_name(optimizer_family(r->cell->optimizer->decl->name)),
+                      (unsigned long long)r->seed, (long long)er->epoch, (long long)er->steps,
+                      er->train_loss, er->train_accuracy, er->test_loss, er->test_accuracy,
+                      er->seconds, last && r->result.diverged ? "diverged" : "ok",
+                      (long long)er->skipped);
         }
         for (int64_t s = 0; s < r->result.nsteps; s++)
             sb_printf(&steps, "%s,%s,%s,%llu,%lld,%.9g,%.17g\n", spec->name, model, opt,
@@ -319,10 +349,10 @@ static bool write_reports(const ExperimentSpec *spec, const RunRecord *runs, int
         free(model);
         free(opt);
     }
-    const char *names[2] = {"epochs.csv", "steps.csv"};
-    StrBuf *bufs[2] = {&epochs, &steps};
+    const char *names[3] = {"epochs.csv", "steps.csv", "runs.csv"};
+    StrBuf *bufs[3] = {&epochs, &steps, &table};
     bool ok = true;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         char *path = xasprintf("%s/%s", spec->report_dir, names[i]);
         char *error = NULL;
         if (!rt_write_file_atomic(path, bufs[i]->data, bufs[i]->len, &error)) {
@@ -333,6 +363,13 @@ static bool write_reports(const ExperimentSpec *spec, const RunRecord *runs, int
         free(path);
         sb_free(bufs[i]);
     }
+    /* A grid stopped during its first epoch has no results to summarise yet. */
+    bool any_epoch = false;
+    for (int i = 0; i < nruns; i++)
+        any_epoch |= runs[i].result.nepochs > 0;
+    char *runs_csv = xasprintf("%s/runs.csv", spec->report_dir);
+    ok = ok && (!any_epoch || write_summary(runs_csv, spec->report_dir));
+    free(runs_csv);
     return ok;
 }
 
@@ -599,6 +636,9 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
     RunRecord *runs = xcalloc((size_t)nruns + 1, sizeof *runs);
     ShardRecord *shard_records = xcalloc((size_t)nruns + 1, sizeof *shard_records);
     bool writes_reports = !opts->comm || opts->comm->rank == 0;
+    /* Checkpoints and resuming cover single-process runs; a sharded run
+     * keeps its optimizer state on the ranks and starts afresh. */
+    bool checkpoints = spec->report_dir && opts->ranks == 0;
     int done = 0, status = 0;
     bool tty = isatty(fileno(stdout));
     if (writes_reports)
@@ -610,6 +650,27 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
                (long long)splits->train.count, (long long)splits->test.count,
                opts->backend == BACKEND_JIT ? "JIT" : "interpreter");
     fflush(stdout);
+    char *settings = xasprintf("epochs=%lld batch=%lld eval_batch=%lld train=%lld test=%lld "
+                               "steps=%lld",
+                               (long long)spec->epochs, (long long)batch,
+                               (long long)eval_batch, (long long)splits->train.count,
+                               (long long)splits->test.count, (long long)spec->max_steps);
+    GridProgress progress;
+    if (!grid_progress_start(&progress, spec->name, nruns, spec->report_dir,
+                             opts->quiet ? NULL : stdout))
+        status = BOCB_EXIT_RUNTIME;
+    RunMetadata meta = {
+        .version = opts->version, .argc = opts->argc, .argv = opts->argv,
+        .experiment = spec->name, .seeds = spec->seeds, .nseeds = spec->nseeds,
+        .backend = opts->backend == BACKEND_JIT ? "JIT" : "interpreter",
+    };
+    if (spec->report_dir && !run_metadata_write(spec->report_dir, &meta, &error)) {
+        /* messages.py: not reached: the report directory was checked before training. */
+        fprintf(stderr, "bocbc: error: cannot write the run metadata: %s\n", error);
+        free(error);
+        status = BOCB_EXIT_RUNTIME;
+    }
+    run_signals_install();
 
     if (opts->ranks > 0)
         status = shard_check_run(spec, batch, splits->train.count, opts->ranks);
@@ -641,6 +702,31 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
             RunRecord *r = &runs[done++];
             r->cell = cell;
             r->seed = spec->seeds[s];
+            RunCheckpoint checkpoint;
+            RtTrainPosition position;
+            ResumeState resume = RESUME_FRESH;
+            if (checkpoints) {
+                run_checkpoint_init(&checkpoint, spec->report_dir, spec->name,
+                                    cell->model->label, cell->optimizer->label, r->seed,
+                                    settings, &runner.vars);
+                resume = run_checkpoint_restore(&checkpoint, &runner.vars, &position,
+                                                &r->result);
+            }
+            if (resume == RESUME_ERROR || resume == RESUME_FINISHED) {
+                if (resume == RESUME_ERROR)
+                    status = BOCB_EXIT_RUNTIME;
+                else if (!opts->quiet)
+                    printf("%s / %s / seed %llu: finished in an earlier run; skipped\n",
+                           cell->model->label, cell->optimizer->label,
+                           (unsigned long long)r->seed);
+                if (resume == RESUME_FINISHED)
+                    grid_progress_run_done(&progress, r->result.diverged, true, 0);
+                run_checkpoint_free(&checkpoint);
+                cell_runner_destroy(&runner);
+                if (resume == RESUME_FINISHED && !write_reports(spec, runs, done))
+                    status = BOCB_EXIT_RUNTIME;
+                continue;
+            }
             char *label = spec->nseeds > 1
                               ? xasprintf("%s / %s / seed %llu", cell->model->label,
                                           cell->optimizer->label, (unsigned long long)r->seed)
@@ -654,7 +740,21 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
                 .log_every = spec->log_every, .seed = r->seed,
                 .lr = cell->compiled.base_lr, .schedule = &schedule, .clip = spec->clip > 0,
                 .log = opts->quiet ? NULL : stdout, .log_is_tty = tty,
+                .stop = &run_stop_signal, .log_file = progress.log,
             };
+            if (checkpoints) {
+                cfg.resume = resume == RESUME_CONTINUE ? &position : NULL;
+                cfg.checkpoint = run_checkpoint_save;
+                cfg.checkpoint_context = &checkpoint;
+                cfg.checkpoint_every = spec->checkpoint_every;
+            }
+            if (resume == RESUME_CONTINUE) {
+                if (!opts->quiet)
+                    printf("%s: resuming at step %lld\n", label, (long long)position.step);
+                grid_progress_log(&progress, "%s: resuming at step %lld", label,
+                                  (long long)position.step);
+            }
+            double run_start = now_seconds();
             ShardRecord *sr = &shard_records[done - 1];
             if (opts->ranks > 0) {
                 sr->model = cell->model->label;
@@ -668,6 +768,17 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
             }
             if (opts->stats)
                 print_memory_growth(cell, rss_before, stats.planned_bytes);
+            if (r->result.checkpoint_failed)
+                status = BOCB_EXIT_RUNTIME;
+            else if (r->result.interrupted)
+                status = 128 + run_stop_signal;
+            else if (checkpoints && !run_checkpoint_finish(&checkpoint, &r->result))
+                status = BOCB_EXIT_RUNTIME;
+            if (!r->result.interrupted && !r->result.checkpoint_failed)
+                grid_progress_run_done(&progress, r->result.diverged, false,
+                                       now_seconds() - run_start);
+            if (checkpoints)
+                run_checkpoint_free(&checkpoint);
             if (status == 0 && spec->nanalyses > 0) {
                 AnalyzeContext analysis = {
                     .cell = &cell->compiled, .store = &runner.vars, .backend = opts->backend,
@@ -699,6 +810,15 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
                 status = BOCB_EXIT_RUNTIME;
         }
     }
+    run_signals_restore();
+    grid_progress_finish(&progress, status);
+    free(settings);
+    if (status > 128 && spec->report_dir)
+        fprintf(stderr, "bocbc: stopped by signal %d after saving a checkpoint; run the "
+                "same command again to resume\n", status - 128);
+    else if (status > 128)
+        fprintf(stderr, "bocbc: stopped by signal %d; without a report directory there is "
+                "no checkpoint to resume from\n", status - 128);
     if (done > 0 && writes_reports)
         print_table(spec, runs, done);
     for (int i = 0; i < done; i++)
@@ -1086,6 +1206,19 @@ static int emit_tokens(const char *path, Arena *arena)
     }
     lex_print_tokens(stdout, file, arena);
     return report_errors();
+}
+
+int driver_summarize(const char *runs_csv)
+{
+    char *dir = xstrdup(runs_csv);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        slash[slash == dir ? 1 : 0] = '\0';
+    else
+        strcpy(dir, ".");
+    bool ok = write_summary(runs_csv, dir);
+    free(dir);
+    return ok ? BOCB_EXIT_OK : BOCB_EXIT_RUNTIME;
 }
 
 int driver_main(const Options *opts)

@@ -79,6 +79,10 @@ typedef struct Options {
     const RtComm *comm;
     bool check_numerics;     /* stop at the first op that makes a NaN or infinity */
     size_t max_memory;       /* bytes a cell may plan; 0 = what the process may allocate */
+    const char *summarize;   /* --summarize: a runs.csv to summarise, or NULL */
+    const char *version;     /* of bocbc, for REPORT/metadata.json */
+    int argc;                /* the command line, for REPORT/metadata.json */
+    char **argv;
 } Options;
 
 /* Runs bocbc with `opts` and returns the process exit status, one of
@@ -98,5 +102,9 @@ char *driver_find_stdlib(void);
 /* Returns the directory of the running executable (malloc'd), or NULL
  * when /proc/self/exe cannot be read. */
 char *driver_executable_dir(void);
+/* Writes summary.md and summary.json next to the results table
+ * `runs_csv`. Returns BOCB_EXIT_OK, or BOCB_EXIT_RUNTIME after printing
+ * why the table cannot be read or the files cannot be written. */
+int driver_summarize(const char *runs_csv);
 
 #endif

@@ -58,6 +58,7 @@ typedef struct Configured {
 typedef enum DataFormat {
     DATA_IDX,
     DATA_FORTUNES, /* fortunes(...): character-level text, runtime/text.h */
+    DATA_CIFAR, /* CIFAR-10 or CIFAR-100 binary batches */
 } DataFormat;
 
 /* A data source as written in the program; the driver loads it. */

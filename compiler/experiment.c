@@ -24,6 +24,7 @@ static const char *const setting_names[] = {
     "schedule", "clip", "default_no_decay",
     "finetune", "lora_rank", "lora_alpha", "lora_targets", "prompt_tokens", "trainable",
     "init", "save",
+    "checkpoint_every",
 };
 
 enum { NSETTINGS = (int)BOCB_ARRAY_LEN(setting_names) };
@@ -592,6 +593,8 @@ static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpe
                          &spec->max_steps);
     ok &= as_int_setting(&settings[setting_index("log_every")], "log_every", 1, big, 100,
                          &spec->log_every);
+    ok &= as_int_setting(&settings[setting_index("checkpoint_every")], "checkpoint_every", 0,
+                         big, 0, &spec->checkpoint_every);
     ok &= resolve_seeds(l, settings, spec);
     ok &= as_positive_setting(&settings[setting_index("clip")], "clip", 0, &spec->clip);
     ok &= resolve_finetune(l, settings, spec);

@@ -84,6 +84,7 @@ typedef struct ExperimentSpec {
     int64_t test_size;
     int64_t max_steps;  /* 0 = no limit */
     int64_t log_every;
+    int64_t checkpoint_every; /* steps between checkpoints; 0 = after each epoch */
     const char *report_dir; /* NULL = no report files */
     IrLossAttr loss;        /* `loss` and `label_smoothing` */
     RtSchedule schedule;    /* base_lr is set per cell, from its optimizer */

@@ -12,6 +12,7 @@
 
 #include <unistd.h>
 
+#include "analyze_weights.h"
 #include "driver.h"
 #include "repl.h"
 #include "qsdp.h"
@@ -23,6 +24,7 @@ static void usage(FILE *out)
 {
     fputs("usage: bocbc [options] FILE.bocb\n"
           "       bocbc [options] --repl [FILE.bocb]\n"
+          "       bocbc analyze weights [--out DIR] CHECKPOINT.safetensors...\n"
           "\n"
           "Compiles and runs the experiments of a .bocb program.\n"
           "\n"
@@ -51,6 +53,9 @@ static void usage(FILE *out)
           "  --repl              start an interactive session, after loading FILE if\n"
           "                      given; also the mode of 'bocbc' without a file when\n"
           "                      stdin is a terminal\n"
+          "  --summarize=CSV     write summary.md and summary.json next to the results\n"
+          "                      table CSV (a runs.csv that --report wrote) and stop;\n"
+          "                      no FILE.bocb is needed\n"
           "\n"
           "options:\n"
           "  -o FILE             with -c: the executable to write (default: FILE.bocb\n"
@@ -110,7 +115,9 @@ static void usage(FILE *out)
           "     input or import file that cannot be read\n"
           "  2  command-line usage error\n"
           "  3  run-time error: unreadable data, a report or the standard output that\n"
-          "     cannot be written, too little memory, or a failure of code generation\n",
+          "     cannot be written, too little memory, or a failure of code generation\n"
+          "  130  stopped by SIGINT after saving a checkpoint; the same command resumes\n"
+          "  143  stopped by SIGTERM after saving a checkpoint; the same command resumes\n",
           out);
 }
 
@@ -190,6 +197,7 @@ enum {
     OPT_NO_CACHE,
     OPT_CHECK_NUMERICS,
     OPT_MAX_MEMORY,
+    OPT_SUMMARIZE,
 };
 
 static const struct option long_options[] = {
@@ -214,6 +222,7 @@ static const struct option long_options[] = {
     {"no-cache", no_argument, NULL, OPT_NO_CACHE},
     {"check-numerics", no_argument, NULL, OPT_CHECK_NUMERICS},
     {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
+    {"summarize", required_argument, NULL, OPT_SUMMARIZE},
     {NULL, 0, NULL, 0},
 };
 
@@ -326,6 +335,9 @@ static int apply_option(Options *o, int code, const char *value)
         break;
     case OPT_STATS:
         o->stats = true;
+        break;
+    case OPT_SUMMARIZE:
+        o->summarize = value;
         break;
     case 'q':
         o->quiet = true;
@@ -445,6 +457,8 @@ static int parse_arguments(Options *o, int argc, char **argv)
             return fail_usage("more than one input file given ('%s')", argv[i]);
         o->input = argv[i];
     }
+    if (o->summarize && !o->input)
+        return -1;
     /* Without a file, a terminal on stdin starts the REPL. */
     if (!o->input && isatty(fileno(stdin)))
         o->repl = true;
@@ -510,6 +524,11 @@ int main(int argc, char **argv)
     memset(&o, 0, sizeof o);
     if (list_builtins(argc, argv))
         return fflush(stdout) == 0 && !ferror(stdout) ? BOCB_EXIT_OK : BOCB_EXIT_RUNTIME;
+    if (argc >= 3 && strcmp(argv[1], "analyze") == 0 && strcmp(argv[2], "weights") == 0)
+        return analyze_weights_main(argc - 3, argv + 3);
+    o.version = BOCB_VERSION;
+    o.argc = argc;
+    o.argv = argv;
     int status = parse_arguments(&o, argc, argv);
     RtComm world;
     const char *mpi_error = NULL;
@@ -520,6 +539,11 @@ int main(int argc, char **argv)
     if (status < 0 && world.mpi)
         status = join_world(&o, &world);
     if (status < 0) {
+        if (o.summarize) {
+            status = driver_summarize(o.summarize);
+            free_options(&o);
+            return status;
+        }
         char *stdlib_dir = driver_find_stdlib();
         o.stdlib_dir = stdlib_dir;
         status = o.repl ? repl_main(&o) : driver_main(&o);

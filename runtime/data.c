@@ -736,6 +736,11 @@ static void image_statistics(const Dataset *ds, double *mean, double *std)
     *std = values_used > 1 ? sqrt(squares / (double)total) : 0;
 }
 
+void dataset_image_statistics(const Dataset *ds, double *mean, double *std)
+{
+    image_statistics(ds, mean, std);
+}
+
 bool data_load_idx_dir(DataSplits *splits, const char *dir,
                        Normalize normalize, char **error)
 {

@@ -72,6 +72,10 @@ bool data_load_idx_dir(DataSplits *splits, const char *dir,
  * out of range. */
 bool data_check_classes(DataSplits *splits, int classes, char **error);
 
+/* Computes the mean and standard deviation of all pixels of `ds`, scaled
+ * to [0, 1]. */
+void dataset_image_statistics(const Dataset *ds, double *mean, double *std);
+
 void dataset_free(Dataset *ds);
 void data_splits_free(DataSplits *splits);
 

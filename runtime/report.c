@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "base.h"
@@ -74,4 +75,59 @@ bool rt_write_file_atomic(const char *path, const void *data, size_t len, char *
     }
     free(tmp);
     return true;
+}
+
+void rt_append_json_string(StrBuf *sb, const char *s)
+{
+    sb_append(sb, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            sb_printf(sb, "\\%c", *p);
+        else if (*p < 0x20)
+            sb_printf(sb, "\\u%04x", *p);
+        else
+            sb_appendn(sb, (const char *)p, 1);
+    }
+    sb_append(sb, "\"");
+}
+
+void rt_append_gnuplot_string(StrBuf *sb, const char *s)
+{
+    sb_append(sb, "'");
+    for (; *s; s++) {
+        if (*s == '\'')
+            sb_append(sb, "''");
+        else
+            sb_appendn(sb, s, 1);
+    }
+    sb_append(sb, "'");
+}
+
+int rt_run_gnuplot(const char *dir, const char *script)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        /* gnuplot's messages, warnings included, go to SCRIPT.log. */
+        if (chdir(dir) == 0) {
+            char log[512];
+            snprintf(log, sizeof log, "%s.log", script);
+            int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+            if (fd >= 0) {
+                dup2(fd, STDOUT_FILENO);
+                dup2(fd, STDERR_FILENO);
+                close(fd);
+            }
+            execlp("gnuplot", "gnuplot", script, (char *)NULL);
+        }
+        _exit(127);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR)
+            return -1;
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }

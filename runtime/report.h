@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "base.h"
+
 /* Creates `path` and its missing parents (like mkdir -p). Returns false
  * and sets *error (malloc'd) on failure. */
 bool rt_make_dirs(const char *path, char **error);
@@ -17,5 +19,19 @@ bool rt_make_dirs(const char *path, char **error);
 /* Replaces `path` with `len` bytes of `data` atomically. Returns false and
  * sets *error (malloc'd) on failure; the old file is then untouched. */
 bool rt_write_file_atomic(const char *path, const void *data, size_t len, char **error);
+
+/* Appends `s` to `sb` as a JSON string: quoted, with '"', '\\' and
+ * control characters escaped. */
+void rt_append_json_string(StrBuf *sb, const char *s);
+
+/* Appends `s` to `sb` as a gnuplot single-quoted string, which doubles
+ * its quotes. */
+void rt_append_gnuplot_string(StrBuf *sb, const char *s);
+
+/* Runs `gnuplot SCRIPT` in directory `dir`, without a shell, with its
+ * output in DIR/SCRIPT.log. Returns its exit status: 0 on success, 127
+ * when gnuplot cannot be started, and -1 when the process could not be
+ * created. */
+int rt_run_gnuplot(const char *dir, const char *script);
 
 #endif

@@ -103,22 +103,6 @@ static uint32_t data_checksum(const uint8_t *data, size_t size)
 
 /* ---- writing ------------------------------------------------------------ */
 
-static void append_json_string(StrBuf *sb, const char *s)
-{
-    sb_append(sb, "\"");
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') {
-            char esc[3] = {'\\', (char)*p, 0};
-            sb_append(sb, esc);
-        } else if (*p < 0x20) {
-            sb_printf(sb, "\\u%04x", *p);
-        } else {
-            sb_appendn(sb, (const char *)p, 1);
-        }
-    }
-    sb_append(sb, "\"");
-}
-
 static bool check_write_arguments(const char *path, const StTensor *tensors, int count,
                                   const StMetaEntry *meta, int meta_count, char **error)
 {
@@ -174,9 +158,9 @@ bool st_write(const char *path, const StTensor *tensors, int count,
     StrBuf header = {0};
     sb_append(&header, "{\"" ST_METADATA_KEY "\":{");
     for (int i = 0; i < meta_count; i++) {
-        append_json_string(&header, meta[i].key);
+        rt_append_json_string(&header, meta[i].key);
         sb_append(&header, ":");
-        append_json_string(&header, meta[i].value);
+        rt_append_json_string(&header, meta[i].value);
         sb_append(&header, ",");
     }
     sb_printf(&header, "\"" ST_CHECKSUM_KEY "\":\"crc32:%08x\"}",
@@ -185,7 +169,7 @@ bool st_write(const char *path, const StTensor *tensors, int count,
     for (int i = 0; i < count; i++) {
         const StTensor *t = &tensors[i];
         sb_append(&header, ",");
-        append_json_string(&header, t->name);
+        rt_append_json_string(&header, t->name);
         sb_printf(&header, ":{\"dtype\":\"%s\",\"shape\":[", st_dtype_name(t->dtype));
         for (int d = 0; d < t->rank; d++)
             sb_printf(&header, "%s%lld", d ? "," : "", (long long)t->shape[d]);

@@ -102,83 +102,131 @@ void rt_evaluate(RtRunner *runner, const DataSplits *data, const Dataset *ds,
     free(staging);
 }
 
+/* Writes one finished line to the run's log file, if any. */
+static void log_to_file(const RtTrainConfig *cfg, const char *line)
+{
+    if (!cfg->log_file)
+        return;
+    fprintf(cfg->log_file, "%s\n", line);
+    fflush(cfg->log_file);
+}
+
+/* Prints a progress line: rewritten in place on a terminal until `final`,
+ * a plain line otherwise, and always a plain line in the log file.
+ * `remaining_steps` and the rate of this interval give the ETA. */
 static void log_progress(const RtTrainConfig *cfg, int64_t epoch, int64_t step_in_epoch,
                          int64_t steps_per_epoch, double loss, double accuracy,
                          double learning_rate, double seconds, int64_t steps, int64_t images,
-                         bool final)
+                         int64_t remaining_steps, bool final)
 {
-    if (!cfg->log)
+    if (!cfg->log && !cfg->log_file)
         return;
     double ms = steps ? 1e3 * seconds / (double)steps : 0;
     double rate = seconds > 0 ? (double)images / seconds : 0;
     char lr[32];
     format_double(lr, sizeof lr, learning_rate);
-    fprintf(cfg->log, "%s%s  epoch %lld/%lld  step %lld/%lld  loss %.4f  acc %.2f%%  lr %s"
-            "  %.2f ms/step  %.0f img/s%s",
-            cfg->log_is_tty ? "\r" : "", cfg->label, (long long)epoch,
-            (long long)cfg->epochs, (long long)step_in_epoch, (long long)steps_per_epoch,
-            loss, 100 * accuracy, lr, ms, rate,
-            cfg->log_is_tty && !final ? "\033[K" : "\n");
-    fflush(cfg->log);
+    char *line = xasprintf("%s  epoch %lld/%lld  step %lld/%lld  loss %.4f  acc %.2f%%  lr %s"
+                           "  %.2f ms/step  %.0f img/s  ETA %.0f s",
+                           cfg->label, (long long)epoch, (long long)cfg->epochs,
+                           (long long)step_in_epoch, (long long)steps_per_epoch, loss,
+                           100 * accuracy, lr, ms, rate,
+                           1e-3 * ms * (double)remaining_steps);
+    if (cfg->log) {
+        fprintf(cfg->log, "%s%s%s", cfg->log_is_tty ? "\r" : "", line,
+                cfg->log_is_tty && !final ? "\033[K" : "\n");
+        fflush(cfg->log);
+    }
+    log_to_file(cfg, line);
+    free(line);
+}
+
+/* Sizes the result's arrays for `epochs` epochs and `steps` steps,
+ * keeping what a resumed result already holds. */
+static void reserve_result(RtTrainResult *result, int64_t epochs, int64_t steps)
+{
+    result->epochs = xrealloc(result->epochs, size_mul((size_t)epochs + 1, sizeof(RtEpochResult)));
+    result->step_losses = xrealloc(result->step_losses, size_mul((size_t)steps + 1, sizeof(float)));
+    result->step_lrs = xrealloc(result->step_lrs, size_mul((size_t)steps + 1, sizeof(double)));
+}
+
+static bool stop_requested(const RtTrainConfig *cfg)
+{
+    return cfg->stop && *cfg->stop;
+}
+
+/* Calls the checkpoint hook, if any. A failed checkpoint stops the run,
+ * because continuing would lose the progress that resume relies on. */
+static bool save_checkpoint(const RtTrainConfig *cfg, const RtTrainPosition *pos,
+                            RtTrainResult *result)
+{
+    if (!cfg->checkpoint || cfg->checkpoint(cfg->checkpoint_context, pos, result))
+        return true;
+    result->checkpoint_failed = true;
+    return false;
 }
 
 void rt_train(const RtTrainConfig *cfg, RtRunner *runner, const DataSplits *data,
               RtTrainResult *result)
 {
     const Dataset *train = &data->train;
-    memset(result, 0, sizeof *result);
+    if (!cfg->resume)
+        memset(result, 0, sizeof *result);
+    result->interrupted = false;
+    result->checkpoint_failed = false;
     BOCB_ASSERT(cfg->batch <= runner->max_batch && cfg->eval_batch <= runner->max_eval_batch);
 
     int64_t steps_per_epoch = (train->count + cfg->batch - 1) / cfg->batch;
     int64_t total_steps = steps_per_epoch * cfg->epochs;
     if (cfg->max_steps && cfg->max_steps < total_steps)
         total_steps = cfg->max_steps;
-    result->epochs = xcalloc((size_t)cfg->epochs + 1, sizeof(RtEpochResult));
-    result->step_losses = xcalloc((size_t)total_steps + 1, sizeof(float));
-    result->step_lrs = xcalloc((size_t)total_steps + 1, sizeof(double));
+    reserve_result(result, cfg->epochs, total_steps);
 
     int64_t *perm = xmalloc(size_mul((size_t)train->count, sizeof(int64_t)));
     float *staging = runner->dtype == DT_F64
                          ? xmalloc(size_mul(size_mul((size_t)cfg->batch, (size_t)train->sample_size),
                                             sizeof(float)))
                          : NULL;
-    int64_t step = 0, applied = 0;
+    RtTrainPosition pos = cfg->resume ? *cfg->resume : (RtTrainPosition){.epoch = 1};
+    BOCB_ASSERT(pos.step == result->nsteps && pos.epoch == result->nepochs + 1);
 
-    for (int64_t epoch = 1; epoch <= cfg->epochs && step < total_steps; epoch++) {
+    for (; pos.epoch <= cfg->epochs && pos.step < total_steps;
+         pos = (RtTrainPosition){.epoch = pos.epoch + 1, .step = pos.step,
+                                 .applied = pos.applied}) {
+        int64_t epoch = pos.epoch;
         philox_permutation(philox_key(cfg->seed, SHUFFLE_STREAM + (uint32_t)epoch), perm,
                            train->count);
-        double start = now_seconds(), loss_sum = 0, log_start = start;
-        int64_t correct = 0, seen = 0, epoch_steps = 0, log_steps = 0, log_images = 0;
-        int64_t log_correct = 0, log_seen = 0, skipped = 0;
+        double start = now_seconds() - pos.seconds, log_start = now_seconds();
+        int64_t log_steps = 0, log_images = 0, log_correct = 0, log_seen = 0;
         double log_loss = 0, lr = cfg->lr;
 
-        for (int64_t b = 0; b < steps_per_epoch && step < total_steps; b++) {
+        for (; pos.batch < steps_per_epoch && pos.step < total_steps; pos.batch++) {
+            int64_t b = pos.batch;
             int64_t first = b * cfg->batch;
             int64_t n = train->count - first < cfg->batch ? train->count - first : cfg->batch;
             load_batch(runner, true, data, train, perm + first, n, staging);
             if (cfg->schedule)
-                lr = rt_schedule_lr(cfg->schedule, step + 1, steps_per_epoch, total_steps);
+                lr = rt_schedule_lr(cfg->schedule, pos.step + 1, steps_per_epoch, total_steps);
             write_scalar(runner->dtype, runner->input(runner->self, true, "lr"), lr);
             write_scalar(runner->dtype, runner->input(runner->self, true, "step"),
-                         (double)(applied + 1));
+                         (double)(pos.applied + 1));
             runner->run(runner->self, true, n);
             const char *fault = runner->fault ? runner->fault(runner->self, true) : NULL;
             if (cfg->clip && !isfinite(read_scalar(runner->dtype, runner->output(runner->self,
                                                    true, "grad_norm"), 0)))
-                skipped++;
+                pos.skipped++;
             else
-                applied++;
+                pos.applied++;
 
             double loss = read_scalar(runner->dtype, runner->output(runner->self, true, "loss"), 0);
             int64_t c = count_correct(runner->dtype, runner->output(runner->self, true, "logits"),
                                       runner->input(runner->self, true, "labels"), n,
                                       train->num_classes);
-            result->step_lrs[step] = lr;
-            result->step_losses[step++] = (float)loss;
-            result->nsteps = step;
+            result->step_lrs[pos.step] = lr;
+            result->step_losses[pos.step++] = (float)loss;
+            result->nsteps = pos.step;
             if (fault || !isfinite(loss)) {
                 result->diverged = true;
-                result->diverged_step = step;
+                result->diverged_step = pos.step;
                 if (fault)
                     snprintf(result->diverged_reason, sizeof result->diverged_reason, "%s",
                              fault);
@@ -187,65 +235,93 @@ void rt_train(const RtTrainConfig *cfg, RtRunner *runner, const DataSplits *data
                              "the training loss is %g", loss);
                 break;
             }
-            loss_sum += loss;
-            correct += c;
-            seen += n;
-            epoch_steps++;
+            pos.loss_sum += loss;
+            pos.correct += c;
+            pos.seen += n;
+            pos.epoch_steps++;
             log_loss += loss;
             log_correct += c;
             log_seen += n;
             log_steps++;
             log_images += n;
 
-            bool last = b + 1 == steps_per_epoch || step == total_steps;
+            bool last = b + 1 == steps_per_epoch || pos.step == total_steps;
             if (log_steps == cfg->log_every || last) {
                 double now = now_seconds();
                 log_progress(cfg, epoch, b + 1, steps_per_epoch, log_loss / (double)log_steps,
                              (double)log_correct / (double)log_seen, lr, now - log_start,
-                             log_steps, log_images, last);
+                             log_steps, log_images, total_steps - pos.step, last);
                 log_start = now;
                 log_loss = 0;
                 log_correct = log_seen = log_steps = log_images = 0;
             }
+
+            bool periodic = cfg->checkpoint_every && pos.step % cfg->checkpoint_every == 0;
+            if ((periodic && !last) || stop_requested(cfg)) {
+                RtTrainPosition saved = pos;
+                saved.batch = b + 1;
+                saved.seconds = now_seconds() - start;
+                if (!save_checkpoint(cfg, &saved, result) || stop_requested(cfg)) {
+                    result->interrupted = !result->checkpoint_failed;
+                    goto done;
+                }
+            }
         }
         RtEpochResult *er = &result->epochs[result->nepochs++];
         er->epoch = epoch;
-        er->steps = step;
+        er->steps = pos.step;
         er->seconds = now_seconds() - start;
-        er->skipped = skipped;
-        result->skipped += skipped;
-        er->train_loss = epoch_steps ? loss_sum / (double)epoch_steps : NAN;
-        er->train_accuracy = seen ? (double)correct / (double)seen : NAN;
+        er->skipped = pos.skipped;
+        result->skipped += pos.skipped;
+        er->train_loss = pos.epoch_steps ? pos.loss_sum / (double)pos.epoch_steps : NAN;
+        er->train_accuracy = pos.seen ? (double)pos.correct / (double)pos.seen : NAN;
         er->test_loss = er->test_accuracy = NAN;
         if (!result->diverged) {
             rt_evaluate(runner, data, &data->test, cfg->eval_batch, &er->test_loss,
                         &er->test_accuracy);
             if (!isfinite(er->test_loss)) {
                 result->diverged = true;
-                result->diverged_step = step;
+                result->diverged_step = pos.step;
                 snprintf(result->diverged_reason, sizeof result->diverged_reason,
                          "the test loss is %g after epoch %lld", er->test_loss,
                          (long long)epoch);
             }
         }
         if (result->diverged) {
+            char *line = xasprintf("%s  diverged at step %lld: %s; this cell stops here",
+                                   cfg->label, (long long)result->diverged_step,
+                                   result->diverged_reason);
             if (cfg->log)
-                fprintf(cfg->log, "%s%s  diverged at step %lld: %s; this cell stops here\n",
-                        cfg->log_is_tty ? "\n" : "", cfg->label,
-                        (long long)result->diverged_step, result->diverged_reason);
+                fprintf(cfg->log, "%s%s\n", cfg->log_is_tty ? "\n" : "", line);
+            log_to_file(cfg, line);
+            free(line);
             break;
         }
+        StrBuf line = {0};
+        sb_printf(&line, "%s  epoch %lld: train loss %.4f, train acc %.2f%%, test loss "
+                  "%.4f, test acc %.2f%%, %.1f s", cfg->label, (long long)epoch,
+                  er->train_loss, 100 * er->train_accuracy, er->test_loss,
+                  100 * er->test_accuracy, er->seconds);
+        if (pos.skipped)
+            sb_printf(&line, ", %lld step%s skipped (gradient norm not finite)",
+                      (long long)pos.skipped, pos.skipped == 1 ? "" : "s");
         if (cfg->log)
-            fprintf(cfg->log, "%s  epoch %lld: train loss %.4f, train acc %.2f%%, test loss "
-                    "%.4f, test acc %.2f%%, %.1f s", cfg->label, (long long)epoch,
-                    er->train_loss, 100 * er->train_accuracy, er->test_loss,
-                    100 * er->test_accuracy, er->seconds);
-        if (cfg->log && skipped)
-            fprintf(cfg->log, ", %lld step%s skipped (gradient norm not finite)",
-                    (long long)skipped, skipped == 1 ? "" : "s");
-        if (cfg->log)
-            fputc('\n', cfg->log);
+            fprintf(cfg->log, "%s\n", line.data);
+        log_to_file(cfg, line.data);
+        sb_free(&line);
+
+        /* The epoch is complete: the next position is the start of the next one. */
+        bool finished = epoch == cfg->epochs || pos.step == total_steps;
+        if (!finished) {
+            RtTrainPosition next = {.epoch = epoch + 1, .step = pos.step,
+                                    .applied = pos.applied};
+            if (!save_checkpoint(cfg, &next, result) || stop_requested(cfg)) {
+                result->interrupted = !result->checkpoint_failed;
+                break;
+            }
+        }
     }
+done:
     free(perm);
     free(staging);
 }

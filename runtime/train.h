@@ -7,6 +7,7 @@
 #ifndef BOCB_TRAIN_H
 #define BOCB_TRAIN_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,6 +38,30 @@ typedef struct RtRunner {
     const char *(*fault)(void *self, bool train);
 } RtRunner;
 
+/* The state of a run between two training steps. With the variables and
+ * the RtTrainResult so far, it is everything the loop needs to continue
+ * as if it had never stopped. Shuffling depends only on the seed and the epoch, and
+ * random ops only on the optimizer's step input (`applied` + 1), so no
+ * generator state is kept beyond these counters. */
+typedef struct RtTrainPosition {
+    int64_t epoch;       /* of the next step, from 1 */
+    int64_t batch;       /* index of the next batch in that epoch; the
+                            epoch's batch count means evaluation is next */
+    int64_t step;        /* steps taken */
+    int64_t applied;     /* updates applied (steps minus skipped ones) */
+    /* Sums over the steps of the current epoch so far. */
+    double loss_sum;
+    int64_t correct, seen, epoch_steps, skipped;
+    double seconds;      /* training time of the epoch so far */
+} RtTrainPosition;
+
+struct RtTrainResult;
+
+/* Called between steps to save a checkpoint; returns false after printing
+ * why it could not. */
+typedef bool (*RtCheckpointFn)(void *context, const RtTrainPosition *position,
+                               const struct RtTrainResult *result);
+
 typedef struct RtTrainConfig {
     const char *label; /* "mlp / sgd(lr=0.05)" for log lines */
     int64_t epochs;
@@ -49,6 +74,18 @@ typedef struct RtTrainConfig {
     bool clip;         /* the step outputs grad_norm and skips non-finite ones */
     FILE *log;         /* progress lines; NULL = silent */
     bool log_is_tty;   /* rewrite one line in place instead of printing many */
+    FILE *log_file;    /* the run's log: every line, never rewritten; NULL = none */
+    /* Resuming: NULL starts at step 0. Otherwise the result passed to
+     * rt_train already contains the epochs and steps before this position. */
+    const RtTrainPosition *resume;
+    RtCheckpointFn checkpoint;  /* NULL = no checkpoints */
+    void *checkpoint_context;
+    int64_t checkpoint_every;   /* steps between checkpoints; 0 = only after
+                                   each epoch's evaluation */
+    /* When *stop becomes non-zero (a signal handler sets it), the loop
+     * finishes the current step, saves a checkpoint and returns with
+     * result->interrupted set. NULL = never. */
+    const volatile sig_atomic_t *stop;
 } RtTrainConfig;
 
 typedef struct RtEpochResult {
@@ -72,9 +109,13 @@ typedef struct RtTrainResult {
     bool diverged;       /* stopped at a non-finite training or test loss */
     int64_t diverged_step;
     char diverged_reason[96]; /* "the training loss is nan" */
+    bool interrupted;    /* stopped early through cfg->stop */
+    bool checkpoint_failed; /* a checkpoint could not be written; the run
+                               stopped there */
 } RtTrainResult;
 
-/* Trains from the runner's current variables (the caller resets them) and
+/* Trains from the runner's current variables (the caller resets them, or
+ * loads them from a checkpoint along with cfg->resume and the result) and
  * evaluates on the test split after every epoch. A non-finite training
  * loss stops the run at once; a non-finite test loss stops it after the
  * epoch. Either way result->diverged is set, and the epoch in which it

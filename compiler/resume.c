@@ -1,0 +1,159 @@
+/* resume.c - per-run checkpoint files and the SIGINT/SIGTERM handlers. */
+#include "resume.h"
+
+#include <errno.h>
+#include <glob.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "../runtime/base.h"
+#include "../runtime/report.h"
+
+/* Maximum length of a file name part taken from a label. A longer label
+ * is cut and followed by a CRC-32 of the whole label, which keeps names
+ * apart. */
+enum { MAX_NAME_PART = 80 };
+
+/* Appends `label` to `sb` with every character outside [A-Za-z0-9._=-]
+ * replaced by '_'. */
+static void append_file_part(StrBuf *sb, const char *label)
+{
+    size_t len = strlen(label);
+    size_t keep = len > MAX_NAME_PART ? MAX_NAME_PART : len;
+    for (size_t i = 0; i < keep; i++) {
+        char c = label[i];
+        bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                     (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '=' || c == '-';
+        char out = plain ? c : '_';
+        sb_appendn(sb, &out, 1);
+    }
+    if (keep < len)
+        sb_printf(sb, "-%08lx", crc32(0L, (const Bytef *)label, (uInt)len));
+}
+
+void run_checkpoint_init(RunCheckpoint *ck, const char *report_dir, const char *experiment,
+                         const char *model, const char *optimizer, uint64_t seed,
+                         const char *settings, const RtVarStore *vars)
+{
+    memset(ck, 0, sizeof *ck);
+    StrBuf path = {0};
+    sb_printf(&path, "%s/checkpoints/", report_dir);
+    append_file_part(&path, experiment);
+    sb_append(&path, "__");
+    append_file_part(&path, model);
+    sb_append(&path, "__");
+    append_file_part(&path, optimizer);
+    sb_printf(&path, "__seed%llu.safetensors", (unsigned long long)seed);
+    ck->path = path.data;
+    ck->vars = vars;
+    ck->seed_text = xasprintf("%llu", (unsigned long long)seed);
+    ck->settings_text = xstrdup(settings);
+    ck->identity[0] = (StMetaEntry){"experiment", experiment};
+    ck->identity[1] = (StMetaEntry){"model", model};
+    ck->identity[2] = (StMetaEntry){"optimizer", optimizer};
+    ck->identity[3] = (StMetaEntry){"seed", ck->seed_text};
+    ck->identity[4] = (StMetaEntry){"settings", ck->settings_text};
+}
+
+void run_checkpoint_free(RunCheckpoint *ck)
+{
+    free(ck->path);
+    free(ck->seed_text);
+    free(ck->settings_text);
+    memset(ck, 0, sizeof *ck);
+}
+
+/* Removes temporary files that a killed run left while replacing the
+ * checkpoint; the checkpoint itself is always whole. */
+static void remove_stale_temporaries(const char *path)
+{
+    char *pattern = xasprintf("%s.tmp.*", path);
+    glob_t found;
+    if (glob(pattern, GLOB_NOSORT, NULL, &found) == 0) {
+        for (size_t i = 0; i < found.gl_pathc; i++)
+            unlink(found.gl_pathv[i]);
+        globfree(&found);
+    }
+    free(pattern);
+}
+
+ResumeState run_checkpoint_restore(RunCheckpoint *ck, RtVarStore *vars,
+                                   RtTrainPosition *position, RtTrainResult *result)
+{
+    remove_stale_temporaries(ck->path);
+    if (access(ck->path, F_OK) != 0 && errno == ENOENT)
+        return RESUME_FRESH;
+    char *error = NULL;
+    bool finished;
+    if (!rt_checkpoint_load(ck->path, vars, position, result, &finished, ck->identity,
+                            RUN_IDENTITY_COUNT, &error)) {
+        fprintf(stderr, "bocbc: error: cannot resume: %s\n", error);
+        free(error);
+        return RESUME_ERROR;
+    }
+    return finished ? RESUME_FINISHED : RESUME_CONTINUE;
+}
+
+static bool save(RunCheckpoint *ck, const RtTrainPosition *position,
+                 const RtTrainResult *result, bool finished)
+{
+    char *error = NULL;
+    char *dir = xasprintf("%s", ck->path);
+    *strrchr(dir, '/') = '\0';
+    bool ok = rt_make_dirs(dir, &error) &&
+              rt_checkpoint_save(ck->path, ck->vars, position, result, finished,
+                                 ck->identity, RUN_IDENTITY_COUNT, &error);
+    if (!ok) {
+        /* messages.py: not reached: needs a full disk or a read-only directory. */
+        fprintf(stderr, "bocbc: error: cannot write the checkpoint: %s\n", error);
+        free(error);
+    }
+    free(dir);
+    return ok;
+}
+
+bool run_checkpoint_save(void *context, const RtTrainPosition *position,
+                         const RtTrainResult *result)
+{
+    return save(context, position, result, false);
+}
+
+bool run_checkpoint_finish(RunCheckpoint *ck, const RtTrainResult *result)
+{
+    RtTrainPosition end = {.epoch = result->nepochs + 1, .step = result->nsteps,
+                           .applied = result->nsteps - result->skipped};
+    return save(ck, &end, result, true);
+}
+
+volatile sig_atomic_t run_stop_signal;
+
+static struct sigaction old_int, old_term;
+
+static void on_stop_signal(int signo)
+{
+    if (!run_stop_signal)
+        run_stop_signal = signo;
+}
+
+void run_signals_install(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    /* The first signal requests a clean stop. SA_RESETHAND gives the
+     * second one its default action, so a stuck run can still be ended. */
+    sa.sa_flags = SA_RESETHAND;
+    run_stop_signal = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+}
+
+void run_signals_restore(void)
+{
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+}
