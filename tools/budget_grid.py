@@ -11,9 +11,10 @@ counts. The estimate for each model is the experiment's steps
 of test samples (a forward pass without the backward pass and the
 update), and compilation is measured per model. Prints a Markdown table.
 
-The optimizers differ little in cost next to the backbones (one fused
-kernel per parameter), so one optimizer stands for all of them; the
-estimate is only as good as the machine is quiet while it runs.
+The optimizers differ little in cost next to the backbones, because each
+is one fused kernel per parameter, so one optimizer stands for all of
+them. The estimate is only as good as the machine is quiet while it
+runs.
 """
 import argparse
 import math
