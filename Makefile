@@ -183,6 +183,9 @@ $(patsubst %.c,$(BUILD)/obj/%.o,$(RUNTIME_SRC)): CFLAGS += -O3
 
 # Only the collectives see the MPI headers.
 $(BUILD)/obj/runtime/comm.o: CPPFLAGS += $(MPI_CFLAGS)
+# An executable written by `bocbc -c` links what libbocb-aot.a needs
+# beyond OpenBLAS, zlib and libm: Open MPI and libedit.
+$(BUILD)/obj/compiler/aot.o: CPPFLAGS += -DBOCB_AOT_EXTRA_LIBS='"$(MPI_LIBS) -ledit"'
 # REPORT/metadata.json names the commit that bocbc was built from. The
 # header is rewritten only when the commit changes, so metadata.o is
 # rebuilt exactly then.

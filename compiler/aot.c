@@ -33,6 +33,10 @@
 #include "driver.h"
 #include "kcache.h"
 
+#ifndef BOCB_AOT_EXTRA_LIBS
+#define BOCB_AOT_EXTRA_LIBS ""
+#endif
+
 extern char **environ;
 
 /* ---- the runtime library -------------------------------------------------- */
@@ -227,10 +231,22 @@ static bool link_executable(const char *output, const char *object, const char *
     if (!cc || !cc[0])
         cc = "cc";
     /* The object file has no suffix the driver knows, so -x names it. */
-    const char *argv[] = {cc, "-o", output, "-x", "none", object, library, "-lopenblas",
-                          "-lz", "-lm", "-lpthread", NULL};
+    const char *fixed[] = {cc, "-o", output, "-x", "none", object, library, "-lopenblas",
+                           "-lz", "-lm", "-lpthread"};
+    enum { NFIXED = sizeof fixed / sizeof fixed[0], MAX_EXTRA = 32 };
+    const char *argv[NFIXED + MAX_EXTRA + 1];
+    memcpy(argv, fixed, sizeof fixed);
+    int argc = NFIXED;
+    /* The libraries the runtime needs besides those above, as the Makefile
+     * found them (Open MPI's link flags, libedit), split at spaces. */
+    char *extra = xstrdup(BOCB_AOT_EXTRA_LIBS);
+    for (char *save = NULL, *word = strtok_r(extra, " ", &save); word && argc < NFIXED + MAX_EXTRA;
+         word = strtok_r(NULL, " ", &save))
+        argv[argc++] = word;
+    argv[argc] = NULL;
     pid_t pid;
     int spawn_error = posix_spawnp(&pid, cc, NULL, NULL, (char *const *)argv, environ);
+    free(extra);
     if (spawn_error != 0) {
         *error = xasprintf("cannot run the linker '%s': %s; set CC to a C compiler",
                            cc, strerror(spawn_error));

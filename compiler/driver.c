@@ -713,8 +713,12 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
                                                 &r->result);
             }
             if (resume == RESUME_ERROR || resume == RESUME_FINISHED) {
-                if (resume == RESUME_ERROR)
+                if (resume == RESUME_ERROR) {
+                    /* The run has no results: it is not a row of the table. */
+                    rt_train_result_free(&r->result);
+                    done--;
                     status = BOCB_EXIT_RUNTIME;
+                }
                 else if (!opts->quiet)
                     printf("%s / %s / seed %llu: finished in an earlier run; skipped\n",
                            cell->model->label, cell->optimizer->label,

@@ -567,11 +567,12 @@ static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpe
     ok &= collect_choices(l, &settings[setting_index("optimizer")], "optimizer",
                           DECL_OPTIMIZER, &spec->optimizers, &spec->noptimizers);
 
-    static const char *const gradients[] = {"backprop", "forward_grad"};
+    /* zo(...) is resolved by zo_eval_setting; it is listed for the message. */
+    static const char *const gradients[] = {"backprop", "forward_grad", "zo(...)"};
     static const char *const losses[] = {"cross_entropy", "mse", "next_token"};
     const Setting *gradient = &settings[setting_index("gradient")];
     if (!spec->zo.enabled)
-        ok &= resolve_symbol(gradient, "gradient", gradients, 2, NULL, 0);
+        ok &= resolve_symbol(gradient, "gradient", gradients, 3, NULL, 0);
     spec->forward_grad = gradient->set && gradient->value.kind == VAL_SYMBOL &&
                          strcmp(gradient->value.string, "forward_grad") == 0;
     ok &= resolve_symbol(&settings[setting_index("loss")], "loss", losses,
