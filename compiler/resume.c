@@ -11,6 +11,7 @@
 
 #include "../runtime/base.h"
 #include "../runtime/report.h"
+#include "../runtime/safetensors.h"
 
 /* Maximum length of a file name part taken from a label. A longer label
  * is cut and followed by a CRC-32 of the whole label, which keeps names
@@ -87,6 +88,23 @@ ResumeState run_checkpoint_restore(RunCheckpoint *ck, RtVarStore *vars,
     if (access(ck->path, F_OK) != 0 && errno == ENOENT)
         return RESUME_FRESH;
     char *error = NULL;
+    /* A checkpoint of the same run under other settings (another `-D
+     * epochs=...`, say) is not resumed: the run starts afresh and replaces
+     * it, as it replaces the report files of the earlier run. */
+    StFile file;
+    if (st_read(ck->path, &file, &error)) {
+        const char *stored = st_meta_get(&file, "settings");
+        bool other = stored && strcmp(stored, ck->settings_text) != 0;
+        if (other)
+            fprintf(stderr, "bocbc: note: %s was written with the settings '%s'; this run "
+                    "has '%s', starts afresh and replaces it\n",
+                    ck->path, stored, ck->settings_text);
+        st_free(&file);
+        if (other)
+            return RESUME_FRESH;
+    }
+    free(error);
+    error = NULL;
     bool finished;
     if (!rt_checkpoint_load(ck->path, vars, position, result, &finished, ck->identity,
                             RUN_IDENTITY_COUNT, &error)) {
