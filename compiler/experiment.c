@@ -211,7 +211,7 @@ static bool resolve_data(Lower *l, const Setting *s, ExperimentSpec *spec)
 }
 
 static bool resolve_symbol(const Setting *s, const char *key, const char *const *allowed,
-                           int nallowed, const char *const *planned, int nplanned)
+                           int nallowed)
 {
     if (!s->set)
         return true;
@@ -226,13 +226,6 @@ static bool resolve_symbol(const Setting *s, const char *key, const char *const 
             return true;
     if (v->kind == VAL_ERROR)
         return false;
-    for (int i = 0; name && i < nplanned; i++) {
-        if (strcmp(name, planned[i]) == 0) {
-            diag_error(v->loc, "%s '%s' is not available in this version of bocbc",
-                       key, name);
-            return false;
-        }
-    }
     StrBuf list = {0};
     for (int i = 0; i < nallowed; i++)
         sb_printf(&list, "%s%s", i ? ", " : "", allowed[i]);
@@ -572,11 +565,11 @@ static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpe
     static const char *const losses[] = {"cross_entropy", "mse", "next_token"};
     const Setting *gradient = &settings[setting_index("gradient")];
     if (!spec->zo.enabled)
-        ok &= resolve_symbol(gradient, "gradient", gradients, 3, NULL, 0);
+        ok &= resolve_symbol(gradient, "gradient", gradients, 3);
     spec->forward_grad = gradient->set && gradient->value.kind == VAL_SYMBOL &&
                          strcmp(gradient->value.string, "forward_grad") == 0;
     ok &= resolve_symbol(&settings[setting_index("loss")], "loss", losses,
-                         (int)BOCB_ARRAY_LEN(losses), NULL, 0);
+                         (int)BOCB_ARRAY_LEN(losses));
     ok &= resolve_loss(settings, spec);
 
     const int64_t big = INT64_C(1) << 40;
