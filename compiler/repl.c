@@ -927,7 +927,10 @@ int repl_main(const Options *opts)
         char *line = read_line(interactive, input.len ? "  ... " : "bocb> ");
         if (!line) {
             if (interactive && repl_interrupted) {
-                /* Ctrl-C at the prompt drops the input typed so far. */
+                /* Ctrl-C at the prompt drops the input typed so far.
+                 * NOTE: a Ctrl-C that arrives while libedit redraws the
+                 * line rather than while it waits in read() was seen, on
+                 * a loaded machine, to give no new prompt at once. */
                 repl_interrupted = 0;
                 putchar('\n');
                 input.len = 0;

@@ -18,6 +18,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import termios
 import time
 
 TIMEOUT = 120  # seconds to wait for one expected output, on a loaded machine
@@ -42,9 +43,16 @@ class Session:
         os.write(self.fd, text.encode())
 
     def prompt(self, what):
-        """Waits for the prompt. libedit may discard what is typed before
-        it has set up the terminal, so every input waits for a prompt."""
+        """Waits for the prompt and for libedit to switch the terminal out
+        of canonical mode. Keys sent earlier reach the kernel's line
+        discipline instead, which handles Ctrl-C and Ctrl-D itself."""
         self.expect(r"bocb> ", what)
+        deadline = time.time() + TIMEOUT
+        while termios.tcgetattr(self.fd)[3] & termios.ICANON:
+            if time.time() > deadline:
+                print("FAILED: %s; the terminal stayed in canonical mode" % what)
+                sys.exit(1)
+            time.sleep(0.01)
 
     def expect(self, pattern, what):
         """Waits for `pattern` (a regex in which '.' matches any character,
@@ -128,7 +136,12 @@ def main():
         s.prompt("prompt after history recall")
 
         mark = len(s.matched)
-        s.send("abc" + CTRL_C)
+        s.send("abc")
+        s.expect(r"abc", "input echoed")
+        # A person's Ctrl-C comes while libedit waits for a key; one sent at
+        # once may arrive while it still redraws the line (see repl.c).
+        time.sleep(0.3)
+        s.send(CTRL_C)
         s.prompt("Ctrl-C at the prompt gives a new prompt")
         s.send("2 * 3\r")
         s.expect(r"\r\n6\r\n", "input after Ctrl-C at the prompt")
