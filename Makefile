@@ -232,7 +232,7 @@ check-asan: deps
 
 # One harness is fuzz/NAME.c plus its NAME here; fuzz/seeds.py writes
 # its seed corpus.
-FUZZ_TARGETS := lexer parser checker idx gzip
+FUZZ_TARGETS := lexer parser checker idx gzip safetensors cifar kcache
 FUZZ_CC      ?= clang-14
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60

@@ -6,13 +6,16 @@
 lexer, parser and checker get every .bocb file of tests/, examples/ and
 stdlib/, except that the checker skips programs that import std/nets; idx gets images/labels pairs in the input layout of fuzz/idx.c;
 gzip gets gzip-compressed IDX files, among them the Fashion-MNIST test
-labels when the data set is installed.
+labels when the data set is installed; safetensors, cifar and kcache get
+valid and damaged files of their formats.
 """
 import gzip
 import hashlib
+import json
 import os
 import struct
 import sys
+import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FASHION = "/usr/share/datasets/fashion-mnist"
@@ -34,6 +37,43 @@ def idx_pairs():
     yield images, idx([4], bytes([0, 1, 2, 3]))
     yield images, idx([3], bytes([0, 1, 200]))
     yield b"\x00\x00\x0d\x03" + images[4:], labels
+
+
+def safetensors(tensors, meta=None, checksum=True):
+    """A safetensors file of (name, dtype, shape, data) tuples, with the
+    CRC-32 checksum that bocb writes when `checksum`."""
+    header, offset, blob = {}, 0, b""
+    for name, dtype, shape, data in tensors:
+        header[name] = {"dtype": dtype, "shape": shape,
+                        "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blob += data
+    meta = dict(meta or {})
+    if checksum:
+        meta["checksum"] = "crc32:%08x" % (zlib.crc32(blob) & 0xffffffff)
+    if meta:
+        header["__metadata__"] = meta
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + blob
+
+
+def safetensors_files():
+    weight = struct.pack("<6f", *range(6))
+    yield safetensors([("fc.weight", "F32", [2, 3], weight),
+                       ("fc.bias", "F64", [2], struct.pack("<2d", 1, 2))])
+    yield safetensors([("s", "F32", [], struct.pack("<f", 1))], {"format": "bocb"})
+    yield safetensors([("h", "F16", [2], bytes(4)), ("b", "BF16", [1, 1], bytes(2))],
+                      checksum=False)
+    yield safetensors([("fc.weight", "F32", [2, 3], weight)])[:-4]
+
+
+def kcache_entry(target, key, obj):
+    """A kernel-cache entry as compiler/kcache.c writes it."""
+    h = 0xcbf29ce484222325
+    for byte in obj:
+        h = ((h ^ byte) * 0x100000001b3) & 0xffffffffffffffff
+    t, k = target.encode(), key.encode()
+    return (b"BOCBKC01" + struct.pack("<4Q", len(t), len(k), len(obj), h) + t + k + obj)
 
 
 def write(directory, data):
@@ -71,6 +111,23 @@ def main():
         if os.path.exists(path):
             with open(path, "rb") as f:
                 write(out, f.read())
+    elif target == "safetensors":
+        for data in safetensors_files():
+            write(out, data)
+    elif target == "cifar":
+        record10 = bytes([3]) + bytes(range(256)) * 12
+        record100 = bytes([1, 42]) + bytes(3072)
+        write(out, b"\x00" + record10 * 2)
+        write(out, b"\x00" + record10 + record10[:100])
+        write(out, b"\x00" + bytes([10]) + record10[1:])
+        write(out, b"\x01" + record100 * 2)
+        write(out, b"\x01" + bytes([1, 100]) + record100[2:])
+    elif target == "kcache":
+        for target_name, key, obj in (("fuzz-target", "fuzz-key", b"\x7fELF" + bytes(60)),
+                                      ("fuzz-target", "fuzz-key", b""),
+                                      ("other", "fuzz-key", b"abc")):
+            write(out, kcache_entry(target_name, key, obj))
+        write(out, kcache_entry("fuzz-target", "fuzz-key", b"abcd")[:-2])
     else:
         sys.exit(f"seeds.py: unknown target '{target}'")
 
