@@ -133,12 +133,14 @@ static bool create_jit(CellRunner *r, Jit *jit, CellStats *stats, char **error)
     Kernel **all = xcalloc((size_t)n + 1, sizeof *all);
     RtKernelFn *fns = xcalloc((size_t)n + 1, sizeof *fns);
     for (int i = 0, at = 0; i < r->ngraphs; at += r->sched[i++].nkernels)
-        memcpy(all + at, r->sched[i].kernels, (size_t)r->sched[i].nkernels * sizeof *all);
+        if (r->sched[i].nkernels > 0)
+            memcpy(all + at, r->sched[i].kernels, (size_t)r->sched[i].nkernels * sizeof *all);
     bool ok = n == 0 || jit_compile(jit, all, n, fns, error);
     double compile_seconds = now_seconds() - t0;
     for (int i = 0, at = 0; ok && i < r->ngraphs; at += r->sched[i++].nkernels)
-        memcpy(r->sched[i].program.kernels, fns + at,
-               (size_t)r->sched[i].nkernels * sizeof *fns);
+        if (r->sched[i].nkernels > 0)
+            memcpy(r->sched[i].program.kernels, fns + at,
+                   (size_t)r->sched[i].nkernels * sizeof *fns);
     free(all);
     free(fns);
     if (!ok)

@@ -201,9 +201,12 @@ static bool restore_result(const StFile *file, const StTensor *epochs_t,
         memcpy(result->step_losses, losses_t->data, losses_t->nbytes);
         memcpy(result->step_lrs, lrs_t->data, lrs_t->nbytes);
     }
-    const double *rows = epochs_t->data;
+    /* The tensor's data sits wherever the file put it, not necessarily
+     * 8-byte aligned: each row is copied out before it is read. */
+    const unsigned char *rows = epochs_t->data;
     for (int e = 0; e < result->nepochs; e++) {
-        const double *row = &rows[e * EP_COUNT];
+        double row[EP_COUNT];
+        memcpy(row, rows + (size_t)e * EP_COUNT * sizeof row[0], sizeof row);
         RtEpochResult *er = &result->epochs[e];
         er->epoch = (int64_t)row[EP_EPOCH];
         er->steps = (int64_t)row[EP_STEPS];
