@@ -406,6 +406,12 @@ static void print_table(const ExperimentSpec *spec, const RunRecord *runs, int n
                    r->result.diverged_reason);
             continue;
         }
+        if (r->result.nepochs == 0) {
+            /* A signal stopped the run before its first epoch ended. */
+            printf("  stopped at step %lld, before the end of epoch 1\n",
+                   (long long)r->result.nsteps);
+            continue;
+        }
         const RtEpochResult *last = &r->result.epochs[r->result.nepochs - 1];
         double seconds = 0;
         for (int e = 0; e < r->result.nepochs; e++)
@@ -776,6 +782,8 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
                 status = BOCB_EXIT_RUNTIME;
             else if (r->result.interrupted)
                 status = 128 + run_stop_signal;
+            /* NOTE: a diverged run's final checkpoint contains the variables after the
+             * step that diverged, not the last finite ones. */
             else if (checkpoints && !run_checkpoint_finish(&checkpoint, &r->result))
                 status = BOCB_EXIT_RUNTIME;
             if (!r->result.interrupted && !r->result.checkpoint_failed)
