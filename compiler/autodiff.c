@@ -52,8 +52,7 @@ bool ad_has_rule(IrOp op)
     return false;
 }
 
-/* A constant with the shape and dtype of node `like`. */
-static int fill_like(IrGraph *g, int like, double value, SrcLoc loc)
+int ad_fill_like(IrGraph *g, int like, double value, SrcLoc loc)
 {
     IrNode *n = ir_node(g, like);
     Shape shape = n->shape;
@@ -108,7 +107,7 @@ static int unsum(IrGraph *g, int dy, int x, uint32_t axes, SrcLoc loc)
 
 static int zero_where_false(IrGraph *g, int cond, int value, SrcLoc loc)
 {
-    return ir_select(g, cond, value, fill_like(g, value, 0.0, loc), loc);
+    return ir_select(g, cond, value, ad_fill_like(g, value, 0.0, loc), loc);
 }
 
 /* max/min: the operand that wins gets dy, tied operands get dy / 2. */
@@ -118,9 +117,9 @@ static void vjp_extremum(Ad *ad, const IrNode n, int dy)
     SrcLoc loc = n.loc;
     int a = n.in[0], b = n.in[1];
     IrOp wins = n.op == IR_MAX ? IR_GT : IR_LT;
-    int half = ir_binary(g, IR_MUL, dy, fill_like(g, dy, 0.5, loc), loc);
+    int half = ir_binary(g, IR_MUL, dy, ad_fill_like(g, dy, 0.5, loc), loc);
     int tie = ir_binary(g, IR_EQ, a, b, loc);
-    int zero = fill_like(g, dy, 0.0, loc);
+    int zero = ad_fill_like(g, dy, 0.0, loc);
 
     if (ad->active[a]) {
         int a_wins = ir_binary(g, wins, a, b, loc);
@@ -253,7 +252,7 @@ static void vjp(Ad *ad, int id, int dy)
     }
     case IR_SQRT: {
         /* d sqrt(x) = dy / (2 sqrt(x)) */
-        int two_y = ir_binary(g, IR_MUL, id, fill_like(g, id, 2.0, loc), loc);
+        int two_y = ir_binary(g, IR_MUL, id, ad_fill_like(g, id, 2.0, loc), loc);
         accumulate(ad, x, ir_binary(g, IR_DIV, dy, two_y, loc), loc);
         break;
     }
@@ -265,7 +264,7 @@ static void vjp(Ad *ad, int id, int dy)
         break;
     case IR_TANH: {
         int y2 = ir_binary(g, IR_MUL, id, id, loc);
-        int d = ir_binary(g, IR_SUB, fill_like(g, id, 1.0, loc), y2, loc);
+        int d = ir_binary(g, IR_SUB, ad_fill_like(g, id, 1.0, loc), y2, loc);
         accumulate(ad, x, ir_binary(g, IR_MUL, dy, d, loc), loc);
         break;
     }
@@ -273,19 +272,19 @@ static void vjp(Ad *ad, int id, int dy)
         /* d erf(x) = 2 / sqrt(pi) exp(-x^2) */
         int x2 = ir_binary(g, IR_MUL, x, x, loc);
         int e = ir_unary(g, IR_EXP, ir_unary(g, IR_NEG, x2, loc), loc);
-        int d = ir_binary(g, IR_MUL, e, fill_like(g, x, 1.1283791670955126, loc), loc);
+        int d = ir_binary(g, IR_MUL, e, ad_fill_like(g, x, 1.1283791670955126, loc), loc);
         accumulate(ad, x, ir_binary(g, IR_MUL, dy, d, loc), loc);
         break;
     }
     case IR_SIGMOID: {
         /* d sigmoid(x) = y (1 - y) */
-        int one_minus = ir_binary(g, IR_SUB, fill_like(g, id, 1.0, loc), id, loc);
+        int one_minus = ir_binary(g, IR_SUB, ad_fill_like(g, id, 1.0, loc), id, loc);
         int d = ir_binary(g, IR_MUL, id, one_minus, loc);
         accumulate(ad, x, ir_binary(g, IR_MUL, dy, d, loc), loc);
         break;
     }
     case IR_RELU: {
-        int positive = ir_binary(g, IR_GT, id, fill_like(g, id, 0.0, loc), loc);
+        int positive = ir_binary(g, IR_GT, id, ad_fill_like(g, id, 0.0, loc), loc);
         accumulate(ad, x, zero_where_false(g, positive, dy, loc), loc);
         break;
     }
@@ -325,7 +324,7 @@ static void vjp(Ad *ad, int id, int dy)
         int a = n.in[0], b = n.in[1];
         if (ad->active[a]) {
             /* b * a^(b-1) */
-            int bm1 = ir_binary(g, IR_SUB, b, fill_like(g, b, 1.0, loc), loc);
+            int bm1 = ir_binary(g, IR_SUB, b, ad_fill_like(g, b, 1.0, loc), loc);
             int p = ir_binary(g, IR_POW, a, bm1, loc);
             int d = ir_binary(g, IR_MUL, b, p, loc);
             accumulate(ad, a, ir_binary(g, IR_MUL, dy, d, loc), loc);
@@ -480,7 +479,7 @@ bool ad_backward(IrGraph *g, int loss, const int *vars, int nvars, int *grads)
 
     if (ok && ad.active[loss]) {
         SrcLoc loc = ir_node(g, loss)->loc;
-        ad.adjoint[loss] = fill_like(g, loss, 1.0, loc);
+        ad.adjoint[loss] = ad_fill_like(g, loss, 1.0, loc);
         for (int i = loss; i >= 0; i--) {
             if (ad.active[i] && ad.adjoint[i] >= 0 &&
                 ir_op_class(ir_node(g, i)->op) != IR_CLASS_LEAF)

@@ -17,4 +17,7 @@ bool ad_backward(IrGraph *g, int loss, const int *vars, int nvars, int *grads);
 /* Returns true when `op` has a VJP rule. */
 bool ad_has_rule(IrOp op);
 
+/* Returns a constant `value` with the shape and dtype of node `like`. */
+int ad_fill_like(IrGraph *g, int like, double value, SrcLoc loc);
+
 #endif

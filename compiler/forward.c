@@ -15,6 +15,7 @@
  * the argmax selection inside the pooling gradients) have zero tangent
  * with respect to it.
  */
+#include "autodiff.h"
 #include "forward.h"
 #include "ir_spatial.h"
 
@@ -28,44 +29,21 @@ typedef struct Fwd {
 bool fwd_has_rule(IrOp op)
 {
     switch (op) {
-    case IR_INPUT: case IR_VAR: case IR_CONST: case IR_BATCH:
-    case IR_NEG: case IR_ABS: case IR_SIGN: case IR_SQRT: case IR_EXP:
-    case IR_LOG: case IR_TANH: case IR_RELU: case IR_FLOOR: case IR_CAST:
-    case IR_ERF: case IR_SIGMOID: case IR_RANDOM:
-    case IR_ADD: case IR_SUB: case IR_MUL: case IR_DIV: case IR_POW:
-    case IR_MAX: case IR_MIN: case IR_SELECT:
-    case IR_BROADCAST: case IR_RESHAPE: case IR_SUM:
-    case IR_MATMUL: case IR_CONV2D: case IR_MAXPOOL2D: case IR_CROSS_ENTROPY:
-    case IR_GATHER:
-    case IR_PERMUTE: case IR_SLICE: case IR_CONCAT: case IR_BMM: case IR_AVGPOOL2D:
-    case IR_REDUCE_MAX: case IR_IOTA:
-    /* the ops of gradient graphs */
+    /* The ops of gradient graphs, which reverse mode never differentiates. */
     case IR_CONV2D_GRAD_INPUT: case IR_CONV2D_GRAD_WEIGHT: case IR_MAXPOOL2D_GRAD:
     case IR_CROSS_ENTROPY_GRAD: case IR_SCATTER_ADD: case IR_AVGPOOL2D_GRAD:
     case IR_REDUCE_MAX_GRAD:
-    case IR_QUANTIZE:
-    /* bool and i32 results, which never carry a tangent */
-    case IR_NOT: case IR_LT: case IR_LE: case IR_GT: case IR_GE:
-    case IR_EQ: case IR_NE: case IR_AND: case IR_OR: case IR_SAMPLE_LABELS:
+    /* An i32 result, which never carries a tangent. */
+    case IR_SAMPLE_LABELS:
         return true;
-    case IR_ASSIGN: case IR_OP_COUNT:
-        return false;
+    default:
+        return ad_has_rule(op);
     }
-    return false;
-}
-
-/* A constant with the shape and dtype of node `like`. */
-static int fill_like(IrGraph *g, int like, double value, SrcLoc loc)
-{
-    IrNode *n = ir_node(g, like);
-    Shape shape = n->shape;
-    int c = ir_const(g, n->dtype, value, loc);
-    return ir_broadcast(g, c, shape, loc);
 }
 
 static int zero_if_none(IrGraph *g, int tangent, int like, SrcLoc loc)
 {
-    return tangent >= 0 ? tangent : fill_like(g, like, 0.0, loc);
+    return tangent >= 0 ? tangent : ad_fill_like(g, like, 0.0, loc);
 }
 
 /* a + b where either may be -1 (zero). */
@@ -166,7 +144,7 @@ static int jvp_extremum(Fwd *f, const IrNode *n)
     int tb = zero_if_none(g, f->tangent[b], b, loc);
     IrOp wins = n->op == IR_MAX ? IR_GT : IR_LT;
     int mean = ir_binary(g, IR_MUL, ir_binary(g, IR_ADD, ta, tb, loc),
-                         fill_like(g, a, 0.5, loc), loc);
+                         ad_fill_like(g, a, 0.5, loc), loc);
     int tied = ir_select(g, ir_binary(g, IR_EQ, a, b, loc), mean, tb, loc);
     return ir_select(g, ir_binary(g, wins, a, b, loc), ta, tied, loc);
 }
@@ -216,19 +194,19 @@ static int jvp_maxpool(Fwd *f, int id, const IrNode *n)
     windows.dims[2] = taps;
     int xw = pool_windows(g, x, n, windows, loc);
     int tw = pool_windows(g, f->tangent[x], n, windows, loc);
-    int valid = pool_windows(g, fill_like(g, x, 1.0, loc), n, windows, loc);
+    int valid = pool_windows(g, ad_fill_like(g, x, 1.0, loc), n, windows, loc);
 
     int ymax = expand_axis(g, id, windows, 2, loc);
     int hit = ir_binary(g, IR_AND, ir_binary(g, IR_EQ, xw, ymax, loc),
-                        ir_binary(g, IR_GT, valid, fill_like(g, valid, 0.5, loc), loc), loc);
+                        ir_binary(g, IR_GT, valid, ad_fill_like(g, valid, 0.5, loc), loc), loc);
     /* Score taps - i at a maximum and 0 elsewhere: the first maximum has
      * the highest score. */
     int index = ir_iota(g, dt, windows, 2, loc);
-    int rank = ir_binary(g, IR_SUB, fill_like(g, index, (double)taps, loc), index, loc);
-    int score = ir_select(g, hit, rank, fill_like(g, rank, 0.0, loc), loc);
+    int rank = ir_binary(g, IR_SUB, ad_fill_like(g, index, (double)taps, loc), index, loc);
+    int score = ir_select(g, hit, rank, ad_fill_like(g, rank, 0.0, loc), loc);
     int best = expand_axis(g, ir_reduce_max(g, score, 1u << 2, loc), windows, 2, loc);
     int first = ir_binary(g, IR_AND, hit, ir_binary(g, IR_EQ, score, best, loc), loc);
-    int picked = ir_select(g, first, tw, fill_like(g, tw, 0.0, loc), loc);
+    int picked = ir_select(g, first, tw, ad_fill_like(g, tw, 0.0, loc), loc);
     return ir_sum(g, picked, 1u << 2, loc);
 }
 
@@ -245,7 +223,7 @@ static int jvp_loss_grad_logits(Fwd *f, const IrNode *n)
     int jt;
     if (n->attr.loss.kind == IR_LOSS_MSE) {
         double k = 2.0 / (double)s.dims[1];
-        jt = ir_binary(g, IR_MUL, t, fill_like(g, t, k, loc), loc);
+        jt = ir_binary(g, IR_MUL, t, ad_fill_like(g, t, k, loc), loc);
     } else {
         int p = ir_softmax(g, logits, 1, false, loc);
         int pt = ir_binary(g, IR_MUL, p, t, loc);
@@ -262,7 +240,7 @@ static int jvp_loss(Fwd *f, int id, const IrNode *n)
     IrGraph *g = f->g;
     SrcLoc loc = n->loc;
     int logits = n->in[0];
-    int d = ir_cross_entropy_grad(g, logits, n->in[1], fill_like(g, id, 1.0, loc), loc);
+    int d = ir_cross_entropy_grad(g, logits, n->in[1], ad_fill_like(g, id, 1.0, loc), loc);
     ir_node(g, d)->attr.loss = n->attr.loss;
     int prod = ir_binary(g, IR_MUL, d, f->tangent[logits], loc);
     return ir_sum(g, prod, 1u << 1, loc);
@@ -302,7 +280,7 @@ static int jvp(Fwd *f, int id)
     case IR_ABS:
         return scale(g, t0, ir_unary(g, IR_SIGN, x, loc), loc);
     case IR_SQRT: {
-        int two_y = ir_binary(g, IR_MUL, id, fill_like(g, id, 2.0, loc), loc);
+        int two_y = ir_binary(g, IR_MUL, id, ad_fill_like(g, id, 2.0, loc), loc);
         return ir_binary(g, IR_DIV, t0, two_y, loc);
     }
     case IR_EXP:
@@ -311,22 +289,22 @@ static int jvp(Fwd *f, int id)
         return ir_binary(g, IR_DIV, t0, x, loc);
     case IR_TANH: {
         int y2 = ir_binary(g, IR_MUL, id, id, loc);
-        return scale(g, t0, ir_binary(g, IR_SUB, fill_like(g, id, 1.0, loc), y2, loc), loc);
+        return scale(g, t0, ir_binary(g, IR_SUB, ad_fill_like(g, id, 1.0, loc), y2, loc), loc);
     }
     case IR_ERF: {
         /* d erf(x) = 2 / sqrt(pi) exp(-x^2) */
         int x2 = ir_binary(g, IR_MUL, x, x, loc);
         int e = ir_unary(g, IR_EXP, ir_unary(g, IR_NEG, x2, loc), loc);
-        return scale(g, t0, ir_binary(g, IR_MUL, e, fill_like(g, x, 1.1283791670955126, loc),
+        return scale(g, t0, ir_binary(g, IR_MUL, e, ad_fill_like(g, x, 1.1283791670955126, loc),
                                       loc), loc);
     }
     case IR_SIGMOID: {
-        int one_minus = ir_binary(g, IR_SUB, fill_like(g, id, 1.0, loc), id, loc);
+        int one_minus = ir_binary(g, IR_SUB, ad_fill_like(g, id, 1.0, loc), id, loc);
         return scale(g, t0, ir_binary(g, IR_MUL, id, one_minus, loc), loc);
     }
     case IR_RELU: {
-        int positive = ir_binary(g, IR_GT, id, fill_like(g, id, 0.0, loc), loc);
-        return ir_select(g, positive, t0, fill_like(g, id, 0.0, loc), loc);
+        int positive = ir_binary(g, IR_GT, id, ad_fill_like(g, id, 0.0, loc), loc);
+        return ir_select(g, positive, t0, ad_fill_like(g, id, 0.0, loc), loc);
     }
     case IR_SIGN: case IR_FLOOR: case IR_RANDOM: case IR_IOTA:
         return -1;
@@ -350,7 +328,7 @@ static int jvp(Fwd *f, int id)
     case IR_POW: {
         int a = n.in[0], b = n.in[1], r = -1;
         if (t0 >= 0) {
-            int bm1 = ir_binary(g, IR_SUB, b, fill_like(g, b, 1.0, loc), loc);
+            int bm1 = ir_binary(g, IR_SUB, b, ad_fill_like(g, b, 1.0, loc), loc);
             int d = ir_binary(g, IR_MUL, b, ir_binary(g, IR_POW, a, bm1, loc), loc);
             r = scale(g, t0, d, loc);
         }
@@ -376,7 +354,7 @@ static int jvp(Fwd *f, int id)
     case IR_REDUCE_MAX: {
         /* reduce_max_grad of ones marks each output's first maximum. */
         uint32_t axes = (uint32_t)n.attr.spatial.p[0];
-        int mask = ir_reduce_max_grad(g, x, fill_like(g, id, 1.0, loc), axes, loc);
+        int mask = ir_reduce_max_grad(g, x, ad_fill_like(g, id, 1.0, loc), axes, loc);
         return ir_sum(g, ir_binary(g, IR_MUL, t0, mask, loc), axes, loc);
     }
     case IR_CROSS_ENTROPY:
@@ -500,9 +478,9 @@ bool fwd_gradient_estimate(IrGraph *g, int loss, int step, const int *vars, int 
         free(name);
         int step_value = ir_node(g, step)->dtype == dt ? step : ir_cast(g, step, dt, vloc);
         int u = ir_random(g, ir_var_read(g, key, vloc), step_value, shape, vloc);
-        int negative = ir_binary(g, IR_LT, u, fill_like(g, u, 0.5, vloc), vloc);
-        tangents[i] = ir_select(g, negative, fill_like(g, u, -1.0, vloc),
-                                fill_like(g, u, 1.0, vloc), vloc);
+        int negative = ir_binary(g, IR_LT, u, ad_fill_like(g, u, 0.5, vloc), vloc);
+        tangents[i] = ir_select(g, negative, ad_fill_like(g, u, -1.0, vloc),
+                                ad_fill_like(g, u, 1.0, vloc), vloc);
     }
     int derivative;
     bool ok = fwd_jvp(g, vars, tangents, nvars, &loss, 1, &derivative);
