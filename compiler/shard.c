@@ -260,7 +260,9 @@ static void count_collective(ShardTraffic *t, bool gradients, const QuantSetting
     double payload = 0, meta = 0;
     for (int r = 0; r < ranks; r++) {
         int64_t first = (int64_t)r * chunk;
-        int64_t len = first >= numel ? 0 : numel - first < chunk ? numel - first : chunk;
+        int64_t len = 0;
+        if (first < numel)
+            len = numel - first < chunk ? numel - first : chunk;
         payload += q->on ? (double)((len * q->bits + 7) / 8) : (double)len * sizeof(float);
         meta += q->on ? (double)((len + q->bucket - 1) / q->bucket) * 2 * sizeof(float) : 0;
     }

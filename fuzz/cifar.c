@@ -1,7 +1,7 @@
 /* cifar.c - libFuzzer harness: reads the input as a CIFAR batch file.
- * The first byte chooses the layout: even for CIFAR-10 (one label byte,
- * 10 classes), odd for CIFAR-100 (coarse and fine label bytes, 100
- * classes); the rest is the file. */
+ * An even first byte selects CIFAR-10 (one label byte, 10 classes) and an
+ * odd one CIFAR-100 (coarse and fine label bytes, 100 classes). The rest
+ * of the input is the file. */
 #include "fuzz.h"
 
 #include "cifar.h"

@@ -40,8 +40,8 @@ def idx_pairs():
 
 
 def safetensors(tensors, meta=None, checksum=True):
-    """A safetensors file of (name, dtype, shape, data) tuples, with the
-    CRC-32 checksum that bocb writes when `checksum`."""
+    """Returns a safetensors file of (name, dtype, shape, data) tuples, with
+    the CRC-32 checksum that bocb writes when `checksum` is true."""
     header, offset, blob = {}, 0, b""
     for name, dtype, shape, data in tensors:
         header[name] = {"dtype": dtype, "shape": shape,
@@ -68,7 +68,7 @@ def safetensors_files():
 
 
 def kcache_entry(target, key, obj):
-    """A kernel-cache entry as compiler/kcache.c writes it."""
+    """Returns a kernel-cache entry laid out as compiler/kcache.c writes it."""
     h = 0xcbf29ce484222325
     for byte in obj:
         h = ((h ^ byte) * 0x100000001b3) & 0xffffffffffffffff

@@ -179,8 +179,8 @@ CHANCE = 25.0  # four balanced classes
 
 
 def comparison(done):
-    """The reference benchmark's qualitative findings, each set beside what
-    this run's rows say about it. Only the sentences after "here" depend on
+    """Returns the ZO benchmark's qualitative findings, each followed by
+    what this run's rows show. Only the sentences after "here" depend on
     the run."""
     if not any(r["gradient"] != "backprop" for r in done):
         return []
