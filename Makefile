@@ -5,10 +5,10 @@
 #   make demo       deps + build + train the quickstart on Fashion-MNIST
 #   make check      deps + build + every test suite; last line "N passed, N failed"
 #   make bench      deps + build + timed runs of the quickstart models
-#   make results-backbones  build + train every std/nets backbone 5 epochs
-#                   (hours on 2 cores), writing docs/results/backbones.md;
-#                   RESULTS_ARGS="--epochs 1 --batch 32 --train-size 256" for a
-#                   short run
+#   make results-backbones  build + train every std/nets backbone in its compact
+#                   configuration 5 epochs on the full split, writing
+#                   docs/results/backbones.md; RESULTS_ARGS="" trains the
+#                   default sizes instead (about 10 hours on 2 cores)
 #   make results-stability  build + run the synthetic SGD stability experiment
 #                   (about a minute), writing docs/results/stability_synthetic.*
 #   make zo-bench   build + fine-tune the character transformer of
@@ -99,6 +99,7 @@ bench: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/depthwise $(BUILD)/bench/optim_bench
 	@BUILD=$(BUILD) bench/run.sh
 
+RESULTS_ARGS ?= --compact
 results-backbones: $(BOCBC)
 	tools/results_backbones.py --bocbc $(BOCBC) $(RESULTS_ARGS)
 
