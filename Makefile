@@ -75,6 +75,9 @@ BOCBC   := $(BUILD)/bocbc
 
 UNIT_SRC  := $(wildcard tests/unit/*.c) $(wildcard tests/gradcheck/*.c)
 UNIT_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+# bench/matrix.py records a step's matrix products with gemm_log.so
+# (loaded with LD_PRELOAD) and times them alone with gemm_peak.
+BENCH_MATRIX_BINS := $(BUILD)/bench/gemm_log.so $(BUILD)/bench/gemm_peak
 
 .PHONY: all deps demo check check-unit check-lit bench results-backbones results-stability \
         zo-bench install uninstall clean check-asan fuzz fuzz-build memcheck
@@ -93,10 +96,12 @@ check: deps
 	@$(MAKE) --no-print-directory all tests
 	@BUILD=$(BUILD) LIT=$(LIT) LLVM_BINDIR=$(LLVM_BINDIR) tests/run.sh
 
-tests: $(BOCBC) $(UNIT_BINS) $(BUILD)/bench/optim_bench $(BUILD)/tools/stability_synthetic
+tests: $(BOCBC) $(UNIT_BINS) $(BUILD)/bench/optim_bench $(BUILD)/tools/stability_synthetic \
+       $(BENCH_MATRIX_BINS)
 
 bench: deps
-	@$(MAKE) --no-print-directory all $(BUILD)/bench/depthwise $(BUILD)/bench/optim_bench
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/depthwise $(BUILD)/bench/optim_bench \
+	    $(BENCH_MATRIX_BINS)
 	@BUILD=$(BUILD) bench/run.sh
 
 results-backbones: $(BOCBC)
@@ -259,5 +264,13 @@ memcheck: $(BOCBC)
 $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -O3 -fno-math-errno -o $@ $< $(LIB) $(LDLIBS)
+
+$(BUILD)/bench/gemm_log.so: bench/gemm_log.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -shared -o $@ $< -ldl -lpthread
+
+$(BUILD)/bench/gemm_peak: bench/gemm_peak.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< -lopenblas -lm
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
