@@ -4,7 +4,11 @@
 #   make deps       install the Debian packages (apt, idempotent)
 #   make demo       deps + build + train the quickstart on Fashion-MNIST
 #   make check      deps + build + every test suite; last line "N passed, N failed"
-#   make bench      deps + build + timed runs of the quickstart models
+#   make bench      bench-deps + build + timed runs of the quickstart models,
+#                   the optimizer step, and the matrix of five models against
+#                   PyTorch (bench/run.sh), whose table it writes to
+#                   docs/results/bench_matrix.md
+#   make bench-deps deps + python3-torch and python3-numpy for `make bench`
 #   make results-backbones  build + train every std/nets backbone 5 epochs
 #                   (hours on 2 cores), writing docs/results/backbones.md;
 #                   RESULTS_ARGS="--epochs 1 --batch 32 --train-size 256" for a
@@ -79,7 +83,7 @@ UNIT_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 # (loaded with LD_PRELOAD) and times them alone with gemm_peak.
 BENCH_MATRIX_BINS := $(BUILD)/bench/gemm_log.so $(BUILD)/bench/gemm_peak
 
-.PHONY: all deps demo check check-unit check-lit bench results-backbones results-stability \
+.PHONY: all deps bench-deps demo check check-unit check-lit bench results-backbones results-stability \
         zo-bench install uninstall clean check-asan fuzz fuzz-build memcheck
 .DEFAULT_GOAL := all
 
@@ -99,7 +103,10 @@ check: deps
 tests: $(BOCBC) $(UNIT_BINS) $(BUILD)/bench/optim_bench $(BUILD)/tools/stability_synthetic \
        $(BENCH_MATRIX_BINS)
 
-bench: deps
+bench-deps:
+	@tools/install-deps.sh --bench
+
+bench: bench-deps
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/depthwise $(BUILD)/bench/optim_bench \
 	    $(BENCH_MATRIX_BINS)
 	@BUILD=$(BUILD) bench/run.sh

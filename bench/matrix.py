@@ -18,13 +18,15 @@ Optimizers: SGD with momentum 0.9 and AdamW. Batches 32 and 128, threads
 Each cell runs each framework in a process of its own and reads its peak
 resident set size from wait4. bocb: `bocbc --jit --threads T` trains
 STEPS steps (MODELS gives them for batch 128; batch 32 runs 4 times as
-many, so both see the same images), and ms/step is the training loop's
+many, so both see as many images), and ms/step is the training loop's
 own clock from the report's epochs.csv (compilation, data loading and
 evaluation excluded); the kernel cache is warm. PyTorch: this script
 with --torch-child loads the same Fashion-MNIST files as bytes, as bocb
 does, runs two untimed steps, then times STEPS steps of gathering a
 shuffled batch, forward, cross-entropy, backward and the optimizer
-step, under torch.set_num_threads(T). Both processes get
+step, under torch.set_num_threads(T); it stops timing after
+--torch-budget seconds (and at least 3 steps), and the table then says
+how many steps it timed. Both processes get
 OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = MKL_NUM_THREADS = T.
 
 The machine limit of a cell comes from the matrix products its bocb
@@ -109,8 +111,10 @@ def torch_model(torch, name, kwargs):
     return ViT(1, 28, **kwargs) if name == "vit" else ConvNeXt(1, 28, **kwargs)
 
 
-def torch_child(model, optimizer, batch, threads, steps):
-    """Prints one JSON line: ms per step and the parameter count."""
+def torch_child(model, optimizer, batch, threads, steps, budget):
+    """Prints one JSON line: ms per step, the steps timed and the parameter
+    count. Timing stops after `budget` seconds (and at least 3 steps), so
+    that a loaded machine cannot stretch a cell without bound."""
     import numpy as np
     import torch
     torch.set_num_threads(threads)
@@ -141,11 +145,14 @@ def torch_child(model, optimizer, batch, threads, steps):
     for i in range(2):
         step(i)
     start = time.perf_counter()
-    for i in range(steps):
-        step(i + 2)
-    ms = 1000.0 * (time.perf_counter() - start) / steps
+    done = 0
+    while done < steps and (done < 3 or time.perf_counter() - start < budget):
+        step(done + 2)
+        done += 1
+    ms = 1000.0 * (time.perf_counter() - start) / done
     params = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    print(json.dumps({"ms": ms, "params": params, "test_images": len(test_images) // 784}))
+    print(json.dumps({"ms": ms, "steps": done, "params": params,
+                      "test_images": len(test_images) // 784}))
 
 
 # ---- measuring processes ----------------------------------------------------
@@ -247,13 +254,14 @@ def read_gemm_log(path):
     return counts
 
 
-def torch_run(model, optimizer, batch, threads, steps, work):
+def torch_run(model, optimizer, batch, threads, steps, budget, work):
+    """Returns (ms/step, peak RSS MiB, parameters, steps timed)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--torch-child", model, optimizer,
-           str(batch), str(threads), str(steps)]
+           str(batch), str(threads), str(steps), str(budget)]
     text, rss = run_measured(cmd, thread_env(threads), work, f"torch-{model}-{optimizer}"
                              f"-{batch}-{threads}")
     result = json.loads(text.strip().splitlines()[-1])
-    return result["ms"], rss, result["params"]
+    return result["ms"], rss, result["params"], result["steps"]
 
 
 # ---- the table ----------------------------------------------------------------
@@ -282,8 +290,11 @@ def row_cells(r):
     theirs = r["torch_ms"]
     def f(v, fmt):
         return "no torch" if v is None else format(v, fmt)
+    torch_ms = f(theirs, ".2f")
+    if r["torch_steps"] is not None and r["torch_steps"] < r["steps"]:
+        torch_ms += f" ({r['torch_steps']} steps)"
     return [r["model"], r["opt"], str(r["batch"]), str(r["threads"]),
-            f"{r['bocb_ms']:.2f}", f(theirs, ".2f"),
+            f"{r['bocb_ms']:.2f}", torch_ms,
             "no torch" if theirs is None else f"{theirs / r['bocb_ms']:.2f}x",
             f"{1000 * r['batch'] / r['bocb_ms']:.0f}",
             "no torch" if theirs is None else f"{1000 * r['batch'] / theirs:.0f}",
@@ -293,14 +304,17 @@ def row_cells(r):
             verdict(r["bocb_ms"], theirs, r["limit_ms"], r["bocb_rss"], r["torch_rss"])]
 
 
-def write_markdown(path, header, models, rows):
+def write_markdown(path, header, models, rows, batches):
     with open(path, "w") as f:
+        f.write("# The `make bench` matrix\n\nWritten by `bench/matrix.py` (`make bench`); "
+                "do not edit. docs/benchmarks.md explains the columns and the misses.\n\n")
         f.write(header + "\n\n")
-        f.write("| model | configuration | bocb parameters | PyTorch parameters | GEMM GFLOP/step "
-                "(b32, b128) | --stats GFLOP/step (b32, b128) |\n|---|---|---:|---:|---:|---:|\n")
+        at = "batch " + ", ".join(map(str, batches))
+        f.write(f"| model | configuration | bocb parameters | PyTorch parameters | GEMM GFLOP/step "
+                f"({at}) | --stats GFLOP/step ({at}) |\n|---|---|---:|---:|---:|---:|\n")
         for m in models:
             f.write(f"| {m['name']} | `{m['expr']}` | {m['bocb_params']:,} | "
-                    f"{m['torch_params'] if m['torch_params'] is None else format(m['torch_params'], ',')} | "
+                    f"{'no torch' if m['torch_params'] is None else format(m['torch_params'], ',')} | "
                     f"{m['gemm_gflop']} | {m['stats_gflop']} |\n")
         f.write("\n| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n")
         for r in rows:
@@ -320,13 +334,15 @@ def main():
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
     parser.add_argument("--threads", default=",".join(map(str, THREADS)))
     parser.add_argument("--markdown", help="also write the tables to this file")
-    parser.add_argument("--torch-child", nargs=5, metavar=("MODEL", "OPT", "BATCH", "THREADS",
-                                                            "STEPS"), help=argparse.SUPPRESS)
+    parser.add_argument("--torch-budget", type=float, default=30,
+                        help="seconds after which PyTorch stops timing a cell (default 30)")
+    parser.add_argument("--torch-child", nargs=6, help=argparse.SUPPRESS,
+                        metavar=("MODEL", "OPT", "BATCH", "THREADS", "STEPS", "BUDGET"))
     args = parser.parse_args()
 
     if args.torch_child:
-        m, o, b, t, s = args.torch_child
-        torch_child(m, o, int(b), int(t), int(s))
+        m, o, b, t, s, budget = args.torch_child
+        torch_child(m, o, int(b), int(t), int(s), float(budget))
         return 0
     if not args.bocbc:
         parser.error("the bocbc executable is required")
@@ -375,13 +391,20 @@ def main():
                         info["bocb_params"] = params
                         theirs = (None, None)
                         if have_torch:
-                            t_ms, t_rss, t_params = torch_run(name, optimizer, batch, threads,
-                                                              steps, work)
+                            t_ms, t_rss, t_params, t_steps = torch_run(
+                                name, optimizer, batch, threads, steps, args.torch_budget, work)
                             theirs = (t_ms, t_rss)
+                            if t_steps < steps:
+                                print(f"  PyTorch timed {t_steps} of {steps} steps "
+                                      f"(--torch-budget)", flush=True)
+                            if t_params != params:
+                                raise SystemExit(f"matrix: {name} has {params} parameters in "
+                                                 f"bocb but {t_params} in PyTorch")
                             info["torch_params"] = t_params
                         r = {"model": name, "opt": optimizer, "batch": batch,
                              "threads": threads, "steps": steps, "bocb_ms": ms, "bocb_rss": rss,
-                             "torch_ms": theirs[0], "torch_rss": theirs[1], "limit_ms": limit_ms}
+                             "torch_ms": theirs[0], "torch_rss": theirs[1], "limit_ms": limit_ms,
+                             "torch_steps": t_steps if have_torch else None}
                         rows.append(r)
                         print("  ".join(f"{c}={v}" for c, v in zip(COLUMNS, row_cells(r))),
                               flush=True)
@@ -406,7 +429,7 @@ def main():
         for info in model_rows:
             info["gemm_gflop"] = ", ".join(info["gemm_gflop"])
             info["stats_gflop"] = ", ".join(info["stats_gflop"])
-        write_markdown(args.markdown, header + "; " + footer, model_rows, rows)
+        write_markdown(args.markdown, header + "; " + footer, model_rows, rows, batches)
     return 0
 
 
