@@ -4,7 +4,11 @@
 #   make deps       install the Debian packages (apt, idempotent)
 #   make demo       deps + build + train the quickstart on Fashion-MNIST
 #   make check      deps + build + every test suite; last line "N passed, N failed"
-#   make bench      deps + build + timed runs of the quickstart models
+#   make bench      bench-deps + build + timed runs of the quickstart models,
+#                   the optimizer step, and the matrix of five models against
+#                   PyTorch (bench/run.sh), whose table it writes to
+#                   docs/results/bench_matrix.md
+#   make bench-deps deps + python3-torch and python3-numpy for `make bench`
 #   make results-backbones  build + train every std/nets backbone in its compact
 #                   configuration 5 epochs on the full split, writing
 #                   docs/results/backbones.md; RESULTS_ARGS="" trains the
@@ -75,8 +79,11 @@ BOCBC   := $(BUILD)/bocbc
 
 UNIT_SRC  := $(wildcard tests/unit/*.c) $(wildcard tests/gradcheck/*.c)
 UNIT_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+# bench/matrix.py records a step's matrix products with gemm_log.so
+# (loaded with LD_PRELOAD) and times them alone with gemm_peak.
+BENCH_MATRIX_BINS := $(BUILD)/bench/gemm_log.so $(BUILD)/bench/gemm_peak
 
-.PHONY: all deps demo check check-unit check-lit bench results-backbones results-stability \
+.PHONY: all deps bench-deps demo check check-unit check-lit bench results-backbones results-stability \
         zo-bench install uninstall clean check-asan fuzz fuzz-build memcheck
 .DEFAULT_GOAL := all
 
@@ -93,10 +100,15 @@ check: deps
 	@$(MAKE) --no-print-directory all tests
 	@BUILD=$(BUILD) LIT=$(LIT) LLVM_BINDIR=$(LLVM_BINDIR) tests/run.sh
 
-tests: $(BOCBC) $(UNIT_BINS) $(BUILD)/bench/optim_bench $(BUILD)/tools/stability_synthetic
+tests: $(BOCBC) $(UNIT_BINS) $(BUILD)/bench/optim_bench $(BUILD)/tools/stability_synthetic \
+       $(BENCH_MATRIX_BINS)
 
-bench: deps
-	@$(MAKE) --no-print-directory all $(BUILD)/bench/depthwise $(BUILD)/bench/optim_bench
+bench-deps:
+	@tools/install-deps.sh --bench
+
+bench: bench-deps
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/depthwise $(BUILD)/bench/optim_bench \
+	    $(BENCH_MATRIX_BINS)
 	@BUILD=$(BUILD) bench/run.sh
 
 RESULTS_ARGS ?= --compact
@@ -260,5 +272,13 @@ memcheck: $(BOCBC)
 $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -O3 -fno-math-errno -o $@ $< $(LIB) $(LDLIBS)
+
+$(BUILD)/bench/gemm_log.so: bench/gemm_log.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -shared -o $@ $< -ldl -lpthread
+
+$(BUILD)/bench/gemm_peak: bench/gemm_peak.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< -lopenblas -lm
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

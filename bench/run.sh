@@ -24,14 +24,18 @@
 # Then it times the direct depthwise convolution kernels beside the
 # im2col + GEMM path on the same shapes (bench/depthwise.c), as a ratio.
 # Next it times the fused AdamW update against a triad
-# (bench/optim_bench.c). Then it times the training steps of ResNet, ViT
-# and ConvNeXt beside PyTorch (bench/backbones.py). Last it measures the
-# memory and speed of zeroth-order training (bench/zo_bench.py).
+# (bench/optim_bench.c). Then it runs the matrix of training steps
+# against PyTorch: MLP, CNN, ResNet, ViT and ConvNeXt x SGD with momentum
+# and AdamW x batch 32 and 128 x 1 and 2 threads, with peak RSS and the
+# OpenBLAS limit of each step's matrix products (bench/matrix.py), and
+# writes its table to MATRIX_MD. Last it measures the memory and speed
+# of zeroth-order training (bench/zo_bench.py).
 #
 # Environment: BUILD (default build), REPEATS (default 3), THREADS
-# (OpenBLAS threads, default: OpenBLAS's choice), STEPS_SCALE (multiplies
-# the step counts, default 1), FRONTEND_ONLY (when 1, stop after the
-# front-end benchmark).
+# (OpenBLAS threads, default: OpenBLAS's choice; the matrix sets its own),
+# STEPS_SCALE (multiplies the step counts, default 1), FRONTEND_ONLY
+# (when 1, stop after the front-end benchmark), MATRIX_MD (default
+# docs/results/bench_matrix.md).
 set -eu
 
 BUILD=${BUILD:-build}
@@ -120,9 +124,11 @@ echo
 "$BUILD/bench/optim_bench" 10000000 "$REPEATS"
 
 echo
-# ResNet, ViT and ConvNeXt of std/nets at batch 128 beside PyTorch
-# (bench/backbones.py; bocb figures alone when torch is not installed).
-python3 bench/backbones.py "$BOCBC" --steps "$((10 * STEPS_SCALE))" --repeats "$REPEATS"
+# Five models x 2 optimizers x 2 batches x 2 thread counts beside PyTorch
+# (bench/matrix.py; bocb figures alone when torch is not installed). It
+# reads STEPS_SCALE itself.
+STEPS_SCALE=$STEPS_SCALE python3 bench/matrix.py "$BOCBC" \
+    --markdown "${MATRIX_MD:-docs/results/bench_matrix.md}"
 
 echo
 # FO-Adam, ZO-SGD and ZO-Adam on a wide MLP: planned peak memory against

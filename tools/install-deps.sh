@@ -3,7 +3,9 @@
 # test and run its demo. Idempotent: packages already installed are
 # skipped, and when nothing is missing apt is not touched at all.
 #
-# Usage: tools/install-deps.sh        (run by `make deps`)
+# Usage: tools/install-deps.sh          (run by `make deps`)
+#        tools/install-deps.sh --bench  (run by `make bench-deps`): also the
+#                                       reference framework of `make bench`
 set -eu
 
 PACKAGES="
@@ -20,6 +22,11 @@ PACKAGES="
   fortunes
   clang clang-14 libclang-rt-14-dev valgrind
 "
+# PyTorch, which bench/matrix.py runs beside bocb. Only `make bench` needs
+# it, so the tests and CI do without it.
+if [ "${1:-}" = --bench ]; then
+    PACKAGES="$PACKAGES python3-numpy python3-torch"
+fi
 
 missing=""
 for pkg in $PACKAGES; do

@@ -56,3 +56,9 @@ for key, value in {
 }.items():
     config.environment[key] = value
 config.substitutions.append(("%mpirun", "mpirun --oversubscribe"))
+
+# bench/matrix.py's smoke test of the PyTorch side runs only where torch
+# imports; CI has no torch.
+import importlib.util
+if importlib.util.find_spec("torch") is not None:
+    config.available_features.add("torch")
