@@ -25,8 +25,10 @@
 # im2col + GEMM path on the same shapes (bench/depthwise.c), as a ratio.
 # Next it times the fused AdamW update against a triad
 # (bench/optim_bench.c). Then it times the training steps of ResNet, ViT
-# and ConvNeXt beside PyTorch (bench/backbones.py). Last it measures the
-# memory and speed of zeroth-order training (bench/zo_bench.py).
+# and ConvNeXt beside PyTorch (bench/backbones.py). Then it measures the
+# memory and speed of zeroth-order training (bench/zo_bench.py). Last it
+# measures ViT and ConvNeXt with and without `recompute = elementwise`
+# (bench/recompute_bench.py).
 #
 # Environment: BUILD (default build), REPEATS (default 3), THREADS
 # (OpenBLAS threads, default: OpenBLAS's choice), STEPS_SCALE (multiplies
@@ -128,3 +130,8 @@ echo
 # FO-Adam, ZO-SGD and ZO-Adam on a wide MLP: planned peak memory against
 # inference, measured RSS and ms/step (bench/zo_bench.py).
 python3 bench/zo_bench.py "$BOCBC" --steps "$((10 * STEPS_SCALE))" --repeats "$REPEATS"
+
+echo
+# ViT and ConvNeXt with and without recompute = elementwise: planned peak,
+# measured RSS and ms/step (bench/recompute_bench.py).
+python3 bench/recompute_bench.py "$BOCBC" --steps "$((10 * STEPS_SCALE))" --repeats "$REPEATS"
