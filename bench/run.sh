@@ -28,8 +28,10 @@
 # against PyTorch: MLP, CNN, ResNet, ViT and ConvNeXt x SGD with momentum
 # and AdamW x batch 32 and 128 x 1 and 2 threads, with peak RSS and the
 # OpenBLAS limit of each step's matrix products (bench/matrix.py), and
-# writes its table to MATRIX_MD. Last it measures the memory and speed
-# of zeroth-order training (bench/zo_bench.py).
+# writes its table to MATRIX_MD. Then it measures the memory and speed
+# of zeroth-order training (bench/zo_bench.py). Last it measures ViT and
+# ConvNeXt with and without `recompute = elementwise`
+# (bench/recompute_bench.py).
 #
 # Environment: BUILD (default build), REPEATS (default 3), THREADS
 # (OpenBLAS threads, default: OpenBLAS's choice; the matrix sets its own),
@@ -134,3 +136,8 @@ echo
 # FO-Adam, ZO-SGD and ZO-Adam on a wide MLP: planned peak memory against
 # inference, measured RSS and ms/step (bench/zo_bench.py).
 python3 bench/zo_bench.py "$BOCBC" --steps "$((10 * STEPS_SCALE))" --repeats "$REPEATS"
+
+echo
+# ViT and ConvNeXt with and without recompute = elementwise: planned peak,
+# measured RSS and ms/step (bench/recompute_bench.py).
+python3 bench/recompute_bench.py "$BOCBC" --steps "$((10 * STEPS_SCALE))" --repeats "$REPEATS"

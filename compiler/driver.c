@@ -168,7 +168,7 @@ static Cell *compile_cells(Lower *l, const Options *opts, const ExperimentSpec *
             int before = diag_error_count();
             CellOptions options = {.clip = spec->clip, .forward_grad = spec->forward_grad,
                                    .groups = spec->groups,
-                                   .finetune = spec->finetune,
+                                   .finetune = spec->finetune, .recompute = spec->recompute,
                                    .ngroups = spec->ngroups, .check_optimizers = unchecked,
                                    .quantize_weights = spec->quantize_weights,
                                    .quantize_gradients = spec->quantize_gradients,

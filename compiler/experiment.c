@@ -16,6 +16,7 @@
 #include "lower.h"
 #include "qsdp.h"
 #include "paths.h"
+#include "recompute.h"
 
 static const char *const setting_names[] = {
     "data", "model", "optimizer", "gradient", "loss", "epochs", "batch",
@@ -25,6 +26,7 @@ static const char *const setting_names[] = {
     "finetune", "lora_rank", "lora_alpha", "lora_targets", "prompt_tokens", "trainable",
     "init", "save",
     "checkpoint_every",
+    "recompute",
 };
 
 enum { NSETTINGS = (int)BOCB_ARRAY_LEN(setting_names) };
@@ -539,6 +541,17 @@ static bool resolve_weight_files(const Setting *settings, ExperimentSpec *spec)
     return ok;
 }
 
+/* `recompute = none | elementwise` (recompute.h). */
+static bool resolve_recompute(Setting *settings, ExperimentSpec *spec)
+{
+    static const char *const modes[] = {"none", "elementwise"};
+    const Setting *s = &settings[setting_index("recompute")];
+    bool ok = resolve_symbol(s, "recompute", modes, (int)BOCB_ARRAY_LEN(modes));
+    spec->recompute = ok && s->set && s->value.kind == VAL_SYMBOL &&
+                      strcmp(s->value.string, "elementwise") == 0;
+    return ok;
+}
+
 static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpec *spec)
 {
     bool ok = true;
@@ -593,6 +606,7 @@ static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpe
     ok &= as_positive_setting(&settings[setting_index("clip")], "clip", 0, &spec->clip);
     ok &= resolve_finetune(l, settings, spec);
     ok &= resolve_weight_files(settings, spec);
+    ok &= resolve_recompute(settings, spec);
     return ok;
 }
 
@@ -1055,9 +1069,12 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
         int step = lower_step_input(l, oloc);
 
         l->opt_hess = gnb_estimates(l, train, logits, step, oloc);
+        int backward_start = train->nnodes;
         ok = options->forward_grad
                  ? fwd_gradient_estimate(train, loss, step, params.data, params.len, grads)
                  : ad_backward(train, loss, params.data, params.len, grads);
+        if (ok && options->recompute && !options->forward_grad)
+            recompute_activations(train, backward_start, grads, params.len);
         if (ok && l->stage_hook)
             l->stage_hook(l->stage_hook_context, CELL_STAGE_BACKWARD, train);
         for (int i = 0; ok && simulate && options->quantize_gradients.on && i < params.len; i++)

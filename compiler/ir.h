@@ -141,6 +141,10 @@ typedef struct IrNode {
     int nin;
     int in[IR_MAX_OPERANDS];
     SrcLoc loc;
+    /* A copy of a forward value that the backward pass recomputes instead
+     * of keeping it (recompute.h). Fusion keeps it out of the forward
+     * pass's kernels. */
+    bool recomputed;
     union {
         double value; /* IR_CONST */
         int var;      /* IR_VAR, IR_ASSIGN: index into module->vars */

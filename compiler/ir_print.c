@@ -186,6 +186,8 @@ static void print_node(FILE *out, const IrGraph *g, int id)
     }
     fputs(" : ", out);
     print_type(out, n->dtype, &n->shape);
+    if (n->recomputed)
+        fputs(" recomputed", out);
     fputc('\n', out);
 }
 

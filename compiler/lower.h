@@ -99,6 +99,7 @@ typedef struct ExperimentSpec {
     const struct FineTune *finetune; /* `finetune` and its settings (lm.h) */
     const char *init_path; /* `init`: parameters start from this file */
     const char *save_path; /* `save`: parameters are written here after training */
+    bool recompute;        /* recompute = elementwise (recompute.h) */
 } ExperimentSpec;
 
 /* The data as a model is compiled for it: one sample's shape and the
@@ -157,6 +158,8 @@ typedef struct CellOptions {
     const ZoSpec *zo; /* NULL or not enabled = backprop */
     /* The fine-tuning scheme (lm.h); NULL trains every parameter. */
     const struct FineTune *finetune;
+    /* The backward pass recomputes cheap forward values (recompute.h). */
+    bool recompute;
 } CellOptions;
 
 /* ---- analyses (analyze_stmt.c) ---- */

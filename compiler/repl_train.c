@@ -140,7 +140,7 @@ static bool trainer_compile(ReplSession *s, ReplTrainer *t)
     const ExperimentSpec *spec = &t->spec;
     Lower *l = s->lower;
     CellOptions options = {.clip = spec->clip, .groups = spec->groups,
-                           .ngroups = spec->ngroups};
+                           .ngroups = spec->ngroups, .recompute = spec->recompute};
     l->loss = spec->loss;
     l->stage_hook = keep_forward;
     l->stage_hook_context = t;
@@ -482,7 +482,7 @@ bool repl_compile_named(ReplSession *s, const char *name, SrcLoc loc,
     if (d->kind == DECL_EXPERIMENT)
         model = spec->models[0];
     CellOptions options = {.clip = spec->clip, .groups = spec->groups,
-                           .ngroups = spec->ngroups};
+                           .ngroups = spec->ngroups, .recompute = spec->recompute};
     /* NOTE: another experiment's model is compiled for the current
      * experiment's data shape. */
     l->loss = spec->loss;

@@ -38,6 +38,7 @@
 
 #include "interp.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,6 +56,9 @@ typedef struct Group {
     Shape shape;      /* iteration space; rank 0 for a stored scalar */
     int min_id, max_id;
     bool dead;        /* merged into another group */
+    /* Smallest recomputed member (IrNode.recomputed) and smallest other
+     * member, INT_MAX when there is none. */
+    int min_copy, min_plain;
 } Group;
 
 typedef enum UnitKind {
@@ -217,6 +221,8 @@ static int new_group(Sched *s, int member)
     memset(&gr, 0, sizeof gr);
     gr.shape = node(s, member)->shape;
     gr.min_id = gr.max_id = member;
+    gr.min_copy = node(s, member)->recomputed ? member : INT_MAX;
+    gr.min_plain = node(s, member)->recomputed ? INT_MAX : member;
     VEC_PUSH(&gr.members, member);
     VEC_PUSH(&s->groups, gr);
     s->group[member] = s->groups.len - 1;
@@ -231,6 +237,9 @@ static void add_member(Sched *s, int gid, int member)
         g->min_id = member;
     if (member > g->max_id)
         g->max_id = member;
+    int *least = node(s, member)->recomputed ? &g->min_copy : &g->min_plain;
+    if (member < *least)
+        *least = member;
     s->group[member] = gid;
 }
 
@@ -254,6 +263,26 @@ static void merge_groups(Sched *s, int into, int from)
 }
 
 /* ---- fusion --------------------------------------------------------------- */
+
+/* May group `a` take in group `b` (or, with b < 0, node `v`)? A
+ * recomputed copy is computed in the backward pass, so it shares no
+ * kernel with a node that comes before it: all the forward pass's nodes
+ * do. Without copies in the graph, every fusion is allowed. */
+static bool copies_stay_apart(const Sched *s, int a, int b, int v)
+{
+    const Group *ga = &s->groups.data[a];
+    int min_copy = ga->min_copy, min_plain = ga->min_plain;
+    if (b >= 0) {
+        const Group *gb = &s->groups.data[b];
+        min_copy = gb->min_copy < min_copy ? gb->min_copy : min_copy;
+        min_plain = gb->min_plain < min_plain ? gb->min_plain : min_plain;
+    } else if (node(s, v)->recomputed) {
+        min_copy = v < min_copy ? v : min_copy;
+    } else {
+        min_plain = v < min_plain ? v : min_plain;
+    }
+    return min_copy == INT_MAX || min_plain > min_copy;
+}
 
 /* Marks the sums that their operand's kernel accumulates: over every axis,
  * of a float value that a kernel computes. */
@@ -298,7 +327,7 @@ static void fuse(Sched *s)
             int gid = s->group[n->in[j]];
             if (gid < 0 || !shape_equal(&s->groups.data[gid].shape, &n->shape))
                 continue;
-            bool legal = true;
+            bool legal = copies_stay_apart(s, gid, -1, v);
             for (int k = 0; k < n->nin && legal; k++)
                 legal = !(s->accum[n->in[k]] && s->group[n->in[k]] == gid);
             for (int k = 0; k < n->nin && legal; k++) {
@@ -321,7 +350,8 @@ static void fuse(Sched *s)
             if (other < 0 || other == joined || s->groups.data[other].dead ||
                 !shape_equal(&s->groups.data[other].shape, &n->shape))
                 continue;
-            if (group_inputs_reach(s, other, joined, joined) ||
+            if (!copies_stay_apart(s, joined, other, -1) ||
+                group_inputs_reach(s, other, joined, joined) ||
                 group_inputs_reach(s, joined, other, other) ||
                 reads_accumulated(s, joined, other) || reads_accumulated(s, other, joined))
                 continue;
@@ -380,7 +410,8 @@ static void merge_update_siblings(Sched *s)
             if (gb->dead || !shape_equal(&ga->shape, &gb->shape) ||
                 !(group_assigns(s, b) || group_reduces(s, b)))
                 continue;
-            if (reads_accumulated(s, a, b) || reads_accumulated(s, b, a))
+            if (reads_accumulated(s, a, b) || reads_accumulated(s, b, a) ||
+                !copies_stay_apart(s, a, b, -1))
                 continue;
             bool shared = group_reduces(s, a) && group_reduces(s, b);
             for (int i = 0; i < gb->members.len && !shared; i++) {
