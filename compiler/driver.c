@@ -310,6 +310,20 @@ static bool write_summary(const char *runs_csv, const char *dir)
     return ok;
 }
 
+/* Appends the failed_step and failure fields of a runs.csv row and ends
+ * it: the step and the reason of a diverged run on its last row (`result`
+ * non-NULL), empty fields otherwise. */
+static void append_failure_fields(StrBuf *row, const RtTrainResult *result)
+{
+    if (!result || !result->diverged) {
+        sb_append(row, ",\n");
+        return;
+    }
+    char *reason = csv_field(result->diverged_reason);
+    sb_printf(row, "%lld,%s\n", (long long)result->diverged_step, reason);
+    free(reason);
+}
+
 /* Rewrites DIR/epochs.csv, DIR/steps.csv, DIR/runs.csv (epochs.csv with
  * the optimizer family) and the summary with every run so far.
  * Returns false after printing why a file could not be written. */
@@ -317,7 +331,8 @@ static bool write_reports(const ExperimentSpec *spec, const RunRecord *runs, int
 {
     StrBuf epochs = {0}, steps = {0}, table = {0};
     sb_append(&table, "experiment,model,optimizer,family,seed,epoch,steps,train_loss,"
-                      "train_accuracy,test_loss,test_accuracy,seconds,status,skipped_steps\n");
+                      "train_accuracy,test_loss,test_accuracy,seconds,status,skipped_steps,"
+                      "failed_step,failure\n");
     sb_append(&epochs, "experiment,model,optimizer,seed,epoch,steps,train_loss,"
                        "train_accuracy,test_loss,test_accuracy,seconds,status,skipped_steps\n");
     sb_append(&steps, "experiment,model,optimizer,seed,step,loss,lr\n");
@@ -334,13 +349,14 @@ static bool write_reports(const ExperimentSpec *spec, const RunRecord *runs, int
                       er->train_accuracy, er->test_loss, er->test_accuracy, er->seconds,
                       last && r->result.diverged ? "diverged" : "ok",
                       (long long)er->skipped);
-            sb_printf(&table, "%s,%s,%s,%s,%llu,%lld,%lld,%.6f,%.6f,%.6f,%.6f,%.3f,%s,%lld\n",
+            sb_printf(&table, "%s,%s,%s,%s,%llu,%lld,%lld,%.6f,%.6f,%.6f,%.6f,%.3f,%s,%lld,",
                       spec->name, model, opt,
                       family_name(optimizer_family(r->cell->optimizer->decl->name)),
                       (unsigned long long)r->seed, (long long)er->epoch, (long long)er->steps,
                       er->train_loss, er->train_accuracy, er->test_loss, er->test_accuracy,
                       er->seconds, last && r->result.diverged ? "diverged" : "ok",
                       (long long)er->skipped);
+            append_failure_fields(&table, last ? &r->result : NULL);
         }
         for (int64_t s = 0; s < r->result.nsteps; s++)
             sb_printf(&steps, "%s,%s,%s,%llu,%lld,%.9g,%.17g\n", spec->name, model, opt,

@@ -127,6 +127,11 @@ typedef struct Run {
     long epoch;
     double accuracy; /* percent */
     bool failed;
+    /* Of a failed run, from the optional columns failed_step and failure:
+     * the step it stopped at (0 = not recorded) and why (NULL = not
+     * recorded). */
+    long failed_step;
+    char *failure;
 } Run;
 
 /* One epoch row of a run that did not fail, for the curves. */
@@ -158,8 +163,10 @@ static void free_table(Table *t)
         free(t->models.data[i]);
     for (int i = 0; i < t->optimizers.len; i++)
         free(t->optimizers.data[i]);
-    for (int i = 0; i < t->runs.len; i++)
+    for (int i = 0; i < t->runs.len; i++) {
         free(t->runs.data[i].seed);
+        free(t->runs.data[i].failure);
+    }
     VEC_FREE(&t->models);
     VEC_FREE(&t->optimizers);
     VEC_FREE(&t->runs);
@@ -189,12 +196,6 @@ static char *read_text(const char *path, char **error)
     return sb.data;
 }
 
-enum { COL_MODEL, COL_OPTIMIZER, COL_FAMILY, COL_SEED, COL_EPOCH, COL_ACCURACY, COL_STATUS,
-       COL_COUNT };
-static const char *const required_columns[COL_COUNT] = {
-    "model", "optimizer", "family", "seed", "epoch", "test_accuracy", "status",
-};
-
 static bool parse_number(const char *text, double *value)
 {
     char *end;
@@ -202,9 +203,33 @@ static bool parse_number(const char *text, double *value)
     return text[0] && *end == '\0';
 }
 
+enum { COL_MODEL, COL_OPTIMIZER, COL_FAMILY, COL_SEED, COL_EPOCH, COL_ACCURACY, COL_STATUS,
+       COL_COUNT };
+static const char *const required_columns[COL_COUNT] = {
+    "model", "optimizer", "family", "seed", "epoch", "test_accuracy", "status",
+};
+/* Columns that a table may leave out: tables written before bocbc
+ * recorded why a run failed have neither. */
+enum { OPT_FAILED_STEP, OPT_FAILURE, OPT_COUNT };
+static const char *const optional_columns[OPT_COUNT] = {"failed_step", "failure"};
+
+/* Reads the step and the reason of a failed run from the optional columns
+ * (index -1: absent) of row `f`. */
+static void read_failure(const char *const *f, int nfields, const int *opt, Run *run)
+{
+    if (opt[OPT_FAILED_STEP] >= 0 && opt[OPT_FAILED_STEP] < nfields) {
+        double step;
+        if (parse_number(f[opt[OPT_FAILED_STEP]], &step) && step >= 1)
+            run->failed_step = (long)step;
+    }
+    if (opt[OPT_FAILURE] >= 0 && opt[OPT_FAILURE] < nfields && f[opt[OPT_FAILURE]][0])
+        run->failure = xstrdup(f[opt[OPT_FAILURE]]);
+}
+
+
 /* Adds one data row; `line` is for messages. */
 static bool add_row(Table *t, const char *path, int line, const StringVec *fields,
-                    const int *col, char **error)
+                    const int *col, const int *opt, char **error)
 {
     for (int c = 0; c < COL_COUNT; c++) {
         if (col[c] >= fields->len) {
@@ -245,14 +270,18 @@ static bool add_row(Table *t, const char *path, int line, const StringVec *field
     }
     Run run = {.model = model, .optimizer = optimizer, .seed = xstrdup(f[col[COL_SEED]]),
                .epoch = (long)epoch, .accuracy = 100 * accuracy, .failed = !ok_status};
+    if (run.failed)
+        read_failure(f, fields->len, opt, &run);
     for (int i = 0; i < t->runs.len; i++) {
         Run *r = &t->runs.data[i];
         if (r->model == model && r->optimizer == optimizer && strcmp(r->seed, run.seed) == 0) {
             if (run.epoch >= r->epoch) {
                 free(r->seed);
+                free(r->failure);
                 *r = run;
             } else {
                 free(run.seed);
+                free(run.failure);
             }
             return true;
         }
@@ -269,8 +298,14 @@ static bool read_table(const char *path, Table *t, char **error)
         return false;
     const char *p = text;
     StringVec fields = {0};
-    int col[COL_COUNT] = {0};
+    int col[COL_COUNT] = {0}, opt[OPT_COUNT];
     bool ok = parse_record(&p, &fields);
+    for (int c = 0; ok && c < OPT_COUNT; c++) {
+        opt[c] = -1;
+        for (int i = 0; i < fields.len; i++)
+            if (strcmp(fields.data[i], optional_columns[c]) == 0)
+                opt[c] = i;
+    }
     for (int c = 0; ok && c < COL_COUNT; c++) {
         col[c] = -1;
         for (int i = 0; i < fields.len; i++)
@@ -288,7 +323,7 @@ static bool read_table(const char *path, Table *t, char **error)
             *error = xasprintf("%s:%d: unterminated quoted field", path, line);
             ok = false;
         } else if (!(fields.len == 1 && fields.data[0][0] == '\0')) {
-            ok = add_row(t, path, line, &fields, col, error);
+            ok = add_row(t, path, line, &fields, col, opt, error);
         }
     }
     if (ok && t->runs.len == 0) {
@@ -470,13 +505,62 @@ static void md_text(StrBuf *sb, const char *s)
     }
 }
 
+/* Appends " at step S" or " at steps S1, S2" for the failed runs of
+ * backbone m and optimizer o that recorded their step. */
+static void md_failed_steps(StrBuf *md, const Table *t, int m, int o)
+{
+    int n = 0;
+    for (int i = 0; i < t->runs.len; i++) {
+        const Run *r = &t->runs.data[i];
+        if (r->model == m && r->optimizer == o && r->failed && r->failed_step)
+            n++;
+    }
+    if (n == 0)
+        return;
+    sb_append(md, n == 1 ? " at step " : " at steps ");
+    int written = 0;
+    for (int i = 0; i < t->runs.len; i++) {
+        const Run *r = &t->runs.data[i];
+        if (r->model == m && r->optimizer == o && r->failed && r->failed_step)
+            sb_printf(md, "%s%ld", written++ ? ", " : "", r->failed_step);
+    }
+}
+
+/* Appends the "failures" list of a JSON cell: seed, epoch, step (null when
+ * not recorded) and reason (null likewise) of each failed run. */
+static void json_failures(StrBuf *js, const Table *t, int m, int o)
+{
+    sb_append(js, ", \"failures\": [");
+    int written = 0;
+    for (int i = 0; i < t->runs.len; i++) {
+        const Run *r = &t->runs.data[i];
+        if (r->model != m || r->optimizer != o || !r->failed)
+            continue;
+        sb_append(js, written++ ? ", {\"seed\": " : "{\"seed\": ");
+        rt_append_json_string(js, r->seed);
+        sb_printf(js, ", \"epoch\": %ld, \"step\": ", r->epoch);
+        if (r->failed_step)
+            sb_printf(js, "%ld", r->failed_step);
+        else
+            sb_append(js, "null");
+        sb_append(js, ", \"reason\": ");
+        if (r->failure)
+            rt_append_json_string(js, r->failure);
+        else
+            sb_append(js, "null");
+        sb_append(js, "}");
+    }
+    sb_append(js, "]");
+}
+
 static void write_markdown(StrBuf *md, const Table *t, const GridCell *cells,
                            const BackboneStats *bs)
 {
     int nm = t->models.len, no = t->optimizers.len;
     sb_append(md, "# Grid summary\n\nTest accuracy (%) of the last epoch, mean ± std over "
                   "seeds. **Bold**: top 4 of the backbone. `failed k/n`: k of n seeds "
-                  "failed.\n\n| optimizer | family |");
+                  "failed, `at step S` where they stopped; the reasons are under Failed "
+                  "runs.\n\n| optimizer | family |");
     for (int m = 0; m < nm; m++) {
         sb_append(md, " ");
         md_text(md, t->models.data[m]);
@@ -499,8 +583,10 @@ static void write_markdown(StrBuf *md, const Table *t, const GridCell *cells,
             sb_append(md, " ");
             if (!isnan(c->mean))
                 sb_printf(md, c->top ? "**%.2f ± %.2f**" : "%.2f ± %.2f", c->mean, c->std);
-            if (c->failed)
+            if (c->failed) {
                 sb_printf(md, "%sfailed %d/%d", isnan(c->mean) ? "" : " ", c->failed, c->seeds);
+                md_failed_steps(md, t, m, o);
+            }
             sb_append(md, " |");
         }
         sb_append(md, "\n");
@@ -539,7 +625,14 @@ static void write_markdown(StrBuf *md, const Table *t, const GridCell *cells,
         md_text(md, t->models.data[r->model]);
         sb_append(md, " / ");
         md_text(md, t->optimizers.data[r->optimizer]);
-        sb_printf(md, " / seed %s (epoch %ld)\n", r->seed, r->epoch);
+        sb_printf(md, " / seed %s (epoch %ld)", r->seed, r->epoch);
+        if (r->failed_step)
+            sb_printf(md, ": stopped at step %ld", r->failed_step);
+        if (r->failure) {
+            sb_append(md, r->failed_step ? ", " : ": ");
+            md_text(md, r->failure);
+        }
+        sb_append(md, "\n");
         failed++;
     }
     if (!failed)
@@ -588,8 +681,10 @@ static void write_json(StrBuf *js, const Table *t, const GridCell *cells,
             json_number(js, c->mean);
             sb_append(js, ", \"std\": ");
             json_number(js, c->std);
-            sb_printf(js, ", \"seeds\": %d, \"failed\": %d, \"top4\": %s}", c->seeds,
+            sb_printf(js, ", \"seeds\": %d, \"failed\": %d, \"top4\": %s", c->seeds,
                       c->failed, c->top ? "true" : "false");
+            json_failures(js, t, m, o);
+            sb_append(js, "}");
         }
         sb_append(js, "]}");
     }
