@@ -677,6 +677,14 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
                                (long long)spec->epochs, (long long)batch,
                                (long long)eval_batch, (long long)splits->train.count,
                                (long long)splits->test.count, (long long)spec->max_steps);
+    bool augment = spec->augment.crop || spec->augment.flip;
+    if (augment) {
+        /* Augmentation changes results, so a checkpoint records it; a grid
+         * without it keeps the settings text of earlier versions. */
+        char *with = augment_settings_text(settings, &spec->augment);
+        free(settings);
+        settings = with;
+    }
     GridProgress progress;
     if (!grid_progress_start(&progress, spec->name, nruns, spec->report_dir,
                              opts->quiet ? NULL : stdout))
@@ -696,6 +704,13 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
 
     if (opts->ranks > 0)
         status = shard_check_run(spec, batch, splits->train.count, opts->ranks);
+    if (status == 0 && opts->ranks > 0 && augment) {
+        /* NOTE: the sharded step gathers each rank's part of the batch
+         * itself and does not augment it yet. */
+        fprintf(stderr, "bocbc: error: experiment %s: sharded training does not support "
+                "'augment' yet; remove it or train without --ranks and mpirun\n", spec->name);
+        status = 2;
+    }
     for (int c = 0; c < job->ncells && status == 0; c++) {
         const Cell *cell = &job->cells[c];
         for (int s = 0; s < spec->nseeds && status == 0; s++) {
@@ -767,6 +782,7 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
                 .lr = cell->compiled.base_lr, .schedule = &schedule, .clip = spec->clip > 0,
                 .log = opts->quiet ? NULL : stdout, .log_is_tty = tty,
                 .stop = &run_stop_signal, .log_file = progress.log,
+                .augment = augment ? &spec->augment : NULL,
             };
             if (checkpoints) {
                 cfg.resume = resume == RESUME_CONTINUE ? &position : NULL;
