@@ -310,18 +310,29 @@ static bool write_summary(const char *runs_csv, const char *dir)
     return ok;
 }
 
-/* Appends the failed_step and failure fields of a runs.csv row and ends
- * it: the step and the reason of a diverged run on its last row (`result`
- * non-NULL), empty fields otherwise. */
-static void append_failure_fields(StrBuf *row, const RtTrainResult *result)
+/* Appends the last fields of a runs.csv row and ends it. failed_step and
+ * failure: the step and the reason of a diverged run on its last row
+ * (`result` non-NULL), empty otherwise. sweep and setting: the sweep that
+ * the optimizer configuration comes from and its swept values, empty
+ * when it comes from none. */
+static void append_run_fields(StrBuf *row, const RtTrainResult *result, const Configured *opt)
 {
     if (!result || !result->diverged) {
-        sb_append(row, ",\n");
-        return;
+        sb_append(row, ",,");
+    } else {
+        char *reason = csv_field(result->diverged_reason);
+        sb_printf(row, "%lld,%s,", (long long)result->diverged_step, reason);
+        free(reason);
     }
-    char *reason = csv_field(result->diverged_reason);
-    sb_printf(row, "%lld,%s\n", (long long)result->diverged_step, reason);
-    free(reason);
+    if (opt->sweep) {
+        char *sweep = csv_field(opt->sweep), *setting = csv_field(opt->setting);
+        sb_printf(row, "%s,%s", sweep, setting);
+        free(sweep);
+        free(setting);
+    } else {
+        sb_append(row, ",");
+    }
+    sb_append(row, "\n");
 }
 
 /* Rewrites DIR/epochs.csv, DIR/steps.csv, DIR/runs.csv (epochs.csv with
@@ -332,7 +343,7 @@ static bool write_reports(const ExperimentSpec *spec, const RunRecord *runs, int
     StrBuf epochs = {0}, steps = {0}, table = {0};
     sb_append(&table, "experiment,model,optimizer,family,seed,epoch,steps,train_loss,"
                       "train_accuracy,test_loss,test_accuracy,seconds,status,skipped_steps,"
-                      "failed_step,failure\n");
+                      "failed_step,failure,sweep,setting\n");
     sb_append(&epochs, "experiment,model,optimizer,seed,epoch,steps,train_loss,"
                        "train_accuracy,test_loss,test_accuracy,seconds,status,skipped_steps\n");
     sb_append(&steps, "experiment,model,optimizer,seed,step,loss,lr\n");
@@ -356,7 +367,7 @@ static bool write_reports(const ExperimentSpec *spec, const RunRecord *runs, int
                       er->train_loss, er->train_accuracy, er->test_loss, er->test_accuracy,
                       er->seconds, last && r->result.diverged ? "diverged" : "ok",
                       (long long)er->skipped);
-            append_failure_fields(&table, last ? &r->result : NULL);
+            append_run_fields(&table, last ? &r->result : NULL, r->cell->optimizer);
         }
         for (int64_t s = 0; s < r->result.nsteps; s++)
             sb_printf(&steps, "%s,%s,%s,%llu,%lld,%.9g,%.17g\n", spec->name, model, opt,
