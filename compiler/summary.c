@@ -600,6 +600,21 @@ static void md_cell(StrBuf *md, const Table *t, const GridCell *c, int m, int o)
     sb_append(md, " |");
 }
 
+/* Ends a Markdown table header whose first `leading` columns are written:
+ * one column per backbone, then the separator row. */
+static void md_backbone_columns(StrBuf *md, const Table *t, int leading)
+{
+    for (int m = 0; m < t->models.len; m++) {
+        sb_append(md, " ");
+        md_text(md, t->models.data[m]);
+        sb_append(md, " |");
+    }
+    sb_append(md, "\n|");
+    for (int c = 0; c < leading + t->models.len; c++)
+        sb_append(md, "---|");
+    sb_append(md, "\n");
+}
+
 /* Writes summary.md; `note`, when not NULL, ends the opening paragraph. */
 static void write_markdown(StrBuf *md, const Table *t, const GridCell *cells,
                            const BackboneStats *bs, const char *note)
@@ -609,15 +624,7 @@ static void write_markdown(StrBuf *md, const Table *t, const GridCell *cells,
                   "seeds. **Bold**: top 4 of the backbone. `failed k/n`: k of n seeds "
                   "failed, `at step S` where they stopped; the reasons are under Failed "
                   "runs.%s%s\n\n| optimizer | family |", note ? " " : "", note ? note : "");
-    for (int m = 0; m < nm; m++) {
-        sb_append(md, " ");
-        md_text(md, t->models.data[m]);
-        sb_append(md, " |");
-    }
-    sb_append(md, "\n|---|---|");
-    for (int m = 0; m < nm; m++)
-        sb_append(md, "---|");
-    sb_append(md, "\n");
+    md_backbone_columns(md, t, 2);
     for (int o = 0; o < no; o++) {
         sb_append(md, "| ");
         md_text(md, t->optimizers.data[o]);
@@ -938,15 +945,7 @@ static void md_sweeps(StrBuf *md, const Table *t, const GridCell *cells, const T
                   "the matrix shows, per backbone: the one with the best mean test "
                   "accuracy. It is chosen on the test split, so its accuracy is an "
                   "optimistic estimate.\n\n| optimizer |");
-    for (int m = 0; m < nm; m++) {
-        sb_append(md, " ");
-        md_text(md, t->models.data[m]);
-        sb_append(md, " |");
-    }
-    sb_append(md, "\n|---|");
-    for (int m = 0; m < nm; m++)
-        sb_append(md, "---|");
-    sb_append(md, "\n");
+    md_backbone_columns(md, t, 1);
     for (int r = 0; r < rows; r++) {
         int first = -1;
         for (int o = 0; o < no && first < 0; o++)
@@ -967,15 +966,7 @@ static void md_sweeps(StrBuf *md, const Table *t, const GridCell *cells, const T
     }
 
     sb_append(md, "\n### All settings\n\n| optimizer | setting |");
-    for (int m = 0; m < nm; m++) {
-        sb_append(md, " ");
-        md_text(md, t->models.data[m]);
-        sb_append(md, " |");
-    }
-    sb_append(md, "\n|---|---|");
-    for (int m = 0; m < nm; m++)
-        sb_append(md, "---|");
-    sb_append(md, "\n");
+    md_backbone_columns(md, t, 2);
     for (int o = 0; o < no; o++) {
         if (!t->sweeps[o])
             continue;
