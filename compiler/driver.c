@@ -310,6 +310,31 @@ static bool write_summary(const char *runs_csv, const char *dir)
     return ok;
 }
 
+/* Appends the last fields of a runs.csv row and ends it. failed_step and
+ * failure: the step and the reason of a diverged run on its last row
+ * (`result` non-NULL), empty otherwise. sweep and setting: the sweep that
+ * the optimizer configuration comes from and its swept values, empty
+ * when it comes from none. */
+static void append_run_fields(StrBuf *row, const RtTrainResult *result, const Configured *opt)
+{
+    if (!result || !result->diverged) {
+        sb_append(row, ",,");
+    } else {
+        char *reason = csv_field(result->diverged_reason);
+        sb_printf(row, "%lld,%s,", (long long)result->diverged_step, reason);
+        free(reason);
+    }
+    if (opt->sweep) {
+        char *sweep = csv_field(opt->sweep), *setting = csv_field(opt->setting);
+        sb_printf(row, "%s,%s", sweep, setting);
+        free(sweep);
+        free(setting);
+    } else {
+        sb_append(row, ",");
+    }
+    sb_append(row, "\n");
+}
+
 /* Rewrites DIR/epochs.csv, DIR/steps.csv, DIR/runs.csv (epochs.csv with
  * the optimizer family) and the summary with every run so far.
  * Returns false after printing why a file could not be written. */
@@ -317,7 +342,8 @@ static bool write_reports(const ExperimentSpec *spec, const RunRecord *runs, int
 {
     StrBuf epochs = {0}, steps = {0}, table = {0};
     sb_append(&table, "experiment,model,optimizer,family,seed,epoch,steps,train_loss,"
-                      "train_accuracy,test_loss,test_accuracy,seconds,status,skipped_steps\n");
+                      "train_accuracy,test_loss,test_accuracy,seconds,status,skipped_steps,"
+                      "failed_step,failure,sweep,setting\n");
     sb_append(&epochs, "experiment,model,optimizer,seed,epoch,steps,train_loss,"
                        "train_accuracy,test_loss,test_accuracy,seconds,status,skipped_steps\n");
     sb_append(&steps, "experiment,model,optimizer,seed,step,loss,lr\n");
@@ -334,13 +360,14 @@ static bool write_reports(const ExperimentSpec *spec, const RunRecord *runs, int
                       er->train_accuracy, er->test_loss, er->test_accuracy, er->seconds,
                       last && r->result.diverged ? "diverged" : "ok",
                       (long long)er->skipped);
-            sb_printf(&table, "%s,%s,%s,%s,%llu,%lld,%lld,%.6f,%.6f,%.6f,%.6f,%.3f,%s,%lld\n",
+            sb_printf(&table, "%s,%s,%s,%s,%llu,%lld,%lld,%.6f,%.6f,%.6f,%.6f,%.3f,%s,%lld,",
                       spec->name, model, opt,
                       family_name(optimizer_family(r->cell->optimizer->decl->name)),
                       (unsigned long long)r->seed, (long long)er->epoch, (long long)er->steps,
                       er->train_loss, er->train_accuracy, er->test_loss, er->test_accuracy,
                       er->seconds, last && r->result.diverged ? "diverged" : "ok",
                       (long long)er->skipped);
+            append_run_fields(&table, last ? &r->result : NULL, r->cell->optimizer);
         }
         for (int64_t s = 0; s < r->result.nsteps; s++)
             sb_printf(&steps, "%s,%s,%s,%llu,%lld,%.9g,%.17g\n", spec->name, model, opt,
@@ -661,6 +688,14 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
                                (long long)spec->epochs, (long long)batch,
                                (long long)eval_batch, (long long)splits->train.count,
                                (long long)splits->test.count, (long long)spec->max_steps);
+    bool augment = spec->augment.crop || spec->augment.flip;
+    if (augment) {
+        /* Augmentation changes results, so a checkpoint records it; a grid
+         * without it keeps the settings text of earlier versions. */
+        char *with = augment_settings_text(settings, &spec->augment);
+        free(settings);
+        settings = with;
+    }
     GridProgress progress;
     if (!grid_progress_start(&progress, spec->name, nruns, spec->report_dir,
                              opts->quiet ? NULL : stdout))
@@ -680,6 +715,13 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
 
     if (opts->ranks > 0)
         status = shard_check_run(spec, batch, splits->train.count, opts->ranks);
+    if (status == 0 && opts->ranks > 0 && augment) {
+        /* NOTE: the sharded step gathers each rank's part of the batch
+         * itself and does not augment it yet. */
+        fprintf(stderr, "bocbc: error: experiment %s: sharded training does not support "
+                "'augment' yet; remove it or train without --ranks and mpirun\n", spec->name);
+        status = 2;
+    }
     for (int c = 0; c < job->ncells && status == 0; c++) {
         const Cell *cell = &job->cells[c];
         for (int s = 0; s < spec->nseeds && status == 0; s++) {
@@ -751,6 +793,7 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
                 .lr = cell->compiled.base_lr, .schedule = &schedule, .clip = spec->clip > 0,
                 .log = opts->quiet ? NULL : stdout, .log_is_tty = tty,
                 .stop = &run_stop_signal, .log_file = progress.log,
+                .augment = augment ? &spec->augment : NULL,
             };
             if (checkpoints) {
                 cfg.resume = resume == RESUME_CONTINUE ? &position : NULL;

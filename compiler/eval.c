@@ -833,7 +833,9 @@ static Value eval_call(Lower *l, const Expr *e)
     }
     if (callee.kind == VAL_DECL && callee.decl->kind == DECL_OPTIMIZER) {
         if (l->mode == MODE_EXPERIMENT) {
-            Value v = configure(l, callee.decl, &args);
+            Value v = sweep_requested(callee.decl, &args)
+                          ? sweep_configure(l, callee.decl, &args, configure)
+                          : configure(l, callee.decl, &args);
             return ok ? v : val_error();
         }
         diag_error(e->loc, "optimizer '%s' can only be configured in an experiment",

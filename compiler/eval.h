@@ -53,6 +53,11 @@ typedef struct Configured {
     Value *values;
     SrcLoc *locs;
     const char *label; /* "sgd(lr=0.05, momentum=0.9)" */
+    /* Of one combination of a hyperparameter sweep (sweep.c): the label of
+     * the whole sweep, "sgd(lr=[0.1, 0.03])", and the swept values of
+     * this combination, "lr=0.1". NULL otherwise. */
+    const char *sweep;
+    const char *setting;
 } Configured;
 
 typedef enum DataFormat {
@@ -223,6 +228,20 @@ const char *val_format(Lower *l, const Value *v);
  * value: a number for a number, a boolean for a boolean. Returns false
  * after reporting. */
 bool check_override_kind(Lower *l, const Decl *owner, const Param *p, const Value *given);
+
+/* ---- hyperparameter sweeps (sweep.c) ---- */
+
+enum { SWEEP_MAX_CELLS = 4096 };
+
+typedef Value (*SweepConfigureFn)(Lower *l, const Decl *d, const CallArgs *args);
+
+/* Returns true when `args` gives a list for a hyperparameter of optimizer
+ * `d` whose default is not a list: a sweep. */
+bool sweep_requested(const Decl *d, const CallArgs *args);
+/* Returns the list of configurations of `d`, one per combination of the
+ * listed values, each made by `configure` from `args` with one value per
+ * list. Returns poison after reported errors. */
+Value sweep_configure(Lower *l, const Decl *d, const CallArgs *args, SweepConfigureFn configure);
 
 /* Converts a compile-time value to an integer; reports an error naming
  * `what` and returns false when it is not an integer in [min, max]. */

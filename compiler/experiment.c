@@ -25,8 +25,7 @@ static const char *const setting_names[] = {
     "schedule", "clip", "default_no_decay",
     "finetune", "lora_rank", "lora_alpha", "lora_targets", "prompt_tokens", "trainable",
     "init", "save",
-    "checkpoint_every",
-    "recompute",
+    "checkpoint_every", "recompute", "augment",
 };
 
 enum { NSETTINGS = (int)BOCB_ARRAY_LEN(setting_names) };
@@ -607,6 +606,7 @@ static bool validate(Lower *l, const Decl *exp, Setting *settings, ExperimentSpe
     ok &= resolve_finetune(l, settings, spec);
     ok &= resolve_weight_files(settings, spec);
     ok &= resolve_recompute(settings, spec);
+    ok &= augment_check_data(spec);
     return ok;
 }
 
@@ -659,6 +659,10 @@ static Value eval_setting(Lower *l, const char *key, const Expr *e, ExperimentSp
         if (zo_is_setting(e))
             return zo_eval_setting(l, e, &spec->zo) ? val_none(e->loc) : val_error();
     }
+    if (strcmp(key, "augment") == 0)
+        return augment_eval_setting(l, e, &spec->augment, &spec->augment_loc)
+                   ? val_none(e->loc)
+                   : val_error();
     if (strcmp(key, "schedule") != 0)
         return eval_expr(l, e);
     if (!eval_schedule(l, e, &spec->schedule))

@@ -12,6 +12,7 @@
 
 #include <stdint.h>
 
+#include "../runtime/augment.h"
 #include "../runtime/lrsched.h"
 #include "../runtime/quant.h"
 #include "eval.h"
@@ -100,6 +101,8 @@ typedef struct ExperimentSpec {
     const char *init_path; /* `init`: parameters start from this file */
     const char *save_path; /* `save`: parameters are written here after training */
     bool recompute;        /* recompute = elementwise (recompute.h) */
+    RtAugment augment;     /* `augment`: transforms of training batches; off when unset */
+    SrcLoc augment_loc;
 } ExperimentSpec;
 
 /* The data as a model is compiled for it: one sample's shape and the
@@ -212,6 +215,17 @@ void compiled_cell_free(CompiledCell *cell);
  * groups (experiment.c); `lr` is scaled by their lr_scale. */
 bool expand_in_groups(Lower *l, const Configured *opt, const CellOptions *options,
                       int param, int grad, int lr, int step, const char **label);
+
+/* ---- data augmentation (augment_setting.c) ---- */
+
+/* Evaluates the value `e` of the `augment` setting into `out` and sets
+ * *loc to its location. Returns false after reported errors. */
+bool augment_eval_setting(Lower *l, const Expr *e, RtAugment *out, SrcLoc *loc);
+/* Reports augmentation of data that has no images; returns false then. */
+bool augment_check_data(const ExperimentSpec *spec);
+/* Returns `settings` with " augment=crop(4),flip(0.5)" appended, malloc'd:
+ * the text a checkpoint compares to decide whether it can resume. */
+char *augment_settings_text(const char *settings, const RtAugment *aug);
 
 /* ---- zeroth-order cells (zo.c) ---- */
 

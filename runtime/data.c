@@ -853,30 +853,29 @@ void dataset_truncate(Dataset *ds, int64_t count)
         ds->count = count;
 }
 
+double data_byte_value(const DataSplits *splits, uint8_t b)
+{
+    switch (splits->normalize) {
+    case NORMALIZE_NONE:
+        return b;
+    case NORMALIZE_UNIT:
+        return b / 255.0;
+    case NORMALIZE_STANDARD:
+        BOCB_ASSERT(splits->std > 0);
+        return (b / 255.0 - (double)splits->mean) / (double)splits->std;
+    default:
+        BOCB_UNREACHABLE("normalisation mode");
+    }
+}
+
 void data_gather(const DataSplits *splits, const Dataset *ds,
                  const int64_t *indices, int64_t n, float *x, int32_t *y)
 {
     BOCB_ASSERT(n >= 0);
     /* One float per byte value, computed in double and rounded once. */
     float table[256];
-    for (int b = 0; b < 256; b++) {
-        double v;
-        switch (splits->normalize) {
-        case NORMALIZE_NONE:
-            v = b;
-            break;
-        case NORMALIZE_UNIT:
-            v = b / 255.0;
-            break;
-        case NORMALIZE_STANDARD:
-            BOCB_ASSERT(splits->std > 0);
-            v = (b / 255.0 - (double)splits->mean) / (double)splits->std;
-            break;
-        default:
-            BOCB_UNREACHABLE("normalisation mode");
-        }
-        table[b] = (float)v;
-    }
+    for (int b = 0; b < 256; b++)
+        table[b] = (float)data_byte_value(splits, (uint8_t)b);
 
     const int64_t size = ds->sample_size;
     for (int64_t i = 0; i < n; i++) {

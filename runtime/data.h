@@ -82,6 +82,10 @@ void data_splits_free(DataSplits *splits);
 /* Keeps only the first `count` samples (no-op when count >= ds->count). */
 void dataset_truncate(Dataset *ds, int64_t count);
 
+/* Returns the value of pixel byte `b` in the splits' normalisation, as
+ * data_gather converts it (before rounding to float). */
+double data_byte_value(const DataSplits *splits, uint8_t b);
+
 /* Converts samples indices[0..n) into x (n * sample_size floats, in the
  * splits' normalisation) and their labels into y. */
 void data_gather(const DataSplits *splits, const Dataset *ds,

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "augment.h"
 #include "base.h"
 
 enum { SHUFFLE_STREAM = 0x40000000 };
@@ -204,6 +205,10 @@ void rt_train(const RtTrainConfig *cfg, RtRunner *runner, const DataSplits *data
             int64_t first = b * cfg->batch;
             int64_t n = train->count - first < cfg->batch ? train->count - first : cfg->batch;
             load_batch(runner, true, data, train, perm + first, n, staging);
+            if (cfg->augment)
+                rt_augment_batch(cfg->augment, cfg->seed, pos.step, runner->dtype,
+                                 runner->input(runner->self, true, "x"), n,
+                                 train->sample_dims, train->rank, data_byte_value(data, 0));
             if (cfg->schedule)
                 lr = rt_schedule_lr(cfg->schedule, pos.step + 1, steps_per_epoch, total_steps);
             write_scalar(runner->dtype, runner->input(runner->self, true, "lr"), lr);

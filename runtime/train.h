@@ -86,6 +86,9 @@ typedef struct RtTrainConfig {
      * finishes the current step, saves a checkpoint and returns with
      * result->interrupted set. NULL = never. */
     const volatile sig_atomic_t *stop;
+    /* Random crop and flip of every training batch (augment.h), drawn
+     * from `seed` and the step; NULL = none. Evaluation is never augmented. */
+    const struct RtAugment *augment;
 } RtTrainConfig;
 
 typedef struct RtEpochResult {
