@@ -775,6 +775,29 @@ static int write_curve_blocks(StrBuf *dat, const Table *t, int m, bool *has)
     return blocks;
 }
 
+/* Appends entry i of v as a gnuplot string for an axis or a legend: the
+ * name before its first '(' ("resnet" for "resnet(widths=[8, 16])") when
+ * no other entry has the same name, so that long configurations do not
+ * crowd the plot; the whole entry otherwise. summary.md keeps the whole
+ * entries. */
+static void append_plot_label(StrBuf *gp, const StringVec *v, int i)
+{
+    const char *s = v->data[i];
+    size_t n = strcspn(s, "(");
+    bool unique = s[n] != '\0';
+    for (int j = 0; unique && j < v->len; j++)
+        if (j != i && strncmp(v->data[j], s, n) == 0 &&
+            (v->data[j][n] == '\0' || v->data[j][n] == '('))
+            unique = false;
+    if (!unique) {
+        rt_append_gnuplot_string(gp, s);
+        return;
+    }
+    char *name = xstrndup(s, n);
+    rt_append_gnuplot_string(gp, name);
+    free(name);
+}
+
 /* Writes heatmap.dat (optimizers are rows, backbones columns, NaN where a
  * cell has no accuracy), curves.dat and the gnuplot script that draws the
  * heatmap and, per backbone, the test accuracy of every optimizer by
@@ -802,20 +825,20 @@ static void write_plot_files(StrBuf *heat, StrBuf *curves, StrBuf *gp, const Tab
                   "set xtics rotate by 30 right (");
     for (int m = 0; m < nm; m++) {
         sb_append(gp, m ? ", " : "");
-        rt_append_gnuplot_string(gp, t->models.data[m]);
+        append_plot_label(gp, &t->models, m);
         sb_printf(gp, " %d", m);
     }
     sb_append(gp, ")\nset ytics (");
     for (int o = 0; o < no; o++) {
         sb_append(gp, o ? ", " : "");
-        rt_append_gnuplot_string(gp, t->optimizers.data[o]);
+        append_plot_label(gp, &t->optimizers, o);
         sb_printf(gp, " %d", o);
     }
     /* gnuplot draws an image only from at least 2 x 2 values; a smaller
      * grid gets coloured squares instead. */
     sb_printf(gp, ")\nset xrange [-0.5:%d.5]\nset yrange [-0.5:%d.5]\n"
                   "plot 'heatmap.dat' matrix %s notitle, \\\n"
-                  "     'heatmap.dat' matrix using 1:2:(sprintf('%%.1f', $3)) "
+                  "     'heatmap.dat' matrix using 1:2:($3 == $3 ? sprintf('%%.1f', $3) : '') "
                   "with labels notitle\n",
               nm - 1, no - 1,
               nm >= 2 && no >= 2 ? "with image" : "using 1:2:3 with points pt 5 ps 8 palette");
@@ -838,7 +861,7 @@ static void write_plot_files(StrBuf *heat, StrBuf *curves, StrBuf *gp, const Tab
                 continue;
             sb_printf(gp, "%s'curves.dat' index %d using 1:2 with linespoints title ",
                       written++ ? ", \\\n     " : "", index++);
-            rt_append_gnuplot_string(gp, t->optimizers.data[o]);
+            append_plot_label(gp, &t->optimizers, o);
         }
         sb_append(gp, "\n");
     }
