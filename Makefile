@@ -38,6 +38,18 @@ PREFIX      ?= /usr/local
 BUILD       ?= build
 OPT         ?= -O2
 
+# The sanitizer build of `make check-asan` has a directory of its own, and
+# every make run on that directory builds with the sanitizers, the one
+# that tests/lit/cli/install.test starts included, so instrumented and
+# plain objects never mix there.
+SAN_FLAGS  := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+              -fno-omit-frame-pointer
+ASAN_BUILD ?= build-asan
+ifeq ($(BUILD),$(ASAN_BUILD))
+OPT     := -O1
+LDFLAGS += $(SAN_FLAGS)
+endif
+
 # `make check` drives lit through the Debian llvm-19-tools copy.
 LIT         ?= /usr/lib/llvm-19/build/utils/lit/lit.py
 LLVM_BINDIR ?= /usr/lib/llvm-19/bin
@@ -48,6 +60,9 @@ CPPFLAGS := -D_POSIX_C_SOURCE=200809L -Ilang -Icompiler -Iruntime -I$(BUILD)/gen
             -I/usr/include/x86_64-linux-gnu/openblas-pthread
 CFLAGS   ?= $(OPT) -g
 CFLAGS   += -std=c17 $(WARN) -fno-strict-aliasing -MMD -MP
+ifeq ($(BUILD),$(ASAN_BUILD))
+CFLAGS   += $(SAN_FLAGS)
+endif
 LLVM_CFLAGS := $(shell $(LLVM_CONFIG) --cflags 2>/dev/null)
 LLVM_LIBS   := $(shell $(LLVM_CONFIG) --ldflags --libs core orcjit native passes 2>/dev/null)
 # Open MPI, for sharded training (runtime/comm.c): bocbc links it always
@@ -197,8 +212,9 @@ $(patsubst %.c,$(BUILD)/obj/%.o,$(RUNTIME_SRC)): CFLAGS += -O3
 # Only the collectives see the MPI headers.
 $(BUILD)/obj/runtime/comm.o: CPPFLAGS += $(MPI_CFLAGS)
 # An executable written by `bocbc -c` links what libbocb-aot.a needs
-# beyond OpenBLAS, zlib and libm: Open MPI and libedit.
-$(BUILD)/obj/compiler/aot.o: CPPFLAGS += -DBOCB_AOT_EXTRA_LIBS='"$(MPI_LIBS) -ledit"'
+# beyond OpenBLAS, zlib and libm: Open MPI and libedit, after the LDFLAGS
+# that bocbc was linked with (the sanitizers in the sanitizer build).
+$(BUILD)/obj/compiler/aot.o: CPPFLAGS += -DBOCB_AOT_EXTRA_LIBS='"$(LDFLAGS) $(MPI_LIBS) -ledit"'
 # REPORT/metadata.json names the commit that bocbc was built from. The
 # header is rewritten only when the commit changes, so metadata.o is
 # rebuilt exactly then.
@@ -228,19 +244,15 @@ $(BUILD)/tools/%: tools/%.c $(LIB)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 # ---- sanitizers and fuzzing ----------------------------------------------
 
-# The sanitizer build lives in its own directory, so it never mixes with
-# build/. CFLAGS and LDFLAGS go through the environment, because a
-# command-line CFLAGS would replace the warnings that this Makefile adds.
-SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-             -fno-omit-frame-pointer
-ASAN_BUILD ?= build-asan
-# LeakSanitizer stays on: a leak in a test program fails that test.
+# SAN_FLAGS and ASAN_BUILD are set at the top, with the compiler flags.
+# LeakSanitizer stays on: a leak in a test program fails that test,
+# except the leaks of other libraries that tests/lsan.supp lists.
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
-           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+           LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp
 
 check-asan: deps
-	@CFLAGS="-O1 -g $(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" \
-	    $(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) all tests
+	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) all tests
 	@$(SAN_ENV) BUILD=$(ASAN_BUILD) LIT=$(LIT) LLVM_BINDIR=$(LLVM_BINDIR) tests/run.sh
 
 # One harness is fuzz/NAME.c plus its NAME here; fuzz/seeds.py writes

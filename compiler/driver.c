@@ -655,6 +655,47 @@ static bool load_init(const ExperimentSpec *spec, const Cell *cell, CellRunner *
     return true;
 }
 
+/* Marks the checkpoint of a run finished. A run that diverged has applied
+ * the update of the step that diverged, unless --check-numerics stopped
+ * that step before its update, so its variables may hold NaNs. They are
+ * replaced by the last finite state: the one the checkpoint file holds,
+ * or the initial state when the run saved none. A note names its step. */
+static bool finish_checkpoint(const ExperimentSpec *spec, const Cell *cell, CellRunner *runner,
+                              RunCheckpoint *ck, const RunRecord *r, const char *label,
+                              bool quiet, GridProgress *progress)
+{
+    const RtTrainResult *result = &r->result;
+    if (!result->diverged)
+        return run_checkpoint_finish(ck, result);
+
+    int64_t state_step;
+    if (runner->fault[0]) {
+        state_step = result->diverged_step - 1;
+    } else if (ck->has_state) {
+        if (!run_checkpoint_roll_back(ck, &runner->vars))
+            return false;
+        state_step = ck->state_step;
+    } else {
+        rt_vars_reset(&runner->vars, r->seed);
+        if (spec->init_path && !load_init(spec, cell, runner, true))
+            return false;
+        state_step = 0;
+    }
+    char *note = state_step == 0
+                     ? xasprintf("%s: the checkpoint keeps the initial variables, from before "
+                                 "the divergence at step %lld: %s",
+                                 label, (long long)result->diverged_step, ck->path)
+                     : xasprintf("%s: the checkpoint keeps the variables after step %lld, "
+                                 "from before the divergence at step %lld: %s",
+                                 label, (long long)state_step,
+                                 (long long)result->diverged_step, ck->path);
+    if (!quiet)
+        printf("%s\n", note);
+    grid_progress_log(progress, "%s", note);
+    free(note);
+    return run_checkpoint_finish_diverged(ck, result, state_step);
+}
+
 /* Trains every cell of a compiled job. Returns BOCB_EXIT_RUNTIME when a
  * report could not be written or code generation failed, else 0;
  * diverged cells are results, not failures. */
@@ -825,9 +866,8 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
                 status = BOCB_EXIT_RUNTIME;
             else if (r->result.interrupted)
                 status = 128 + run_stop_signal;
-            /* NOTE: a diverged run's final checkpoint contains the variables after the
-             * step that diverged, not the last finite ones. */
-            else if (checkpoints && !run_checkpoint_finish(&checkpoint, &r->result))
+            else if (checkpoints && !finish_checkpoint(spec, cell, &runner, &checkpoint, r,
+                                                       label, opts->quiet, &progress))
                 status = BOCB_EXIT_RUNTIME;
             if (!r->result.interrupted && !r->result.checkpoint_failed)
                 grid_progress_run_done(&progress, r->result.diverged, false,

@@ -610,7 +610,10 @@ static void cmd_set(Command *c)
             s->overrides.data[kept++] = s->overrides.data[i];
     int old_len = s->overrides.len;
     Override *old = xcalloc((size_t)old_len + 1, sizeof *old);
-    memcpy(old, s->overrides.data, (size_t)old_len * sizeof *old);
+    /* The vector has no storage before its first override, and memcpy
+     * from NULL is undefined even for 0 bytes. */
+    if (old_len > 0)
+        memcpy(old, s->overrides.data, (size_t)old_len * sizeof *old);
     s->overrides.len = kept;
     VEC_PUSH(&s->overrides, o);
 

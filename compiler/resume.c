@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <glob.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,18 +113,29 @@ ResumeState run_checkpoint_restore(RunCheckpoint *ck, RtVarStore *vars,
         free(error);
         return RESUME_ERROR;
     }
-    return finished ? RESUME_FINISHED : RESUME_CONTINUE;
+    if (finished)
+        return RESUME_FINISHED;
+    ck->has_state = true;
+    ck->state_step = position->step;
+    return RESUME_CONTINUE;
 }
 
+/* Writes the checkpoint. `variables_step`, when not NULL, is stored as the
+ * metadata entry "variables_step" after the identity entries. */
 static bool save(RunCheckpoint *ck, const RtTrainPosition *position,
-                 const RtTrainResult *result, bool finished)
+                 const RtTrainResult *result, bool finished, const char *variables_step)
 {
+    StMetaEntry meta[RUN_IDENTITY_COUNT + 1];
+    memcpy(meta, ck->identity, sizeof ck->identity);
+    int nmeta = RUN_IDENTITY_COUNT;
+    if (variables_step)
+        meta[nmeta++] = (StMetaEntry){"variables_step", variables_step};
     char *error = NULL;
     char *dir = xasprintf("%s", ck->path);
     *strrchr(dir, '/') = '\0';
     bool ok = rt_make_dirs(dir, &error) &&
               rt_checkpoint_save(ck->path, ck->vars, position, result, finished,
-                                 ck->identity, RUN_IDENTITY_COUNT, &error);
+                                 meta, nmeta, &error);
     if (!ok) {
         /* messages.py: not reached: needs a full disk or a read-only directory. */
         fprintf(stderr, "bocbc: error: cannot write the checkpoint: %s\n", error);
@@ -133,17 +145,75 @@ static bool save(RunCheckpoint *ck, const RtTrainPosition *position,
     return ok;
 }
 
+/* Returns whether no variable holds a NaN or an infinity. */
+static bool variables_finite(const RtVarStore *vars)
+{
+    for (int i = 0; i < vars->nvars; i++) {
+        const RtVar *v = &vars->vars[i];
+        const void *data = rt_var_data(vars, i);
+        for (int64_t j = 0; j < v->numel; j++) {
+            double x = v->dtype == DT_F64 ? ((const double *)data)[j]
+                                          : ((const float *)data)[j];
+            if (!isfinite(x))
+                return false;
+        }
+    }
+    return true;
+}
+
 bool run_checkpoint_save(void *context, const RtTrainPosition *position,
                          const RtTrainResult *result)
 {
-    return save(context, position, result, false);
+    RunCheckpoint *ck = context;
+    /* A step whose loss was finite can still have made a variable infinite
+     * through its update. The next step's loss then diverges, and the run
+     * rolls back to the file, so the file must keep the older state. */
+    if (!variables_finite(ck->vars))
+        return true;
+    if (!save(ck, position, result, false, NULL))
+        return false;
+    ck->has_state = true;
+    ck->state_step = position->step;
+    return true;
+}
+
+bool run_checkpoint_roll_back(RunCheckpoint *ck, RtVarStore *vars)
+{
+    BOCB_ASSERT(ck->has_state);
+    RtTrainPosition position;
+    RtTrainResult saved = {0};
+    bool finished;
+    char *error = NULL;
+    bool ok = rt_checkpoint_load(ck->path, vars, &position, &saved, &finished, ck->identity,
+                                 RUN_IDENTITY_COUNT, &error);
+    if (!ok) {
+        /* messages.py: not reached: needs the file to change while the run trains. */
+        fprintf(stderr, "bocbc: error: cannot read the last finite state back: %s\n", error);
+        free(error);
+    }
+    rt_train_result_free(&saved);
+    return ok;
+}
+
+/* Marks the run finished at its last step. */
+static bool finish(RunCheckpoint *ck, const RtTrainResult *result, const char *variables_step)
+{
+    RtTrainPosition end = {.epoch = result->nepochs + 1, .step = result->nsteps,
+                           .applied = result->nsteps - result->skipped};
+    return save(ck, &end, result, true, variables_step);
 }
 
 bool run_checkpoint_finish(RunCheckpoint *ck, const RtTrainResult *result)
 {
-    RtTrainPosition end = {.epoch = result->nepochs + 1, .step = result->nsteps,
-                           .applied = result->nsteps - result->skipped};
-    return save(ck, &end, result, true);
+    return finish(ck, result, NULL);
+}
+
+bool run_checkpoint_finish_diverged(RunCheckpoint *ck, const RtTrainResult *result,
+                                    int64_t state_step)
+{
+    char step_text[24];
+    snprintf(step_text, sizeof step_text, "%lld", (long long)state_step);
+    return finish(ck, result, step_text);
 }
 
 volatile sig_atomic_t run_stop_signal;

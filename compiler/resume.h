@@ -23,6 +23,10 @@ typedef struct RunCheckpoint {
     const RtVarStore *vars;
     StMetaEntry identity[RUN_IDENTITY_COUNT]; /* experiment, model, optimizer, seed, settings */
     char *seed_text, *settings_text;
+    /* Whether the file holds a state of this run (saved by it, or the one it
+     * resumed from), and the step after which that state was taken. */
+    bool has_state;
+    int64_t state_step;
 } RunCheckpoint;
 
 typedef enum ResumeState {
@@ -47,13 +51,26 @@ void run_checkpoint_free(RunCheckpoint *ck);
 ResumeState run_checkpoint_restore(RunCheckpoint *ck, RtVarStore *vars,
                                    RtTrainPosition *position, RtTrainResult *result);
 
-/* The RtCheckpointFn of rt_train; `context` is a RunCheckpoint. */
+/* The RtCheckpointFn of rt_train; `context` is a RunCheckpoint. A state
+ * with a NaN or an infinity in a variable is not written, so the file
+ * keeps the last finite one, which the run will diverge from. */
 bool run_checkpoint_save(void *context, const RtTrainPosition *position,
                          const RtTrainResult *result);
+
+/* Loads the variables of the state that the file holds (ck->has_state must
+ * be true) into `vars`, for a run that diverged after that state. Returns
+ * false after printing why the file could not be read. */
+bool run_checkpoint_roll_back(RunCheckpoint *ck, RtVarStore *vars);
 
 /* Marks the run finished, keeping its result. Returns false after
  * printing why the file could not be written. */
 bool run_checkpoint_finish(RunCheckpoint *ck, const RtTrainResult *result);
+
+/* Marks a diverged run finished, keeping its result and the variables in
+ * `ck->vars`, which are the state after step `state_step`, the last finite
+ * one. The metadata entry "variables_step" records that step. */
+bool run_checkpoint_finish_diverged(RunCheckpoint *ck, const RtTrainResult *result,
+                                    int64_t state_step);
 
 /* The number of the first SIGINT or SIGTERM received while the handlers
  * are installed; 0 before that. */

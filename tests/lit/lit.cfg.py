@@ -28,7 +28,7 @@ config.environment["TERM"] = "dumb"
 # `make check-asan` sets ASAN_OPTIONS. Its tests also get the sanitizer
 # options, and those that cap the address space with `ulimit -v` are
 # UNSUPPORTED, because ASan's shadow memory reserves terabytes of it.
-for name in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+for name in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
     if name in os.environ:
         config.environment[name] = os.environ[name]
 if "ASAN_OPTIONS" in os.environ:
@@ -55,7 +55,15 @@ for key, value in {
     "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
 }.items():
     config.environment[key] = value
-config.substitutions.append(("%mpirun", "mpirun --oversubscribe"))
+# Under ASan, the ranks unwind every allocation with the slow unwinder:
+# Open MPI's leaks at exit (tests/lsan.supp) pass through its plugins,
+# which the fast unwinder cannot step over, so their stacks would not
+# reach the libraries that the suppressions name.
+mpirun = "mpirun --oversubscribe"
+if "ASAN_OPTIONS" in os.environ:
+    mpirun = "env ASAN_OPTIONS=%s:fast_unwind_on_malloc=0 %s" % (os.environ["ASAN_OPTIONS"],
+                                                                mpirun)
+config.substitutions.append(("%mpirun", mpirun))
 
 # bench/matrix.py's smoke test of the PyTorch side runs only where torch
 # imports; CI has no torch.
