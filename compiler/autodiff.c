@@ -35,7 +35,7 @@ bool ad_has_rule(IrOp op)
     case IR_MATMUL: case IR_CONV2D: case IR_MAXPOOL2D: case IR_CROSS_ENTROPY:
     case IR_GATHER:
     case IR_PERMUTE: case IR_SLICE: case IR_CONCAT: case IR_BMM: case IR_AVGPOOL2D:
-    case IR_REDUCE_MAX: case IR_IOTA: case IR_QUANTIZE:
+    case IR_REDUCE_MAX: case IR_IOTA: case IR_DEQUANTIZE:
         return true;
     /* Bool-valued ops never carry a gradient, so they never need a rule. */
     case IR_NOT: case IR_LT: case IR_LE: case IR_GT: case IR_GE:
@@ -46,6 +46,7 @@ bool ad_has_rule(IrOp op)
     case IR_SCATTER_ADD:
     case IR_AVGPOOL2D_GRAD: case IR_REDUCE_MAX_GRAD:
     case IR_SAMPLE_LABELS: /* an i32 result, which is never active */
+    case IR_QUANTIZE:      /* i32 words; dequantize passes the gradient on */
     case IR_OP_COUNT:
         return false;
     }
@@ -390,8 +391,9 @@ static void vjp(Ad *ad, int id, int dy)
     case IR_REDUCE_MAX:
         vjp_spatial(ad, n, dy);
         break;
-    case IR_QUANTIZE:
-        accumulate(ad, x, dy, loc); /* straight-through: Q is treated as identity */
+    case IR_DEQUANTIZE:
+        /* straight-through: the round trip is treated as identity */
+        accumulate(ad, ir_quantized_input(g, &n), dy, loc);
         break;
     default:
         BOCB_UNREACHABLE("vjp of an op without a rule");
@@ -417,6 +419,8 @@ static void mark_active(Ad *ad, int loss, const bool *wrt)
             depends[i] = wrt[n->attr.var];
         for (int j = 0; j < n->nin; j++)
             depends[i] |= depends[n->in[j]];
+        if (n->op == IR_DEQUANTIZE)
+            depends[i] |= depends[ir_quantized_input(g, n)];
         depends[i] &= is_differentiable_value(n);
     }
     needed[loss] = true;

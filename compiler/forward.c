@@ -257,12 +257,13 @@ static int jvp(Fwd *f, int id)
     int t0 = n.nin > 0 ? f->tangent[n.in[0]] : -1;
     int t1 = n.nin > 1 ? f->tangent[n.in[1]] : -1;
     int t2 = n.nin > 2 ? f->tangent[n.in[2]] : -1;
+    /* straight-through, as its VJP: the round trip is treated as identity */
+    if (n.op == IR_DEQUANTIZE)
+        return f->tangent[ir_quantized_input(g, &n)];
     if (t0 < 0 && t1 < 0 && t2 < 0)
         return -1;
 
     switch (n.op) {
-    case IR_QUANTIZE:
-        return t0; /* straight-through, as its VJP: Q is treated as identity */
     case IR_NEG: case IR_BROADCAST: case IR_RESHAPE: case IR_SUM:
     case IR_PERMUTE: case IR_SLICE: case IR_AVGPOOL2D: case IR_AVGPOOL2D_GRAD:
     case IR_GATHER:
@@ -427,6 +428,8 @@ bool fwd_jvp(IrGraph *g, const int *vars, const int *tangents, int nvars, const 
             depends[i] = var_tangent[n->attr.var] >= 0;
         for (int j = 0; j < n->nin; j++)
             depends[i] |= depends[n->in[j]];
+        if (n->op == IR_DEQUANTIZE)
+            depends[i] |= depends[ir_quantized_input(g, n)];
         depends[i] &= is_differentiable_value(n);
     }
     for (int k = 0; k < nouts; k++)

@@ -71,6 +71,7 @@ static const struct {
     [IR_REDUCE_MAX_GRAD] = {"reduce_max_grad", IR_CLASS_LIBRARY},
     [IR_IOTA] = {"iota", IR_CLASS_LIBRARY},
     [IR_QUANTIZE] = {"quantize", IR_CLASS_LIBRARY},
+    [IR_DEQUANTIZE] = {"dequantize", IR_CLASS_LIBRARY},
     [IR_SAMPLE_LABELS] = {"sample_labels", IR_CLASS_LIBRARY},
     [IR_ASSIGN] = {"assign", IR_CLASS_EFFECT},
 };

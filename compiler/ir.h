@@ -84,9 +84,14 @@ typedef enum IrOp {
     IR_AVGPOOL2D_GRAD,   /* dy -> dx (shape in the node) */
     IR_REDUCE_MAX,       /* x -> y, over the axes in the mask p[0] */
     IR_REDUCE_MAX_GRAD,  /* x, dy -> dx */
-    /* x, key, step -> decode(encode(x)): bucketed min-max quantization
-     * (runtime/quant.h), p[0] bits, p[1] bucket, p[2] RtRounding, p[3] tag */
+    /* x, key, step -> i32 words holding encode(x), bucketed min-max
+     * quantization (runtime/quant.h): each bucket's base and scale, then
+     * the packed codes. p[0] bits, p[1] bucket, p[2] RtRounding, p[3] tag,
+     * p[4] x's dtype */
     IR_QUANTIZE,
+    /* words of an IR_QUANTIZE node -> decode(words), of x's dtype and
+     * shape; p[0] bits, p[1] bucket */
+    IR_DEQUANTIZE,
     IR_IOTA,             /* -> y, the index along axis p[0] */
     IR_SAMPLE_LABELS,       /* logits [N,C], step -> i32 [N] drawn from softmax */
 

@@ -82,6 +82,9 @@ static void print_spatial_attrs(FILE *out, const IrNode *n)
         fprintf(out, " bits %lld bucket %lld %s tag %lld", (long long)a->p[0],
                 (long long)a->p[1], rt_rounding_name((RtRounding)a->p[2]), (long long)a->p[3]);
         break;
+    case IR_DEQUANTIZE:
+        fprintf(out, " bits %lld bucket %lld", (long long)a->p[0], (long long)a->p[1]);
+        break;
     default:
         BOCB_UNREACHABLE("not a spatial op");
     }

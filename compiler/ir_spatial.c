@@ -24,6 +24,7 @@ RtSpatialOp ir_spatial_kind(IrOp op)
     case IR_REDUCE_MAX_GRAD: return RT_SPATIAL_REDUCE_MAX_GRAD;
     case IR_IOTA: return RT_SPATIAL_IOTA;
     case IR_QUANTIZE: return RT_SPATIAL_QUANTIZE;
+    case IR_DEQUANTIZE: return RT_SPATIAL_DEQUANTIZE;
     default: BOCB_UNREACHABLE("not a spatial op");
     }
 }
@@ -225,8 +226,9 @@ static bool infer(const IrGraph *g, const IrNode *n, Shape *out, const char **wh
         return true;
     case IR_QUANTIZE:
         if (n->nin != 3 || g->nodes[n->in[1]].shape.rank != 0 ||
-            g->nodes[n->in[2]].shape.rank != 0) {
-            *why = "quantize takes a tensor, a rank-0 key and a rank-0 step";
+            g->nodes[n->in[2]].shape.rank != 0 || s0->batch_axis >= 0) {
+            *why = "quantize takes a tensor without a batch axis, a rank-0 key and a "
+                   "rank-0 step";
             return false;
         }
         if (a->p[0] < RT_QUANT_MIN_BITS || a->p[0] > RT_QUANT_MAX_BITS || a->p[1] < 1 ||
@@ -235,8 +237,20 @@ static bool infer(const IrGraph *g, const IrNode *n, Shape *out, const char **wh
             *why = "the quantizer's bits, bucket, rounding or tag are out of range";
             return false;
         }
-        *out = *s0;
+        *out = shape_make(1, (int64_t[]){rt_quant_words((int)a->p[0], a->p[1],
+                                                        g->nodes[n->in[0]].dtype,
+                                                        shape_numel(s0, 1))});
         return true;
+    case IR_DEQUANTIZE: {
+        const IrNode *q = &g->nodes[n->in[0]];
+        if (q->op != IR_QUANTIZE || a->p[0] != q->attr.spatial.p[0] ||
+            a->p[1] != q->attr.spatial.p[1]) {
+            *why = "dequantize takes the result of a quantize with its bits and bucket";
+            return false;
+        }
+        *out = g->nodes[q->in[0]].shape;
+        return true;
+    }
     case IR_IOTA:
         if (a->p[0] < 0 || a->p[0] >= n->shape.rank) {
             *why = "the axis is out of range";
@@ -255,19 +269,31 @@ bool ir_spatial_check(const IrGraph *g, const IrNode *n, const char **why)
         *why = "the attributes belong to another op";
         return false;
     }
-    if (!is_float(n->dtype)) {
+    /* Quantize computes in the dtype p[4] and returns i32 words, which
+     * dequantize reads. */
+    DType dt = n->op == IR_QUANTIZE ? (DType)n->attr.spatial.p[4] : n->dtype;
+    if (!is_float(dt)) {
         *why = "spatial ops compute on f32 or f64";
         return false;
     }
+    if (n->op == IR_QUANTIZE && n->dtype != DT_I32) {
+        *why = "quantize returns i32 words";
+        return false;
+    }
     for (int i = 0; i < n->nin; i++) {
-        if (g->nodes[n->in[i]].dtype != n->dtype) {
-            *why = "an operand's dtype differs from the result's";
+        DType want = n->op == IR_DEQUANTIZE ? DT_I32 : dt;
+        if (g->nodes[n->in[i]].dtype != want) {
+            *why = "an operand's dtype differs from the one the op computes in";
             return false;
         }
     }
     Shape want;
     if (!infer(g, n, &want, why))
         return false;
+    if (n->op == IR_DEQUANTIZE && g->nodes[ir_quantized_input(g, n)].dtype != dt) {
+        *why = "dequantize returns the dtype of the quantized tensor";
+        return false;
+    }
     if (!shape_equal(&want, &n->shape)) {
         *why = "the result shape does not follow from the operands";
         return false;
@@ -371,8 +397,22 @@ int ir_quantize(IrGraph *g, int x, int key, int step, int bits, int64_t bucket,
                 RtRounding rounding, uint32_t tag, SrcLoc loc)
 {
     int in[3] = {x, key, step};
-    RtSpatialAttr a = {.p = {bits, bucket, rounding, tag}};
-    return build(g, IR_QUANTIZE, ir_node(g, x)->dtype, NULL, 3, in, a, loc);
+    RtSpatialAttr a = {.p = {bits, bucket, rounding, tag, ir_node(g, x)->dtype}};
+    return build(g, IR_QUANTIZE, DT_I32, NULL, 3, in, a, loc);
+}
+
+int ir_dequantize(IrGraph *g, int words, SrcLoc loc)
+{
+    const IrNode *q = ir_node(g, words);
+    BOCB_ASSERT(q->op == IR_QUANTIZE);
+    RtSpatialAttr a = {.p = {q->attr.spatial.p[0], q->attr.spatial.p[1]}};
+    return build(g, IR_DEQUANTIZE, ir_node(g, q->in[0])->dtype, NULL, 1, &words, a, loc);
+}
+
+int ir_quantized_input(const IrGraph *g, const IrNode *n)
+{
+    BOCB_ASSERT(n->op == IR_DEQUANTIZE);
+    return g->nodes[n->in[0]].in[0];
 }
 
 /* ---- composites ----------------------------------------------------------- */

@@ -55,13 +55,20 @@ int ir_reduce_max(IrGraph *g, int x, uint32_t axes, SrcLoc loc);
 int ir_reduce_max_grad(IrGraph *g, int x, int dy, uint32_t axes, SrcLoc loc);
 /* A tensor of `shape` whose elements are their index along `axis`. */
 int ir_iota(IrGraph *g, DType dtype, Shape shape, int axis, SrcLoc loc);
-/* decode(encode(x)) with the bucketed quantizer of runtime/quant.h: the
- * value a receiver of x's quantized form sees. `key` (the bit pattern of
- * a rank-0 variable) and `tag` key the draws, and `step` is the rank-0
- * step counter. The gradient passes through unchanged (straight-through
- * estimator). */
+/* encode(x) with the bucketed quantizer of runtime/quant.h, as a rank-1
+ * i32 tensor of rt_quant_words words: the metadata and packed codes that
+ * a sender of x's quantized form transmits. x has no batch axis. `key`
+ * (the bit pattern of a rank-0 variable) and `tag` key the draws, and
+ * `step` is the rank-0 step counter. */
 int ir_quantize(IrGraph *g, int x, int key, int step, int bits, int64_t bucket,
                 RtRounding rounding, uint32_t tag, SrcLoc loc);
+/* decode(words) for the result `words` of ir_quantize: the value that a
+ * receiver decodes, of the quantized tensor's shape and dtype. Its gradient
+ * goes to the quantized tensor unchanged (straight-through estimator),
+ * which ir_quantized_input names. */
+int ir_dequantize(IrGraph *g, int words, SrcLoc loc);
+/* The tensor that the operand of dequantize node n quantized. */
+int ir_quantized_input(const IrGraph *g, const IrNode *n);
 
 /* ---- composites ------------------------------------------------------------
  *

@@ -6,8 +6,9 @@
  * weights (in a sharded run both gather them), while the optimizer,
  * expanded later, reads the full-precision weights it owns. The gradient
  * path wraps each gradient before the optimizer sees it. Gradients pass
- * through `quantize` unchanged (straight-through), so the gradient with
- * respect to the quantized weights is applied to the full-precision ones.
+ * through the `quantize`/`dequantize` pair unchanged (straight-through),
+ * so the gradient with respect to the quantized weights is applied to the
+ * full-precision ones.
  */
 #include "qsdp.h"
 
@@ -161,6 +162,16 @@ static int key_read(Lower *l, IrGraph *g, SrcLoc loc)
     return ir_var_read(g, var, loc);
 }
 
+/* Returns the value that a receiver of x decodes: x quantized with
+ * setting q by its sender (the codes and metadata that cross the wire),
+ * then dequantized. */
+static int send_quantized(IrGraph *g, int x, int key, int step, const QuantSetting *q,
+                          uint32_t tag, SrcLoc loc)
+{
+    int words = ir_quantize(g, x, key, step, q->bits, q->bucket, q->rounding, tag, loc);
+    return ir_dequantize(g, words, loc);
+}
+
 static int append_copy(IrGraph *g, const IrNode *n, const int *remap)
 {
     if (g->nnodes == g->cap_nodes)
@@ -205,8 +216,8 @@ void qsdp_quantize_weight_reads(Lower *l, IrGraph *g, const QuantSetting *w,
         if (!is_param_read(g, &old[i]))
             continue;
         int var = old[i].attr.var, raw = remap[i];
-        int q = ir_quantize(g, raw, key, step, w->bits, w->bucket, w->rounding,
-                            qsdp_tag(var, QSDP_WEIGHTS, 0), old[i].loc);
+        int q = send_quantized(g, raw, key, step, w, qsdp_tag(var, QSDP_WEIGHTS, 0),
+                               old[i].loc);
         if (first_step >= 0)
             q = ir_select(g, ir_broadcast(g, first_step, old[i].shape, w->loc), q, raw,
                           w->loc);
@@ -228,8 +239,8 @@ int qsdp_quantize_gradient(Lower *l, IrGraph *g, int param, int grad, const Quan
     l->graph = g;
     int step = lower_step_input(l, q->loc);
     l->graph = saved;
-    return ir_quantize(g, grad, key_read(l, g, q->loc), step, q->bits, q->bucket, q->rounding,
-                       qsdp_tag(param, QSDP_GRADIENTS, rank), q->loc);
+    return send_quantized(g, grad, key_read(l, g, q->loc), step, q,
+                          qsdp_tag(param, QSDP_GRADIENTS, rank), q->loc);
 }
 
 void qsdp_quantize_param_assigns(Lower *l, IrGraph *g, const QuantSetting *w)
@@ -256,8 +267,8 @@ void qsdp_quantize_param_assigns(Lower *l, IrGraph *g, const QuantSetting *w)
         if (remap[i] >= 0)
             continue;
         int var = old[i].attr.var;
-        int q = ir_quantize(g, remap[old[i].in[0]], key, step, w->bits, w->bucket, w->rounding,
-                            qsdp_tag(var, QSDP_ITERATE, 0), old[i].loc);
+        int q = send_quantized(g, remap[old[i].in[0]], key, step, w,
+                               qsdp_tag(var, QSDP_ITERATE, 0), old[i].loc);
         ir_assign(g, var, q, old[i].loc);
     }
     for (int i = 0; i < g->noutputs; i++)

@@ -4,10 +4,12 @@
  *
  * In a sharded run every rank receives each step's weights in quantized
  * form (the all-gather) and sends its gradient in quantized form (the
- * reduce-scatter). The rewrite inserts the IR's `quantize` op where those
- * values enter the training step, with the Philox draws that the sharded
- * run makes: weights keyed by their global element index, gradients by
- * their index and the rank that sends them.
+ * reduce-scatter). The rewrite inserts the IR's `quantize` op (the
+ * sender's packed codes and bucket metadata) and `dequantize` op (what
+ * the receiver decodes) where those values enter the training step. Their
+ * Philox draws are those of the sharded run: weights keyed by their
+ * global element index, gradients by their index and the rank that sends
+ * them.
  */
 #ifndef BOCB_QSDP_H
 #define BOCB_QSDP_H
@@ -37,14 +39,14 @@ bool qsdp_resolve(Lower *l, const Stmt *s, ExperimentSpec *spec);
 #define QSDP_KEY_VAR "quantize.key"
 
 /* Rewrites every read of a parameter in g into a read through `quantize`
- * with setting w (the weights the step receives). With first_step_only,
- * the quantized value is used only when the step input is 1 (the QSDP
- * iterate quantizes the initial weights once). Creates the key variable
+ * and `dequantize` with setting w (the weights the step receives). With
+ * first_step_only, the quantized value is used only when the step input
+ * is 1 (the QSDP iterate quantizes the initial weights once). Creates the key variable
  * when the module has none. */
 void qsdp_quantize_weight_reads(Lower *l, IrGraph *g, const QuantSetting *w,
                                 bool first_step_only);
 /* Returns grad, the gradient of parameter `param`, through `quantize`
- * with setting q as rank `rank` sends it. */
+ * and `dequantize` with setting q as rank `rank` sends it. */
 int qsdp_quantize_gradient(Lower *l, IrGraph *g, int param, int grad, const QuantSetting *q,
                            int rank);
 /* Quantizes the value that each assignment to a parameter stores (the

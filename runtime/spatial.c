@@ -26,6 +26,8 @@ int rt_spatial_arity(RtSpatialOp op)
         return 1;
     case RT_SPATIAL_CONCAT: case RT_SPATIAL_BMM: case RT_SPATIAL_REDUCE_MAX_GRAD:
         return 2;
+    case RT_SPATIAL_DEQUANTIZE:
+        return 1;
     case RT_SPATIAL_QUANTIZE:
         return 3;
     }
@@ -406,10 +408,19 @@ static void iota(DType dt, const Shape *ys, int axis, int64_t batch, void *y)
 
 /* ---- dispatch ------------------------------------------------------------- */
 
-/* The quantize op: the operand buffers are x, the key and the step. */
-static void quantize(DType dt, const RtSpatialAttr *a, const Shape *shapes,
-                     void *const *buffers, int64_t batch)
+int64_t rt_quant_words(int bits, int64_t bucket, DType dt, int64_t n)
 {
+    RtQuantizer q = {.bits = bits, .bucket = bucket};
+    return (int64_t)((rt_quant_encoded_size(&q, dt, n) + 3) / 4);
+}
+
+/* The quantize op: the operand buffers are x, the key and the step, all
+ * of dtype p[4], and the result is the encoding of x in whole words,
+ * whose padding bytes are zero so that equal encodings compare equal. */
+static void quantize(const RtSpatialAttr *a, const Shape *shapes, void *const *buffers,
+                     int64_t batch)
+{
+    DType dt = (DType)a->p[4];
     RtQuantizer q = {
         .bits = (int)a->p[0],
         .bucket = a->p[1],
@@ -418,12 +429,30 @@ static void quantize(DType dt, const RtSpatialAttr *a, const Shape *shapes,
         .step = rt_quant_step(dt, buffers[2]),
         .tag = (uint32_t)a->p[3],
     };
-    rt_quant_roundtrip(&q, dt, 0, shape_numel(&shapes[0], batch), buffers[0], buffers[3]);
+    int64_t n = shape_numel(&shapes[0], batch);
+    int64_t words = rt_quant_words(q.bits, q.bucket, dt, n);
+    BOCB_ASSERT(words == shape_numel(&shapes[3], batch));
+    if (words > 0)
+        ((uint32_t *)buffers[3])[words - 1] = 0;
+    rt_quant_encode(&q, dt, 0, n, buffers[0], buffers[3]);
+}
+
+/* The dequantize op: the encoding's words to y, of dtype dt. */
+static void dequantize(DType dt, const RtSpatialAttr *a, const Shape *shapes,
+                       void *const *buffers, int64_t batch)
+{
+    RtQuantizer q = {.bits = (int)a->p[0], .bucket = a->p[1]};
+    rt_quant_decode(&q, dt, shape_numel(&shapes[1], batch), buffers[0], buffers[1]);
 }
 
 void rt_spatial_run(DType dt, const RtSpatialAttr *a, const Shape *shapes,
                     void *const *buffers, int64_t batch)
 {
+    /* The one op whose result is not of the computing dtype. */
+    if (a->op == RT_SPATIAL_QUANTIZE) {
+        quantize(a, shapes, buffers, batch);
+        return;
+    }
     size_t es = float_size(dt);
     int64_t dims[SHAPE_MAX_RANK];
     switch (a->op) {
@@ -464,9 +493,11 @@ void rt_spatial_run(DType dt, const RtSpatialAttr *a, const Shape *shapes,
     case RT_SPATIAL_IOTA:
         iota(dt, &shapes[0], (int)a->p[0], batch, buffers[0]);
         return;
-    case RT_SPATIAL_QUANTIZE:
-        quantize(dt, a, shapes, buffers, batch);
+    case RT_SPATIAL_DEQUANTIZE:
+        dequantize(dt, a, shapes, buffers, batch);
         return;
+    case RT_SPATIAL_QUANTIZE:
+        break; /* run above */
     }
     BOCB_UNREACHABLE("spatial op");
 }

@@ -32,9 +32,11 @@ typedef enum RtSpatialOp {
                                    element */
     RT_SPATIAL_IOTA,          /* -> y, where every element is its index on
                                  axis p[0] */
-    RT_SPATIAL_QUANTIZE,      /* x, key, step -> decode(encode(x)) (quant.h);
-                                 p[0] bits, p[1] bucket, p[2] rounding,
-                                 p[3] tag */
+    RT_SPATIAL_QUANTIZE,      /* x, key, step -> encode(x) (quant.h) as i32
+                                 words, zero-padded; p[0] bits, p[1] bucket,
+                                 p[2] rounding, p[3] tag, p[4] x's dtype */
+    RT_SPATIAL_DEQUANTIZE,    /* words -> decode(words) into y of dtype dt;
+                                 p[0] bits, p[1] bucket */
 } RtSpatialOp;
 
 enum { RT_SPATIAL_MAX_ATTRS = 7 };
@@ -47,10 +49,16 @@ typedef struct RtSpatialAttr {
 /* Returns the number of operands of `op` (the result not counted). */
 int rt_spatial_arity(RtSpatialOp op);
 
+/* Returns the number of i32 words that hold the encoding of n elements
+ * of dtype dt with `bits` bits in buckets of `bucket` (quant.h): the
+ * result size of RT_SPATIAL_QUANTIZE. */
+int64_t rt_quant_words(int bits, int64_t bucket, DType dt, int64_t n);
+
 /* Runs `a` on buffers[0 .. arity-1] (operands) into buffers[arity] (the
- * result), in f32 or f64 as `dt` selects. The compiler checked the shapes. Only
- * the average-pooling extents are asserted again here, so another
- * mismatch is undefined behaviour. The result is overwritten. */
+ * result), in f32 or f64 as `dt` selects (for quantize, as p[4] selects).
+ * The compiler checked the shapes. Only the average-pooling extents are
+ * asserted again here, so another mismatch is undefined behaviour. The
+ * result is overwritten. */
 void rt_spatial_run(DType dt, const RtSpatialAttr *a, const Shape *shapes,
                     void *const *buffers, int64_t batch);
 

@@ -1,15 +1,17 @@
 /* test_quant.c - the bucketed quantizer (runtime/quant.h) and the IR's
- * quantize op: bit packing, exact constant buckets, error bounds,
- * unbiasedness of the random roundings over many draws, encode/decode
- * against the fused round trip, shards against the whole tensor, and the
- * op in the interpreter against the JIT-compiled program, and its
- * straight-through gradient.
+ * quantize and dequantize ops. The quantizer: bit packing, exact constant
+ * buckets, error bounds, unbiasedness of the random roundings over many
+ * draws, encode/decode against the fused round trip, and shards against
+ * the whole tensor. The ops: the interpreter and the JIT-compiled program
+ * against the runtime's encoder and decoder, the checks of the pair, and
+ * its straight-through gradient.
  */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <string.h>
 
 #include "../../compiler/autodiff.h"
+#include "../../compiler/forward.h"
 #include "../../compiler/driver.h"
 #include "../../compiler/ir_spatial.h"
 #include "../../runtime/quant.h"
@@ -255,8 +257,9 @@ typedef struct QuantGraph {
     int x, key;
 } QuantGraph;
 
-/* out = quantize(x) * 2 + 1 over a parameter x [3, 700], so the op sits
- * between fused kernels and its buckets cross rows. */
+/* codes = quantize(x), out = dequantize(codes) * 2 + 1 over a parameter
+ * x [3, 700], so the pair sits between fused kernels and its buckets
+ * cross rows. Both are outputs. */
 static void build_quant_graph(QuantGraph *q, RtRounding rounding, int bits)
 {
     arena_init(&q->arena);
@@ -269,11 +272,13 @@ static void build_quant_graph(QuantGraph *q, RtRounding rounding, int bits)
     q->g = ir_graph_new(&q->module, "quant");
     IrGraph *g = q->g;
     int step = ir_input(g, "step", DT_F32, shape_scalar(), NO_LOC);
-    int xq = ir_quantize(g, ir_var_read(g, q->x, NO_LOC), ir_var_read(g, q->key, NO_LOC), step, bits,
-                         500, rounding, 3, NO_LOC);
+    int codes = ir_quantize(g, ir_var_read(g, q->x, NO_LOC), ir_var_read(g, q->key, NO_LOC),
+                            step, bits, 500, rounding, 3, NO_LOC);
+    int xq = ir_dequantize(g, codes, NO_LOC);
     int two = ir_broadcast(g, ir_const(g, DT_F32, 2.0, NO_LOC), s, NO_LOC);
     int one = ir_broadcast(g, ir_const(g, DT_F32, 1.0, NO_LOC), s, NO_LOC);
     int out = ir_binary(g, IR_ADD, ir_binary(g, IR_MUL, xq, two, NO_LOC), one, NO_LOC);
+    ir_add_output(g, "codes", codes);
     ir_add_output(g, "out", out);
     cr_assert(ir_verify(g));
 }
@@ -285,66 +290,137 @@ static void free_quant_graph(QuantGraph *q)
     arena_free(&q->arena);
 }
 
-Test(quant, op_interpreter_matches_jit_and_runtime)
+enum { OP_N = 2100, OP_MAX_WORDS = 600 };
+
+typedef struct QuantRun {
+    uint32_t codes[OP_MAX_WORDS];
+    float out[OP_N];
+} QuantRun;
+
+static void run_quant_interp(QuantGraph *q, RtVarStore *store, float step, int64_t words,
+                             QuantRun *r)
 {
-    enum { N = 2100 };
-    static float interp_out[N], jit_out[N], direct[N];
+    Interp *it = interp_create(q->g, store);
+    interp_bind_input(it, ir_find_input(q->g, "step"), &step);
+    interp_run(it, 1);
+    memcpy(r->codes, interp_output(it, "codes"), (size_t)words * 4);
+    memcpy(r->out, interp_output(it, "out"), sizeof r->out);
+    interp_destroy(it);
+}
+
+static void run_quant_jit(QuantGraph *q, RtVarStore *store, float step, int64_t words,
+                          QuantRun *r)
+{
+    Schedule sched;
+    schedule_graph(q->g, 1, &sched);
+    char *error = NULL;
+    Jit *jit = jit_create(&error);
+    cr_assert(jit, "%s", error);
+    cr_assert(jit_compile(jit, sched.kernels, sched.nkernels, sched.program.kernels, &error),
+              "%s", error);
+    RtExec *e = rt_exec_create(&sched.program, store);
+    *(float *)rt_exec_input(e, "step") = step;
+    rt_exec_run(e, 1);
+    memcpy(r->codes, rt_exec_output(e, "codes"), (size_t)words * 4);
+    memcpy(r->out, rt_exec_output(e, "out"), sizeof r->out);
+    rt_exec_destroy(e);
+    schedule_free(&sched);
+    jit_destroy(jit);
+}
+
+Test(quant, ops_interpreter_match_jit_and_runtime)
+{
+    /* 3 bits fill the last word; 5 bits leave 3 padding bytes, which
+     * must be zero. */
+    static const int widths[] = {3, 5};
+    static QuantRun interp, jit;
+    static uint32_t want_codes[OP_MAX_WORDS];
+    static float decoded[OP_N];
     for (size_t r = 0; r < BOCB_ARRAY_LEN(roundings); r++) {
-        QuantGraph q;
-        build_quant_graph(&q, roundings[r], 3);
-        RtVarStore store;
-        create_var_store(&store, &q.module);
-        rt_vars_reset(&store, 42);
-        float step = 17;
+        for (size_t b = 0; b < BOCB_ARRAY_LEN(widths); b++) {
+            int bits = widths[b];
+            QuantGraph q;
+            build_quant_graph(&q, roundings[r], bits);
+            int64_t words = rt_quant_words(bits, 500, DT_F32, OP_N);
+            cr_assert_leq(words, OP_MAX_WORDS);
+            cr_assert_eq(q.g->nodes[q.g->outputs[0].node].shape.dims[0], words);
+            RtVarStore store;
+            create_var_store(&store, &q.module);
+            rt_vars_reset(&store, 42);
+            float step = 17;
+            memset(&interp, 0xff, sizeof interp);
+            memset(&jit, 0xff, sizeof jit);
+            run_quant_interp(&q, &store, step, words, &interp);
+            run_quant_jit(&q, &store, step, words, &jit);
 
-        Interp *it = interp_create(q.g, &store);
-        interp_bind_input(it, ir_find_input(q.g, "step"), &step);
-        interp_run(it, 1);
-        memcpy(interp_out, interp_output(it, "out"), sizeof interp_out);
-        interp_destroy(it);
-
-        Schedule sched;
-        schedule_graph(q.g, 1, &sched);
-        char *error = NULL;
-        Jit *jit = jit_create(&error);
-        cr_assert(jit, "%s", error);
-        cr_assert(jit_compile(jit, sched.kernels, sched.nkernels, sched.program.kernels,
-                              &error), "%s", error);
-        RtExec *e = rt_exec_create(&sched.program, &store);
-        *(float *)rt_exec_input(e, "step") = step;
-        rt_exec_run(e, 1);
-        memcpy(jit_out, rt_exec_output(e, "out"), sizeof jit_out);
-        rt_exec_destroy(e);
-        schedule_free(&sched);
-        jit_destroy(jit);
-
-        RtQuantizer rq = {
-            .bits = 3,
-            .bucket = 500,
-            .rounding = roundings[r],
-            .key = rt_quant_key(DT_F32, rt_var_data(&store, q.key), 3),
-            .step = 17,
-            .tag = 3,
-        };
-        rt_quant_roundtrip(&rq, DT_F32, 0, N, rt_var_data(&store, q.x), direct);
-        const char *name = rt_rounding_name(roundings[r]);
-        for (int i = 0; i < N; i++) {
-            float want = direct[i] * 2 + 1;
-            cr_expect_eq(interp_out[i], want, "%s: interpreter element %d is %g, not %g", name,
-                         i, interp_out[i], want);
-            cr_expect_eq(jit_out[i], want, "%s: JIT element %d is %g, not %g", name, i,
-                         jit_out[i], want);
+            RtQuantizer rq = {
+                .bits = bits,
+                .bucket = 500,
+                .rounding = roundings[r],
+                .key = rt_quant_key(DT_F32, rt_var_data(&store, q.key), 3),
+                .step = 17,
+                .tag = 3,
+            };
+            memset(want_codes, 0, sizeof want_codes);
+            rt_quant_encode(&rq, DT_F32, 0, OP_N, rt_var_data(&store, q.x),
+                            (uint8_t *)want_codes);
+            rt_quant_decode(&rq, DT_F32, OP_N, (const uint8_t *)want_codes, decoded);
+            const char *name = rt_rounding_name(roundings[r]);
+            for (int64_t i = 0; i < words; i++) {
+                cr_expect_eq(interp.codes[i], want_codes[i],
+                             "%s, %d bits: interpreter word %lld is %08x, not %08x", name,
+                             bits, (long long)i, interp.codes[i], want_codes[i]);
+                cr_expect_eq(jit.codes[i], want_codes[i],
+                             "%s, %d bits: JIT word %lld is %08x, not %08x", name, bits,
+                             (long long)i, jit.codes[i], want_codes[i]);
+            }
+            for (int i = 0; i < OP_N; i++) {
+                float want = decoded[i] * 2 + 1;
+                cr_expect_eq(interp.out[i], want, "%s, %d bits: interpreter element %d is "
+                             "%g, not %g", name, bits, i, interp.out[i], want);
+                cr_expect_eq(jit.out[i], want, "%s, %d bits: JIT element %d is %g, not %g",
+                             name, bits, i, jit.out[i], want);
+            }
+            rt_vars_free(&store);
+            free_quant_graph(&q);
         }
-        rt_vars_free(&store);
-        free_quant_graph(&q);
     }
+}
+
+Test(quant, dequantize_needs_its_quantize)
+{
+    /* The check rejects a dequantize whose bits differ from those of the
+     * quantize it reads, and one whose operand is not a quantize. The
+     * verifier then rejects the graph. */
+    QuantGraph q;
+    build_quant_graph(&q, RT_ROUND_NEAREST, 4);
+    IrGraph *g = q.g;
+    int codes = g->outputs[0].node;
+    int words = ir_input(g, "words", DT_I32, g->nodes[codes].shape, NO_LOC);
+    int deq = ir_dequantize(g, codes, NO_LOC);
+    const char *why = NULL;
+    cr_assert(ir_spatial_check(g, ir_node(g, deq), &why), "%s", why);
+    static const char *const want =
+        "dequantize takes the result of a quantize with its bits and bucket";
+    ir_node(g, deq)->attr.spatial.p[0] = 5;
+    cr_expect_not(ir_spatial_check(g, ir_node(g, deq), &why));
+    cr_expect_str_eq(why, want);
+    ir_node(g, deq)->attr.spatial.p[0] = 4;
+    ir_node(g, deq)->in[0] = words;
+    why = NULL;
+    cr_expect_not(ir_spatial_check(g, ir_node(g, deq), &why));
+    cr_expect_str_eq(why, want);
+    ir_add_output(g, "again", deq);
+    cr_expect_not(ir_verify(g));
+    free_quant_graph(&q);
 }
 
 Test(quant, gradient_passes_straight_through)
 {
-    /* loss = sum(quantize(w) * c): the gradient with respect to w is c,
-     * as if quantize were the identity (the straight-through estimator),
-     * although the quantized value differs from w. */
+    /* loss = sum(dequantize(quantize(w)) * c): the gradient with respect
+     * to w is c, as if the pair were the identity (the straight-through
+     * estimator), although the quantized value differs from w. Forward
+     * mode agrees: along a tangent v of w, the loss moves by sum(c * v). */
     Arena arena;
     arena_init(&arena);
     IrModule module;
@@ -357,24 +433,33 @@ Test(quant, gradient_passes_straight_through)
     IrGraph *g = ir_graph_new(&module, "grad");
     int step = ir_input(g, "step", DT_F64, shape_scalar(), NO_LOC);
     int c = ir_input(g, "c", DT_F64, s, NO_LOC);
-    int wq = ir_quantize(g, ir_var_read(g, w, NO_LOC), ir_var_read(g, key, NO_LOC), step, 2,
-                         64, RT_ROUND_STOCHASTIC, 1, NO_LOC);
+    int wq = ir_dequantize(g, ir_quantize(g, ir_var_read(g, w, NO_LOC),
+                                          ir_var_read(g, key, NO_LOC), step, 2, 64,
+                                          RT_ROUND_STOCHASTIC, 1, NO_LOC), NO_LOC);
     int loss = ir_sum(g, ir_binary(g, IR_MUL, wq, c, NO_LOC), 1u, NO_LOC);
     int grad;
     cr_assert(ad_backward(g, loss, &w, 1, &grad));
+    int v = ir_input(g, "v", DT_F64, s, NO_LOC), loss_tangent;
+    cr_assert(fwd_jvp(g, &w, &v, 1, &loss, 1, &loss_tangent));
+    cr_assert_geq(loss_tangent, 0, "forward mode found no path from w to the loss");
     ir_add_output(g, "grad", grad);
     ir_add_output(g, "wq", wq);
+    ir_add_output(g, "jvp", loss_tangent);
     cr_assert(ir_verify(g));
 
     RtVarStore store;
     create_var_store(&store, &module);
     rt_vars_reset(&store, 5);
-    double step_value = 3, coefficients[300];
-    for (int i = 0; i < 300; i++)
+    double step_value = 3, coefficients[300], tangent[300], want_jvp = 0;
+    for (int i = 0; i < 300; i++) {
         coefficients[i] = 0.25 * (i % 7) - 0.5;
+        tangent[i] = 0.125 * (i % 5) - 0.25;
+        want_jvp += coefficients[i] * tangent[i];
+    }
     Interp *it = interp_create(g, &store);
     interp_bind_input(it, ir_find_input(g, "step"), &step_value);
     interp_bind_input(it, ir_find_input(g, "c"), coefficients);
+    interp_bind_input(it, ir_find_input(g, "v"), tangent);
     interp_run(it, 1);
     const double *dw = interp_output(it, "grad");
     const double *quantized = interp_output(it, "wq");
@@ -386,6 +471,9 @@ Test(quant, gradient_passes_straight_through)
         moved += quantized[i] != weights[i];
     }
     cr_expect_gt(moved, 200, "only %d of 300 weights changed under 2-bit quantization", moved);
+    double jvp = *(const double *)interp_output(it, "jvp");
+    cr_expect(fabs(jvp - want_jvp) <= 1e-12, "forward mode: %.17g, expected %.17g", jvp,
+              want_jvp);
     interp_destroy(it);
     rt_vars_free(&store);
     ir_graph_free(g);
