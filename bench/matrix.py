@@ -38,7 +38,7 @@ machine; "of limit" is limit ms / bocb ms. The step's GEMM GFLOP is
 printed beside the GFLOP that `--stats` counts (the two differ only by
 depthwise convolutions, which run as direct loops, not as products).
 
-Targets (issue 10): bocb at least 1.5x faster than PyTorch, or, where
+Targets: bocb at least 1.5x faster than PyTorch, or, where
 1.5x is beyond the machine, at 85% or more of the limit; peak RSS no
 higher than PyTorch's. "target" says met or by how much the time or the
 memory misses it.
@@ -87,7 +87,8 @@ QUICK_STEPS = 20
 # ---- PyTorch (run in a child process) ---------------------------------------
 
 def read_idx(name, header):
-    """The items of a gzipped IDX file as bytes, without its header."""
+    """Read a gzipped IDX file and return its items as bytes, without the
+    header."""
     with gzip.open(os.path.join(DATA, name), "rb") as f:
         return f.read()[header:]
 
@@ -212,8 +213,8 @@ class Bocb:
         return ms, rss, int(stats.group(1)), float(stats.group(2))
 
     def gemm_shapes(self, model, batch):
-        """The matrix products of one training step: lines of
-        gemm_log.so's format with per-step counts."""
+        """Record the matrix products of one training step: a dict from
+        gemm_log.so's shape lines to their count per step."""
         logs = []
         for steps in (1, 2):
             log = os.path.join(self.work, f"gemm{self.runs}-{steps}.txt")
@@ -267,7 +268,8 @@ def torch_run(model, optimizer, batch, threads, steps, budget, work):
 # ---- the table ----------------------------------------------------------------
 
 def verdict(ours_ms, theirs_ms, limit_ms, ours_rss, theirs_rss):
-    """Issue 10's targets for one cell: 'met', or what misses and by how much."""
+    """Return 'met' when a cell meets the speed and memory targets, else
+    which of them it misses and by how much."""
     if theirs_ms is None:
         return "no torch"
     # 1.5x faster than PyTorch, unless that is beyond the machine: then
