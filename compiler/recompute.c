@@ -9,18 +9,19 @@
  *             reshape the backward pass reads, or a value that is not
  *             cheap and that the backward pass reads.
  *   ok(v)     cheap v can be computed again from values that are alive
- *             in the backward pass: every operand stays, is cheap and ok
- *             itself (then it is computed again too), is cheap and read
- *             by the backward pass (then it is kept), or is not cheap and
- *             at most an eighth of v's size (then it is kept a little
- *             longer, which costs less than keeping v).
+ *             in the backward pass. Each operand of v stays, or is cheap
+ *             and ok itself (so it is computed again too), or is cheap and
+ *             read by the backward pass (so it is kept). An operand that
+ *             is not cheap may also be at most an eighth of v's size; it
+ *             is then kept a little longer, which costs less than v.
  *
  * Every forward value that the backward pass reads, and that is cheap, ok
- * and does not stay, is recomputed: its first backward reader is preceded
- * by a copy of it, built from copies of its cheap ok operands and from the
- * other operands themselves, and every backward reader reads the copy.
- * The original is then read by the forward pass only, so the memory plan
- * frees it there (or dead-code removal drops it).
+ * and does not stay, is recomputed. A copy of it goes just before its
+ * first backward reader, and every backward reader reads the copy. The
+ * copy reads copies of its operands that are cheap and ok and do not
+ * stay, and its other operands themselves. The original is then read by
+ * nodes before the backward pass only, so the memory plan frees it there
+ * (or dead-code removal drops it).
  *
  * Random values are never copied: a copy reads the stored random tensor,
  * so a dropout mask in the backward pass is the very mask of the forward

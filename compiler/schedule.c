@@ -264,11 +264,12 @@ static void merge_groups(Sched *s, int into, int from)
 
 /* ---- fusion --------------------------------------------------------------- */
 
-/* May group `a` take in group `b` (or, with b < 0, node `v`)? A
- * recomputed copy is computed in the backward pass, so it shares no
- * kernel with a node that comes before it: all the forward pass's nodes
- * do. Without copies in the graph, every fusion is allowed. */
-static bool copies_stay_apart(const Sched *s, int a, int b, int v)
+/* May group `a` take in group `b` (or, with b < 0, node `v`)? A kernel
+ * that contains recomputed copies may contain no other node before its
+ * first copy. Every forward node comes before every copy, so copies are
+ * computed in the backward pass and never stored by a forward kernel.
+ * Without copies in the graph, every fusion is allowed. */
+static bool copies_allow_fusion(const Sched *s, int a, int b, int v)
 {
     const Group *ga = &s->groups.data[a];
     int min_copy = ga->min_copy, min_plain = ga->min_plain;
@@ -327,7 +328,7 @@ static void fuse(Sched *s)
             int gid = s->group[n->in[j]];
             if (gid < 0 || !shape_equal(&s->groups.data[gid].shape, &n->shape))
                 continue;
-            bool legal = copies_stay_apart(s, gid, -1, v);
+            bool legal = copies_allow_fusion(s, gid, -1, v);
             for (int k = 0; k < n->nin && legal; k++)
                 legal = !(s->accum[n->in[k]] && s->group[n->in[k]] == gid);
             for (int k = 0; k < n->nin && legal; k++) {
@@ -350,7 +351,7 @@ static void fuse(Sched *s)
             if (other < 0 || other == joined || s->groups.data[other].dead ||
                 !shape_equal(&s->groups.data[other].shape, &n->shape))
                 continue;
-            if (!copies_stay_apart(s, joined, other, -1) ||
+            if (!copies_allow_fusion(s, joined, other, -1) ||
                 group_inputs_reach(s, other, joined, joined) ||
                 group_inputs_reach(s, joined, other, other) ||
                 reads_accumulated(s, joined, other) || reads_accumulated(s, other, joined))
@@ -411,7 +412,7 @@ static void merge_update_siblings(Sched *s)
                 !(group_assigns(s, b) || group_reduces(s, b)))
                 continue;
             if (reads_accumulated(s, a, b) || reads_accumulated(s, b, a) ||
-                !copies_stay_apart(s, a, b, -1))
+                !copies_allow_fusion(s, a, b, -1))
                 continue;
             bool shared = group_reduces(s, a) && group_reduces(s, b);
             for (int i = 0; i < gb->members.len && !shared; i++) {
