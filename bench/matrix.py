@@ -243,9 +243,12 @@ class Bocb:
 
 
 def read_gemm_log(path):
-    counts = {}
+    # Every model of the matrix runs matrix products, so a missing log
+    # means that gemm_log.so was not loaded.
     if not os.path.exists(path):
-        return counts
+        raise SystemExit(f"matrix: {path} not written: build the preloaded library with "
+                         "`make build/bench/gemm_log.so`")
+    counts = {}
     with open(path) as f:
         for line in f:
             if line.strip() == "overflow":

@@ -145,7 +145,7 @@ static bool save(RunCheckpoint *ck, const RtTrainPosition *position,
     return ok;
 }
 
-/* Returns whether no variable holds a NaN or an infinity. */
+/* Returns whether no variable contains a NaN or an infinity. */
 static bool variables_finite(const RtVarStore *vars)
 {
     for (int i = 0; i < vars->nvars; i++) {
@@ -188,7 +188,7 @@ bool run_checkpoint_roll_back(RunCheckpoint *ck, RtVarStore *vars)
                                  RUN_IDENTITY_COUNT, &error);
     if (!ok) {
         /* messages.py: not reached: needs the file to change while the run trains. */
-        fprintf(stderr, "bocbc: error: cannot read the last finite state back: %s\n", error);
+        fprintf(stderr, "bocbc: error: cannot reload the last finite state: %s\n", error);
         free(error);
     }
     rt_train_result_free(&saved);

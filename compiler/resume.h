@@ -23,8 +23,8 @@ typedef struct RunCheckpoint {
     const RtVarStore *vars;
     StMetaEntry identity[RUN_IDENTITY_COUNT]; /* experiment, model, optimizer, seed, settings */
     char *seed_text, *settings_text;
-    /* Whether the file holds a state of this run (saved by it, or the one it
-     * resumed from), and the step after which that state was taken. */
+    /* Whether the file contains a state of this run (saved by it, or the
+     * one it resumed from), and the step after which that state was taken. */
     bool has_state;
     int64_t state_step;
 } RunCheckpoint;
@@ -53,13 +53,13 @@ ResumeState run_checkpoint_restore(RunCheckpoint *ck, RtVarStore *vars,
 
 /* The RtCheckpointFn of rt_train; `context` is a RunCheckpoint. A state
  * with a NaN or an infinity in a variable is not written, so the file
- * keeps the last finite one, which the run will diverge from. */
+ * keeps the last finite one. */
 bool run_checkpoint_save(void *context, const RtTrainPosition *position,
                          const RtTrainResult *result);
 
-/* Loads the variables of the state that the file holds (ck->has_state must
- * be true) into `vars`, for a run that diverged after that state. Returns
- * false after printing why the file could not be read. */
+/* Loads the variables of the state that the file contains into `vars`,
+ * for a run that diverged after that state; ck->has_state must be true.
+ * Returns false after printing why the file could not be read. */
 bool run_checkpoint_roll_back(RunCheckpoint *ck, RtVarStore *vars);
 
 /* Marks the run finished, keeping its result. Returns false after
