@@ -10,9 +10,10 @@
 #                   docs/results/bench_matrix.md
 #   make bench-deps deps + python3-torch and python3-numpy for `make bench`
 #   make results-backbones  build + train every std/nets backbone in its compact
-#                   configuration 5 epochs on the full split, writing
-#                   docs/results/backbones.md; RESULTS_ARGS="" trains the
-#                   default sizes instead (about 10 hours on 2 cores)
+#                   configuration 5 epochs on the full split (about 2 hours
+#                   on 2 cores), writing docs/results/backbones.md;
+#                   RESULTS_ARGS="" trains the default sizes instead
+#                   (about 10 hours)
 #   make results-stability  build + run the synthetic SGD stability experiment
 #                   (about a minute), writing docs/results/stability_synthetic.*
 #   make zo-bench   build + fine-tune the character transformer of
