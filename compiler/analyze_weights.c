@@ -229,7 +229,7 @@ static bool write_plots(const char *dir, char **labels, int series, char **error
             sb_printf(&gp, "%s'weights.csv' every ::1 using ($1 == %d ? $3 : 1/0):%s "
                       "with linespoints title ",
                       s ? ", \\\n     " : "", s, metrics[m][1]);
-            rt_append_gnuplot_string(&gp, labels[s]);
+            rt_append_gnuplot_label(&gp, labels, series, s);
         }
         sb_append(&gp, "\n");
     }

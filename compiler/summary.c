@@ -775,29 +775,6 @@ static int write_curve_blocks(StrBuf *dat, const Table *t, int m, bool *has)
     return blocks;
 }
 
-/* Appends entry i of v as a gnuplot string for an axis or a legend: the
- * name before its first '(' ("resnet" for "resnet(widths=[8, 16])") when
- * no other entry has the same name, so that long configurations do not
- * crowd the plot; the whole entry otherwise. summary.md keeps the whole
- * entries. */
-static void append_plot_label(StrBuf *gp, const StringVec *v, int i)
-{
-    const char *s = v->data[i];
-    size_t n = strcspn(s, "(");
-    bool unique = s[n] != '\0';
-    for (int j = 0; unique && j < v->len; j++)
-        if (j != i && strncmp(v->data[j], s, n) == 0 &&
-            (v->data[j][n] == '\0' || v->data[j][n] == '('))
-            unique = false;
-    if (!unique) {
-        rt_append_gnuplot_string(gp, s);
-        return;
-    }
-    char *name = xstrndup(s, n);
-    rt_append_gnuplot_string(gp, name);
-    free(name);
-}
-
 /* Writes heatmap.dat (optimizers are rows, backbones columns, NaN where a
  * cell has no accuracy), curves.dat and the gnuplot script that draws the
  * heatmap and, per backbone, the test accuracy of every optimizer by
@@ -825,13 +802,13 @@ static void write_plot_files(StrBuf *heat, StrBuf *curves, StrBuf *gp, const Tab
                   "set xtics rotate by 30 right (");
     for (int m = 0; m < nm; m++) {
         sb_append(gp, m ? ", " : "");
-        append_plot_label(gp, &t->models, m);
+        rt_append_gnuplot_label(gp, t->models.data, t->models.len, m);
         sb_printf(gp, " %d", m);
     }
     sb_append(gp, ")\nset ytics (");
     for (int o = 0; o < no; o++) {
         sb_append(gp, o ? ", " : "");
-        append_plot_label(gp, &t->optimizers, o);
+        rt_append_gnuplot_label(gp, t->optimizers.data, t->optimizers.len, o);
         sb_printf(gp, " %d", o);
     }
     /* gnuplot draws an image only from at least 2 x 2 values; a smaller
@@ -861,7 +838,7 @@ static void write_plot_files(StrBuf *heat, StrBuf *curves, StrBuf *gp, const Tab
                 continue;
             sb_printf(gp, "%s'curves.dat' index %d using 1:2 with linespoints title ",
                       written++ ? ", \\\n     " : "", index++);
-            append_plot_label(gp, &t->optimizers, o);
+            rt_append_gnuplot_label(gp, t->optimizers.data, t->optimizers.len, o);
         }
         sb_append(gp, "\n");
     }

@@ -103,6 +103,24 @@ void rt_append_gnuplot_string(StrBuf *sb, const char *s)
     sb_append(sb, "'");
 }
 
+void rt_append_gnuplot_label(StrBuf *sb, char *const *labels, int n, int i)
+{
+    const char *s = labels[i];
+    size_t len = strcspn(s, "(");
+    bool unique = s[len] != '\0';
+    for (int j = 0; unique && j < n; j++)
+        if (j != i && strncmp(labels[j], s, len) == 0 &&
+            (labels[j][len] == '\0' || labels[j][len] == '('))
+            unique = false;
+    if (!unique) {
+        rt_append_gnuplot_string(sb, s);
+        return;
+    }
+    char *name = xstrndup(s, len);
+    rt_append_gnuplot_string(sb, name);
+    free(name);
+}
+
 int rt_run_gnuplot(const char *dir, const char *script)
 {
     fflush(NULL);

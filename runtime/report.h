@@ -28,6 +28,12 @@ void rt_append_json_string(StrBuf *sb, const char *s);
  * its quotes. */
 void rt_append_gnuplot_string(StrBuf *sb, const char *s);
 
+/* Appends labels[i] as a gnuplot string for an axis or a legend: the name
+ * before its first '(' ("resnet" for "resnet(widths=[8, 16])") when no
+ * other of the n labels has the same name, so that long configurations
+ * do not crowd the plot; the whole label otherwise. */
+void rt_append_gnuplot_label(StrBuf *sb, char *const *labels, int n, int i);
+
 /* Runs `gnuplot SCRIPT` in directory `dir`, without a shell, with its
  * output in DIR/SCRIPT.log. Returns its exit status: 0 on success, 127
  * when gnuplot cannot be started, and -1 when the process could not be
