@@ -129,6 +129,28 @@ static void report_unknown_decl(Lower *l, DeclKind kind, const char *kind_name,
     VEC_FREE(&names);
 }
 
+/* Rejects two entries of a model or optimizer list with the same label.
+ * A cell is named by its labels in runs.csv, checkpoints and the summary,
+ * so the second would resume from the first one's results instead of
+ * training. A sweep's combinations count as entries. */
+static bool reject_duplicate_labels(Configured **choices, int n, const char *key,
+                                    const char *kind_name)
+{
+    bool ok = true;
+    for (int i = 1; i < n; i++) {
+        for (int j = 0; j < i; j++) {
+            if (strcmp(choices[i]->label, choices[j]->label) == 0) {
+                diag_error(choices[i]->loc, "%s '%s' is listed twice in '%s'", kind_name,
+                           choices[i]->label, key);
+                diag_note(choices[j]->loc, "first listed here");
+                ok = false;
+                break;
+            }
+        }
+    }
+    return ok;
+}
+
 /* Accepts one declaration of `kind` (configured or bare) or a list. */
 static bool collect_choices(Lower *l, const Setting *s, const char *key, DeclKind kind,
                             Configured ***out, int *n)
@@ -177,7 +199,7 @@ static bool collect_choices(Lower *l, const Setting *s, const char *key, DeclKin
         }
         ok = false;
     }
-    return ok;
+    return ok & reject_duplicate_labels(*out, *n, key, kind_name);
 }
 
 static bool resolve_data(Lower *l, const Setting *s, ExperimentSpec *spec)

@@ -173,9 +173,14 @@ def main():
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "backbones.md"))
     p.add_argument("--bocbc", default=os.path.join(ROOT, "build", "bocbc"))
     args = p.parse_args()
+    models = args.models.split(",")
+    unknown = [m for m in models if m not in MODELS]
+    if unknown or len(set(models)) != len(models):
+        p.error(f"--models: {'unknown model ' + repr(unknown[0]) if unknown else 'a model is listed twice'}; "
+                f"the models are {', '.join(MODELS)}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, model in enumerate(args.models.split(",")):
+        for i, model in enumerate(models):
             rows.append(run_model(args, model, os.path.join(tmp, str(i))))
             write_table(args, rows, args.out)
     return 1 if any("failed" in r for r in rows) else 0
