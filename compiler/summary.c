@@ -329,6 +329,17 @@ static bool read_table(const char *path, Table *t, char **error)
     StringVec fields = {0};
     int col[COL_COUNT] = {0}, opt[OPT_COUNT];
     bool ok = parse_record(&p, &fields);
+    int ncolumns = fields.len;
+    for (int i = 0; ok && i < fields.len; i++) {
+        for (int j = 0; j < i; j++) {
+            if (strcmp(fields.data[i], fields.data[j]) == 0) {
+                *error = xasprintf("%s:1: the header names column '%s' twice", path,
+                                   fields.data[i]);
+                ok = false;
+                break;
+            }
+        }
+    }
     for (int c = 0; ok && c < OPT_COUNT; c++) {
         opt[c] = -1;
         for (int i = 0; i < fields.len; i++)
@@ -351,7 +362,13 @@ static bool read_table(const char *path, Table *t, char **error)
         if (!parse_record(&p, &fields)) {
             *error = xasprintf("%s:%d: unterminated quoted field", path, line);
             ok = false;
-        } else if (!(fields.len == 1 && fields.data[0][0] == '\0')) {
+        } else if (fields.len == 1 && fields.data[0][0] == '\0') {
+            continue;
+        } else if (fields.len != ncolumns) {
+            *error = xasprintf("%s:%d: the row has %d fields, but the header has %d", path,
+                               line, fields.len, ncolumns);
+            ok = false;
+        } else {
             ok = add_row(t, path, line, &fields, col, opt, error);
         }
     }
