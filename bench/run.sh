@@ -25,16 +25,16 @@
 # im2col + GEMM path on the same shapes (bench/depthwise.c), as a ratio.
 # Next it times the fused AdamW update against a triad
 # (bench/optim_bench.c). Then it runs the matrix of training steps
-# against PyTorch: MLP, CNN, ResNet, ViT and ConvNeXt x SGD with momentum
-# and AdamW x batch 32 and 128 x 1 and 2 threads, with peak RSS and the
-# OpenBLAS limit of each step's matrix products (bench/matrix.py), and
-# writes its table to MATRIX_MD. Then it measures the memory and speed
+# against PyTorch (bench/matrix.py): MLP, CNN, ResNet, ViT and ConvNeXt x
+# SGD with momentum and AdamW x batch 32 and 128 x 1 and 2 threads. Each
+# cell has its peak RSS and the OpenBLAS limit of the step's matrix
+# products, and the table goes to MATRIX_MD. Then it measures the memory and speed
 # of zeroth-order training (bench/zo_bench.py). Last it measures ViT and
 # ConvNeXt with and without `recompute = elementwise`
 # (bench/recompute_bench.py).
 #
 # Environment: BUILD (default build), REPEATS (default 3), THREADS
-# (OpenBLAS threads, default: OpenBLAS's choice; the matrix sets its own),
+# (OpenBLAS threads, default: OpenBLAS's choice, but the matrix sets its own),
 # STEPS_SCALE (multiplies the step counts, default 1), FRONTEND_ONLY
 # (when 1, stop after the front-end benchmark), MATRIX_MD (default
 # docs/results/bench_matrix.md).

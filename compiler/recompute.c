@@ -12,7 +12,7 @@
  *             in the backward pass. Each operand of v stays, or is cheap
  *             and ok itself (so it is computed again too), or is cheap and
  *             read by the backward pass (so it is kept). An operand that
- *             is not cheap may also be at most an eighth of v's size; it
+ *             is not cheap may also be at most an eighth of v's size. It
  *             is then kept a little longer, which costs less than v.
  *
  * Every forward value that the backward pass reads, and that is cheap, ok

@@ -17,11 +17,12 @@
 /* Rewrites `g`, whose nodes from `backward_start` on are the backward
  * pass (ad_backward appended them), so that the backward pass recomputes
  * the forward values it can recompute cheaply. A forward value qualifies
- * when it is elementwise or a broadcast (never random, never a library op
- * such as a matrix product or a convolution), the backward pass reads it,
- * and each of its operands is either kept anyway (a leaf, a rank-0 value,
- * an output, a value the backward pass reads and does not recompute) or
- * at most an eighth of its size, or qualifies itself. Nodes before
+ * when three things hold. It is elementwise or a broadcast, and so never
+ * random and never a library op such as a matrix product or a
+ * convolution. The backward pass reads it. Each of its operands is kept
+ * anyway (a leaf, a rank-0 value, an output, or a value the backward pass
+ * reads and does not recompute), is at most an eighth of its size, or
+ * qualifies itself. Nodes before
  * `backward_start` keep their ids; later ones move, and the node ids in
  * ids[0..nids) (-1 stays -1) and the graph's outputs are renumbered.
  * Returns the number of forward values the backward pass now recomputes. */

@@ -898,11 +898,12 @@ static const char *row_label(const Table *t, int o)
     return t->sweeps && t->sweeps[o] ? t->sweeps[o] : t->optimizers.data[o];
 }
 
-/* Builds in `matrix` the table of the accuracy matrix: every sweep is one
- * row, whose runs on each backbone are those of the sweep's setting with
- * the best mean accuracy there (the first of equals; a setting whose runs
- * all failed only when every one did). best[m * rows + row] gets the
- * optimizer of `t` chosen, or -1. Other optimizers are copied as they are. */
+/* Builds in `matrix` the table of the accuracy matrix. Every sweep is one
+ * row. Its runs on each backbone are those of the sweep's setting with the
+ * best mean accuracy there, the first of equal ones. A setting whose runs
+ * all failed is chosen only when every setting failed. best[m * rows + row]
+ * gets the optimizer of `t` chosen, or -1. Other optimizers are copied as
+ * they are. */
 static void reduce_sweeps(const Table *t, const GridCell *cells, Table *matrix, int **best)
 {
     memset(matrix, 0, sizeof *matrix);

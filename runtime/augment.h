@@ -5,9 +5,9 @@
  * is padded on every side and a window of its original size is cut at a
  * random offset. The result is mirrored left to right with some
  * probability. The random numbers of sample i of training step s come
- * from Philox keyed by the seed, with the counter (i, s), so the same
- * seed gives the same augmented batches in every run, a resumed run
- * included, and on any thread count.
+ * from Philox keyed by the seed, with the counter (i, s). The same seed
+ * therefore gives the same augmented batches in every run, in a resumed
+ * run too, and on any thread count.
  */
 #ifndef BOCB_AUGMENT_H
 #define BOCB_AUGMENT_H

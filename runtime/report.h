@@ -28,10 +28,10 @@ void rt_append_json_string(StrBuf *sb, const char *s);
  * its quotes. */
 void rt_append_gnuplot_string(StrBuf *sb, const char *s);
 
-/* Appends labels[i] as a gnuplot string for an axis or a legend: the name
- * before its first '(' ("resnet" for "resnet(widths=[8, 16])") when no
- * other of the n labels has the same name, so that long configurations
- * do not crowd the plot; the whole label otherwise. */
+/* Appends labels[i] as a gnuplot string for an axis or a legend. When no
+ * other of the n labels has the same name, only the name before its first
+ * '(' is written ("resnet" for "resnet(widths=[8, 16])"), so that long
+ * configurations do not crowd the plot. Otherwise the whole label is. */
 void rt_append_gnuplot_label(StrBuf *sb, char *const *labels, int n, int i);
 
 /* Runs `gnuplot SCRIPT` in directory `dir`, without a shell, with its

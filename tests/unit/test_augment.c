@@ -1,7 +1,7 @@
 /* test_augment.c - random crop with padding and horizontal flip.
  *
  * The transform is checked pixel by pixel on a hand-made 4 x 4 image whose
- * pixel (y, x) holds 10 * y + x, for chosen offsets. The draws are
+ * pixel (y, x) is 10 * y + x, for chosen offsets. The draws are
  * checked for range, determinism in the seed and the step, and their
  * frequencies. A fake runner checks that rt_train augments training
  * batches only.
@@ -212,13 +212,13 @@ Test(augment, train_batches_only)
     cr_assert_eq(f.train_runs, 2);
     cr_assert_eq(f.eval_runs, 2);
 
-    /* Evaluation sees the samples as they are, in order. */
+    /* Evaluation batches are the samples unchanged, in order. */
     for (int b = 0; b < 2; b++)
         for (int i = 0; i < BATCH * PIXELS; i++)
             cr_expect_eq(f.eval_seen[b][i], (float)pixels[b * BATCH * PIXELS + i]);
 
     /* Each training batch is its shuffled samples with the transform that
-     * rt_augment_draw gives for (seed, step, position in the batch); a
+     * rt_augment_draw gives for (seed, step, position in the batch). A
      * padded pixel is 0, the value of byte 0 without normalisation. */
     int changed = 0;
     for (int step = 0; step < 2; step++) {
