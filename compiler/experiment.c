@@ -1108,7 +1108,9 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
                 grads[i] = qsdp_quantize_gradient(l, train, params.data[i], grads[i],
                                                   &options->quantize_gradients, 0);
         int grad_norm = -1;
-        if (ok && options->clip > 0)
+        /* A sharded step clips the reduced gradient (shard.c), not each
+         * rank's part of it. */
+        if (ok && options->clip > 0 && simulate)
             grad_norm = clip_gradients(train, grads, params.len, options->clip, dtype, oloc);
         out->param_groups = arena_calloc(l->arena, (size_t)out->module.nvars + 1,
                                          sizeof(char *));

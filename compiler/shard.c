@@ -99,6 +99,7 @@ typedef struct Shards {
     size_t *sizes, *offsets; /* 2 * procs: received blocks, then sent ones */
     float *decoded;
     uint8_t **iterate_codes; /* per parameter: the encoding of the own shard */
+    bool iterate_started;    /* the initial weights have been quantized */
     char **grad_names;
 } Shards;
 
@@ -289,8 +290,10 @@ static void step_traffic(const ShardConfig *sc, const QsdpShards *l, ShardTraffi
         count_collective(step, true, sc->gradients, l->numel[k], chunk, sc->ranks);
         count_collective(eval, false, &raw, l->numel[k], chunk, sc->ranks);
     }
-    /* Each rank's loss and correct count, as two doubles to every other rank. */
-    step->metadata += (double)sc->ranks * (sc->ranks - 1) * 2 * sizeof(double);
+    /* Each rank's loss and correct count, as two doubles to every other
+     * rank, and with clip its partial sum of squares, as one more. */
+    int doubles = sc->clip > 0 ? 3 : 2;
+    step->metadata += (double)sc->ranks * (sc->ranks - 1) * doubles * sizeof(double);
 }
 
 static void add_traffic(ShardTraffic *to, const ShardTraffic *t)
@@ -304,13 +307,6 @@ static void add_traffic(ShardTraffic *to, const ShardTraffic *t)
 
 int shard_check_run(const ExperimentSpec *spec, int64_t batch, int64_t train_count, int ranks)
 {
-    if (spec->clip > 0) {
-        fprintf(stderr, "bocbc: error: experiment %s: sharded training does not support "
-                "'clip' yet, because the global gradient norm would need its own "
-                "all-reduce; remove 'clip' or train without --ranks and mpirun\n",
-                spec->name);
-        return 2;
-    }
     char *why = shard_check_data(batch, train_count, ranks);
     if (why) {
         fprintf(stderr, "bocbc: error: experiment %s: %s\n", spec->name, why);
@@ -357,17 +353,71 @@ static void run_gradient(CellRunner *runner, const DataSplits *data, const int64
                                         data->train.num_classes);
 }
 
+/* The sum of squares, in f64 and element order parameter by parameter,
+ * of the reduced gradient elements that rank r owns in a run of s->ranks
+ * ranks. acc[k] holds the own shard under MPI (r is then this process),
+ * or the whole of parameter k when this process simulates the ranks. */
+static double rank_squares(const Shards *s, float *const *acc, int r)
+{
+    int64_t align = qsdp_alignment(s->sc->weights, s->sc->gradients);
+    double sum = 0;
+    for (int k = 0; k < s->layout->nparams; k++) {
+        int64_t numel = s->layout->numel[k];
+        int64_t chunk = qsdp_chunk(numel, s->ranks, align);
+        int64_t first = (int64_t)r * chunk;
+        int64_t len = first >= numel ? 0 : numel - first < chunk ? numel - first : chunk;
+        const float *g = acc[k] + (s->procs == 1 ? first : 0);
+        for (int64_t i = 0; i < len; i++)
+            sum += (double)g[i] * (double)g[i];
+    }
+    return sum;
+}
+
+/* Clips the reduced gradient to the global norm s->sc->clip as
+ * torch.nn.utils.clip_grad_norm_ does: every rank scales its shards by
+ * min(1, clip / (norm + 1e-6)). The norm adds the ranks' partial sums in
+ * rank order, so every rank computes the same one, and a simulation of
+ * the ranks the same as an MPI run. Returns false, changing nothing, when
+ * the norm is not finite. */
+static bool clip_gradient(Shards *s, float *const *acc)
+{
+    double *partial = xcalloc((size_t)s->ranks, sizeof(double));
+    if (s->procs == 1) {
+        for (int r = 0; r < s->ranks; r++)
+            partial[r] = rank_squares(s, acc, r);
+    } else {
+        double own = rank_squares(s, acc, s->own);
+        rt_comm_allgather(s->sc->comm, &own, sizeof own, partial);
+    }
+    double total = 0;
+    for (int r = 0; r < s->ranks; r++)
+        total += partial[r];
+    free(partial);
+    double norm = sqrt(total);
+    if (!isfinite(norm))
+        return false;
+    float scale = (float)fmin(1.0, s->sc->clip / (norm + 1e-6));
+    for (int k = 0; k < s->layout->nparams; k++)
+        for (int64_t i = 0; i < s->layout->chunk[k]; i++)
+            acc[k][i] *= scale;
+    return true;
+}
+
 /* One training step on the global batch indices[0..n): returns the
- * global mean loss and the correct count. */
-static void train_step(Shards *s, UpdateExec *u, const DataSplits *data,
+ * global mean loss and the correct count, and whether the update was
+ * applied (with clip, a non-finite gradient norm skips it). `step` counts
+ * applied updates, as the optimizer's step input does in rt_train. */
+static bool train_step(Shards *s, UpdateExec *u, const DataSplits *data,
                        const int64_t *indices, int64_t n, uint32_t step, double lr,
                        double *loss, double *correct)
 {
     const QsdpShards *l = s->layout;
     const QuantSetting *w = s->sc->weights;
-    if (w->on && w->iterate && step == 1)
+    if (w->on && w->iterate && !s->iterate_started) {
         for (int k = 0; k < l->nparams; k++)
             quantize_own_shard(s, k, QSDP_WEIGHTS, step);
+        s->iterate_started = true;
+    }
     for (int k = 0; k < l->nparams; k++)
         gather_weights(s, k, false, step);
 
@@ -407,7 +457,10 @@ static void train_step(Shards *s, UpdateExec *u, const DataSplits *data,
         *correct += metrics[2 * r + 1];
     }
     free(metrics);
+    bool apply = s->sc->clip <= 0 || clip_gradient(s, acc);
     free(acc);
+    if (!apply)
+        return false;
 
     *(float *)update_input(u, "lr") = (float)lr;
     *(float *)update_input(u, "step") = (float)step;
@@ -415,6 +468,7 @@ static void train_step(Shards *s, UpdateExec *u, const DataSplits *data,
     if (w->on && w->iterate)
         for (int k = 0; k < l->nparams; k++)
             quantize_own_shard(s, k, QSDP_ITERATE, step);
+    return true;
 }
 
 /* Evaluates on rank 0 with the full-precision weights, and gives every
@@ -495,6 +549,14 @@ static void shards_free(Shards *s)
 static void log_line(const RtTrainConfig *cfg, const RtComm *comm, const char *fmt, ...)
     BOCB_PRINTF(3, 4);
 
+/* The note rt_train adds to an epoch's line for steps skipped by clip. */
+static const char *skipped_note(int64_t skipped, char *buf, size_t size)
+{
+    snprintf(buf, size, ", %lld step%s skipped (gradient norm not finite)", (long long)skipped,
+             skipped == 1 ? "" : "s");
+    return buf;
+}
+
 static void log_line(const RtTrainConfig *cfg, const RtComm *comm, const char *fmt, ...)
 {
     if (!cfg->log || comm->rank != 0)
@@ -511,7 +573,7 @@ bool shard_train(ShardConfig *sc, CellRunner *runner, Jit *jit, const RtTrainCon
 {
     const Dataset *train = &data->train;
     memset(result, 0, sizeof *result);
-    BOCB_ASSERT(runner->runner.dtype == DT_F32 && !cfg->clip);
+    BOCB_ASSERT(runner->runner.dtype == DT_F32 && cfg->clip == (sc->clip > 0));
     BOCB_ASSERT(!shard_check_data(cfg->batch, train->count, sc->ranks));
     UpdateExec u;
     if (!update_create(&u, runner, jit, error))
@@ -531,13 +593,14 @@ bool shard_train(ShardConfig *sc, CellRunner *runner, Jit *jit, const RtTrainCon
     result->step_losses = xcalloc((size_t)total_steps + 1, sizeof(float));
     result->step_lrs = xcalloc((size_t)total_steps + 1, sizeof(double));
     int64_t *perm = xmalloc(size_mul((size_t)train->count, sizeof(int64_t)));
-    int64_t step = 0;
+    int64_t step = 0, applied = 0;
+    char note[64];
 
     for (int64_t epoch = 1; epoch <= cfg->epochs && step < total_steps; epoch++) {
         philox_permutation(philox_key(cfg->seed, SHUFFLE_STREAM + (uint32_t)epoch), perm,
                            train->count);
         double start = now_seconds(), loss_sum = 0, correct = 0, log_start = start;
-        int64_t seen = 0, epoch_steps = 0, log_steps = 0;
+        int64_t seen = 0, epoch_steps = 0, log_steps = 0, skipped = 0;
         double lr = cfg->lr;
         for (int64_t b = 0; b < steps_per_epoch && step < total_steps; b++) {
             int64_t first = b * cfg->batch;
@@ -545,7 +608,11 @@ bool shard_train(ShardConfig *sc, CellRunner *runner, Jit *jit, const RtTrainCon
             if (cfg->schedule)
                 lr = rt_schedule_lr(cfg->schedule, step + 1, steps_per_epoch, total_steps);
             double loss, c;
-            train_step(&s, &u, data, perm + first, n, (uint32_t)(step + 1), lr, &loss, &c);
+            if (train_step(&s, &u, data, perm + first, n, (uint32_t)(applied + 1), lr, &loss,
+                           &c))
+                applied++;
+            else
+                skipped++;
             add_traffic(&sc->per_run, &step_bytes);
             result->step_lrs[step] = lr;
             result->step_losses[step++] = (float)loss;
@@ -581,6 +648,8 @@ bool shard_train(ShardConfig *sc, CellRunner *runner, Jit *jit, const RtTrainCon
         er->train_loss = epoch_steps ? loss_sum / (double)epoch_steps : NAN;
         er->train_accuracy = seen ? correct / (double)seen : NAN;
         er->test_loss = er->test_accuracy = NAN;
+        er->skipped = skipped;
+        result->skipped += skipped;
         if (result->diverged)
             break;
         evaluate(&s, cfg, data, &er->test_loss, &er->test_accuracy);
@@ -593,9 +662,10 @@ bool shard_train(ShardConfig *sc, CellRunner *runner, Jit *jit, const RtTrainCon
             break;
         }
         log_line(cfg, sc->comm, "%s  epoch %lld: train loss %.4f, train acc %.2f%%, test loss "
-                 "%.4f, test acc %.2f%%, %.1f s\n", cfg->label, (long long)epoch,
+                 "%.4f, test acc %.2f%%, %.1f s%s\n", cfg->label, (long long)epoch,
                  er->train_loss, 100 * er->train_accuracy, er->test_loss,
-                 100 * er->test_accuracy, er->seconds);
+                 100 * er->test_accuracy, er->seconds,
+                 skipped ? skipped_note(skipped, note, sizeof note) : "");
     }
     if (result->diverged)
         log_line(cfg, sc->comm, "%s  diverged at step %lld: %s; this cell stops here\n",
@@ -623,6 +693,7 @@ int shard_run_cell(const RtComm *comm, int ranks, const ExperimentSpec *spec,
         .ranks = ranks,
         .weights = &spec->quantize_weights,
         .gradients = &spec->quantize_gradients,
+        .clip = spec->clip,
     };
     char *error = NULL;
     if (!shard_train(&sc, runner, jit, cfg, data, result, &error)) {
@@ -631,7 +702,7 @@ int shard_run_cell(const RtComm *comm, int ranks, const ExperimentSpec *spec,
         return 3;
     }
     QuantSetting off = {0};
-    ShardConfig fp32 = {.ranks = ranks, .weights = &off, .gradients = &off};
+    ShardConfig fp32 = {.ranks = ranks, .weights = &off, .gradients = &off, .clip = spec->clip};
     ShardTraffic fp32_step, fp32_eval;
     step_traffic(&fp32, runner->cell->shards, &fp32_step, &fp32_eval);
 

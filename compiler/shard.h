@@ -13,14 +13,19 @@
  *      slices and sums them in rank order, each weighted by its rank's
  *      share of the batch, so codes with different scales are never
  *      added and the sum does not depend on MPI's reduction order;
- *   4. each rank applies the optimizer to its shards (the update graph).
+ *   4. with `clip`, every rank sums the squares of its reduced shards
+ *      and the ranks all-gather these partial sums, so each one scales
+ *      its shards by min(1, clip / (norm + 1e-6)) of the global norm, or
+ *      skips the update when the norm is not finite;
+ *   5. each rank applies the optimizer to its shards (the update graph).
  *
  * One process can also simulate `ranks` ranks: the gradient of every
  * simulated rank is computed in turn and goes through the same encoding
  * and the same weighted sum, and the process owns the whole of every
  * parameter. The update is elementwise, so it gives the same values on
- * one shard as on many; the simulation therefore equals an MPI run with
- * that many ranks bit for bit.
+ * one shard as on many, and the norm of `clip` adds the partial sums of
+ * the simulated ranks' shards in rank order; the simulation therefore
+ * equals an MPI run with that many ranks bit for bit.
  *
  * Each shard travels at its encoded size (MPI_Allgatherv and
  * MPI_Alltoallv), so no padding is sent. Bytes are counted over all
@@ -37,8 +42,8 @@
 typedef struct ShardTraffic {
     double weights;   /* codes (or raw values) of the weight all-gather */
     double gradients; /* codes (or raw values) of the gradient all-to-all */
-    double metadata;  /* bucket bases and scales, and each step's loss and
-                         correct count */
+    double metadata;  /* bucket bases and scales, each step's loss and
+                         correct count, and with clip the partial norms */
 } ShardTraffic;
 
 /* The communication of one sharded run, for reports. */
@@ -56,6 +61,7 @@ typedef struct ShardConfig {
     const RtComm *comm;
     int ranks;        /* ranks in all: comm->size, or simulated ones when comm->size == 1 */
     const QuantSetting *weights, *gradients;
+    double clip;      /* > 0: clip the global gradient norm to this */
     ShardTraffic per_step; /* out: of one training step */
     ShardTraffic per_run;  /* out: every training step and evaluation gather */
 } ShardConfig;
@@ -64,8 +70,8 @@ typedef struct ShardConfig {
  * of `ranks` ranks at least one sample, else a message (malloc'd) saying
  * why not. */
 char *shard_check_data(int64_t batch, int64_t train_count, int ranks);
-/* Checks that spec's cells can train sharded over `ranks` ranks: no
- * gradient clipping, and enough data per step (shard_check_data). Prints
+/* Checks that spec's cells can train sharded over `ranks` ranks: enough
+ * data per step (shard_check_data). Prints
  * the error and returns 2 when they cannot, else returns 0. */
 int shard_check_run(const ExperimentSpec *spec, int64_t batch, int64_t train_count, int ranks);
 
