@@ -355,8 +355,8 @@ static void run_gradient(CellRunner *runner, const DataSplits *data, const int64
 
 /* The sum of squares, in f64 and element order parameter by parameter,
  * of the reduced gradient elements that rank r owns in a run of s->ranks
- * ranks. acc[k] holds the own shard under MPI (r is then this process),
- * or the whole of parameter k when this process simulates the ranks. */
+ * ranks. acc[k] is the own shard under MPI (r is then this process), or
+ * the whole of parameter k when this process simulates the ranks. */
 static double rank_squares(const Shards *s, float *const *acc, int r)
 {
     int64_t align = qsdp_alignment(s->sc->weights, s->sc->gradients);
@@ -365,7 +365,9 @@ static double rank_squares(const Shards *s, float *const *acc, int r)
         int64_t numel = s->layout->numel[k];
         int64_t chunk = qsdp_chunk(numel, s->ranks, align);
         int64_t first = (int64_t)r * chunk;
-        int64_t len = first >= numel ? 0 : numel - first < chunk ? numel - first : chunk;
+        int64_t len = 0;
+        if (first < numel)
+            len = numel - first < chunk ? numel - first : chunk;
         const float *g = acc[k] + (s->procs == 1 ? first : 0);
         for (int64_t i = 0; i < len; i++)
             sum += (double)g[i] * (double)g[i];
