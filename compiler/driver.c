@@ -756,13 +756,6 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
 
     if (opts->ranks > 0)
         status = shard_check_run(spec, batch, splits->train.count, opts->ranks);
-    if (status == 0 && opts->ranks > 0 && augment) {
-        /* NOTE: the sharded step gathers each rank's part of the batch
-         * itself and does not augment it yet. */
-        fprintf(stderr, "bocbc: error: experiment %s: sharded training does not support "
-                "'augment' yet; remove it or train without --ranks and mpirun\n", spec->name);
-        status = 2;
-    }
     for (int c = 0; c < job->ncells && status == 0; c++) {
         const Cell *cell = &job->cells[c];
         for (int s = 0; s < spec->nseeds && status == 0; s++) {

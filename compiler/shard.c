@@ -89,6 +89,7 @@ static void update_destroy(UpdateExec *u)
 
 typedef struct Shards {
     const ShardConfig *sc;
+    const RtTrainConfig *cfg;
     const QsdpShards *layout;
     CellRunner *runner;
     RtVarStore *vars;
@@ -337,20 +338,27 @@ static void rank_part(int64_t n, int ranks, int r, int64_t *first, int64_t *len)
     *len = base + (r < extra);
 }
 
-/* Loads samples indices[0..n) into the training graph's inputs and runs
+/* Loads samples first .. first + n - 1 of the global batch `batch`
+ * into the training graph's inputs, augments them as they are augmented
+ * in the whole batch of step `taken` (steps taken before it), and runs
  * forward and backward. */
-static void run_gradient(CellRunner *runner, const DataSplits *data, const int64_t *indices,
-                         int64_t n, uint32_t step, double *loss, double *correct)
+static void run_gradient(Shards *s, const DataSplits *data, const int64_t *batch,
+                         int64_t first, int64_t n, int64_t taken, uint32_t step, double *loss,
+                         double *correct)
 {
-    RtRunner *r = &runner->runner;
+    RtRunner *r = &s->runner->runner;
     float *x = r->input(r->self, true, "x");
     int32_t *labels = r->input(r->self, true, "labels");
-    data_gather(data, &data->train, indices, n, x, labels);
+    const Dataset *train = &data->train;
+    data_gather(data, train, batch + first, n, x, labels);
+    if (s->cfg->augment)
+        rt_augment_batch(s->cfg->augment, s->cfg->seed, taken, DT_F32, x, first, n,
+                         train->sample_dims, train->rank, data_byte_value(data, 0));
     *(float *)r->input(r->self, true, "step") = (float)step;
     r->run(r->self, true, n);
     *loss = *(const float *)r->output(r->self, true, "loss");
     *correct = (double)rt_count_correct(DT_F32, r->output(r->self, true, "logits"), labels, n,
-                                        data->train.num_classes);
+                                        train->num_classes);
 }
 
 /* The sum of squares, in f64 and element order parameter by parameter,
@@ -410,8 +418,8 @@ static bool clip_gradient(Shards *s, float *const *acc)
  * applied (with clip, a non-finite gradient norm skips it). `step` counts
  * applied updates, as the optimizer's step input does in rt_train. */
 static bool train_step(Shards *s, UpdateExec *u, const DataSplits *data,
-                       const int64_t *indices, int64_t n, uint32_t step, double lr,
-                       double *loss, double *correct)
+                       const int64_t *indices, int64_t n, int64_t taken, uint32_t step,
+                       double lr, double *loss, double *correct)
 {
     const QsdpShards *l = s->layout;
     const QuantSetting *w = s->sc->weights;
@@ -435,7 +443,7 @@ static bool train_step(Shards *s, UpdateExec *u, const DataSplits *data,
         int64_t first, len;
         rank_part(n, s->ranks, rank, &first, &len);
         double part[2];
-        run_gradient(s->runner, data, indices + first, len, step, &part[0], &part[1]);
+        run_gradient(s, data, indices, first, len, taken, step, &part[0], &part[1]);
         rt_comm_allgather(s->sc->comm, part, sizeof part, metrics + 2 * v);
         for (int k = 0; k < l->nparams; k++) {
             const float *grad = s->runner->runner.output(s->runner->runner.self, true,
@@ -489,10 +497,12 @@ static void evaluate(Shards *s, const RtTrainConfig *cfg, const DataSplits *data
     *accuracy = result[1];
 }
 
-static void shards_init(Shards *s, ShardConfig *sc, CellRunner *runner)
+static void shards_init(Shards *s, ShardConfig *sc, const RtTrainConfig *cfg,
+                        CellRunner *runner)
 {
     memset(s, 0, sizeof *s);
     s->sc = sc;
+    s->cfg = cfg;
     s->layout = runner->cell->shards;
     s->runner = runner;
     s->vars = &runner->vars;
@@ -581,7 +591,7 @@ bool shard_train(ShardConfig *sc, CellRunner *runner, Jit *jit, const RtTrainCon
     if (!update_create(&u, runner, jit, error))
         return false;
     Shards s;
-    shards_init(&s, sc, runner);
+    shards_init(&s, sc, cfg, runner);
     ShardTraffic step_bytes, eval_bytes;
     step_traffic(sc, s.layout, &step_bytes, &eval_bytes);
     sc->per_step = step_bytes;
@@ -610,8 +620,8 @@ bool shard_train(ShardConfig *sc, CellRunner *runner, Jit *jit, const RtTrainCon
             if (cfg->schedule)
                 lr = rt_schedule_lr(cfg->schedule, step + 1, steps_per_epoch, total_steps);
             double loss, c;
-            if (train_step(&s, &u, data, perm + first, n, (uint32_t)(applied + 1), lr, &loss,
-                           &c))
+            if (train_step(&s, &u, data, perm + first, n, step, (uint32_t)(applied + 1), lr,
+                           &loss, &c))
                 applied++;
             else
                 skipped++;

@@ -73,7 +73,8 @@ void rt_augment_image(const RtAugment *aug, RtAugmentDraw draw, DType dtype, voi
 }
 
 void rt_augment_batch(const RtAugment *aug, uint64_t seed, int64_t step, DType dtype, void *x,
-                      int64_t n, const int64_t *sample_dims, int rank, double fill)
+                      int64_t first, int64_t n, const int64_t *sample_dims, int rank,
+                      double fill)
 {
     if (rank < 2 || !(aug->crop || aug->flip))
         return;
@@ -83,7 +84,7 @@ void rt_augment_batch(const RtAugment *aug, uint64_t seed, int64_t step, DType d
     size_t sample_bytes = (size_t)(channels * height * width) * dtype_size(dtype);
     void *scratch = xmalloc((size_t)(height * width) * dtype_size(dtype));
     for (int64_t i = 0; i < n; i++) {
-        RtAugmentDraw draw = rt_augment_draw(aug, seed, step, i);
+        RtAugmentDraw draw = rt_augment_draw(aug, seed, step, first + i);
         rt_augment_image(aug, draw, dtype, (char *)x + (size_t)i * sample_bytes, channels,
                          height, width, fill, scratch);
     }

@@ -207,7 +207,7 @@ void rt_train(const RtTrainConfig *cfg, RtRunner *runner, const DataSplits *data
             load_batch(runner, true, data, train, perm + first, n, staging);
             if (cfg->augment)
                 rt_augment_batch(cfg->augment, cfg->seed, pos.step, runner->dtype,
-                                 runner->input(runner->self, true, "x"), n,
+                                 runner->input(runner->self, true, "x"), 0, n,
                                  train->sample_dims, train->rank, data_byte_value(data, 0));
             if (cfg->schedule)
                 lr = rt_schedule_lr(cfg->schedule, pos.step + 1, steps_per_epoch, total_steps);
