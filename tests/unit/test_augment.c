@@ -251,3 +251,29 @@ Test(augment, train_batches_only)
     cr_expect_gt(changed, 0);
     rt_train_result_free(&r);
 }
+
+/* A batch augmented in parts, each told the position of its first
+ * sample (the parts of a sharded run's ranks), equals the batch augmented
+ * whole; a part that claimed position 0 would get other draws. */
+Test(augment, parts_of_a_batch_get_the_draws_of_the_whole)
+{
+    enum { N = 5, FIRST_PART = 3 };
+    static const int64_t dims[3] = {1, SIDE, SIDE};
+    RtAugment aug = {.crop = true, .padding = 1, .flip = true, .flip_p = 0.5};
+    float whole[N][SIDE * SIDE], parts[N][SIDE * SIDE], wrong[N][SIDE * SIDE];
+    for (int i = 0; i < N; i++) {
+        make_image(whole[i]);
+        for (int p = 0; p < SIDE * SIDE; p++)
+            whole[i][p] += (float)(100 * i);
+    }
+    memcpy(parts, whole, sizeof whole);
+    memcpy(wrong, whole, sizeof whole);
+    rt_augment_batch(&aug, 9, 4, DT_F32, whole, 0, N, dims, 3, -1.0);
+    rt_augment_batch(&aug, 9, 4, DT_F32, parts, 0, FIRST_PART, dims, 3, -1.0);
+    rt_augment_batch(&aug, 9, 4, DT_F32, parts[FIRST_PART], FIRST_PART, N - FIRST_PART, dims,
+                     3, -1.0);
+    cr_expect(memcmp(whole, parts, sizeof whole) == 0);
+    rt_augment_batch(&aug, 9, 4, DT_F32, wrong, 0, FIRST_PART, dims, 3, -1.0);
+    rt_augment_batch(&aug, 9, 4, DT_F32, wrong[FIRST_PART], 0, N - FIRST_PART, dims, 3, -1.0);
+    cr_expect(memcmp(whole, wrong, sizeof whole) != 0);
+}
