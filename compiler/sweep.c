@@ -132,6 +132,9 @@ Value sweep_configure(Lower *l, const Decl *d, const CallArgs *args, SweepConfig
     sb_append(&label, ")");
     const char *sweep = arena_strdup(l->arena, label.data);
     sb_free(&label);
+    int first_swept = 0;
+    while (!sweeps_arg(d, args, first_swept))
+        first_swept++;
 
     Value *values = arena_calloc(l->arena, (size_t)args->nkw + 1, sizeof(Value));
     Value *items = arena_calloc(l->arena, (size_t)combinations + 1, sizeof(Value));
@@ -163,6 +166,8 @@ Value sweep_configure(Lower *l, const Decl *d, const CallArgs *args, SweepConfig
         }
         v.configured->sweep = sweep;
         v.configured->setting = arena_strdup(l->arena, setting.data);
+        v.configured->swept_name = args->kw_names[first_swept];
+        v.configured->swept_loc = args->kw_values[first_swept].loc;
         sb_free(&setting);
         items[c] = v;
     }
