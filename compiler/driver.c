@@ -490,6 +490,8 @@ typedef struct Job {
     const Decl *decl;
     ExperimentSpec spec;
     DataSplits splits;
+    /* The sizes of the splits, kept after --check frees them. */
+    int64_t train_count, test_count;
     DataShape shape;
     Cell *cells;
     int ncells;
@@ -589,7 +591,7 @@ static size_t available_memory(void)
 static void job_batches(const Job *job, int64_t *batch, int64_t *eval_batch)
 {
     const ExperimentSpec *spec = &job->spec;
-    int64_t train = job->splits.train.count, test = job->splits.test.count;
+    int64_t train = job->train_count, test = job->test_count;
     *batch = spec->batch < train ? spec->batch : train;
     *eval_batch = spec->eval_batch < test ? spec->eval_batch : test;
 }
@@ -756,13 +758,6 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
 
     if (opts->ranks > 0)
         status = shard_check_run(spec, batch, splits->train.count, opts->ranks);
-    if (status == 0 && opts->ranks > 0 && augment) {
-        /* NOTE: the sharded step gathers each rank's part of the batch
-         * itself and does not augment it yet. */
-        fprintf(stderr, "bocbc: error: experiment %s: sharded training does not support "
-                "'augment' yet; remove it or train without --ranks and mpirun\n", spec->name);
-        status = 2;
-    }
     for (int c = 0; c < job->ncells && status == 0; c++) {
         const Cell *cell = &job->cells[c];
         for (int s = 0; s < spec->nseeds && status == 0; s++) {
@@ -1058,9 +1053,13 @@ static bool prepare_job(const Options *opts, Lower *l, Job *jobs, int index)
     const Job *same = opts->check_only ? job_with_same_data(jobs, index, job->spec.data) : NULL;
     if (same) {
         job->shape = same->shape;
+        job->train_count = same->train_count;
+        job->test_count = same->test_count;
     } else {
         if (!load_data(&job->spec, &job->splits))
             return false;
+        job->train_count = job->splits.train.count;
+        job->test_count = job->splits.test.count;
         const Dataset *train = &job->splits.train;
         job->shape = (DataShape){.rank = train->rank, .classes = train->num_classes};
         for (int i = 0; i < train->rank; i++)
@@ -1080,6 +1079,22 @@ static bool prepare_job(const Options *opts, Lower *l, Job *jobs, int index)
         data_splits_free(&job->splits);
     }
     return job->ready;
+}
+
+/* Runs the checks of a sharded run (shard_check_run) on every job, so
+ * that --check with --ranks rejects what training would reject. Returns
+ * the status of the last failed check, else 0. */
+static int check_sharding(const Options *opts, const Job *jobs, int njobs)
+{
+    int status = 0;
+    for (int i = 0; i < njobs && opts->ranks > 0; i++) {
+        int64_t batch, eval_batch;
+        job_batches(&jobs[i], &batch, &eval_batch);
+        int checked = shard_check_run(&jobs[i].spec, batch, jobs[i].train_count, opts->ranks);
+        if (checked != 0)
+            status = checked;
+    }
+    return status;
 }
 
 /* Checks, before anything trains, that every report directory can be
@@ -1204,7 +1219,10 @@ static int run_experiments(const Options *opts, Lower *l, const Program *program
         status = report_errors();
     } else if (opts->list_cells) {
         list_cells(jobs, njobs);
-    } else if (opts->check_only || opts->emit == EMIT_IR || opts->emit == EMIT_IR_GRAD) {
+    } else if (opts->check_only) {
+        /* Every cell compiled. */
+        status = check_sharding(opts, jobs, njobs);
+    } else if (opts->emit == EMIT_IR || opts->emit == EMIT_IR_GRAD) {
         /* Every cell compiled, and the stage hook printed what --emit asked for. */
     } else if (opts->compile_aot) {
         status = build_aot_binary(opts, search, program, jobs, njobs);

@@ -311,6 +311,13 @@ int shard_check_run(const ExperimentSpec *spec, int64_t batch, int64_t train_cou
                 spec->name);
         return 2;
     }
+    if (spec->augment.crop || spec->augment.flip) {
+        /* NOTE: the sharded step gathers each rank's part of the batch
+         * itself and does not augment it yet. */
+        fprintf(stderr, "bocbc: error: experiment %s: sharded training does not support "
+                "'augment' yet; remove it or train without --ranks and mpirun\n", spec->name);
+        return 2;
+    }
     char *why = shard_check_data(batch, train_count, ranks);
     if (why) {
         fprintf(stderr, "bocbc: error: experiment %s: %s\n", spec->name, why);
