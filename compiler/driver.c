@@ -698,6 +698,41 @@ static bool finish_checkpoint(const ExperimentSpec *spec, const Cell *cell, Cell
     return run_checkpoint_finish_diverged(ck, result, state_step);
 }
 
+/* Returns why a run of `spec` writes no checkpoint, or NULL when it
+ * writes them: checkpoints need a report directory and one process. */
+static const char *no_checkpoint_reason(const ExperimentSpec *spec, const Options *opts)
+{
+    if (!spec->report_dir)
+        return "the experiment has no report directory";
+    if (opts->ranks > 0)
+        return "sharded runs write none";
+    return NULL;
+}
+
+/* Returns the message (malloc'd) that ends a run stopped by signal
+ * `signo`: that it saved a checkpoint to resume from, or why it did not
+ * and what the same command does then. `ck` is the run's checkpoint, or
+ * NULL when the run writes none. */
+static char *stop_message(const ExperimentSpec *spec, const Options *opts,
+                          const RunCheckpoint *ck, int signo)
+{
+    if (!ck)
+        return xasprintf("bocbc: stopped by signal %d; no checkpoint was written, because "
+                         "%s, so there is none to resume from", signo,
+                         no_checkpoint_reason(spec, opts));
+    if (!ck->skipped_nonfinite)
+        return xasprintf("bocbc: stopped by signal %d after saving a checkpoint; run the "
+                         "same command again to resume", signo);
+    if (ck->has_state)
+        return xasprintf("bocbc: stopped by signal %d; no checkpoint was written, because "
+                         "a variable is not finite (NaN or infinite); the same command "
+                         "resumes from the checkpoint of step %lld", signo,
+                         (long long)ck->state_step);
+    return xasprintf("bocbc: stopped by signal %d; no checkpoint was written, because a "
+                     "variable is not finite (NaN or infinite), and none was written "
+                     "before; the same command starts the run afresh", signo);
+}
+
 /* Trains every cell of a compiled job. Returns BOCB_EXIT_RUNTIME when a
  * report could not be written or code generation failed, else 0;
  * diverged cells are results, not failures. */
@@ -716,6 +751,7 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
      * keeps its optimizer state on the ranks and starts afresh. */
     bool checkpoints = spec->report_dir && opts->ranks == 0;
     int done = 0, status = 0;
+    char *stop_note = NULL; /* the message of a run stopped by a signal */
     bool tty = isatty(fileno(stdout));
     if (writes_reports)
         printf("experiment %s: %d model%s x %d optimizer%s x %d seed%s on %s "
@@ -857,13 +893,24 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
             }
             if (opts->stats)
                 print_memory_growth(cell, rss_before, stats.planned_bytes);
-            if (r->result.checkpoint_failed)
+            if (r->result.checkpoint_failed) {
                 status = BOCB_EXIT_RUNTIME;
-            else if (r->result.interrupted)
+            } else if (r->result.interrupted) {
                 status = 128 + run_stop_signal;
-            else if (checkpoints && !finish_checkpoint(spec, cell, &runner, &checkpoint, r,
-                                                       label, opts->quiet, &progress))
+                stop_note = stop_message(spec, opts, checkpoints ? &checkpoint : NULL,
+                                         run_stop_signal);
+            } else if (checkpoints && !finish_checkpoint(spec, cell, &runner, &checkpoint, r,
+                                                         label, opts->quiet, &progress)) {
                 status = BOCB_EXIT_RUNTIME;
+            } else if (!checkpoints && r->result.diverged && writes_reports) {
+                char *note = xasprintf("%s: no checkpoint was written, because %s, so the "
+                                       "variables stay as the diverged step left them", label,
+                                       no_checkpoint_reason(spec, opts));
+                if (!opts->quiet)
+                    printf("%s\n", note);
+                grid_progress_log(&progress, "%s", note);
+                free(note);
+            }
             if (!r->result.interrupted && !r->result.checkpoint_failed)
                 grid_progress_run_done(&progress, r->result.diverged, false,
                                        now_seconds() - run_start);
@@ -903,12 +950,9 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
     run_signals_restore();
     grid_progress_finish(&progress, status);
     free(settings);
-    if (status > 128 && spec->report_dir)
-        fprintf(stderr, "bocbc: stopped by signal %d after saving a checkpoint; run the "
-                "same command again to resume\n", status - 128);
-    else if (status > 128)
-        fprintf(stderr, "bocbc: stopped by signal %d; without a report directory there is "
-                "no checkpoint to resume from\n", status - 128);
+    if (stop_note)
+        fprintf(stderr, "%s\n", stop_note);
+    free(stop_note);
     if (done > 0 && writes_reports)
         print_table(spec, runs, done);
     for (int i = 0; i < done; i++)
