@@ -16,6 +16,7 @@
 #include "../runtime/base.h"
 #include "../runtime/report.h"
 #include "../runtime/safetensors.h"
+#include "driver.h"
 
 /* LAPACK's symmetric eigensolver (divide and conquer), from OpenBLAS.
  * Debian's libopenblas-dev ships no LAPACKE header, so the Fortran entry
@@ -248,20 +249,34 @@ static bool write_plots(const char *dir, char **labels, int series, char **error
     return true;
 }
 
+/* Reports a mistake in the arguments, followed by the usage line, and
+ * returns the exit status of a command-line mistake. */
+static int fail_usage(const char *message, const char *arg)
+{
+    fputs("bocbc: error: ", stderr);
+    fprintf(stderr, message, arg);
+    fputs(": bocbc analyze weights [--out DIR] FILE.safetensors...\n", stderr);
+    return BOCB_EXIT_USAGE;
+}
+
 int analyze_weights_main(int argc, char **argv)
 {
     const char *out_dir = NULL;
     int first = 0;
-    if (argc >= 2 && strcmp(argv[0], "--out") == 0) {
+    if (argc >= 1 && strcmp(argv[0], "--out") == 0) {
+        if (argc < 2 || argv[1][0] == '\0' || argv[1][0] == '-')
+            return fail_usage("%s expects a directory", "--out");
         out_dir = argv[1];
         first = 2;
     }
-    if (first >= argc) {
-        fputs("bocbc: error: analyze weights expects checkpoint files: "
-              "bocbc analyze weights [--out DIR] FILE.safetensors...\n",
-              stderr);
-        return 2;
+    for (int i = first; i < argc; i++) {
+        if (strcmp(argv[i], "--out") == 0)
+            return fail_usage("%s DIR may be given once, before the files", "--out");
+        if (argv[i][0] == '-')
+            return fail_usage("unknown option '%s'", argv[i]);
     }
+    if (first >= argc)
+        return fail_usage("%s expects checkpoint files", "analyze weights");
     StrBuf csv = {0};
     sb_append(&csv, "series,optimizer,layer,name,rows,cols,entropy,alpha,lambda_min,ks,tail\n");
     bool ok = true;
@@ -287,5 +302,5 @@ int analyze_weights_main(int argc, char **argv)
         free(labels[s]);
     free(labels);
     sb_free(&csv);
-    return ok ? 0 : 3;
+    return ok ? BOCB_EXIT_OK : BOCB_EXIT_RUNTIME;
 }

@@ -43,6 +43,13 @@ static bool transform_args(Lower *l, const Expr *e, const char *transform, RtAug
         } else if (v.kind != VAL_NUMBER || !(v.number.value >= 0 && v.number.value <= 1)) {
             diag_error(v.loc, "argument 'p' of flip must be a probability in [0, 1]");
             ok = false;
+        } else if (v.number.value > 0 && v.number.value < ldexp(1.0, -RT_AUGMENT_FLIP_BITS)) {
+            /* Such a p, subnormal or not, would flip with probability 2^-24. */
+            diag_error(v.loc, "argument 'p' of flip must be 0 or at least 2^-%d (about %.1g), "
+                       "the resolution of the flip's random draw, but it is %g",
+                       RT_AUGMENT_FLIP_BITS, ldexp(1.0, -RT_AUGMENT_FLIP_BITS),
+                       v.number.value);
+            ok = false;
         } else {
             out->flip_p = v.number.value;
         }

@@ -490,6 +490,8 @@ typedef struct Job {
     const Decl *decl;
     ExperimentSpec spec;
     DataSplits splits;
+    /* The sizes of the splits, kept after --check frees them. */
+    int64_t train_count, test_count;
     DataShape shape;
     Cell *cells;
     int ncells;
@@ -589,7 +591,7 @@ static size_t available_memory(void)
 static void job_batches(const Job *job, int64_t *batch, int64_t *eval_batch)
 {
     const ExperimentSpec *spec = &job->spec;
-    int64_t train = job->splits.train.count, test = job->splits.test.count;
+    int64_t train = job->train_count, test = job->test_count;
     *batch = spec->batch < train ? spec->batch : train;
     *eval_batch = spec->eval_batch < test ? spec->eval_batch : test;
 }
@@ -696,6 +698,41 @@ static bool finish_checkpoint(const ExperimentSpec *spec, const Cell *cell, Cell
     return run_checkpoint_finish_diverged(ck, result, state_step);
 }
 
+/* Returns why a run of `spec` writes no checkpoint, or NULL when it
+ * writes them: checkpoints need a report directory and one process. */
+static const char *no_checkpoint_reason(const ExperimentSpec *spec, const Options *opts)
+{
+    if (!spec->report_dir)
+        return "the experiment has no report directory";
+    if (opts->ranks > 0)
+        return "sharded runs write none";
+    return NULL;
+}
+
+/* Returns the message (malloc'd) that ends a run stopped by signal
+ * `signo`: that it saved a checkpoint to resume from, or why it did not
+ * and what the same command does then. `ck` is the run's checkpoint, or
+ * NULL when the run writes none. */
+static char *stop_message(const ExperimentSpec *spec, const Options *opts,
+                          const RunCheckpoint *ck, int signo)
+{
+    if (!ck)
+        return xasprintf("bocbc: stopped by signal %d; no checkpoint was written, because "
+                         "%s, so there is none to resume from", signo,
+                         no_checkpoint_reason(spec, opts));
+    if (!ck->skipped_nonfinite)
+        return xasprintf("bocbc: stopped by signal %d after saving a checkpoint; run the "
+                         "same command again to resume", signo);
+    if (ck->has_state)
+        return xasprintf("bocbc: stopped by signal %d; no checkpoint was written, because "
+                         "a variable is not finite (NaN or infinite); the same command "
+                         "resumes from the checkpoint of step %lld", signo,
+                         (long long)ck->state_step);
+    return xasprintf("bocbc: stopped by signal %d; no checkpoint was written, because a "
+                     "variable is not finite (NaN or infinite), and none was written "
+                     "before; the same command starts the run afresh", signo);
+}
+
 /* Trains every cell of a compiled job. Returns BOCB_EXIT_RUNTIME when a
  * report could not be written or code generation failed, else 0;
  * diverged cells are results, not failures. */
@@ -714,6 +751,7 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
      * keeps its optimizer state on the ranks and starts afresh. */
     bool checkpoints = spec->report_dir && opts->ranks == 0;
     int done = 0, status = 0;
+    char *stop_note = NULL; /* the message of a run stopped by a signal */
     bool tty = isatty(fileno(stdout));
     if (writes_reports)
         printf("experiment %s: %d model%s x %d optimizer%s x %d seed%s on %s "
@@ -855,13 +893,24 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
             }
             if (opts->stats)
                 print_memory_growth(cell, rss_before, stats.planned_bytes);
-            if (r->result.checkpoint_failed)
+            if (r->result.checkpoint_failed) {
                 status = BOCB_EXIT_RUNTIME;
-            else if (r->result.interrupted)
+            } else if (r->result.interrupted) {
                 status = 128 + run_stop_signal;
-            else if (checkpoints && !finish_checkpoint(spec, cell, &runner, &checkpoint, r,
-                                                       label, opts->quiet, &progress))
+                stop_note = stop_message(spec, opts, checkpoints ? &checkpoint : NULL,
+                                         run_stop_signal);
+            } else if (checkpoints && !finish_checkpoint(spec, cell, &runner, &checkpoint, r,
+                                                         label, opts->quiet, &progress)) {
                 status = BOCB_EXIT_RUNTIME;
+            } else if (!checkpoints && r->result.diverged && writes_reports) {
+                char *note = xasprintf("%s: no checkpoint was written, because %s, so the "
+                                       "variables stay as the diverged step left them", label,
+                                       no_checkpoint_reason(spec, opts));
+                if (!opts->quiet)
+                    printf("%s\n", note);
+                grid_progress_log(&progress, "%s", note);
+                free(note);
+            }
             if (!r->result.interrupted && !r->result.checkpoint_failed)
                 grid_progress_run_done(&progress, r->result.diverged, false,
                                        now_seconds() - run_start);
@@ -901,12 +950,9 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
     run_signals_restore();
     grid_progress_finish(&progress, status);
     free(settings);
-    if (status > 128 && spec->report_dir)
-        fprintf(stderr, "bocbc: stopped by signal %d after saving a checkpoint; run the "
-                "same command again to resume\n", status - 128);
-    else if (status > 128)
-        fprintf(stderr, "bocbc: stopped by signal %d; without a report directory there is "
-                "no checkpoint to resume from\n", status - 128);
+    if (stop_note)
+        fprintf(stderr, "%s\n", stop_note);
+    free(stop_note);
     if (done > 0 && writes_reports)
         print_table(spec, runs, done);
     for (int i = 0; i < done; i++)
@@ -1051,9 +1097,13 @@ static bool prepare_job(const Options *opts, Lower *l, Job *jobs, int index)
     const Job *same = opts->check_only ? job_with_same_data(jobs, index, job->spec.data) : NULL;
     if (same) {
         job->shape = same->shape;
+        job->train_count = same->train_count;
+        job->test_count = same->test_count;
     } else {
         if (!load_data(&job->spec, &job->splits))
             return false;
+        job->train_count = job->splits.train.count;
+        job->test_count = job->splits.test.count;
         const Dataset *train = &job->splits.train;
         job->shape = (DataShape){.rank = train->rank, .classes = train->num_classes};
         for (int i = 0; i < train->rank; i++)
@@ -1073,6 +1123,22 @@ static bool prepare_job(const Options *opts, Lower *l, Job *jobs, int index)
         data_splits_free(&job->splits);
     }
     return job->ready;
+}
+
+/* Runs the checks of a sharded run (shard_check_run) on every job, so
+ * that --check with --ranks rejects what training would reject. Returns
+ * the status of the last failed check, else 0. */
+static int check_sharding(const Options *opts, const Job *jobs, int njobs)
+{
+    int status = 0;
+    for (int i = 0; i < njobs && opts->ranks > 0; i++) {
+        int64_t batch, eval_batch;
+        job_batches(&jobs[i], &batch, &eval_batch);
+        int checked = shard_check_run(&jobs[i].spec, batch, jobs[i].train_count, opts->ranks);
+        if (checked != 0)
+            status = checked;
+    }
+    return status;
 }
 
 /* Checks, before anything trains, that every report directory can be
@@ -1197,7 +1263,10 @@ static int run_experiments(const Options *opts, Lower *l, const Program *program
         status = report_errors();
     } else if (opts->list_cells) {
         list_cells(jobs, njobs);
-    } else if (opts->check_only || opts->emit == EMIT_IR || opts->emit == EMIT_IR_GRAD) {
+    } else if (opts->check_only) {
+        /* Every cell compiled. */
+        status = check_sharding(opts, jobs, njobs);
+    } else if (opts->emit == EMIT_IR || opts->emit == EMIT_IR_GRAD) {
         /* Every cell compiled, and the stage hook printed what --emit asked for. */
     } else if (opts->compile_aot) {
         status = build_aot_binary(opts, search, program, jobs, njobs);

@@ -58,6 +58,10 @@ typedef struct Configured {
      * this combination, "lr=0.1". NULL otherwise. */
     const char *sweep;
     const char *setting;
+    /* Of a sweep's combination: the name of the first swept argument and
+     * the location of its list, for errors about the sweep as a whole. */
+    const char *swept_name;
+    SrcLoc swept_loc;
 } Configured;
 
 typedef enum DataFormat {

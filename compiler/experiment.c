@@ -692,6 +692,20 @@ static Value eval_setting(Lower *l, const char *key, const Expr *e, ExperimentSp
     return val_none(e->loc);
 }
 
+/* Returns whether one of the overrides replaces setting `key`, directly
+ * or, for `seed` and `seeds`, through the other of the pair. */
+static bool is_overridden(const char *key, const Override *overrides, int noverrides)
+{
+    bool seed_pair = strcmp(key, "seed") == 0 || strcmp(key, "seeds") == 0;
+    for (int i = 0; i < noverrides; i++) {
+        const char *replaced = overrides[i].key;
+        if (strcmp(replaced, key) == 0 ||
+            (seed_pair && (strcmp(replaced, "seed") == 0 || strcmp(replaced, "seeds") == 0)))
+            return true;
+    }
+    return false;
+}
+
 /* Parses and evaluates the value of a `-D key=value` override; messages
  * point into the argument as typed. */
 static bool eval_override(Lower *l, const Override *ov, ExperimentSpec *spec, Value *out,
@@ -769,17 +783,22 @@ bool experiment_resolve(Lower *l, const Decl *exp, const Override *overrides,
             ok = false;
             continue;
         }
-        Value v = eval_setting(l, s->assign.target->name, s->assign.value, spec);
-        ok &= v.kind != VAL_ERROR;
-        ok &= record_setting(l, settings, s->assign.target->name, s->assign.target->loc, v,
-                             false);
+        /* The value that an override replaces is not evaluated, so that
+         * only the value that would run reports errors. */
+        const char *key = s->assign.target->name;
+        Value v = val_none(s->assign.value->loc);
+        if (!is_overridden(key, overrides, noverrides)) {
+            v = eval_setting(l, key, s->assign.value, spec);
+            ok &= v.kind != VAL_ERROR;
+        }
+        ok &= record_setting(l, settings, key, s->assign.target->loc, v, false);
     }
     for (int i = 0; i < noverrides; i++) {
         Value v;
         SrcLoc key_loc;
         if (!eval_override(l, &overrides[i], spec, &v, &key_loc)) {
             ok = false;
-            continue;
+            v = val_error();
         }
         ok &= record_setting(l, settings, overrides[i].key, key_loc, v, true);
     }

@@ -154,6 +154,9 @@ bool expand_optimizer(Lower *l, const Configured *opt, int param, int grad,
     const Decl *saved_decl = l->current_decl;
     l->current_decl = d;
     l->opt_states.len = 0;
+    /* Each combination of a sweep reports its own mistakes, even those
+     * that the other combinations repeat. */
+    const char *saved_context = diag_set_context(opt->setting);
 
     bool ok = bind_hyperparameters(l, opt, lr, &scope);
     const IrVar *p = &l->module->vars[param];
@@ -173,8 +176,11 @@ bool expand_optimizer(Lower *l, const Configured *opt, int param, int grad,
     if (ok)
         exec_block(l, &d->body);
     l->returned = saved_returned;
-    if (diag_error_count() != errors && opt->loc.file &&
-        (opt->nargs > 0 || d->loc.file != opt->loc.file))
+    if (diag_error_count() != errors && opt->loc.file && opt->setting)
+        diag_note(opt->loc, "in sweep combination %s of optimizer '%s', as configured here",
+                  opt->setting, d->name);
+    else if (diag_error_count() != errors && opt->loc.file &&
+             (opt->nargs > 0 || d->loc.file != opt->loc.file))
         diag_note(opt->loc, "while expanding optimizer '%s', as configured here", d->name);
     ok = ok && diag_error_count() == errors;
     p = &l->module->vars[param]; /* state declarations may have moved it */
@@ -224,5 +230,6 @@ bool expand_optimizer(Lower *l, const Configured *opt, int param, int grad,
     l->scope = saved_scope;
     l->mode = saved_mode;
     l->current_decl = saved_decl;
+    diag_set_context(saved_context);
     return ok;
 }

@@ -109,11 +109,27 @@ static bool add_setting(Lower *l, Configured *c, const char *key, Value v, SrcLo
     return false;
 }
 
+/* Returns whether `opt` is a hyperparameter sweep: the list of its
+ * combinations, which sweep_configure makes. */
+static bool is_sweep(const Value *opt)
+{
+    return opt->kind == VAL_LIST && opt->list.n > 0 &&
+           opt->list.items[0].kind == VAL_CONFIGURED && opt->list.items[0].configured->sweep;
+}
+
 /* Configures one optimizer (a declaration or a configuration) from its
  * row of the table. */
 static Value configure_from_row(Lower *l, const Value *table, const char *backbone,
                                 const Value *opt)
 {
+    if (is_sweep(opt)) {
+        /* A row gives one setting per optimizer, so a recipe takes no sweep. */
+        const Configured *c = opt->list.items[0].configured;
+        diag_error(c->swept_loc, "'recipe' takes optimizer names without sweeps, but '%s' "
+                   "of optimizer '%s' is given a list; give it one value", c->swept_name,
+                   c->decl->name);
+        return val_error();
+    }
     const Configured *given = opt->kind == VAL_CONFIGURED ? opt->configured : NULL;
     const Decl *d = NULL;
     if (given)
@@ -193,7 +209,7 @@ Value builtin_recipe(Lower *l, const Value *args, SrcLoc loc)
         report_missing(l, table, 0, "backbone", backbone->string, NULL, backbone->loc);
         return val_error();
     }
-    if (opt->kind != VAL_LIST)
+    if (opt->kind != VAL_LIST || is_sweep(opt))
         return configure_from_row(l, table, backbone->string, opt);
 
     Value list = *opt;

@@ -168,7 +168,8 @@ bool run_checkpoint_save(void *context, const RtTrainPosition *position,
     /* A step whose loss was finite can still have made a variable infinite
      * through its update. The next step's loss then diverges, and the run
      * rolls back to the file, so the file must keep the older state. */
-    if (!variables_finite(ck->vars))
+    ck->skipped_nonfinite = !variables_finite(ck->vars);
+    if (ck->skipped_nonfinite)
         return true;
     if (!save(ck, position, result, false, NULL))
         return false;

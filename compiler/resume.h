@@ -27,6 +27,9 @@ typedef struct RunCheckpoint {
      * one it resumed from), and the step after which that state was taken. */
     bool has_state;
     int64_t state_step;
+    /* Whether the last state that training offered (run_checkpoint_save)
+     * was not written, because a variable was not finite. */
+    bool skipped_nonfinite;
 } RunCheckpoint;
 
 typedef enum ResumeState {
@@ -53,7 +56,8 @@ ResumeState run_checkpoint_restore(RunCheckpoint *ck, RtVarStore *vars,
 
 /* The RtCheckpointFn of rt_train; `context` is a RunCheckpoint. A state
  * with a NaN or an infinity in a variable is not written, so the file
- * keeps the last finite one. */
+ * keeps the last finite one; ck->skipped_nonfinite records which
+ * happened. */
 bool run_checkpoint_save(void *context, const RtTrainPosition *position,
                          const RtTrainResult *result);
 

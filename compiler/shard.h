@@ -71,8 +71,8 @@ typedef struct ShardConfig {
  * why not. */
 char *shard_check_data(int64_t batch, int64_t train_count, int ranks);
 /* Checks that spec's cells can train sharded over `ranks` ranks: enough
- * data per step (shard_check_data). Prints
- * the error and returns 2 when they cannot, else returns 0. */
+ * data per step (shard_check_data). Prints the error and returns 2 when
+ * they cannot, else returns 0. Training and --check both call it. */
 int shard_check_run(const ExperimentSpec *spec, int64_t batch, int64_t train_count, int ranks);
 
 /* Trains a cell compiled with CellOptions.shards (cell->update set) like

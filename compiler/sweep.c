@@ -44,8 +44,33 @@ bool sweep_requested(const Decl *d, const CallArgs *args)
     return false;
 }
 
+/* Returns whether sweep values v and w give the same setting: equal
+ * booleans, or numbers that compare equal (so -0 equals 0) or print the
+ * same. */
+static bool same_value(Lower *l, const Value *v, const Value *w)
+{
+    if (v->kind != w->kind)
+        return false;
+    if (v->kind == VAL_NUMBER && v->number.value == w->number.value)
+        return true;
+    return strcmp(val_format(l, w), val_format(l, v)) == 0;
+}
+
+/* Reports value v of the sweep of `name`, which repeats the earlier
+ * value w. */
+static void report_repeat(Lower *l, const char *name, const Value *v, const Value *w)
+{
+    const char *text = val_format(l, v), *first = val_format(l, w);
+    if (strcmp(text, first) == 0)
+        diag_error(v->loc, "%s is listed twice in the sweep of '%s'", text, name);
+    else
+        diag_error(v->loc, "%s equals %s, which is already listed in the sweep of '%s'", text,
+                   first, name);
+    diag_note(w->loc, "first listed here");
+}
+
 /* Checks the values of the swept argument k: at least one, each of the
- * hyperparameter's kind, none twice. */
+ * hyperparameter's kind, no two equal. */
 static bool check_values(Lower *l, const Decl *d, const CallArgs *args, int k)
 {
     const Value *list = &args->kw_values[k];
@@ -69,10 +94,8 @@ static bool check_values(Lower *l, const Decl *d, const CallArgs *args, int k)
         }
         for (int j = 0; j < i; j++) {
             const Value *w = &list->list.items[j];
-            if (w->kind == v->kind && strcmp(val_format(l, w), val_format(l, v)) == 0) {
-                diag_error(v->loc, "%s is listed twice in the sweep of '%s'", val_format(l, v),
-                           args->kw_names[k]);
-                diag_note(w->loc, "first listed here");
+            if (same_value(l, v, w)) {
+                report_repeat(l, args->kw_names[k], v, w);
                 ok = false;
                 break;
             }
@@ -109,6 +132,9 @@ Value sweep_configure(Lower *l, const Decl *d, const CallArgs *args, SweepConfig
     sb_append(&label, ")");
     const char *sweep = arena_strdup(l->arena, label.data);
     sb_free(&label);
+    int first_swept = 0;
+    while (!sweeps_arg(d, args, first_swept))
+        first_swept++;
 
     Value *values = arena_calloc(l->arena, (size_t)args->nkw + 1, sizeof(Value));
     Value *items = arena_calloc(l->arena, (size_t)combinations + 1, sizeof(Value));
@@ -140,6 +166,8 @@ Value sweep_configure(Lower *l, const Decl *d, const CallArgs *args, SweepConfig
         }
         v.configured->sweep = sweep;
         v.configured->setting = arena_strdup(l->arena, setting.data);
+        v.configured->swept_name = args->kw_names[first_swept];
+        v.configured->swept_loc = args->kw_values[first_swept].loc;
         sb_free(&setting);
         items[c] = v;
     }

@@ -475,6 +475,8 @@ static void report(const char *severity, SrcLoc loc, const char *fmt, va_list ap
  * an experiment that shares a model) is printed once. */
 static VEC(char *) printed_errors;
 static int reported_count;
+/* The context set by diag_set_context, part of the key of each error. */
+static const char *error_context;
 /* The last error was a repeat, so the notes that follow it are too. */
 static bool suppressing_notes;
 
@@ -484,7 +486,8 @@ static bool seen_before(SrcLoc loc, const char *fmt, va_list ap)
     va_copy(copy, ap);
     char *message = xvasprintf(fmt, copy);
     va_end(copy);
-    char *key = xasprintf("%d:%d:%d:%s", loc.file, loc.line, loc.col, message);
+    char *key = xasprintf("%d:%d:%d:%s\n%s", loc.file, loc.line, loc.col, message,
+                          error_context ? error_context : "");
     free(message);
     for (int i = 0; i < printed_errors.len; i++) {
         if (strcmp(printed_errors.data[i], key) == 0) {
@@ -533,6 +536,13 @@ void diag_note(SrcLoc loc, const char *fmt, ...)
     va_start(ap, fmt);
     report("note", loc, fmt, ap);
     va_end(ap);
+}
+
+const char *diag_set_context(const char *context)
+{
+    const char *previous = error_context;
+    error_context = context;
+    return previous;
 }
 
 int diag_error_count(void)

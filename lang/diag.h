@@ -64,9 +64,15 @@ void diag_verror(SrcLoc loc, const char *fmt, va_list ap);
  * pass compares it before and after to learn whether it failed. */
 int diag_error_count(void);
 /* Returns the number of errors printed. An error with the same location
- * and message as an earlier one is counted but not printed again, nor
- * are its notes. */
+ * message and context (diag_set_context) as an earlier one is counted
+ * but not printed again, nor are its notes. */
 int diag_reported_count(void);
+/* Sets the context of the diagnostics that follow (NULL for none) and
+ * returns the previous one. A diagnostic repeats an earlier one only when
+ * location, message and context all match, so the same mistake found
+ * while expanding two combinations of a sweep is printed for each. The
+ * string must stay valid until the context is set again. */
+const char *diag_set_context(const char *context);
 /* Forgets the error count (the REPL does this after each input). */
 void diag_reset_count(void);
 void diag_set_stream(FILE *stream);

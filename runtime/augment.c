@@ -1,6 +1,7 @@
 /* augment.c - random crop with padding and horizontal flip (augment.h). */
 #include "augment.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,7 +30,7 @@ RtAugmentDraw rt_augment_draw(const RtAugment *aug, uint64_t seed, int64_t step,
         d.dx = below(r.c[1], 2 * aug->padding + 1);
     }
     /* 24 bits give a uniform number in [0, 1) as philox_uniform_f32 does. */
-    double u = (double)(r.c[2] >> 8) * (1.0 / 16777216.0);
+    double u = ldexp((double)(r.c[2] >> (32 - RT_AUGMENT_FLIP_BITS)), -RT_AUGMENT_FLIP_BITS);
     d.flip = aug->flip && u < aug->flip_p;
     return d;
 }

@@ -17,6 +17,11 @@
 
 #include "shape.h"
 
+/* The random bits of the uniform number that decides a flip. A flip
+ * happens with probability p rounded up to a multiple of 2^-24, so a p
+ * in (0, 2^-24) would flip with probability 2^-24, not p. */
+enum { RT_AUGMENT_FLIP_BITS = 24 };
+
 typedef struct RtAugment {
     bool crop;
     int64_t padding;   /* pixels added on each side before cropping */
