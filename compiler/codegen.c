@@ -28,6 +28,9 @@
  *              vectoriser handles best.
  *     dN.end   the exit of loop N.
  *
+ * A KFORM_QUANTIZE kernel has the same two functions, and its body is one
+ * loop over the buckets [begin, end) (emit_quantize_body).
+ *
  * Arithmetic follows kernel_eval exactly (see kernel.c for the semantics):
  * no fast-math flags, so no contraction into FMA and no reassociation.
  * exp, log, pow, tanh and erf are calls to the C library marked `nobuiltin`,

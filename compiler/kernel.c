@@ -38,7 +38,11 @@
  * access (in, out, or inout when an argument is both loaded and stored)
  * and its strides in elements, then one line per instruction. `B` is the
  * run-time batch size, and an instruction computed once before the loops
- * ends with `; uniform`:
+ * ends with `; uniform`. A K_DEQUANT prints the layout of its encoding
+ * (`%1 = dequant f32 a0 numel 72 bits 4 bucket 256`), and a
+ * KFORM_QUANTIZE kernel has no instructions but a line for its quantizer
+ * after the header (`quantize f32 numel 72 bits 4 bucket 256 shift tag
+ * 0`):
  *
  *     kernel fused_3 [B*128, 256] {
  *       arg a0 f32 in strides [256, 1]

@@ -8,6 +8,11 @@
  * code generator, the reference evaluator (kernel_eval) and, later, the
  * on-disk kernel cache depend only on this header.
  *
+ * That is the form KFORM_POINTS. The quantizer of runtime/quant.h has a
+ * form of its own, KFORM_QUANTIZE, with one loop over buckets and no
+ * instructions, because its per-bucket minimum and maximum are not
+ * point-wise.
+ *
  * Extents and strides may scale with the batch size: an extent or stride
  * with `times_batch` set is multiplied by the run-time batch size.
  *

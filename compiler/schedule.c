@@ -6,9 +6,11 @@
  *           times a bias correction. Every kernel that needs one
  *           recomputes it, and the code generator hoists it out of the
  *           loops.
- *   fused   elementwise and broadcast nodes, grouped into kernels.
+ *   fused   elementwise and broadcast nodes, grouped into kernels, and
+ *           dequantize, which its kernel decodes inline (K_DEQUANT).
  *   alias   reshapes, which share their operand's storage.
- *   step    library ops and reductions, one step each.
+ *   step    library ops and reductions, one step each. A quantize step
+ *           runs a generated kernel of the form KFORM_QUANTIZE.
  *   effect  assignments to variables.
  *
  * Fusion is greedy in node order. An elementwise node joins the kernel of
@@ -1137,8 +1139,8 @@ static Kernel *build_kernel(Sched *s, int gid, Draft *d)
 }
 
 /* The kernel of a quantize node: rt_quant_encode as generated code, one
- * iteration per bucket, on a thread of its own per range of buckets
- * unless two buckets share a byte. */
+ * iteration per bucket. The executor may split the buckets across
+ * threads unless two buckets share a byte. */
 static Kernel *build_quantize_kernel(Sched *s, int v, Draft *d)
 {
     const IrNode *n = node(s, v);

@@ -3,12 +3,12 @@
  *
  * The quantize kernel (KFORM_QUANTIZE) must write the bytes of
  * rt_quant_encode, and a kernel with K_DEQUANT the values of
- * rt_quant_decode, in f32 and f64, for every width, every rounding,
- * buckets whose codes do and do not start on a byte, a partial last
- * bucket, and buckets that are random, constant, all zero (with both
- * signs of zero), NaN, infinite, overflowing, too narrow to divide, or
- * huge. Buffers end at an inaccessible page, so a kernel that reads or
- * writes past its words faults.
+ * rt_quant_decode. The grid covers f32 and f64, every width, every
+ * rounding, buckets whose codes do and do not start on a byte, and a
+ * partial last bucket. Its buckets are random, constant, all zero (with
+ * both signs of zero), NaN, infinite, overflowing, too narrow to divide,
+ * or huge. Buffers end at an inaccessible page, so a kernel that reads
+ * or writes past its words faults.
  */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include <criterion/criterion.h>
@@ -44,8 +44,8 @@ static void teardown(void)
 TestSuite(qkernel, .init = setup, .fini = teardown);
 
 static const RtRounding roundings[] = {RT_ROUND_NEAREST, RT_ROUND_STOCHASTIC, RT_ROUND_SHIFT};
-/* 1 and 8 put every bucket on a byte boundary; 3 and 13 only with 8
- * bits; 12 with even widths. */
+/* 8 puts every bucket on a byte boundary, 12 does with even widths, and
+ * 1, 3 and 13 only with 8 bits. */
 static const int64_t bucket_sizes[] = {1, 3, 8, 12, 13};
 enum { FULL_BUCKETS = 11, TAG = 77 };
 
@@ -107,7 +107,10 @@ static double pattern_value(Pattern p, DType dt, int64_t i, int64_t at)
     case PAT_OVERFLOW: return at % 2 ? max : -max;
     case PAT_NARROW: return at % 2 ? tiny : 0.0;
     case PAT_HUGE: return u * 1e30;
-    case PAT_MIXED_ZEROS: return at % 3 == 0 ? (at % 2 ? 0.0 : -0.0) : u;
+    case PAT_MIXED_ZEROS:
+        if (at % 3 != 0)
+            return u;
+        return at % 2 ? 0.0 : -0.0;
     case NPATTERNS: break;
     }
     BOCB_UNREACHABLE("pattern");
@@ -422,10 +425,10 @@ static void check_dequant(DType dt)
 Test(qkernel, dequant_matches_decoder_f32) { check_dequant(DT_F32); }
 Test(qkernel, dequant_matches_decoder_f64) { check_dequant(DT_F64); }
 
-/* K_DEQUANT reads at the point's strided offset: the decoded vector
+/* K_DEQUANT reads at the point's strided offset. The decoded vector is
  * broadcast along the rows of [ROWS, n] and along the columns of
- * [n, ROWS], and a one-element tensor broadcast to every point, which is
- * uniform and decoded once before the loops. */
+ * [n, ROWS]. A one-element tensor broadcast to every point is uniform
+ * and decoded once before the loops. */
 Test(qkernel, dequant_strided_and_uniform)
 {
     enum { ROWS = 5 };
