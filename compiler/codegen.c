@@ -28,6 +28,9 @@
  *              vectoriser handles best.
  *     dN.end   the exit of loop N.
  *
+ * A KFORM_QUANTIZE kernel has the same two functions, and its body is one
+ * loop over the buckets [begin, end) (emit_quantize_body).
+ *
  * Arithmetic follows kernel_eval exactly (see kernel.c for the semantics):
  * no fast-math flags, so no contraction into FMA and no reassociation.
  * exp, log, pow, tanh and erf are calls to the C library marked `nobuiltin`,
@@ -39,6 +42,7 @@
  */
 #include "codegen.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,6 +54,7 @@
 #include <llvm-c/Transforms/PassBuilder.h>
 
 #include "../runtime/base.h"
+#include "../runtime/spatial.h"
 
 typedef struct Codegen {
     LLVMContextRef ctx;
@@ -170,6 +175,11 @@ static LLVMValueRef call_libm(Codegen *cg, const char *name, LLVMValueRef *args,
     LLVMAddCallSiteAttribute(call, LLVMAttributeFunctionIndex,
                              enum_attr(cg, "memory", 0));
     return call;
+}
+
+static bool stride_is_const(KDim d, int64_t value)
+{
+    return !d.times_batch && d.value == value;
 }
 
 static LLVMValueRef float_const(LLVMTypeRef type, double value)
@@ -404,6 +414,56 @@ static LLVMValueRef mul_hi_lo(Codegen *cg, uint32_t a, LLVMValueRef b, LLVMValue
     return LLVMBuildTrunc(bld, LLVMBuildLShr(bld, wide, const_i64(cg, 32), ""), cg->t_i32, "");
 }
 
+/* Philox4x32-10 (runtime/philox.c) inline: replaces the counter c[0..3]
+ * with its block under the key words k0, k1. */
+static void emit_philox(Codegen *cg, LLVMValueRef *c, LLVMValueRef k0, LLVMValueRef k1)
+{
+    LLVMBuilderRef b = cg->builder;
+    for (int round = 0; round < 10; round++) {
+        if (round > 0) {
+            k0 = LLVMBuildAdd(b, k0, LLVMConstInt(cg->t_i32, 0x9E3779B9u, false), "");
+            k1 = LLVMBuildAdd(b, k1, LLVMConstInt(cg->t_i32, 0xBB67AE85u, false), "");
+        }
+        LLVMValueRef lo0, lo1;
+        LLVMValueRef hi0 = mul_hi_lo(cg, 0xD2511F53u, c[0], &lo0);
+        LLVMValueRef hi1 = mul_hi_lo(cg, 0xCD9E8D57u, c[2], &lo1);
+        c[0] = LLVMBuildXor(b, LLVMBuildXor(b, hi1, c[1], ""), k0, "");
+        c[1] = lo1;
+        c[2] = LLVMBuildXor(b, LLVMBuildXor(b, hi0, c[3], ""), k1, "");
+        c[3] = lo0;
+    }
+}
+
+/* The double in [0, 1) from the top 53 bits of the words (hi, lo), as
+ * runtime/philox.c and runtime/quant.c convert them. */
+static LLVMValueRef emit_unit_f64(Codegen *cg, LLVMValueRef hi_word, LLVMValueRef lo_word,
+                                  const char *name)
+{
+    LLVMBuilderRef b = cg->builder;
+    LLVMValueRef hi = LLVMBuildShl(b, LLVMBuildZExt(b, hi_word, cg->t_i64, ""),
+                                   const_i64(cg, 32), "");
+    LLVMValueRef bits = LLVMBuildOr(b, hi, LLVMBuildZExt(b, lo_word, cg->t_i64, ""), "");
+    LLVMValueRef top = LLVMBuildLShr(b, bits, const_i64(cg, 11), "");
+    return LLVMBuildFMul(b, LLVMBuildUIToFP(b, top, cg->t_f64, ""),
+                         float_const(cg->t_f64, 0x1p-53), name);
+}
+
+/* Splits a 64-bit value into its low and high 32-bit words. */
+static void split_words(Codegen *cg, LLVMValueRef v, LLVMValueRef *lo, LLVMValueRef *hi)
+{
+    LLVMBuilderRef b = cg->builder;
+    *lo = LLVMBuildTrunc(b, v, cg->t_i32, "");
+    *hi = LLVMBuildTrunc(b, LLVMBuildLShr(b, v, const_i64(cg, 32), ""), cg->t_i32, "");
+}
+
+/* A rank-0 step value as a counter word: saturated to [0, 2^32 - 1], with
+ * NaN as 0, as philox.c and rt_quant_step convert it. */
+static LLVMValueRef emit_step_word(Codegen *cg, LLVMValueRef step)
+{
+    LLVMTypeRef overloads[2] = {cg->t_i32, LLVMTypeOf(step)};
+    return call_intrinsic(cg, "llvm.fptoui.sat", overloads, 2, &step, 1);
+}
+
 /* philox_random_f32/f64 (runtime/philox.c) inline: Philox4x32-10 of the
  * counter (index, step, 0) under the key bits of `key`, converted to a
  * uniform number in [0, 1) the same way. */
@@ -423,42 +483,104 @@ static LLVMValueRef emit_random(KernelGen *g, DType dt, LLVMValueRef key, LLVMVa
         k0 = LLVMBuildBitCast(b, key, cg->t_i32, "");
         k1 = LLVMConstInt(cg->t_i32, 0, false);
     } else {
-        LLVMValueRef bits = LLVMBuildBitCast(b, key, cg->t_i64, "");
-        k0 = LLVMBuildTrunc(b, bits, cg->t_i32, "");
-        k1 = LLVMBuildTrunc(b, LLVMBuildLShr(b, bits, const_i64(cg, 32), ""), cg->t_i32, "");
+        split_words(cg, LLVMBuildBitCast(b, key, cg->t_i64, ""), &k0, &k1);
     }
-    /* The step saturates as in philox.c: NaN and negatives to 0. */
-    LLVMTypeRef overloads[2] = {cg->t_i32, LLVMTypeOf(step)};
     LLVMValueRef c[4];
-    c[0] = LLVMBuildTrunc(b, linear, cg->t_i32, "");
-    c[1] = LLVMBuildTrunc(b, LLVMBuildLShr(b, linear, const_i64(cg, 32), ""), cg->t_i32, "");
-    c[2] = call_intrinsic(cg, "llvm.fptoui.sat", overloads, 2, &step, 1);
+    split_words(cg, linear, &c[0], &c[1]);
+    c[2] = emit_step_word(cg, step);
     c[3] = LLVMConstInt(cg->t_i32, 0, false);
-
-    for (int round = 0; round < 10; round++) {
-        if (round > 0) {
-            k0 = LLVMBuildAdd(b, k0, LLVMConstInt(cg->t_i32, 0x9E3779B9u, false), "");
-            k1 = LLVMBuildAdd(b, k1, LLVMConstInt(cg->t_i32, 0xBB67AE85u, false), "");
-        }
-        LLVMValueRef lo0, lo1;
-        LLVMValueRef hi0 = mul_hi_lo(cg, 0xD2511F53u, c[0], &lo0);
-        LLVMValueRef hi1 = mul_hi_lo(cg, 0xCD9E8D57u, c[2], &lo1);
-        c[0] = LLVMBuildXor(b, LLVMBuildXor(b, hi1, c[1], ""), k0, "");
-        c[1] = lo1;
-        c[2] = LLVMBuildXor(b, LLVMBuildXor(b, hi0, c[3], ""), k1, "");
-        c[3] = lo0;
-    }
+    emit_philox(cg, c, k0, k1);
 
     if (f32) {
         LLVMValueRef top = LLVMBuildLShr(b, c[0], LLVMConstInt(cg->t_i32, 8, false), "");
         return LLVMBuildFMul(b, LLVMBuildUIToFP(b, top, cg->t_f32, ""),
                              float_const(cg->t_f32, 0x1p-24), name);
     }
-    LLVMValueRef hi = LLVMBuildShl(b, LLVMBuildZExt(b, c[0], cg->t_i64, ""), const_i64(cg, 32), "");
-    LLVMValueRef bits = LLVMBuildOr(b, hi, LLVMBuildZExt(b, c[1], cg->t_i64, ""), "");
-    LLVMValueRef top = LLVMBuildLShr(b, bits, const_i64(cg, 11), "");
-    return LLVMBuildFMul(b, LLVMBuildUIToFP(b, top, cg->t_f64, ""), float_const(cg->t_f64, 0x1p-53),
-                         name);
+    return emit_unit_f64(cg, c[0], c[1], name);
+}
+
+/* ---- quantized tensors (runtime/quant.h) -------------------------------- */
+
+/* Returns the address `bytes` bytes past `base`. */
+static LLVMValueRef byte_ptr(Codegen *cg, LLVMValueRef base, LLVMValueRef bytes)
+{
+    return LLVMBuildInBoundsGEP2(cg->builder, cg->t_i8, base, &bytes, 1, "");
+}
+
+/* Loads or stores a bucket's base or scale. The words buffer is only
+ * guaranteed the alignment of an i32. */
+static LLVMValueRef load_meta(Codegen *cg, LLVMTypeRef type, LLVMValueRef ptr)
+{
+    LLVMValueRef v = LLVMBuildLoad2(cg->builder, type, ptr, "");
+    LLVMSetAlignment(v, sizeof(int32_t));
+    return v;
+}
+
+static void store_meta(Codegen *cg, LLVMValueRef v, LLVMValueRef ptr)
+{
+    LLVMSetAlignment(LLVMBuildStore(cg->builder, v, ptr), sizeof(int32_t));
+}
+
+/* The byte offset of the first code in an encoding: the metadata of every
+ * bucket comes first. */
+static int64_t codes_offset(DType dt, KQuantLayout layout)
+{
+    int64_t buckets = (layout.numel + layout.bucket - 1) / layout.bucket;
+    return buckets * 2 * (int64_t)dtype_size(dt);
+}
+
+/* K_DEQUANT at element `index` of the encoded tensor: base + scale * code
+ * of its bucket, in the dtype, as rt_quant_decode_at computes it. */
+static LLVMValueRef emit_dequant(Codegen *cg, DType dt, KQuantLayout layout,
+                                 LLVMValueRef words, LLVMValueRef index, const char *name)
+{
+    LLVMBuilderRef b = cg->builder;
+    LLVMTypeRef type = value_type(cg, dt);
+    int64_t es = (int64_t)dtype_size(dt);
+
+    LLVMValueRef bucket = LLVMBuildUDiv(b, index, const_i64(cg, layout.bucket), "");
+    LLVMValueRef meta = LLVMBuildMul(b, bucket, const_i64(cg, 2 * es), "");
+    LLVMValueRef base = load_meta(cg, type, byte_ptr(cg, words, meta));
+    LLVMValueRef scale = load_meta(
+        cg, type, byte_ptr(cg, words, LLVMBuildAdd(b, meta, const_i64(cg, es), "")));
+
+    /* The code's bits start at `shift` in byte `at`. The next byte is
+     * loaded only when the code reaches into it; otherwise `at` is loaded
+     * again, and the mask drops its copy. So no load passes the codes. */
+    LLVMValueRef bit = LLVMBuildMul(b, index, const_i64(cg, layout.bits), "");
+    LLVMValueRef at = LLVMBuildAdd(b, const_i64(cg, codes_offset(dt, layout)),
+                                   LLVMBuildLShr(b, bit, const_i64(cg, 3), ""), "");
+    LLVMValueRef shift = LLVMBuildTrunc(b, LLVMBuildAnd(b, bit, const_i64(cg, 7), ""),
+                                        cg->t_i32, "");
+    LLVMValueRef spans = LLVMBuildICmp(
+        b, LLVMIntUGT, LLVMBuildAdd(b, shift, LLVMConstInt(cg->t_i32, (unsigned)layout.bits, false), ""),
+        LLVMConstInt(cg->t_i32, 8, false), "");
+    LLVMValueRef next = LLVMBuildAdd(b, at, LLVMBuildZExt(b, spans, cg->t_i64, ""), "");
+    LLVMValueRef lo = LLVMBuildZExt(b, LLVMBuildLoad2(b, cg->t_i8, byte_ptr(cg, words, at), ""),
+                                    cg->t_i32, "");
+    LLVMValueRef hi = LLVMBuildZExt(b, LLVMBuildLoad2(b, cg->t_i8, byte_ptr(cg, words, next), ""),
+                                    cg->t_i32, "");
+    LLVMValueRef pair = LLVMBuildOr(b, lo, LLVMBuildShl(b, hi, LLVMConstInt(cg->t_i32, 8, false), ""), "");
+    LLVMValueRef code = LLVMBuildAnd(b, LLVMBuildLShr(b, pair, shift, ""),
+                                     LLVMConstInt(cg->t_i32, (1u << layout.bits) - 1, false), "");
+
+    LLVMValueRef scaled = LLVMBuildFMul(b, scale, LLVMBuildUIToFP(b, code, type, ""), "");
+    return LLVMBuildFAdd(b, base, scaled, name);
+}
+
+/* The offset of the current point in argument `arg`, in elements. */
+static LLVMValueRef point_offset(KernelGen *g, int arg)
+{
+    Codegen *cg = g->cg;
+    LLVMValueRef offset = const_i64(cg, 0);
+    for (int d = 0; d < g->k->rank; d++) {
+        if (stride_is_const(g->k->args[arg].strides[d], 0))
+            continue;
+        LLVMValueRef term = LLVMBuildMul(cg->builder, g->index[d],
+                                         g->strides[arg * g->k->rank + d], "");
+        offset = LLVMBuildAdd(cg->builder, offset, term, "");
+    }
+    return offset;
 }
 
 /* Emits instruction i. elem[a] is the element pointer of argument a at the
@@ -481,6 +603,11 @@ static LLVMValueRef emit_instr(KernelGen *g, int i, LLVMValueRef *elem)
         return emit_const(cg, dt, in->imm);
     case K_BATCH:
         return emit_batch(g, dt, name);
+    case K_DEQUANT: {
+        /* A uniform one has zero strides: element 0, before any loop. */
+        LLVMValueRef index = in->uniform ? const_i64(cg, 0) : point_offset(g, in->arg);
+        return emit_dequant(cg, dt, in->quant, g->base[in->arg], index, name);
+    }
     case K_NEG: case K_ABS: case K_SIGN: case K_SQRT: case K_EXP:
     case K_LOG: case K_TANH: case K_FLOOR: case K_NOT: case K_ERF: case K_SIGMOID:
         return emit_unary(cg, in->op, dt, a, name);
@@ -525,11 +652,6 @@ static LLVMValueRef emit_kdim(KernelGen *g, KDim d, const char *name)
     if (d.value == 1)
         return g->batch;
     return LLVMBuildMul(g->cg->builder, g->batch, value, name);
-}
-
-static bool stride_is_const(KDim d, int64_t value)
-{
-    return !d.times_batch && d.value == value;
 }
 
 /* Returns the address of element `index * stride` past `row`. */
@@ -709,6 +831,332 @@ static void emit_body(KernelGen *g)
     LLVMBuildRetVoid(b);
 }
 
+/* ---- the quantize kernel ------------------------------------------------ */
+
+enum { LOOP_MAX_CARRIED = 3 };
+
+/* A loop tested at the bottom, so it runs at least once, with an i64
+ * index and up to LOOP_MAX_CARRIED values carried from one iteration to
+ * the next. Both are phis of the header block. */
+typedef struct CountedLoop {
+    LLVMBasicBlockRef header;
+    LLVMValueRef index;
+    LLVMValueRef carried[LOOP_MAX_CARRIED];
+    int ncarried;
+} CountedLoop;
+
+/* Starts a loop at index `lo` with carried values `init`, leaving the
+ * builder in its header. */
+static void loop_open(KernelGen *g, CountedLoop *l, const char *label, LLVMValueRef lo,
+                      const LLVMValueRef *init, int ncarried)
+{
+    Codegen *cg = g->cg;
+    LLVMBuilderRef b = cg->builder;
+    BOCB_ASSERT(ncarried <= LOOP_MAX_CARRIED);
+    memset(l, 0, sizeof *l);
+    LLVMBasicBlockRef preheader = LLVMGetInsertBlock(b);
+    l->header = LLVMAppendBasicBlockInContext(cg->ctx, g->fn, label);
+    LLVMBuildBr(b, l->header);
+    LLVMPositionBuilderAtEnd(b, l->header);
+    l->index = LLVMBuildPhi(b, cg->t_i64, "");
+    LLVMAddIncoming(l->index, &lo, &preheader, 1);
+    l->ncarried = ncarried;
+    for (int i = 0; i < ncarried; i++) {
+        l->carried[i] = LLVMBuildPhi(b, LLVMTypeOf(init[i]), "");
+        LLVMAddIncoming(l->carried[i], (LLVMValueRef *)&init[i], &preheader, 1);
+    }
+}
+
+/* Ends the loop in the current block, which feeds `next` back to the
+ * carried values, and repeats while the index + 1 is below `hi`. The
+ * builder continues in the exit block, where `next` holds the values of
+ * the last iteration. */
+static void loop_close(KernelGen *g, CountedLoop *l, LLVMValueRef hi, const LLVMValueRef *next)
+{
+    Codegen *cg = g->cg;
+    LLVMBuilderRef b = cg->builder;
+    LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
+    LLVMValueRef step = LLVMBuildNSWAdd(b, l->index, const_i64(cg, 1), "");
+    LLVMAddIncoming(l->index, &step, &latch, 1);
+    for (int i = 0; i < l->ncarried; i++)
+        LLVMAddIncoming(l->carried[i], (LLVMValueRef *)&next[i], &latch, 1);
+    LLVMBasicBlockRef exit = LLVMAppendBasicBlockInContext(cg->ctx, g->fn, "exit");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, step, hi, ""), l->header, exit);
+    LLVMPositionBuilderAtEnd(b, exit);
+}
+
+/* The values every bucket of a quantize kernel shares. */
+typedef struct QuantGen {
+    KernelGen *g;
+    const KQuantize *q;
+    LLVMTypeRef type;              /* of x, base and scale */
+    LLVMValueRef k0, k1;           /* the Philox key, rt_quant_key */
+    LLVMValueRef step;             /* counter word 2, rt_quant_step */
+    LLVMValueRef x, words;         /* argument pointers */
+} QuantGen;
+
+/* splitmix64's output function, as philox_key mixes with it. */
+static LLVMValueRef emit_mix64(Codegen *cg, LLVMValueRef z)
+{
+    LLVMBuilderRef b = cg->builder;
+    z = LLVMBuildMul(b, LLVMBuildXor(b, z, LLVMBuildLShr(b, z, const_i64(cg, 30), ""), ""),
+                     LLVMConstInt(cg->t_i64, UINT64_C(0xBF58476D1CE4E5B9), false), "");
+    z = LLVMBuildMul(b, LLVMBuildXor(b, z, LLVMBuildLShr(b, z, const_i64(cg, 27), ""), ""),
+                     LLVMConstInt(cg->t_i64, UINT64_C(0x94D049BB133111EB), false), "");
+    return LLVMBuildXor(b, z, LLVMBuildLShr(b, z, const_i64(cg, 31), ""), "");
+}
+
+/* The key words of philox_key(bits of the key value, tag), as
+ * rt_quant_key computes them. */
+static void emit_quant_key(QuantGen *qg, LLVMValueRef key)
+{
+    Codegen *cg = qg->g->cg;
+    LLVMBuilderRef b = cg->builder;
+    LLVMValueRef seed = qg->q->dtype == DT_F64
+                            ? LLVMBuildBitCast(b, key, cg->t_i64, "")
+                            : LLVMBuildZExt(b, LLVMBuildBitCast(b, key, cg->t_i32, ""),
+                                            cg->t_i64, "");
+    uint64_t stream = (uint64_t)qg->q->tag * UINT64_C(0x9E3779B97F4A7C15) +
+                      UINT64_C(0x632BE59BD9B4E019);
+    LLVMValueRef stream_bits = emit_mix64(cg, LLVMConstInt(cg->t_i64, stream, false));
+    LLVMValueRef mixed = emit_mix64(cg, LLVMBuildXor(b, emit_mix64(cg, seed), stream_bits, ""));
+    split_words(cg, mixed, &qg->k0, &qg->k1);
+}
+
+/* The uniform double of runtime/quant.c's uniform_at: Philox of the
+ * counter (index, step, tag) converted from its first two words. */
+static LLVMValueRef emit_quant_uniform(QuantGen *qg, LLVMValueRef index, uint32_t tag)
+{
+    Codegen *cg = qg->g->cg;
+    LLVMValueRef c[4];
+    split_words(cg, index, &c[0], &c[1]);
+    c[2] = qg->step;
+    c[3] = LLVMConstInt(cg->t_i32, tag, false);
+    emit_philox(cg, c, qg->k0, qg->k1);
+    return emit_unit_f64(cg, c[0], c[1], "");
+}
+
+static LLVMValueRef load_x(QuantGen *qg, LLVMValueRef i)
+{
+    Codegen *cg = qg->g->cg;
+    LLVMValueRef ptr = LLVMBuildInBoundsGEP2(cg->builder, qg->type, qg->x, &i, 1, "");
+    return emit_load(qg->g, qg->q->dtype, ptr, "");
+}
+
+static LLVMValueRef emit_is_finite(Codegen *cg, LLVMValueRef v)
+{
+    LLVMValueRef inf = float_const(LLVMTypeOf(v), HUGE_VAL);
+    return LLVMBuildFCmp(cg->builder, LLVMRealOLT, call_unary_intrinsic(cg, "llvm.fabs", v),
+                         inf, "");
+}
+
+/* Widens a value of the quantizer's dtype to double. */
+static LLVMValueRef to_f64(QuantGen *qg, LLVMValueRef v)
+{
+    Codegen *cg = qg->g->cg;
+    return qg->q->dtype == DT_F64 ? v : LLVMBuildFPExt(cg->builder, v, cg->t_f64, "");
+}
+
+/* bucket_grid of runtime/quant.c for x[start, stop) of bucket `bucket`:
+ * the minimum, maximum and finiteness in one pass in element order, then
+ * the base and the scale. */
+static void emit_bucket_grid(QuantGen *qg, LLVMValueRef bucket, LLVMValueRef start,
+                             LLVMValueRef stop, LLVMValueRef *base, LLVMValueRef *scale)
+{
+    Codegen *cg = qg->g->cg;
+    LLVMBuilderRef b = cg->builder;
+    const KQuantize *q = qg->q;
+
+    LLVMValueRef first = load_x(qg, start);
+    LLVMValueRef init[3] = {first, first, LLVMConstInt(cg->t_i1, 1, false)};
+    CountedLoop range;
+    loop_open(qg->g, &range, "minmax", start, init, 3);
+    LLVMValueRef v = load_x(qg, range.index);
+    LLVMValueRef lo = range.carried[0], hi = range.carried[1];
+    /* Selects in element order, not llvm.minnum: which of two equal zeros
+     * is kept depends on the order, and the base keeps its sign. */
+    LLVMValueRef next[3] = {
+        LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v, lo, ""), v, lo, ""),
+        LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, v, hi, ""), v, hi, ""),
+        LLVMBuildAnd(b, range.carried[2], emit_is_finite(cg, v), ""),
+    };
+    loop_close(qg->g, &range, stop, next);
+    lo = next[0];
+    hi = next[1];
+
+    LLVMValueRef width = LLVMBuildFSub(b, hi, lo, "");
+    LLVMValueRef ok = LLVMBuildAnd(b, next[2], emit_is_finite(cg, width), "");
+    uint32_t levels = (1u << q->layout.bits) - 1;
+    double steps = q->rounding == RT_ROUND_SHIFT ? (double)levels - 1 : (double)levels;
+    LLVMValueRef s = LLVMBuildFDiv(b, width, float_const(qg->type, steps), "");
+    LLVMValueRef positive = LLVMBuildFCmp(b, LLVMRealOGT, s, float_const(qg->type, 0.0), "");
+
+    LLVMValueRef grid_base = lo;
+    if (q->rounding == RT_ROUND_SHIFT) {
+        LLVMValueRef u = emit_quant_uniform(qg, bucket, q->tag | 0x80000000u);
+        LLVMValueRef r = LLVMBuildFMul(b, u, to_f64(qg, s), "");
+        if (q->dtype == DT_F32)
+            r = LLVMBuildFPTrunc(b, r, qg->type, "");
+        grid_base = LLVMBuildFSub(b, lo, r, "");
+    }
+    LLVMValueRef nan = float_const(qg->type, NAN);
+    *base = LLVMBuildSelect(b, ok, LLVMBuildSelect(b, positive, grid_base, lo, ""), nan, "base");
+    *scale = LLVMBuildSelect(b, ok, LLVMBuildSelect(b, positive, s, float_const(qg->type, 0.0), ""),
+                             nan, "scale");
+}
+
+/* element_code and code_of of runtime/quant.c: the code of x[i] on the
+ * grid (base, scale), 0 when the scale is not positive. */
+static LLVMValueRef emit_code(QuantGen *qg, LLVMValueRef i, LLVMValueRef base,
+                              LLVMValueRef scale, LLVMValueRef scale_positive)
+{
+    Codegen *cg = qg->g->cg;
+    LLVMBuilderRef b = cg->builder;
+    LLVMTypeRef f64 = cg->t_f64;
+    LLVMValueRef t = LLVMBuildFDiv(
+        b, LLVMBuildFSub(b, to_f64(qg, load_x(qg, i)), to_f64(qg, base), ""), to_f64(qg, scale), "");
+    LLVMValueRef c;
+    if (qg->q->rounding == RT_ROUND_STOCHASTIC) {
+        LLVMValueRef f = call_unary_intrinsic(cg, "llvm.floor", t);
+        LLVMValueRef u = emit_quant_uniform(qg, i, qg->q->tag);
+        LLVMValueRef up = LLVMBuildFCmp(b, LLVMRealOLT, u, LLVMBuildFSub(b, t, f, ""), "");
+        c = LLVMBuildFAdd(b, f, LLVMBuildSelect(b, up, float_const(f64, 1.0), float_const(f64, 0.0), ""), "");
+    } else {
+        c = call_unary_intrinsic(cg, "llvm.floor", LLVMBuildFAdd(b, t, float_const(f64, 0.5), ""));
+    }
+    /* Clamped to [0, max code], with NaN as 0, before the conversion. */
+    LLVMValueRef max_code = float_const(f64, (double)((1u << qg->q->layout.bits) - 1));
+    LLVMValueRef zero = float_const(f64, 0.0);
+    c = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, c, zero, ""), c, zero, "");
+    c = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, c, max_code, ""), max_code, c, "");
+    LLVMValueRef code = LLVMBuildFPToUI(b, c, cg->t_i32, "");
+    return LLVMBuildSelect(b, scale_positive, code, LLVMConstInt(cg->t_i32, 0, false), "code");
+}
+
+/* Packs the codes of x[start, stop) least significant bit first from bit
+ * start * bits of the code section, as runtime/quant.c's Packer does.
+ * The byte being filled is stored after every code, which needs no
+ * branch in the loop. The bits that a code carries into the next byte
+ * are stored by the next code, or by the flush after the loop. In a
+ * kernel whose buckets may start inside a byte, the bits of that byte
+ * below the start come from the bucket before, which ran earlier in the
+ * same call. */
+static void emit_bucket_codes(QuantGen *qg, LLVMValueRef start, LLVMValueRef stop,
+                              LLVMValueRef base, LLVMValueRef scale)
+{
+    Codegen *cg = qg->g->cg;
+    LLVMBuilderRef b = cg->builder;
+    const KQuantize *q = qg->q;
+    LLVMValueRef byte_bits = LLVMConstInt(cg->t_i32, 8, false);
+
+    LLVMValueRef bit = LLVMBuildMul(b, start, const_i64(cg, q->layout.bits), "");
+    LLVMValueRef at = LLVMBuildAdd(b, const_i64(cg, codes_offset(q->dtype, q->layout)),
+                                   LLVMBuildLShr(b, bit, const_i64(cg, 3), ""), "");
+    LLVMValueRef acc = LLVMConstInt(cg->t_i32, 0, false);
+    LLVMValueRef nacc = acc;
+    if (!kernel_quantize_parallel(qg->g->k)) {
+        nacc = LLVMBuildTrunc(b, LLVMBuildAnd(b, bit, const_i64(cg, 7), ""), cg->t_i32, "");
+        LLVMValueRef kept = LLVMBuildSub(b, LLVMBuildShl(b, LLVMConstInt(cg->t_i32, 1, false), nacc, ""),
+                                         LLVMConstInt(cg->t_i32, 1, false), "");
+        LLVMValueRef old = LLVMBuildLoad2(b, cg->t_i8, byte_ptr(cg, qg->words, at), "");
+        acc = LLVMBuildAnd(b, LLVMBuildZExt(b, old, cg->t_i32, ""), kept, "");
+    }
+    LLVMValueRef scale_positive =
+        LLVMBuildFCmp(b, LLVMRealOGT, scale, float_const(qg->type, 0.0), "");
+
+    LLVMValueRef init[3] = {acc, nacc, at};
+    CountedLoop pack;
+    loop_open(qg->g, &pack, "codes", start, init, 3);
+    LLVMValueRef code = emit_code(qg, pack.index, base, scale, scale_positive);
+    acc = LLVMBuildOr(b, pack.carried[0], LLVMBuildShl(b, code, pack.carried[1], ""), "");
+    nacc = LLVMBuildAdd(b, pack.carried[1], LLVMConstInt(cg->t_i32, (unsigned)q->layout.bits, false), "");
+    at = pack.carried[2];
+    LLVMBuildStore(b, LLVMBuildTrunc(b, acc, cg->t_i8, ""), byte_ptr(cg, qg->words, at));
+    LLVMValueRef full = LLVMBuildICmp(b, LLVMIntUGE, nacc, byte_bits, "");
+    LLVMValueRef next[3] = {
+        LLVMBuildSelect(b, full, LLVMBuildLShr(b, acc, byte_bits, ""), acc, ""),
+        LLVMBuildSelect(b, full, LLVMBuildSub(b, nacc, byte_bits, ""), nacc, ""),
+        LLVMBuildAdd(b, at, LLVMBuildZExt(b, full, cg->t_i64, ""), ""),
+    };
+    loop_close(qg->g, &pack, stop, next);
+
+    LLVMBasicBlockRef flush = LLVMAppendBasicBlockInContext(cg->ctx, qg->g->fn, "flush");
+    LLVMBasicBlockRef packed = LLVMAppendBasicBlockInContext(cg->ctx, qg->g->fn, "packed");
+    LLVMValueRef pending = LLVMBuildICmp(b, LLVMIntNE, next[1], LLVMConstInt(cg->t_i32, 0, false), "");
+    LLVMBuildCondBr(b, pending, flush, packed);
+    LLVMPositionBuilderAtEnd(b, flush);
+    LLVMBuildStore(b, LLVMBuildTrunc(b, next[0], cg->t_i8, ""), byte_ptr(cg, qg->words, next[2]));
+    LLVMBuildBr(b, packed);
+    LLVMPositionBuilderAtEnd(b, packed);
+}
+
+/* Zeroes the bytes after the encoding up to the end of its last word, in
+ * the call that encodes the last bucket. */
+static void emit_word_padding(QuantGen *qg, LLVMBasicBlockRef done)
+{
+    Codegen *cg = qg->g->cg;
+    LLVMBuilderRef b = cg->builder;
+    const KQuantize *q = qg->q;
+    RtQuantizer rq = {.bits = q->layout.bits, .bucket = q->layout.bucket};
+    int64_t used = (int64_t)rt_quant_encoded_size(&rq, q->dtype, q->layout.numel);
+    int64_t words = rt_quant_words(rq.bits, rq.bucket, q->dtype, q->layout.numel);
+    int64_t end_bytes = words * (int64_t)sizeof(int32_t);
+    if (used == end_bytes) {
+        LLVMBuildBr(b, done);
+        return;
+    }
+    LLVMBasicBlockRef pad = LLVMAppendBasicBlockInContext(cg->ctx, qg->g->fn, "padding");
+    LLVMValueRef last = LLVMBuildICmp(b, LLVMIntEQ, qg->g->end,
+                                      const_i64(cg, qg->g->k->extents[0].value), "");
+    LLVMBuildCondBr(b, last, pad, done);
+    LLVMPositionBuilderAtEnd(b, pad);
+    for (int64_t at = used; at < end_bytes; at++)
+        LLVMBuildStore(b, LLVMConstInt(cg->t_i8, 0, false), byte_ptr(cg, qg->words, const_i64(cg, at)));
+    LLVMBuildBr(b, done);
+}
+
+/* The body of a KFORM_QUANTIZE kernel: rt_quant_encode for the buckets
+ * [begin, end), one iteration of the outer loop per bucket. */
+static void emit_quantize_body(KernelGen *g)
+{
+    Codegen *cg = g->cg;
+    LLVMBuilderRef b = cg->builder;
+    const KQuantize *q = &g->k->quantize;
+    QuantGen qg = {.g = g, .q = q, .type = value_type(cg, q->dtype),
+                   .x = g->base[KQ_X], .words = g->base[KQ_WORDS]};
+
+    LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(cg->ctx, g->fn, "entry");
+    LLVMBasicBlockRef buckets = LLVMAppendBasicBlockInContext(cg->ctx, g->fn, "buckets");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(cg->ctx, g->fn, "done");
+    LLVMPositionBuilderAtEnd(b, entry);
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, g->begin, g->end, ""), buckets, done);
+
+    LLVMPositionBuilderAtEnd(b, buckets);
+    emit_quant_key(&qg, emit_load(g, q->dtype, g->base[KQ_KEY], "key"));
+    qg.step = emit_step_word(cg, emit_load(g, q->dtype, g->base[KQ_STEP], "step"));
+
+    CountedLoop loop;
+    loop_open(g, &loop, "bucket", g->begin, NULL, 0);
+    LLVMValueRef start = LLVMBuildMul(b, loop.index, const_i64(cg, q->layout.bucket), "start");
+    LLVMValueRef stop = LLVMBuildAdd(b, start, const_i64(cg, q->layout.bucket), "");
+    LLVMValueRef numel = const_i64(cg, q->layout.numel);
+    stop = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, stop, numel, ""), stop, numel, "stop");
+
+    LLVMValueRef base, scale;
+    emit_bucket_grid(&qg, loop.index, start, stop, &base, &scale);
+    int64_t es = (int64_t)dtype_size(q->dtype);
+    LLVMValueRef meta = LLVMBuildMul(b, loop.index, const_i64(cg, 2 * es), "");
+    store_meta(cg, base, byte_ptr(cg, qg.words, meta));
+    store_meta(cg, scale, byte_ptr(cg, qg.words, LLVMBuildAdd(b, meta, const_i64(cg, es), "")));
+    emit_bucket_codes(&qg, start, stop, base, scale);
+    loop_close(g, &loop, g->end, NULL);
+    emit_word_padding(&qg, done);
+
+    LLVMMoveBasicBlockAfter(done, LLVMGetLastBasicBlock(g->fn));
+    LLVMPositionBuilderAtEnd(b, done);
+    LLVMBuildRetVoid(b);
+}
+
 /* Adds @SYM.body to the module and returns it. */
 static LLVMValueRef build_body(Codegen *cg, const Kernel *k, const char *symbol)
 {
@@ -738,6 +1186,10 @@ static LLVMValueRef build_body(Codegen *cg, const Kernel *k, const char *symbol)
     g.values = xcalloc((size_t)k->ninstrs + 1, sizeof *g.values);
     g.sums = xcalloc((size_t)k->ninstrs + 1, sizeof *g.sums);
     bool *loaded = classify_args(&g);
+    /* A quantize kernel reads back the byte where a bucket's codes start
+     * when that byte is shared with the bucket before. */
+    if (k->form == KFORM_QUANTIZE)
+        loaded[KQ_WORDS] = true;
 
     for (int a = 0; a < k->nargs; a++) {
         g.base[a] = LLVMGetParam(fn, (unsigned)a);
@@ -758,7 +1210,10 @@ static LLVMValueRef build_body(Codegen *cg, const Kernel *k, const char *symbol)
     LLVMSetValueName2(g.begin, "begin", 5);
     LLVMSetValueName2(g.end, "end", 3);
 
-    emit_body(&g);
+    if (k->form == KFORM_QUANTIZE)
+        emit_quantize_body(&g);
+    else
+        emit_body(&g);
 
     free(loaded);
     free(g.sums);

@@ -38,7 +38,11 @@
  * access (in, out, or inout when an argument is both loaded and stored)
  * and its strides in elements, then one line per instruction. `B` is the
  * run-time batch size, and an instruction computed once before the loops
- * ends with `; uniform`:
+ * ends with `; uniform`. A K_DEQUANT prints the layout of its encoding
+ * (`%1 = dequant f32 a0 numel 72 bits 4 bucket 256`), and a
+ * KFORM_QUANTIZE kernel has no instructions but a line for its quantizer
+ * after the header (`quantize f32 numel 72 bits 4 bucket 256 shift tag
+ * 0`):
  *
  *     kernel fused_3 [B*128, 256] {
  *       arg a0 f32 in strides [256, 1]
@@ -62,6 +66,7 @@
 
 #include "../runtime/base.h"
 #include "../runtime/philox.h"
+#include "../runtime/spatial.h"
 
 /* ---- building ----------------------------------------------------------- */
 
@@ -171,12 +176,57 @@ int kernel_accum(Kernel *k, int arg, int value)
     return push_instr(k, in);
 }
 
+int kernel_dequant(Kernel *k, int arg, DType dtype, KQuantLayout layout)
+{
+    BOCB_ASSERT(arg >= 0 && arg < k->nargs);
+    KInstr in = make_instr(K_DEQUANT, dtype);
+    in.arg = arg;
+    in.quant = layout;
+    return push_instr(k, in);
+}
+
+/* The quantizer with a layout's bits and bucket; enough to decode. */
+static RtQuantizer quantizer_of(KQuantLayout layout)
+{
+    RtQuantizer q = {.bits = layout.bits, .bucket = layout.bucket};
+    return q;
+}
+
+static int64_t layout_buckets(KQuantLayout layout)
+{
+    RtQuantizer q = quantizer_of(layout);
+    return rt_quant_buckets(&q, layout.numel);
+}
+
+Kernel *kernel_quantize_new(const char *name, const KQuantize *q)
+{
+    KDim buckets = {layout_buckets(q->layout), false};
+    Kernel *k = kernel_new(name, 1, &buckets);
+    k->form = KFORM_QUANTIZE;
+    k->quantize = *q;
+    KDim per_bucket = {q->layout.bucket, false}, none = {0, false};
+    kernel_add_arg(k, q->dtype, false, &per_bucket); /* KQ_X */
+    kernel_add_arg(k, q->dtype, false, &none);       /* KQ_KEY */
+    kernel_add_arg(k, q->dtype, false, &none);       /* KQ_STEP */
+    kernel_add_arg(k, DT_I32, true, &none);          /* KQ_WORDS */
+    kernel_finalize(k);
+    return k;
+}
+
+bool kernel_quantize_parallel(const Kernel *k)
+{
+    BOCB_ASSERT(k->form == KFORM_QUANTIZE);
+    const KQuantLayout *l = &k->quantize.layout;
+    return (l->bucket * l->bits) % 8 == 0 || layout_buckets(*l) <= 1;
+}
+
 const char *kop_name(KOp op)
 {
     switch (op) {
     case K_LOAD: return "load";
     case K_CONST: return "const";
     case K_BATCH: return "batch";
+    case K_DEQUANT: return "dequant";
     case K_NEG: return "neg";
     case K_ABS: return "abs";
     case K_SIGN: return "sign";
@@ -226,6 +276,7 @@ static int operand_count(KOp op)
     case K_LOAD:
     case K_CONST:
     case K_BATCH:
+    case K_DEQUANT:
         return 0;
     case K_NEG: case K_ABS: case K_SIGN: case K_SQRT: case K_EXP:
     case K_LOG: case K_TANH: case K_FLOOR: case K_NOT: case K_CAST:
@@ -241,6 +292,12 @@ static int operand_count(KOp op)
         return 3;
     }
     BOCB_UNREACHABLE("KOp");
+}
+
+static void check_layout(KQuantLayout layout)
+{
+    BOCB_ASSERT(layout.bits >= RT_QUANT_MIN_BITS && layout.bits <= RT_QUANT_MAX_BITS);
+    BOCB_ASSERT(layout.bucket >= 1 && layout.numel >= 0);
 }
 
 /* Returns true when an extent may exceed 1 for some batch size. */
@@ -278,6 +335,12 @@ static void check_instr(const Kernel *k, int i, int *stores, bool *accumulated)
         break;
     case K_BATCH:
         BOCB_ASSERT(dt != DT_BOOL);
+        break;
+    case K_DEQUANT:
+        BOCB_ASSERT(in->arg >= 0 && in->arg < k->nargs);
+        BOCB_ASSERT(k->args[in->arg].dtype == DT_I32 && !k->args[in->arg].written);
+        BOCB_ASSERT(is_float(dt));
+        check_layout(in->quant);
         break;
     case K_NEG:
     case K_ABS:
@@ -342,11 +405,33 @@ static bool load_is_uniform(const Kernel *k, int arg)
     return true;
 }
 
+/* The invariants of a KFORM_QUANTIZE kernel, which has no instructions. */
+static void check_quantize(const Kernel *k)
+{
+    const KQuantize *q = &k->quantize;
+    BOCB_ASSERT(is_float(q->dtype));
+    check_layout(q->layout);
+    BOCB_ASSERT(q->rounding >= RT_ROUND_NEAREST && q->rounding <= RT_ROUND_SHIFT);
+    BOCB_ASSERT(q->tag < 0x80000000u);
+    BOCB_ASSERT(k->rank == 1 && k->ninstrs == 0 && k->nargs == KQ_NARGS);
+    BOCB_ASSERT(!k->extents[0].times_batch &&
+                k->extents[0].value == layout_buckets(q->layout));
+    for (int a = 0; a < KQ_NARGS; a++) {
+        BOCB_ASSERT(k->args[a].dtype == (a == KQ_WORDS ? DT_I32 : q->dtype));
+        BOCB_ASSERT(k->args[a].written == (a == KQ_WORDS));
+    }
+}
+
 void kernel_finalize(Kernel *k)
 {
     BOCB_ASSERT(k->rank >= 1 && k->rank <= KERNEL_MAX_RANK);
     for (int d = 0; d < k->rank; d++)
         check_kdim(k->extents[d]);
+    if (k->form == KFORM_QUANTIZE) {
+        check_quantize(k);
+        return;
+    }
+    BOCB_ASSERT(k->form == KFORM_POINTS);
 
     int *stores = xcalloc((size_t)k->nargs + 1, sizeof *stores);
     bool *accumulated = xcalloc((size_t)k->nargs + 1, sizeof *accumulated);
@@ -370,6 +455,7 @@ void kernel_finalize(Kernel *k)
         KInstr *in = &k->instrs[i];
         switch (in->op) {
         case K_LOAD:
+        case K_DEQUANT:
             in->uniform = load_is_uniform(k, in->arg);
             break;
         case K_CONST:
@@ -746,6 +832,13 @@ static void eval_point(const Kernel *k, void *const *args,
         case K_BATCH:
             r = batch_value(in->dtype, batch);
             break;
+        case K_DEQUANT: {
+            RtQuantizer q = quantizer_of(in->quant);
+            rt_quant_decode_at(&q, in->dtype, in->quant.numel, args[in->arg],
+                               offsets[in->arg], in->dtype == DT_F32 ? (void *)&r.f32
+                                                                     : (void *)&r.f64);
+            break;
+        }
         case K_NEG: case K_ABS: case K_SIGN: case K_SQRT: case K_EXP:
         case K_LOG: case K_TANH: case K_FLOOR: case K_ERF: case K_SIGMOID:
             r = eval_unary(in->op, in->dtype, vals[in->a]);
@@ -828,9 +921,34 @@ static void eval_points(const Kernel *k, void *const *args, int64_t batch, int64
     free(vals);
 }
 
+/* Runs buckets [begin, end) of a KFORM_QUANTIZE kernel. The call that
+ * encodes the last bucket also zeroes the padding of the last word. */
+static void eval_quantize(const Kernel *k, void *const *args, int64_t begin, int64_t end)
+{
+    const KQuantize *kq = &k->quantize;
+    DType dt = kq->dtype;
+    RtQuantizer q = quantizer_of(kq->layout);
+    q.rounding = kq->rounding;
+    q.key = rt_quant_key(dt, args[KQ_KEY], kq->tag);
+    q.step = rt_quant_step(dt, args[KQ_STEP]);
+    q.tag = kq->tag;
+    uint8_t *out = args[KQ_WORDS];
+    for (int64_t b = begin; b < end; b++)
+        rt_quant_encode_bucket(&q, dt, kq->layout.numel, b, args[KQ_X], out);
+    if (begin < end && end == k->extents[0].value) {
+        size_t used = rt_quant_encoded_size(&q, dt, kq->layout.numel);
+        size_t words = (size_t)rt_quant_words(q.bits, q.bucket, dt, kq->layout.numel);
+        memset(out + used, 0, words * sizeof(int32_t) - used);
+    }
+}
+
 void kernel_eval(const Kernel *k, void *const *args, int64_t batch,
                  int64_t begin, int64_t end)
 {
+    if (k->form == KFORM_QUANTIZE) {
+        eval_quantize(k, args, begin, end);
+        return;
+    }
     int64_t extents[KERNEL_MAX_RANK];
     bool empty = begin >= end;
     for (int d = 0; d < k->rank; d++) {
@@ -913,11 +1031,23 @@ static const char *arg_access(const Kernel *k, int arg)
     return "out";
 }
 
+static void print_layout(FILE *out, KQuantLayout layout)
+{
+    fprintf(out, "numel %lld bits %d bucket %lld", (long long)layout.numel, layout.bits,
+            (long long)layout.bucket);
+}
+
 void kernel_print(FILE *out, const Kernel *k)
 {
     fprintf(out, "kernel %s ", k->name);
     print_kdims(out, k->extents, k->rank);
     fputs(" {\n", out);
+    if (k->form == KFORM_QUANTIZE) {
+        const KQuantize *q = &k->quantize;
+        fprintf(out, "  quantize %s ", dtype_name(q->dtype));
+        print_layout(out, q->layout);
+        fprintf(out, " %s tag %u\n", rt_rounding_name(q->rounding), (unsigned)q->tag);
+    }
 
     for (int a = 0; a < k->nargs; a++) {
         fprintf(out, "  arg a%d %s %s strides ", a, dtype_name(k->args[a].dtype),
@@ -940,6 +1070,10 @@ void kernel_print(FILE *out, const Kernel *k)
             break;
         case K_BATCH:
             fprintf(out, "%%%d = batch %s", i, dt);
+            break;
+        case K_DEQUANT:
+            fprintf(out, "%%%d = dequant %s a%d ", i, dt, in->arg);
+            print_layout(out, in->quant);
             break;
         case K_STORE:
             fprintf(out, "store %s a%d, %%%d", dt, in->arg, in->a);

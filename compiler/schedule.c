@@ -6,9 +6,11 @@
  *           times a bias correction. Every kernel that needs one
  *           recomputes it, and the code generator hoists it out of the
  *           loops.
- *   fused   elementwise and broadcast nodes, grouped into kernels.
+ *   fused   elementwise and broadcast nodes, grouped into kernels, and
+ *           dequantize, which its kernel decodes inline (K_DEQUANT).
  *   alias   reshapes, which share their operand's storage.
- *   step    library ops and reductions, one step each.
+ *   step    library ops and reductions, one step each. A quantize step
+ *           runs a generated kernel of the form KFORM_QUANTIZE.
  *   effect  assignments to variables.
  *
  * Fusion is greedy in node order. An elementwise node joins the kernel of
@@ -147,6 +149,7 @@ static Role role_of(const IrNode *n)
     case IR_ASSIGN:
         return ROLE_EFFECT;
     case IR_BROADCAST:
+    case IR_DEQUANTIZE: /* decoded inline by its readers (K_DEQUANT) */
         return n->shape.rank == 0 ? ROLE_SCALAR : ROLE_FUSED;
     default:
         break;
@@ -918,6 +921,16 @@ static int emit_op(KBuild *b, int v)
     case IR_SELECT:
         return kernel_add(k, K_SELECT, n->dtype, operand(b, n->in[1]), operand(b, n->in[2]),
                           operand(b, n->in[0]));
+    case IR_DEQUANTIZE: {
+        /* The words are addressed with the strides of the decoded tensor. */
+        KDim strides[KERNEL_MAX_RANK];
+        strides_for(&n->shape, &b->space, k->rank, strides);
+        int words = arg_for(b, storage_of(b->s, n->in[0]), DT_I32, strides);
+        KQuantLayout layout = {.bits = (int)n->attr.spatial.p[0],
+                               .bucket = n->attr.spatial.p[1],
+                               .numel = shape_numel(&n->shape, 1)};
+        return kernel_dequant(k, words, n->dtype, layout);
+    }
     default: {
         int x = operand(b, n->in[0]);
         int y = n->nin > 1 ? operand(b, n->in[1]) : -1;
@@ -949,8 +962,10 @@ static int emit(KBuild *b, int root)
         /* Pushed last-first, so operands are emitted in operand order. */
         for (int j = n->nin - 1; j >= 0; j--) {
             int o = n->in[j];
-            /* A broadcast loads a stored operand itself, with its strides. */
-            if (n->op == IR_BROADCAST && b->s->role[o] != ROLE_SCALAR)
+            /* A broadcast loads a stored operand itself, with its strides,
+             * and a dequantize decodes the words it reads. */
+            if ((n->op == IR_BROADCAST && b->s->role[o] != ROLE_SCALAR) ||
+                n->op == IR_DEQUANTIZE)
                 continue;
             if (b->memo[o] < 0) {
                 VEC_PUSH(&stack, o);
@@ -1121,6 +1136,46 @@ static Kernel *build_kernel(Sched *s, int gid, Draft *d)
     VEC_FREE(&b.arg_storage);
     free(b.memo);
     return b.k;
+}
+
+/* The kernel of a quantize node: rt_quant_encode as generated code, one
+ * iteration per bucket. The executor may split the buckets across
+ * threads unless two buckets share a byte. */
+static Kernel *build_quantize_kernel(Sched *s, int v, Draft *d)
+{
+    const IrNode *n = node(s, v);
+    const IrNode *x = node(s, n->in[0]);
+    const int64_t *p = n->attr.spatial.p;
+    KQuantize q = {
+        .dtype = x->dtype,
+        .layout = {.bits = (int)p[0], .bucket = p[1], .numel = shape_numel(&x->shape, 1)},
+        .rounding = (RtRounding)p[2],
+        .tag = (uint32_t)p[3],
+    };
+    char name[64];
+    if (x->op == IR_VAR) {
+        snprintf(name, sizeof name, "quantize_%s", s->g->module->vars[x->attr.var].name);
+        for (char *c = name; *c; c++)
+            if (*c == '.')
+                *c = '_';
+    } else {
+        snprintf(name, sizeof name, "quantize%d", v);
+    }
+    Kernel *k = kernel_quantize_new(name, &q);
+
+    for (int j = 0; j < n->nin; j++)
+        VEC_PUSH(&d->args, storage_of(s, n->in[j]));
+    VEC_PUSH(&d->args, storage_of(s, v));
+    for (int a = 0; a < d->args.len; a++) {
+        Shape none = shape_scalar();
+        VEC_PUSH(&d->shapes, none);
+    }
+    d->step.kind = RT_STEP_KERNEL;
+    d->step.attr.kernel.outer_extent = k->extents[0].value;
+    d->step.attr.kernel.outer_times_batch = false;
+    d->step.attr.kernel.inner_points = q.layout.bucket;
+    d->step.attr.kernel.serial = !kernel_quantize_parallel(k);
+    return k;
 }
 
 /* ---- library steps -------------------------------------------------------- */
@@ -1374,18 +1429,17 @@ void schedule_graph(const IrGraph *g, int64_t max_batch, Schedule *out)
         const Unit *u = &s.units.data[order[k]];
         Draft *d = &drafts[k];
         d->kernel = -1;
+        Kernel *kern = NULL;
         switch (u->kind) {
-        case UNIT_GROUP: {
-            Kernel *kern = build_kernel(&s, u->index, d);
-            d->kernel = kernels.len;
-            d->step.attr.kernel.index = kernels.len;
-            d->step.label = kern->name;
+        case UNIT_GROUP:
+            kern = build_kernel(&s, u->index, d);
             d->step.dtype = node(&s, s.groups.data[u->index].members.data[0])->dtype;
-            VEC_PUSH(&kernels, kern);
             break;
-        }
         case UNIT_NODE:
-            build_library_step(&s, u->index, d);
+            if (node(&s, u->index)->op == IR_QUANTIZE)
+                kern = build_quantize_kernel(&s, u->index, d);
+            else
+                build_library_step(&s, u->index, d);
             d->step.dtype = node(&s, u->index)->dtype;
             break;
         case UNIT_COPY: {
@@ -1397,6 +1451,12 @@ void schedule_graph(const IrGraph *g, int64_t max_batch, Schedule *out)
             draft_arg(d, (Storage){.is_var = true, .id = a->attr.var}, a->shape);
             break;
         }
+        }
+        if (kern) {
+            d->kernel = kernels.len;
+            d->step.attr.kernel.index = kernels.len;
+            d->step.label = kern->name;
+            VEC_PUSH(&kernels, kern);
         }
     }
 

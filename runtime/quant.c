@@ -39,6 +39,16 @@ static void pack_flush(Packer *p)
     p->nacc = 0;
 }
 
+/* A packer that continues at bit `bit` of `codes`, keeping the bits below
+ * it in that byte, which an earlier bucket wrote and flushed. */
+static Packer packer_at(uint8_t *codes, uint64_t bit)
+{
+    Packer p = {.out = codes + bit / 8, .nacc = (int)(bit % 8)};
+    if (p.nacc > 0)
+        p.acc = *p.out & ((1u << p.nacc) - 1);
+    return p;
+}
+
 typedef struct Unpacker {
     const uint8_t *in;
     uint32_t acc;
@@ -55,6 +65,18 @@ static uint32_t unpack_one(Unpacker *u, int bits)
     u->acc >>= bits;
     u->nacc -= bits;
     return code;
+}
+
+/* Returns code i of the packed codes. The second byte is read only when
+ * the code reaches into it, which keeps every read inside the codes. */
+static uint32_t code_at(int bits, const uint8_t *codes, int64_t i)
+{
+    uint64_t bit = (uint64_t)i * (uint64_t)bits;
+    uint64_t byte = bit / 8;
+    int shift = (int)(bit % 8);
+    uint64_t next = byte + (shift + bits > 8 ? 1 : 0);
+    uint32_t pair = codes[byte] | (uint32_t)codes[next] << 8;
+    return (pair >> shift) & ((1u << bits) - 1);
 }
 
 void rt_pack_codes(int bits, int64_t n, const uint8_t *codes, uint8_t *out)
@@ -205,23 +227,29 @@ static uint32_t code_of(const RtQuantizer *q, double t, uint64_t index)
         return base + scale * (T)code;                                             \
     }                                                                              \
                                                                                    \
+    static void encode_bucket_##T(const RtQuantizer *q, int64_t first, int64_t n,  \
+                                  int64_t b, const T *x, uint8_t *out)             \
+    {                                                                              \
+        int64_t nb = rt_quant_buckets(q, n);                                       \
+        int64_t start = b * q->bucket;                                             \
+        int64_t len = n - start < q->bucket ? n - start : q->bucket;               \
+        T meta[2];                                                                 \
+        bucket_grid_##T(q, first + start, x + start, len, &meta[0], &meta[1]);     \
+        memcpy(out + (size_t)b * sizeof meta, meta, sizeof meta);                  \
+        Packer p = packer_at(out + (size_t)nb * sizeof meta,                       \
+                             (uint64_t)start * (uint64_t)q->bits);                 \
+        for (int64_t i = start; i < start + len; i++)                              \
+            pack_one(&p, q->bits,                                                  \
+                     element_code_##T(q, x[i], meta[0], meta[1],                   \
+                                      (uint64_t)(first + i)));                     \
+        pack_flush(&p);                                                            \
+    }                                                                              \
+                                                                                   \
     static void encode_##T(const RtQuantizer *q, int64_t first, int64_t n,         \
                            const T *x, uint8_t *out)                               \
     {                                                                              \
-        int64_t nb = rt_quant_buckets(q, n);                                       \
-        Packer p = {.out = out + (size_t)nb * 2 * sizeof(T)};                      \
-        for (int64_t b = 0; b < nb; b++) {                                         \
-            int64_t start = b * q->bucket;                                         \
-            int64_t len = n - start < q->bucket ? n - start : q->bucket;           \
-            T meta[2];                                                             \
-            bucket_grid_##T(q, first + start, x + start, len, &meta[0], &meta[1]); \
-            memcpy(out + (size_t)b * sizeof meta, meta, sizeof meta);              \
-            for (int64_t i = start; i < start + len; i++)                          \
-                pack_one(&p, q->bits,                                              \
-                         element_code_##T(q, x[i], meta[0], meta[1],               \
-                                          (uint64_t)(first + i)));                 \
-        }                                                                          \
-        pack_flush(&p);                                                            \
+        for (int64_t b = 0; b < rt_quant_buckets(q, n); b++)                       \
+            encode_bucket_##T(q, first, n, b, x, out);                             \
     }                                                                              \
                                                                                    \
     static void decode_##T(const RtQuantizer *q, int64_t n, const uint8_t *in,     \
@@ -237,6 +265,15 @@ static uint32_t code_of(const RtQuantizer *q, double t, uint64_t index)
             for (int64_t i = start; i < start + len; i++)                          \
                 y[i] = decoded_##T(meta[0], meta[1], unpack_one(&u, q->bits));     \
         }                                                                          \
+    }                                                                              \
+                                                                                   \
+    static T decode_at_##T(const RtQuantizer *q, int64_t n, const uint8_t *in,      \
+                           int64_t i)                                              \
+    {                                                                              \
+        T meta[2];                                                                 \
+        memcpy(meta, in + (size_t)(i / q->bucket) * sizeof meta, sizeof meta);     \
+        const uint8_t *codes = in + (size_t)rt_quant_buckets(q, n) * sizeof meta;  \
+        return decoded_##T(meta[0], meta[1], code_at(q->bits, codes, i));          \
     }                                                                              \
                                                                                    \
     static void roundtrip_##T(const RtQuantizer *q, int64_t first, int64_t n,      \
@@ -274,6 +311,28 @@ void rt_quant_encode(const RtQuantizer *q, DType dt, int64_t first, int64_t n, c
         encode_double(q, first, n, x, out);
     else
         encode_float(q, first, n, x, out);
+}
+
+void rt_quant_encode_bucket(const RtQuantizer *q, DType dt, int64_t n, int64_t b,
+                            const void *x, uint8_t *out)
+{
+    check_quantizer(q, 0);
+    BOCB_ASSERT(b >= 0 && b < rt_quant_buckets(q, n));
+    if (dt == DT_F64)
+        encode_bucket_double(q, 0, n, b, x, out);
+    else
+        encode_bucket_float(q, 0, n, b, x, out);
+}
+
+void rt_quant_decode_at(const RtQuantizer *q, DType dt, int64_t n, const uint8_t *in,
+                        int64_t i, void *y)
+{
+    check_quantizer(q, 0);
+    BOCB_ASSERT(i >= 0 && i < n);
+    if (dt == DT_F64)
+        *(double *)y = decode_at_double(q, n, in, i);
+    else
+        *(float *)y = decode_at_float(q, n, in, i);
 }
 
 void rt_quant_decode(const RtQuantizer *q, DType dt, int64_t n, const uint8_t *in, void *y)

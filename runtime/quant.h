@@ -79,8 +79,23 @@ size_t rt_quant_encoded_size(const RtQuantizer *q, DType dt, int64_t n);
  * the bucket size. */
 void rt_quant_encode(const RtQuantizer *q, DType dt, int64_t first, int64_t n, const void *x,
                      uint8_t *out);
+/* Encodes bucket b of x[0..n) into its place in `out`, the encoding of
+ * the whole tensor (rt_quant_encoded_size bytes): its base and scale, and
+ * its codes from bit b * bucket * bits of the code section. The element
+ * indices are global from 0. When the bucket's codes start inside a byte,
+ * the low bits of that byte belong to bucket b - 1 and are kept, so such
+ * buckets must be encoded in order. rt_quant_encode is this function for
+ * every bucket. */
+void rt_quant_encode_bucket(const RtQuantizer *q, DType dt, int64_t n, int64_t b,
+                            const void *x, uint8_t *out);
 /* Decodes n elements from `in` into y, overwriting it. */
 void rt_quant_decode(const RtQuantizer *q, DType dt, int64_t n, const uint8_t *in, void *y);
+/* Decodes element i of the n elements encoded in `in` into *y, an element
+ * of dtype dt, with the arithmetic of rt_quant_decode. It reads the
+ * second byte of a code only when the code reaches into that byte, so it
+ * never reads past the encoding. */
+void rt_quant_decode_at(const RtQuantizer *q, DType dt, int64_t n, const uint8_t *in,
+                        int64_t i, void *y);
 /* y = decode(encode(x)), bit for bit, with x and y of n elements; y may
  * be x. */
 void rt_quant_roundtrip(const RtQuantizer *q, DType dt, int64_t first, int64_t n,
