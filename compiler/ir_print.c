@@ -140,7 +140,11 @@ static void print_node(FILE *out, const IrGraph *g, int id)
         fprintf(out, " %s", num);
         break;
     case IR_ASSIGN:
+    case IR_REDUCE_SHARDS:
         fprintf(out, " @%s,", m->vars[n->attr.var].name);
+        break;
+    case IR_GATHER_SHARDS:
+        fprintf(out, " @%s", m->vars[n->attr.var].name);
         break;
     default:
         break;

@@ -31,6 +31,16 @@ void cell_graph_run(CellRunner *r, int graph, int64_t batch)
         interp_run(r->interp[graph], batch);
 }
 
+void cell_runner_set_shard_hooks(CellRunner *r, const RtShardHooks *hooks)
+{
+    for (int i = 0; i < r->ngraphs; i++) {
+        if (r->backend == BACKEND_JIT)
+            rt_exec_set_shard_hooks(r->exec[i], hooks);
+        else
+            interp_set_shard_hooks(r->interp[i], hooks);
+    }
+}
+
 const void *cell_graph_output(CellRunner *r, int graph, const char *name)
 {
     if (r->backend == BACKEND_JIT)

@@ -102,6 +102,10 @@ void *cell_graph_input(CellRunner *r, int graph, const char *name);
 void cell_graph_run(CellRunner *r, int graph, int64_t batch);
 const void *cell_graph_output(CellRunner *r, int graph, const char *name);
 
+/* Sets the hooks of the gather and reduce steps of sharded training on
+ * every graph of either backend (shard.c). */
+void cell_runner_set_shard_hooks(CellRunner *r, const RtShardHooks *hooks);
+
 /* Runs one zeroth-order training step (zo_run.c): the perturbations,
  * forward passes and the update, in the order zo.h describes. */
 void zo_run_step(CellRunner *r, int64_t batch);

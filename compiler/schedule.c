@@ -1140,6 +1140,8 @@ static RtStepKind step_kind(IrOp op)
     case IR_SCATTER_ADD: return RT_STEP_SCATTER_ADD;
     case IR_SAMPLE_LABELS: return RT_STEP_SAMPLE_LABELS;
     case IR_SUM: return RT_STEP_REDUCE_SUM;
+    case IR_GATHER_SHARDS: return RT_STEP_GATHER_SHARDS;
+    case IR_REDUCE_SHARDS: return RT_STEP_REDUCE_SHARDS;
     default: BOCB_UNREACHABLE("library step");
     }
 }
@@ -1183,6 +1185,9 @@ static void build_library_step(Sched *s, int v, Draft *d)
         break;
     case IR_CROSS_ENTROPY: case IR_CROSS_ENTROPY_GRAD:
         d->step.attr.loss = rt_loss_of(&n->attr.loss);
+        break;
+    case IR_GATHER_SHARDS: case IR_REDUCE_SHARDS:
+        d->step.attr.var = n->attr.var;
         break;
     case IR_SAMPLE_LABELS:
         d->step.attr.sample.stream = n->attr.stream;
@@ -1269,9 +1274,10 @@ static size_t value_bytes(const IrNode *n, int64_t max_batch)
 
 /* Assigns arena offsets to every arena storage the drafts use. Inputs and
  * outputs live for the whole program; everything else from the step that
- * writes it to the last step that reads it. */
+ * writes it to the last step that reads it. Sets *gathered to the most
+ * bytes that gathered parameters hold at once. */
 static size_t plan_memory(Sched *s, Draft *drafts, int ndrafts, int64_t max_batch,
-                          size_t *offsets)
+                          size_t *offsets, size_t *gathered)
 {
     int n = s->n;
     int *first = xmalloc(size_mul((size_t)n + 1, sizeof(int)));
@@ -1305,17 +1311,31 @@ static size_t plan_memory(Sched *s, Draft *drafts, int ndrafts, int64_t max_batc
     }
 
     Planner p = {0};
+    size_t gathered_now = 0;
+    *gathered = 0;
     /* Inputs first, at the bottom of the arena. */
     for (int v = 0; v < n; v++)
         if (node(s, v)->op == IR_INPUT)
             offsets[v] = plan_alloc(&p, value_bytes(node(s, v), max_batch));
     for (int d = 0; d < ndrafts; d++) {
-        for (int v = 0; v < n; v++)
-            if (first[v] == d && node(s, v)->op != IR_INPUT)
-                offsets[v] = plan_alloc(&p, value_bytes(node(s, v), max_batch));
-        for (int v = 0; v < n; v++)
-            if (last[v] == d && node(s, v)->op != IR_INPUT)
-                plan_release(&p, offsets[v], value_bytes(node(s, v), max_batch));
+        for (int v = 0; v < n; v++) {
+            if (first[v] != d || node(s, v)->op == IR_INPUT)
+                continue;
+            size_t bytes = value_bytes(node(s, v), max_batch);
+            offsets[v] = plan_alloc(&p, bytes);
+            if (node(s, v)->op == IR_GATHER_SHARDS)
+                gathered_now += bytes;
+        }
+        if (gathered_now > *gathered)
+            *gathered = gathered_now;
+        for (int v = 0; v < n; v++) {
+            if (last[v] != d || node(s, v)->op == IR_INPUT)
+                continue;
+            size_t bytes = value_bytes(node(s, v), max_batch);
+            plan_release(&p, offsets[v], bytes);
+            if (node(s, v)->op == IR_GATHER_SHARDS)
+                gathered_now -= bytes;
+        }
     }
     VEC_FREE(&p.free_blocks);
     free(first);
@@ -1404,7 +1424,7 @@ void schedule_graph(const IrGraph *g, int64_t max_batch, Schedule *out)
     RtProgram *p = &out->program;
     p->name = g->name;
     p->max_batch = max_batch;
-    p->arena_bytes = plan_memory(&s, drafts, nu, max_batch, offsets);
+    p->arena_bytes = plan_memory(&s, drafts, nu, max_batch, offsets, &p->gathered_bytes);
 
     p->nsteps = nu;
     p->steps = xcalloc((size_t)nu + 1, sizeof(RtStep));
@@ -1501,11 +1521,17 @@ static void print_slot(FILE *out, RtSlot slot)
 void schedule_print(FILE *out, const Schedule *s)
 {
     const RtProgram *p = &s->program;
-    fprintf(out, "program %s: %d steps, %d kernels, arena %zu bytes at batch %lld\n",
+    fprintf(out, "program %s: %d steps, %d kernels, arena %zu bytes at batch %lld",
             p->name, p->nsteps, p->nkernels, p->arena_bytes, (long long)p->max_batch);
+    if (p->gathered_bytes > 0)
+        fprintf(out, ", gathered parameters at most %zu bytes", p->gathered_bytes);
+    fputc('\n', out);
     for (int i = 0; i < p->nsteps; i++) {
         const RtStep *st = &p->steps[i];
-        fprintf(out, "  step %d: %s(", i, st->label);
+        fprintf(out, "  step %d: %s", i, st->label);
+        if (st->kind == RT_STEP_GATHER_SHARDS || st->kind == RT_STEP_REDUCE_SHARDS)
+            fprintf(out, "[var%d]", st->attr.var);
+        fputc('(', out);
         for (int a = 0; a < st->nargs; a++) {
             if (a)
                 fputs(", ", out);

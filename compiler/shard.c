@@ -100,6 +100,15 @@ typedef struct Shards {
     float *decoded;
     uint8_t **iterate_codes; /* per parameter: the encoding of the own shard */
     char **grad_names;
+    /* The step that the training graph runs, for its gather and reduce
+     * steps (shard_hooks). */
+    int *param_index;  /* module variable -> parameter k, or -1 */
+    uint8_t **codes;   /* per parameter: the blocks its gather received */
+    bool *gathered;    /* per parameter: codes hold this step's blocks */
+    float **acc;       /* per parameter: the update graph's gradient input */
+    uint32_t step;
+    int64_t batch;     /* samples in the global batch */
+    int rank;          /* the rank whose gradient the graph computes */
 } Shards;
 
 static int64_t valid_len(const QsdpShards *l, int k, int shard)
@@ -188,9 +197,10 @@ static void quantize_own_shard(Shards *s, int k, QsdpKind kind, uint32_t step)
     rt_quant_decode(&q, DT_F32, len, s->iterate_codes[k], shard);
 }
 
-/* All-gathers the shards of parameter k into its full copy, quantized
- * with the weight setting unless `raw`. */
-static void gather_weights(Shards *s, int k, bool raw, uint32_t step)
+/* All-gathers the shards of parameter k, encoded with the weight setting
+ * unless `raw`, into `recv`, and sets s->sizes and s->offsets to the
+ * received blocks. */
+static void send_weights(Shards *s, int k, bool raw, uint32_t step, uint8_t *recv)
 {
     const QuantSetting *w = s->sc->weights;
     bool on = w->on && !raw;
@@ -203,12 +213,30 @@ static void gather_weights(Shards *s, int k, bool raw, uint32_t step)
         memcpy(s->send, s->iterate_codes[k], s->sizes[s->own]);
     else
         encode_block(&q, on, first, valid_len(s->layout, k, s->own), shard, s->send);
+    rt_comm_allgatherv(s->sc->comm, s->send, recv, s->sizes, s->offsets);
+}
 
-    rt_comm_allgatherv(s->sc->comm, s->send, s->recv, s->sizes, s->offsets);
-    float *full = rt_var_data(s->vars, s->layout->params[k]);
+/* Decodes the blocks of parameter k that send_weights received into
+ * `recv` into its full value `full`. */
+static void decode_weights(Shards *s, int k, bool raw, uint32_t step, const uint8_t *recv,
+                           float *full)
+{
+    const QuantSetting *w = s->sc->weights;
+    bool on = w->on && !raw;
+    QuantSetting off = {0};
+    shard_sizes(s, on ? w : &off, k, s->sizes, s->offsets);
+    RtQuantizer q = on ? quantizer_for(s, w, k, QSDP_WEIGHTS, 0, step) : (RtQuantizer){0};
     for (int r = 0; r < s->procs; r++)
-        decode_block(&q, on, valid_len(s->layout, k, r), s->recv + s->offsets[r],
+        decode_block(&q, on, valid_len(s->layout, k, r), recv + s->offsets[r],
                      full + (int64_t)r * s->layout->chunk[k]);
+}
+
+/* All-gathers the shards of parameter k at full precision into its full
+ * copy, which the evaluation graph reads. */
+static void gather_raw_weights(Shards *s, int k)
+{
+    send_weights(s, k, true, 0, s->recv);
+    decode_weights(s, k, true, 0, s->recv, rt_var_data(s->vars, s->layout->params[k]));
 }
 
 /* Sends the slice of rank `rank`'s gradient of parameter k that each
@@ -247,6 +275,53 @@ static void accumulate_gradient(Shards *s, int k, const uint8_t *block, float we
     decode_block(&q, g->on, len, block, s->decoded);
     for (int64_t i = 0; i < len; i++)
         acc[i] = acc[i] + weight * s->decoded[i];
+}
+
+/* ---- the steps of the training graph ------------------------------------------ */
+
+/* The part of a global batch of n samples that rank r trains on. */
+static void rank_part(int64_t n, int ranks, int r, int64_t *first, int64_t *len)
+{
+    int64_t base = n / ranks, extra = n % ranks;
+    *first = r * base + (r < extra ? r : extra);
+    *len = base + (r < extra);
+}
+
+
+/* The gather step of parameter `var`: the first gather of a step
+ * all-gathers its shards, quantized with the weight setting, and keeps
+ * the received blocks; every gather (the backward pass's, and those of
+ * the other simulated ranks) decodes them into `out`. So weights cross
+ * the wire once per step. */
+static void gather_hook(void *context, int var, void *out)
+{
+    Shards *s = context;
+    int k = s->param_index[var];
+    BOCB_ASSERT(k >= 0);
+    if (!s->gathered[k]) {
+        send_weights(s, k, false, s->step, s->codes[k]);
+        s->gathered[k] = true;
+    }
+    decode_weights(s, k, false, s->step, s->codes[k], out);
+}
+
+/* The reduce step of parameter `var`: sends the slices of the gradient of
+ * s->rank to their owners and adds the received ones into the update
+ * graph's input, in rank order, each weighted by its rank's share of the
+ * global batch. */
+static void reduce_hook(void *context, int var, const void *grad)
+{
+    Shards *s = context;
+    int k = s->param_index[var];
+    BOCB_ASSERT(k >= 0);
+    exchange_gradient(s, k, grad, s->rank, s->step);
+    for (int r = 0; r < s->procs; r++) {
+        int from = s->procs == 1 ? s->rank : r;
+        int64_t first, from_len;
+        rank_part(s->batch, s->ranks, from, &first, &from_len);
+        float weight = (float)((double)from_len / (double)s->batch);
+        accumulate_gradient(s, k, s->recv + s->offsets[r], weight, s->acc[k]);
+    }
 }
 
 /* ---- traffic ----------------------------------------------------------------- */
@@ -333,14 +408,6 @@ char *shard_check_data(int64_t batch, int64_t train_count, int ranks)
                      (long long)(last ? last : batch), ranks, ranks);
 }
 
-/* The part of a global batch of n samples that rank r trains on. */
-static void rank_part(int64_t n, int ranks, int r, int64_t *first, int64_t *len)
-{
-    int64_t base = n / ranks, extra = n % ranks;
-    *first = r * base + (r < extra ? r : extra);
-    *len = base + (r < extra);
-}
-
 /* Loads samples indices[0..n) into the training graph's inputs and runs
  * forward and backward. */
 static void run_gradient(CellRunner *runner, const DataSplits *data, const int64_t *indices,
@@ -368,35 +435,23 @@ static void train_step(Shards *s, UpdateExec *u, const DataSplits *data,
     if (w->on && w->iterate && step == 1)
         for (int k = 0; k < l->nparams; k++)
             quantize_own_shard(s, k, QSDP_WEIGHTS, step);
-    for (int k = 0; k < l->nparams; k++)
-        gather_weights(s, k, false, step);
-
-    float **acc = xcalloc((size_t)l->nparams + 1, sizeof *acc);
     for (int k = 0; k < l->nparams; k++) {
-        acc[k] = update_input(u, s->grad_names[k]);
-        memset(acc[k], 0, (size_t)l->chunk[k] * sizeof(float));
+        s->gathered[k] = false;
+        s->acc[k] = update_input(u, s->grad_names[k]);
+        memset(s->acc[k], 0, (size_t)l->chunk[k] * sizeof(float));
     }
+    s->step = step;
+    s->batch = n;
     double *metrics = xcalloc((size_t)s->ranks * 2 + 2, sizeof(double));
     int simulated = s->procs == 1 ? s->ranks : 1;
     for (int v = 0; v < simulated; v++) {
-        int rank = s->procs == 1 ? v : s->own;
+        s->rank = s->procs == 1 ? v : s->own;
         int64_t first, len;
-        rank_part(n, s->ranks, rank, &first, &len);
+        rank_part(n, s->ranks, s->rank, &first, &len);
         double part[2];
+        /* The graph's gather and reduce steps call shard_hooks. */
         run_gradient(s->runner, data, indices + first, len, step, &part[0], &part[1]);
         rt_comm_allgather(s->sc->comm, part, sizeof part, metrics + 2 * v);
-        for (int k = 0; k < l->nparams; k++) {
-            const float *grad = s->runner->runner.output(s->runner->runner.self, true,
-                                                         s->grad_names[k]);
-            exchange_gradient(s, k, grad, rank, step);
-            for (int r = 0; r < s->procs; r++) {
-                int from = s->procs == 1 ? v : r;
-                int64_t f, from_len;
-                rank_part(n, s->ranks, from, &f, &from_len);
-                float weight = (float)((double)from_len / (double)n);
-                accumulate_gradient(s, k, s->recv + s->offsets[r], weight, acc[k]);
-            }
-        }
     }
     *loss = 0;
     *correct = 0;
@@ -407,7 +462,6 @@ static void train_step(Shards *s, UpdateExec *u, const DataSplits *data,
         *correct += metrics[2 * r + 1];
     }
     free(metrics);
-    free(acc);
 
     *(float *)update_input(u, "lr") = (float)lr;
     *(float *)update_input(u, "step") = (float)step;
@@ -423,7 +477,7 @@ static void evaluate(Shards *s, const RtTrainConfig *cfg, const DataSplits *data
                      double *loss, double *accuracy)
 {
     for (int k = 0; k < s->layout->nparams; k++)
-        gather_weights(s, k, true, 0);
+        gather_raw_weights(s, k);
     double result[2] = {0, 0};
     if (s->sc->comm->rank == 0)
         rt_evaluate(&s->runner->runner, data, &data->test, cfg->eval_batch, &result[0],
@@ -450,6 +504,12 @@ static void shards_init(Shards *s, ShardConfig *sc, CellRunner *runner)
     int64_t largest_chunk = 1;
     s->iterate_codes = xcalloc((size_t)l->nparams + 1, sizeof(uint8_t *));
     s->grad_names = xcalloc((size_t)l->nparams + 1, sizeof(char *));
+    s->codes = xcalloc((size_t)l->nparams + 1, sizeof(uint8_t *));
+    s->gathered = xcalloc((size_t)l->nparams + 1, sizeof(bool));
+    s->acc = xcalloc((size_t)l->nparams + 1, sizeof(float *));
+    s->param_index = xmalloc(size_mul((size_t)s->vars->nvars + 1, sizeof(int)));
+    for (int v = 0; v < s->vars->nvars; v++)
+        s->param_index[v] = -1;
     QuantSetting raw = {0};
     for (int k = 0; k < l->nparams; k++) {
         size_t most = block_bytes(s, &raw, k);
@@ -461,6 +521,13 @@ static void shards_init(Shards *s, ShardConfig *sc, CellRunner *runner)
         if (sc->weights->iterate)
             s->iterate_codes[k] = xcalloc(w, 1);
         s->grad_names[k] = xasprintf("grad.%d", k);
+        s->param_index[l->params[k]] = k;
+        QuantSetting off = {0};
+        const QuantSetting *sent = sc->weights->on ? sc->weights : &off;
+        size_t blocks = 0;
+        for (int r = 0; r < s->procs; r++)
+            blocks += encoded_bytes(sent, valid_len(l, k, r));
+        s->codes[k] = xmalloc(blocks ? blocks : 1);
 
         /* The full copy starts from the seed like on every rank; the own
          * shard is a slice of it, padded with zeros. */
@@ -482,9 +549,14 @@ static void shards_free(Shards *s)
     for (int k = 0; k < s->layout->nparams; k++) {
         free(s->iterate_codes[k]);
         free(s->grad_names[k]);
+        free(s->codes[k]);
     }
     free(s->iterate_codes);
     free(s->grad_names);
+    free(s->codes);
+    free(s->gathered);
+    free(s->acc);
+    free(s->param_index);
     free(s->sizes);
     free(s->offsets);
     free(s->send);
@@ -518,6 +590,8 @@ bool shard_train(ShardConfig *sc, CellRunner *runner, Jit *jit, const RtTrainCon
         return false;
     Shards s;
     shards_init(&s, sc, runner);
+    RtShardHooks hooks = {.gather = gather_hook, .reduce = reduce_hook, .context = &s};
+    cell_runner_set_shard_hooks(runner, &hooks);
     ShardTraffic step_bytes, eval_bytes;
     step_traffic(sc, s.layout, &step_bytes, &eval_bytes);
     sc->per_step = step_bytes;
@@ -601,6 +675,7 @@ bool shard_train(ShardConfig *sc, CellRunner *runner, Jit *jit, const RtTrainCon
         log_line(cfg, sc->comm, "%s  diverged at step %lld: %s; this cell stops here\n",
                  cfg->label, (long long)result->diverged_step, result->diverged_reason);
     free(perm);
+    cell_runner_set_shard_hooks(runner, &(RtShardHooks){0});
     shards_free(&s);
     update_destroy(&u);
     return true;
