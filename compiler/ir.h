@@ -118,6 +118,13 @@ typedef enum IrOpClass {
     IR_CLASS_EFFECT,
 } IrOpClass;
 
+/* Returns true for the ops whose attr.var names a module variable. */
+static inline bool ir_names_var(IrOp op)
+{
+    return op == IR_VAR || op == IR_ASSIGN || op == IR_GATHER_SHARDS ||
+           op == IR_REDUCE_SHARDS;
+}
+
 /* Returns the op's name as printed and as spelled in messages. */
 const char *ir_op_name(IrOp op);
 IrOpClass ir_op_class(IrOp op);

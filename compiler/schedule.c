@@ -1272,6 +1272,23 @@ static size_t value_bytes(const IrNode *n, int64_t max_batch)
     return (bytes + 63) & ~(size_t)63;
 }
 
+/* Returns the bytes of the parameters that gather nodes read, each
+ * parameter once, in the arena's alignment. */
+static size_t gathered_total(const Sched *s)
+{
+    bool *seen = xcalloc((size_t)s->g->module->nvars + 1, sizeof(bool));
+    size_t total = 0;
+    for (int v = 0; v < s->n; v++) {
+        const IrNode *n = node(s, v);
+        if (n->op != IR_GATHER_SHARDS || seen[n->attr.var])
+            continue;
+        seen[n->attr.var] = true;
+        total += value_bytes(n, 1);
+    }
+    free(seen);
+    return total;
+}
+
 /* Assigns arena offsets to every arena storage the drafts use. Inputs and
  * outputs live for the whole program; everything else from the step that
  * writes it to the last step that reads it. Sets *gathered to the most
@@ -1425,6 +1442,7 @@ void schedule_graph(const IrGraph *g, int64_t max_batch, Schedule *out)
     p->name = g->name;
     p->max_batch = max_batch;
     p->arena_bytes = plan_memory(&s, drafts, nu, max_batch, offsets, &p->gathered_bytes);
+    p->gathered_total = gathered_total(&s);
 
     p->nsteps = nu;
     p->steps = xcalloc((size_t)nu + 1, sizeof(RtStep));
@@ -1524,7 +1542,8 @@ void schedule_print(FILE *out, const Schedule *s)
     fprintf(out, "program %s: %d steps, %d kernels, arena %zu bytes at batch %lld",
             p->name, p->nsteps, p->nkernels, p->arena_bytes, (long long)p->max_batch);
     if (p->gathered_bytes > 0)
-        fprintf(out, ", gathered parameters at most %zu bytes", p->gathered_bytes);
+        fprintf(out, ", gathered parameters at most %zu of %zu bytes", p->gathered_bytes,
+                p->gathered_total);
     fputc('\n', out);
     for (int i = 0; i < p->nsteps; i++) {
         const RtStep *st = &p->steps[i];

@@ -119,6 +119,7 @@ typedef struct RtProgram {
     size_t arena_bytes;     /* planned peak of the activation arena */
     size_t gathered_bytes;  /* planned peak of the parameters that gather
                                steps hold in the arena at once */
+    size_t gathered_total;  /* bytes of all the parameters gathered, each once */
     size_t workspace_bytes; /* scratch for convolutions */
     RtKernelFn *kernels;    /* filled by the JIT (or the AOT loader) */
     int nkernels;
