@@ -7,7 +7,7 @@ sharded training step (qsdp/layers.test).
 checks that, in the program train_step:
   - every gathered parameter has exactly one reduce step, and that step
     reads the result of the step just before it (the gradient);
-  - each gather is read by the step right after it;
+  - each gather is read by the first step after it that is not a gather;
   - a parameter is gathered at most twice, and a second gather comes after
     the first backward step (the first step whose label ends in _grad);
   - the planned peak of gathered parameters is at most MAX_FRACTION of
@@ -66,8 +66,11 @@ def main(argv):
     for i, (label, var, args) in enumerate(steps):
         if label == "gather_shards":
             gathers.setdefault(var, []).append(i)
-            if i + 1 >= len(steps) or args[-1] not in steps[i + 1][2][:-1]:
-                fail("step %d: nothing reads the gather of var%d right after it" % (i, var))
+            reader = next((j for j in range(i + 1, len(steps))
+                           if steps[j][0] != "gather_shards"), None)
+            if reader is None or args[-1] not in steps[reader][2][:-1]:
+                fail("step %d: the next step that is not a gather does not read the "
+                     "gather of var%d" % (i, var))
         elif label == "reduce_shards":
             reduces.setdefault(var, []).append(i)
             if i == 0 or steps[i - 1][2][-1] != args[0]:
