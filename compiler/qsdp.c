@@ -462,6 +462,20 @@ static void add_shard_steps(IrGraph *g, const QsdpShards *s, const int *grads,
     free(next_reduce);
 }
 
+/* Extends out->param_groups, which has an entry for each of the first
+ * nvars_before variables, to every variable of the module. A shard gets
+ * the groups of its parameter. */
+static void share_param_groups(Lower *l, CompiledCell *out, int nvars_before)
+{
+    const QsdpShards *s = out->shards;
+    const char **groups = arena_calloc(l->arena, (size_t)out->module.nvars + 1,
+                                       sizeof(char *));
+    memcpy(groups, out->param_groups, (size_t)nvars_before * sizeof(char *));
+    for (int k = 0; k < s->nparams; k++)
+        groups[s->shard_vars[k]] = groups[s->params[k]];
+    out->param_groups = groups;
+}
+
 bool qsdp_build_update(Lower *l, const Configured *opt, const CellOptions *options,
                        const int *params, const int *grads, int nparams, int backward_start,
                        CompiledCell *out)
@@ -478,6 +492,7 @@ bool qsdp_build_update(Lower *l, const Configured *opt, const CellOptions *optio
     s->chunk = arena_calloc(l->arena, (size_t)nparams + 1, sizeof(int64_t));
     s->key_var = ir_module_find_var(m, QSDP_KEY_VAR);
     out->shards = s;
+    int nvars_before = m->nvars; /* the length of out->param_groups */
 
     SrcLoc oloc = opt->decl->name_loc;
     IrGraph *u = ir_graph_new(m, "update");
@@ -524,6 +539,7 @@ bool qsdp_build_update(Lower *l, const Configured *opt, const CellOptions *optio
     if (!ok)
         return false;
     add_shard_steps(train, s, grads, backward_start);
+    share_param_groups(l, out, nvars_before);
     int bad = first_non_elementwise(u);
     if (bad >= 0) {
         diag_error(oloc, "optimizer '%s' computes '%s' over a whole parameter, which sharded "

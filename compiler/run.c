@@ -303,6 +303,8 @@ bool cell_runner_create(CellRunner *r, const CompiledCell *cell, Backend backend
         stats->eval_arena_bytes = r->sched[CELL_EVAL].program.arena_bytes;
         stats->workspace_bytes = larger_workspace(r->sched, r->ngraphs);
         stats->train_flops = rt_program_flops(&r->sched[CELL_TRAIN].program, batch);
+        stats->gathered_bytes = r->sched[CELL_TRAIN].program.gathered_bytes;
+        stats->gathered_total = r->sched[CELL_TRAIN].program.gathered_total;
         stats->train_peak_bytes = add_saturating(
             add_saturating(module_variable_bytes(&cell->module),
                            larger_workspace(r->sched + CELL_TRAIN, r->ngraphs - CELL_TRAIN)),

@@ -41,6 +41,10 @@ typedef struct CellStats {
     int64_t parameters;   /* trainable elements */
     double train_flops;   /* matrix products and convolutions of one
                              training step at the maximum batch */
+    /* Sharded training: the planned peak of the parameters that the
+     * training step's gather steps hold in its arena at once, and the
+     * bytes of all of them (both 0 otherwise). */
+    size_t gathered_bytes, gathered_total;
 } CellStats;
 
 /* The graphs of a cell, as indices of CellRunner's arrays. The last two
