@@ -344,8 +344,9 @@ typedef struct ShardRewrite {
                              the backward pass, or -1 */
 } ShardRewrite;
 
-/* Views of a parameter: its read, and forward reshapes and permutations
- * of a view, which hold the same elements. */
+/* Returns true for the ops whose result holds their operand's elements
+ * rearranged. A parameter's views are its read and the forward reshapes
+ * and permutations of a view. */
 static bool is_view_op(IrOp op)
 {
     return op == IR_RESHAPE || op == IR_PERMUTE;

@@ -101,7 +101,7 @@ typedef struct Shards {
     uint8_t **iterate_codes; /* per parameter: the encoding of the own shard */
     char **grad_names;
     /* The step that the training graph runs, for its gather and reduce
-     * steps (shard_hooks). */
+     * steps (gather_hook, reduce_hook). */
     int *param_index;  /* module variable -> parameter k, or -1 */
     uint8_t **codes;   /* per parameter: the blocks its gather received */
     bool *gathered;    /* per parameter: codes hold this step's blocks */
@@ -287,12 +287,11 @@ static void rank_part(int64_t n, int ranks, int r, int64_t *first, int64_t *len)
     *len = base + (r < extra);
 }
 
-
-/* The gather step of parameter `var`: the first gather of a step
- * all-gathers its shards, quantized with the weight setting, and keeps
- * the received blocks; every gather (the backward pass's, and those of
- * the other simulated ranks) decodes them into `out`. So weights cross
- * the wire once per step. */
+/* Runs the gather step of parameter `var`. The first gather of it in a
+ * step all-gathers its shards, quantized with the weight setting, and
+ * keeps the received blocks. Every gather (the backward pass's, and those
+ * of the other simulated ranks too) decodes them into `out`, so the
+ * weights cross the wire once per step. */
 static void gather_hook(void *context, int var, void *out)
 {
     Shards *s = context;
@@ -305,10 +304,10 @@ static void gather_hook(void *context, int var, void *out)
     decode_weights(s, k, false, s->step, s->codes[k], out);
 }
 
-/* The reduce step of parameter `var`: sends the slices of the gradient of
- * s->rank to their owners and adds the received ones into the update
- * graph's input, in rank order, each weighted by its rank's share of the
- * global batch. */
+/* Runs the reduce step of parameter `var`: sends the slices of the
+ * gradient of s->rank to their owners and adds the received ones into the
+ * update graph's input, in rank order, each weighted by its rank's share
+ * of the global batch. */
 static void reduce_hook(void *context, int var, const void *grad)
 {
     Shards *s = context;
@@ -449,7 +448,8 @@ static void train_step(Shards *s, UpdateExec *u, const DataSplits *data,
         int64_t first, len;
         rank_part(n, s->ranks, s->rank, &first, &len);
         double part[2];
-        /* The graph's gather and reduce steps call shard_hooks. */
+        /* The graph's gather and reduce steps call gather_hook and
+         * reduce_hook. */
         run_gradient(s->runner, data, indices + first, len, step, &part[0], &part[1]);
         rt_comm_allgather(s->sc->comm, part, sizeof part, metrics + 2 * v);
     }
@@ -522,11 +522,9 @@ static void shards_init(Shards *s, ShardConfig *sc, CellRunner *runner)
             s->iterate_codes[k] = xcalloc(w, 1);
         s->grad_names[k] = xasprintf("grad.%d", k);
         s->param_index[l->params[k]] = k;
-        QuantSetting off = {0};
-        const QuantSetting *sent = sc->weights->on ? sc->weights : &off;
         size_t blocks = 0;
         for (int r = 0; r < s->procs; r++)
-            blocks += encoded_bytes(sent, valid_len(l, k, r));
+            blocks += encoded_bytes(sc->weights, valid_len(l, k, r));
         s->codes[k] = xmalloc(blocks ? blocks : 1);
 
         /* The full copy starts from the seed like on every rank; the own
