@@ -344,7 +344,7 @@ typedef struct ShardRewrite {
                              the backward pass, or -1 */
 } ShardRewrite;
 
-/* Returns true for the ops whose result holds their operand's elements
+/* Returns true for the ops whose result contains their operand's elements
  * rearranged. A parameter's views are its read and the forward reshapes
  * and permutations of a view. */
 static bool is_view_op(IrOp op)
@@ -389,12 +389,12 @@ static int shard_operand(ShardRewrite *r, int p, bool backward)
 }
 
 /* Rewrites the training step g, whose nodes from backward_start on are
- * the backward pass, for sharded training: every read of parameter k
- * reads a gather, one for the forward pass placed before its first
- * forward reader and one for the backward pass placed before its first
- * backward reader, so the full value is freed between the two. Every
- * gradient grads[k] feeds a reduce step placed right after it (a zero
- * gradient at the end when grads[k] < 0). */
+ * the backward pass, for sharded training. Every read of parameter k
+ * reads a gather. The forward pass's gather goes just before its first
+ * forward reader and the backward pass's just before its first backward
+ * reader, so the full value is freed between the two. Every gradient
+ * grads[k] feeds a reduce step placed right after it (a zero gradient at
+ * the end when grads[k] < 0). */
 static void add_shard_steps(IrGraph *g, const QsdpShards *s, const int *grads,
                             int backward_start)
 {

@@ -134,8 +134,8 @@ double rt_program_flops(const RtProgram *p, int64_t batch);
 
 /* The communication of sharded training (compiler/shard.h), which the
  * gather and reduce steps call. gather writes the full value of parameter
- * `var` into `out`; reduce sends `grad`, the gradient of `var`, to the
- * owners of its shards. */
+ * `var` into `out`, and reduce sends `grad`, the gradient of `var`, to
+ * the owners of its shards. */
 typedef struct RtShardHooks {
     void (*gather)(void *context, int var, void *out);
     void (*reduce)(void *context, int var, const void *grad);
@@ -152,8 +152,8 @@ void rt_exec_destroy(RtExec *e);
 void *rt_exec_input(RtExec *e, const char *name);
 /* Returns the buffer of output `name` (valid after rt_exec_run). */
 const void *rt_exec_output(const RtExec *e, const char *name);
-/* Sets the hooks that gather and reduce steps call; a program with such
- * steps runs only after this. */
+/* Sets the hooks that gather and reduce steps call. A program with such
+ * steps must not run before this. */
 void rt_exec_set_shard_hooks(RtExec *e, const RtShardHooks *hooks);
 /* Runs every step for `batch` samples (1 <= batch <= max_batch). */
 void rt_exec_run(RtExec *e, int64_t batch);

@@ -10,7 +10,7 @@
  * Both backends must call the hooks in program order, pass the gathered
  * values on and hand each reduce step the value a graph with plain
  * variable reads computes. Dead-code removal keeps the reduce steps,
- * which nothing reads, and the memory plan holds one gathered weight at
+ * which nothing reads, and the memory plan keeps one gathered weight at
  * a time.
  */
 #include <criterion/criterion.h>
