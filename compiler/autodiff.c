@@ -47,6 +47,8 @@ bool ad_has_rule(IrOp op)
     case IR_AVGPOOL2D_GRAD: case IR_REDUCE_MAX_GRAD:
     case IR_SAMPLE_LABELS: /* an i32 result, which is never active */
     case IR_QUANTIZE:      /* i32 words; dequantize passes the gradient on */
+    /* Sharded training adds them after differentiation. */
+    case IR_GATHER_SHARDS: case IR_REDUCE_SHARDS:
     case IR_OP_COUNT:
         return false;
     }

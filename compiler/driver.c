@@ -469,6 +469,10 @@ static void print_stats(const Cell *c, const CellStats *st)
            (long long)st->parameters, st->train_flops / 1e9,
            (double)st->train_peak_bytes / 1048576.0,
            (double)st->inference_peak_bytes / 1048576.0);
+    if (st->gathered_total > 0)
+        printf("  gathered parameters at most %.3f MiB of %.3f MiB in the training-step "
+               "arena\n", (double)st->gathered_bytes / 1048576.0,
+               (double)st->gathered_total / 1048576.0);
     const IrModule *m = &c->compiled.module;
     for (int v = 0; v < m->nvars; v++) {
         if (m->vars[v].kind != IR_VAR_PARAM)

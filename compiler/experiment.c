@@ -1134,7 +1134,8 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
         out->param_groups = arena_calloc(l->arena, (size_t)out->module.nvars + 1,
                                          sizeof(char *));
         if (ok && !simulate)
-            ok = qsdp_build_update(l, opt, options, params.data, grads, params.len, out);
+            ok = qsdp_build_update(l, opt, options, params.data, grads, params.len,
+                                   backward_start, out);
         for (int i = 0; ok && simulate && i < params.len; i++)
             ok = expand_in_groups(l, opt, options, params.data[i], grads[i], lr, step,
                                   &out->param_groups[params.data[i]]);

@@ -32,6 +32,7 @@ struct Interp {
     int *last_use;    /* last node reading each value; nnodes = keep */
     void *workspace;
     size_t workspace_bytes;
+    RtShardHooks shard_hooks;
     /* --check-numerics: per node, what its last result contained, and the
      * first node of the last run that made a new NaN or infinity. */
     bool check_numerics;
@@ -96,6 +97,11 @@ void interp_bind_input(Interp *it, int index, const void *data)
 {
     BOCB_ASSERT(index >= 0 && index < it->g->ninputs);
     it->inputs[index] = data;
+}
+
+void interp_set_shard_hooks(Interp *it, const RtShardHooks *hooks)
+{
+    it->shard_hooks = *hooks;
 }
 
 const void *interp_output(const Interp *it, const char *name)
@@ -370,12 +376,30 @@ static void eval_spatial(const IrGraph *g, const IrNode *n, void *const *in, voi
     rt_spatial_run(n->dtype, &n->attr.spatial, shapes, buffers, batch);
 }
 
+/* The steps of sharded training, through the hooks the loop set. */
+static void eval_shards(Interp *it, const IrNode *n, void *const *in, void *out)
+{
+    const RtShardHooks *h = &it->shard_hooks;
+    if (n->op == IR_GATHER_SHARDS) {
+        BOCB_ASSERT(h->gather && "gather_shards without shard hooks");
+        h->gather(h->context, n->attr.var, out);
+        return;
+    }
+    BOCB_ASSERT(h->reduce && "reduce_shards without shard hooks");
+    h->reduce(h->context, n->attr.var, in[0]);
+    store_from_double(n->dtype, out, 0, 0.0);
+}
+
 static void eval_library(Interp *it, const IrNode *n, void *const *in, void *out,
                          int64_t batch)
 {
     const IrGraph *g = it->g;
     if (ir_is_spatial(n->op)) {
         eval_spatial(g, n, in, out, batch);
+        return;
+    }
+    if (n->op == IR_GATHER_SHARDS || n->op == IR_REDUCE_SHARDS) {
+        eval_shards(it, n, in, out);
         return;
     }
     const Shape *s0 = &g->nodes[n->in[0]].shape;

@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 
+#include "../runtime/exec.h"
 #include "../runtime/vars.h"
 #include "../runtime/ops.h"
 #include "ir.h"
@@ -32,6 +33,10 @@ void interp_destroy(Interp *it);
 
 /* Binds graph input `index` to caller memory, read by interp_run. */
 void interp_bind_input(Interp *it, int index, const void *data);
+
+/* Sets the hooks that gather_shards and reduce_shards nodes call. A graph
+ * with such nodes must not run before this. */
+void interp_set_shard_hooks(Interp *it, const RtShardHooks *hooks);
 
 /* Evaluates the graph for `batch` samples, then applies its assignments
  * to the variables. Outputs stay readable until the next run. */

@@ -73,6 +73,8 @@ static const struct {
     [IR_QUANTIZE] = {"quantize", IR_CLASS_LIBRARY},
     [IR_DEQUANTIZE] = {"dequantize", IR_CLASS_LIBRARY},
     [IR_SAMPLE_LABELS] = {"sample_labels", IR_CLASS_LIBRARY},
+    [IR_GATHER_SHARDS] = {"gather_shards", IR_CLASS_LIBRARY},
+    [IR_REDUCE_SHARDS] = {"reduce_shards", IR_CLASS_LIBRARY},
     [IR_ASSIGN] = {"assign", IR_CLASS_EFFECT},
 };
 
@@ -657,6 +659,28 @@ int ir_assign(IrGraph *g, int var, int value, SrcLoc loc)
     return id;
 }
 
+int ir_gather_shards(IrGraph *g, int var, SrcLoc loc)
+{
+    BOCB_ASSERT(var >= 0 && var < g->module->nvars);
+    const IrVar *v = &g->module->vars[var];
+    BOCB_ASSERT(v->kind == IR_VAR_PARAM);
+    int id = add_node(g, IR_GATHER_SHARDS, v->dtype, v->shape, 0, NULL, loc);
+    g->nodes[id].attr.var = var;
+    return id;
+}
+
+int ir_reduce_shards(IrGraph *g, int var, int grad, SrcLoc loc)
+{
+    BOCB_ASSERT(var >= 0 && var < g->module->nvars);
+    const IrVar *v = &g->module->vars[var];
+    const IrNode *n = &g->nodes[grad];
+    BOCB_ASSERT(v->kind == IR_VAR_PARAM && n->dtype == v->dtype &&
+                shape_equal(&n->shape, &v->shape));
+    int id = add_node(g, IR_REDUCE_SHARDS, v->dtype, shape_scalar(), 1, &grad, loc);
+    g->nodes[id].attr.var = var;
+    return id;
+}
+
 int ir_add_spatial(IrGraph *g, IrOp op, DType dtype, Shape shape, int nin, const int *in,
                    RtSpatialAttr attr, SrcLoc loc)
 {
@@ -736,7 +760,7 @@ void ir_dce(IrGraph *g)
     for (int i = g->nnodes - 1; i >= 0; i--) {
         const IrNode *n = &g->nodes[i];
         /* Inputs stay so that the graph's signature does not change. */
-        if (n->op == IR_ASSIGN || n->op == IR_INPUT)
+        if (n->op == IR_ASSIGN || n->op == IR_INPUT || n->op == IR_REDUCE_SHARDS)
             live[i] = true;
         if (!live[i])
             continue;

@@ -95,6 +95,14 @@ typedef enum IrOp {
     IR_IOTA,             /* -> y, the index along axis p[0] */
     IR_SAMPLE_LABELS,       /* logits [N,C], step -> i32 [N] drawn from softmax */
 
+    /* library ops of sharded training (qsdp.h), attr.var the parameter.
+     * The sharded loop runs them through the executor's RtShardHooks. */
+    IR_GATHER_SHARDS, /* -> the full value of the parameter, all-gathered */
+    /* gradient -> rank-0 token 0; sends the gradient's slices to their
+     * owners, which add them into the update graph's input. Dead-code
+     * removal keeps it like an assignment. */
+    IR_REDUCE_SHARDS,
+
     /* effects */
     IR_ASSIGN, /* variable attr.var := operand 0 when the graph finishes */
 
@@ -109,6 +117,13 @@ typedef enum IrOpClass {
     IR_CLASS_LIBRARY,
     IR_CLASS_EFFECT,
 } IrOpClass;
+
+/* Returns true for the ops whose attr.var names a module variable. */
+static inline bool ir_names_var(IrOp op)
+{
+    return op == IR_VAR || op == IR_ASSIGN || op == IR_GATHER_SHARDS ||
+           op == IR_REDUCE_SHARDS;
+}
 
 /* Returns the op's name as printed and as spelled in messages. */
 const char *ir_op_name(IrOp op);
@@ -152,7 +167,8 @@ typedef struct IrNode {
     bool recomputed;
     union {
         double value; /* IR_CONST */
-        int var;      /* IR_VAR, IR_ASSIGN: index into module->vars */
+        int var;      /* IR_VAR, IR_ASSIGN, IR_GATHER_SHARDS, IR_REDUCE_SHARDS:
+                         index into module->vars */
         int input;    /* IR_INPUT: index into graph->inputs */
         struct {
             bool trans_a, trans_b;
@@ -288,6 +304,10 @@ int ir_random(IrGraph *g, int key, int step, Shape shape, SrcLoc loc);
  * philox_key(stream, step) (rt_sample_labels). No gradient flows through. */
 int ir_sample_labels(IrGraph *g, int logits, int step, uint32_t stream, SrcLoc loc);
 int ir_assign(IrGraph *g, int var, int value, SrcLoc loc);
+/* The full value of parameter `var`, all-gathered from its shards. */
+int ir_gather_shards(IrGraph *g, int var, SrcLoc loc);
+/* Reduce-scatters `grad`, the gradient of parameter `var`. */
+int ir_reduce_shards(IrGraph *g, int var, int grad, SrcLoc loc);
 /* Adds a node of the spatial family (ir_spatial.h builds them) with the
  * given result type and attributes, unchecked. */
 int ir_add_spatial(IrGraph *g, IrOp op, DType dtype, Shape shape, int nin, const int *in,
@@ -321,8 +341,8 @@ bool ir_pool2d_shape(const Shape *x, const IrPoolAttr *attr, Shape *out,
  * for each output that names it. */
 void ir_count_uses(const IrGraph *g, int *uses);
 
-/* Removes nodes that no output or assignment depends on, and renumbers the
- * rest (keeping their order). */
+/* Removes nodes that no output, assignment or reduce_shards depends on,
+ * and renumbers the rest (keeping their order). */
 void ir_dce(IrGraph *g);
 
 /* Makes every assignment of g conditional on the rank-0 boolean `cond`:

@@ -140,7 +140,11 @@ static void print_node(FILE *out, const IrGraph *g, int id)
         fprintf(out, " %s", num);
         break;
     case IR_ASSIGN:
+    case IR_REDUCE_SHARDS:
         fprintf(out, " @%s,", m->vars[n->attr.var].name);
+        break;
+    case IR_GATHER_SHARDS:
+        fprintf(out, " @%s", m->vars[n->attr.var].name);
         break;
     default:
         break;
@@ -201,7 +205,7 @@ void ir_print(FILE *out, const IrGraph *g)
     const IrModule *m = g->module;
     bool *used = xcalloc((size_t)m->nvars + 1, sizeof *used);
     for (int i = 0; i < g->nnodes; i++)
-        if (g->nodes[i].op == IR_VAR || g->nodes[i].op == IR_ASSIGN)
+        if (ir_names_var(g->nodes[i].op))
             used[g->nodes[i].attr.var] = true;
     for (int v = 0; v < m->nvars; v++)
         if (used[v])
@@ -247,7 +251,7 @@ void ir_print_dot(FILE *out, const IrGraph *g)
         default: break;
         }
         fprintf(out, "  n%d [label=\"%%%d %s", i, i, ir_op_name(n->op));
-        if (n->op == IR_VAR || n->op == IR_ASSIGN) {
+        if (ir_names_var(n->op)) {
             fputs(" @", out);
             print_dot_string(out, m->vars[n->attr.var].name);
         } else if (n->op == IR_INPUT) {

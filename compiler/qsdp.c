@@ -172,15 +172,20 @@ static int send_quantized(IrGraph *g, int x, int key, int step, const QuantSetti
     return ir_dequantize(g, words, loc);
 }
 
-static int append_copy(IrGraph *g, const IrNode *n, const int *remap)
+static int append_node(IrGraph *g, const IrNode *n)
 {
     if (g->nnodes == g->cap_nodes)
         vec_grow((void **)&g->nodes, &g->cap_nodes, g->nnodes + 1, sizeof *g->nodes);
-    IrNode *copy = &g->nodes[g->nnodes];
-    *copy = *n;
-    for (int j = 0; j < copy->nin; j++)
-        copy->in[j] = remap[copy->in[j]];
+    g->nodes[g->nnodes] = *n;
     return g->nnodes++;
+}
+
+static int append_copy(IrGraph *g, const IrNode *n, const int *remap)
+{
+    IrNode copy = *n;
+    for (int j = 0; j < copy.nin; j++)
+        copy.in[j] = remap[copy.in[j]];
+    return append_node(g, &copy);
 }
 
 static bool is_param_read(const IrGraph *g, const IrNode *n)
@@ -328,8 +333,153 @@ static int first_non_elementwise(const IrGraph *g)
     return -1;
 }
 
+/* The rewrite of the training step into gather and reduce steps. */
+typedef struct ShardRewrite {
+    const IrNode *old;    /* the graph before the rewrite */
+    IrGraph *g;           /* receives the new nodes */
+    int *view_of;         /* old node -> parameter k it is a view of, or -1 */
+    int *map;             /* old node -> new node */
+    int *backward_copy;   /* old forward view -> its copy for the backward pass */
+    int *gathered[2];     /* per parameter: its gather for the forward and
+                             the backward pass, or -1 */
+} ShardRewrite;
+
+/* Returns true for the ops whose result contains their operand's elements
+ * rearranged. A parameter's views are its read and the forward reshapes
+ * and permutations of a view. */
+static bool is_view_op(IrOp op)
+{
+    return op == IR_RESHAPE || op == IR_PERMUTE;
+}
+
+/* Returns the new node that a node of the given pass reads for old node
+ * p: a parameter read becomes the gather of that pass, created here (just
+ * before its first reader) when it does not exist yet, and a forward view
+ * read by the backward pass becomes a copy that reads the backward
+ * gather. Iterative: a view may be a chain. */
+static int shard_operand(ShardRewrite *r, int p, bool backward)
+{
+    int k = r->view_of[p];
+    if (k < 0 || (!backward && r->old[p].op != IR_VAR))
+        return r->map[p];
+    IntVec chain = {0};
+    int root = p;
+    while (r->old[root].op != IR_VAR && r->backward_copy[root] < 0) {
+        VEC_PUSH(&chain, root);
+        root = r->old[root].in[0];
+    }
+    int value;
+    if (r->old[root].op == IR_VAR) {
+        int *gather = &r->gathered[backward][k];
+        if (*gather < 0)
+            *gather = ir_gather_shards(r->g, r->old[root].attr.var, r->old[root].loc);
+        value = *gather;
+    } else {
+        value = r->backward_copy[root];
+    }
+    for (int i = chain.len - 1; i >= 0; i--) {
+        int v = chain.data[i];
+        IrNode copy = r->old[v];
+        copy.in[0] = value;
+        copy.recomputed = true;
+        value = r->backward_copy[v] = append_node(r->g, &copy);
+    }
+    VEC_FREE(&chain);
+    return value;
+}
+
+/* Rewrites the training step g, whose nodes from backward_start on are
+ * the backward pass, for sharded training. Every read of parameter k
+ * reads a gather. The forward pass's gather goes just before its first
+ * forward reader and the backward pass's just before its first backward
+ * reader, so the full value is freed between the two. Every gradient
+ * grads[k] feeds a reduce step placed right after it (a zero gradient at
+ * the end when grads[k] < 0). */
+static void add_shard_steps(IrGraph *g, const QsdpShards *s, const int *grads,
+                            int backward_start)
+{
+    int n = g->nnodes, nvars = g->module->nvars;
+    ShardRewrite r = {.old = g->nodes, .g = g};
+    int *param_of = xmalloc(size_mul((size_t)nvars + 1, sizeof(int)));
+    for (int v = 0; v < nvars; v++)
+        param_of[v] = -1;
+    for (int k = 0; k < s->nparams; k++)
+        param_of[s->params[k]] = k;
+    r.view_of = xmalloc(size_mul((size_t)n + 1, sizeof(int)));
+    r.map = xmalloc(size_mul((size_t)n + 1, sizeof(int)));
+    r.backward_copy = xmalloc(size_mul((size_t)n + 1, sizeof(int)));
+    for (int i = 0; i < 2; i++) {
+        r.gathered[i] = xmalloc(size_mul((size_t)s->nparams + 1, sizeof(int)));
+        for (int k = 0; k < s->nparams; k++)
+            r.gathered[i][k] = -1;
+    }
+    /* The reduce steps that follow each node: a list per node. */
+    int *first_reduce = xmalloc(size_mul((size_t)n + 1, sizeof(int)));
+    int *next_reduce = xmalloc(size_mul((size_t)s->nparams + 1, sizeof(int)));
+    for (int i = 0; i < n; i++) {
+        const IrNode *x = &r.old[i];
+        r.backward_copy[i] = first_reduce[i] = -1;
+        r.view_of[i] = -1;
+        if (x->op == IR_VAR)
+            r.view_of[i] = param_of[x->attr.var];
+        else if (i < backward_start && is_view_op(x->op))
+            r.view_of[i] = r.view_of[x->in[0]];
+    }
+    for (int k = s->nparams - 1; k >= 0; k--) {
+        next_reduce[k] = -1;
+        if (grads[k] >= 0) {
+            next_reduce[k] = first_reduce[grads[k]];
+            first_reduce[grads[k]] = k;
+        }
+    }
+
+    g->nodes = NULL;
+    g->nnodes = g->cap_nodes = 0;
+    for (int i = 0; i < n; i++) {
+        IrNode x = r.old[i];
+        for (int j = 0; j < x.nin; j++)
+            x.in[j] = shard_operand(&r, x.in[j], i >= backward_start);
+        r.map[i] = append_node(g, &x);
+        for (int k = first_reduce[i]; k >= 0; k = next_reduce[k])
+            ir_reduce_shards(g, s->params[k], r.map[i], x.loc);
+    }
+    for (int k = 0; k < s->nparams; k++) {
+        if (grads[k] >= 0)
+            continue;
+        const IrVar *p = &g->module->vars[s->params[k]];
+        int zero = ir_broadcast(g, ir_const(g, p->dtype, 0.0, p->loc), p->shape, p->loc);
+        ir_reduce_shards(g, s->params[k], zero, p->loc);
+    }
+    for (int i = 0; i < g->noutputs; i++)
+        g->outputs[i].node = r.map[g->outputs[i].node];
+    free((void *)r.old);
+    free(param_of);
+    free(r.view_of);
+    free(r.map);
+    free(r.backward_copy);
+    free(r.gathered[0]);
+    free(r.gathered[1]);
+    free(first_reduce);
+    free(next_reduce);
+}
+
+/* Extends out->param_groups, which has an entry for each of the first
+ * nvars_before variables, to every variable of the module. A shard gets
+ * the groups of its parameter. */
+static void share_param_groups(Lower *l, CompiledCell *out, int nvars_before)
+{
+    const QsdpShards *s = out->shards;
+    const char **groups = arena_calloc(l->arena, (size_t)out->module.nvars + 1,
+                                       sizeof(char *));
+    memcpy(groups, out->param_groups, (size_t)nvars_before * sizeof(char *));
+    for (int k = 0; k < s->nparams; k++)
+        groups[s->shard_vars[k]] = groups[s->params[k]];
+    out->param_groups = groups;
+}
+
 bool qsdp_build_update(Lower *l, const Configured *opt, const CellOptions *options,
-                       const int *params, const int *grads, int nparams, CompiledCell *out)
+                       const int *params, const int *grads, int nparams, int backward_start,
+                       CompiledCell *out)
 {
     IrModule *m = &out->module;
     IrGraph *train = out->train;
@@ -343,6 +493,7 @@ bool qsdp_build_update(Lower *l, const Configured *opt, const CellOptions *optio
     s->chunk = arena_calloc(l->arena, (size_t)nparams + 1, sizeof(int64_t));
     s->key_var = ir_module_find_var(m, QSDP_KEY_VAR);
     out->shards = s;
+    int nvars_before = m->nvars; /* the length of out->param_groups */
 
     SrcLoc oloc = opt->decl->name_loc;
     IrGraph *u = ir_graph_new(m, "update");
@@ -357,11 +508,6 @@ bool qsdp_build_update(Lower *l, const Configured *opt, const CellOptions *optio
     for (int k = 0; k < nparams && ok; k++) {
         IrVar full = m->vars[params[k]];
         const char *name = arena_printf(l->arena, "grad.%d", k);
-        int grad = grads[k];
-        if (grad < 0)
-            grad = ir_broadcast(train, ir_const(train, l->dtype, 0.0, full.loc), full.shape,
-                                full.loc);
-        ir_add_output(train, name, grad);
 
         s->params[k] = params[k];
         s->numel[k] = shape_numel(&full.shape, 1);
@@ -393,6 +539,8 @@ bool qsdp_build_update(Lower *l, const Configured *opt, const CellOptions *optio
     l->graph = train;
     if (!ok)
         return false;
+    add_shard_steps(train, s, grads, backward_start);
+    share_param_groups(l, out, nvars_before);
     int bad = first_non_elementwise(u);
     if (bad >= 0) {
         diag_error(oloc, "optimizer '%s' computes '%s' over a whole parameter, which sharded "

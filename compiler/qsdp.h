@@ -83,12 +83,17 @@ int64_t qsdp_alignment(const QuantSetting *weights, const QuantSetting *gradient
  * and so the same value from the seed. */
 void qsdp_reserve_key(Lower *l, const CellOptions *options);
 
-/* Makes out->train a gradient step: output "grad.<k>" is the gradient of
- * parameter k. Builds out->update, whose inputs are lr, step and the
- * reduced gradient shards "grad.<k>", and which applies the optimizer
- * (with the groups of options) to this rank's shards. Returns false after
- * reported errors, among them an optimizer that is not elementwise. */
+/* Makes out->train, whose nodes from backward_start on are the backward
+ * pass, a gradient step of sharded training: each read of parameter k
+ * reads a gather_shards node, one before its first forward reader and
+ * one before its first backward reader, and each gradient grads[k] (-1:
+ * zero) feeds a reduce_shards node right after it. Builds out->update,
+ * whose inputs are lr, step and the reduced gradient shards "grad.<k>",
+ * and which applies the optimizer (with the groups of options) to this
+ * rank's shards. Returns false after reported errors, among them an
+ * optimizer that is not elementwise. */
 bool qsdp_build_update(Lower *l, const Configured *opt, const CellOptions *options,
-                       const int *params, const int *grads, int nparams, CompiledCell *out);
+                       const int *params, const int *grads, int nparams, int backward_start,
+                       CompiledCell *out);
 
 #endif

@@ -31,6 +31,16 @@ void cell_graph_run(CellRunner *r, int graph, int64_t batch)
         interp_run(r->interp[graph], batch);
 }
 
+void cell_runner_set_shard_hooks(CellRunner *r, const RtShardHooks *hooks)
+{
+    for (int i = 0; i < r->ngraphs; i++) {
+        if (r->backend == BACKEND_JIT)
+            rt_exec_set_shard_hooks(r->exec[i], hooks);
+        else
+            interp_set_shard_hooks(r->interp[i], hooks);
+    }
+}
+
 const void *cell_graph_output(CellRunner *r, int graph, const char *name)
 {
     if (r->backend == BACKEND_JIT)
@@ -293,6 +303,8 @@ bool cell_runner_create(CellRunner *r, const CompiledCell *cell, Backend backend
         stats->eval_arena_bytes = r->sched[CELL_EVAL].program.arena_bytes;
         stats->workspace_bytes = larger_workspace(r->sched, r->ngraphs);
         stats->train_flops = rt_program_flops(&r->sched[CELL_TRAIN].program, batch);
+        stats->gathered_bytes = r->sched[CELL_TRAIN].program.gathered_bytes;
+        stats->gathered_total = r->sched[CELL_TRAIN].program.gathered_total;
         stats->train_peak_bytes = add_saturating(
             add_saturating(module_variable_bytes(&cell->module),
                            larger_workspace(r->sched + CELL_TRAIN, r->ngraphs - CELL_TRAIN)),

@@ -41,6 +41,10 @@ typedef struct CellStats {
     int64_t parameters;   /* trainable elements */
     double train_flops;   /* matrix products and convolutions of one
                              training step at the maximum batch */
+    /* Sharded training: the planned peak of the parameters that the
+     * training step's gather steps hold in its arena at once, and the
+     * bytes of all of them (both 0 otherwise). */
+    size_t gathered_bytes, gathered_total;
 } CellStats;
 
 /* The graphs of a cell, as indices of CellRunner's arrays. The last two
@@ -101,6 +105,10 @@ size_t cell_planned_bytes(const CompiledCell *cell, int64_t batch, int64_t eval_
 void *cell_graph_input(CellRunner *r, int graph, const char *name);
 void cell_graph_run(CellRunner *r, int graph, int64_t batch);
 const void *cell_graph_output(CellRunner *r, int graph, const char *name);
+
+/* Sets the hooks of the gather and reduce steps of sharded training on
+ * every graph of either backend (shard.c). */
+void cell_runner_set_shard_hooks(CellRunner *r, const RtShardHooks *hooks);
 
 /* Runs one zeroth-order training step (zo_run.c): the perturbations,
  * forward passes and the update, in the order zo.h describes. */

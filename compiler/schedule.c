@@ -1195,6 +1195,8 @@ static RtStepKind step_kind(IrOp op)
     case IR_SCATTER_ADD: return RT_STEP_SCATTER_ADD;
     case IR_SAMPLE_LABELS: return RT_STEP_SAMPLE_LABELS;
     case IR_SUM: return RT_STEP_REDUCE_SUM;
+    case IR_GATHER_SHARDS: return RT_STEP_GATHER_SHARDS;
+    case IR_REDUCE_SHARDS: return RT_STEP_REDUCE_SHARDS;
     default: BOCB_UNREACHABLE("library step");
     }
 }
@@ -1238,6 +1240,9 @@ static void build_library_step(Sched *s, int v, Draft *d)
         break;
     case IR_CROSS_ENTROPY: case IR_CROSS_ENTROPY_GRAD:
         d->step.attr.loss = rt_loss_of(&n->attr.loss);
+        break;
+    case IR_GATHER_SHARDS: case IR_REDUCE_SHARDS:
+        d->step.attr.var = n->attr.var;
         break;
     case IR_SAMPLE_LABELS:
         d->step.attr.sample.stream = n->attr.stream;
@@ -1322,11 +1327,29 @@ static size_t value_bytes(const IrNode *n, int64_t max_batch)
     return (bytes + 63) & ~(size_t)63;
 }
 
+/* Returns the bytes of the parameters that gather nodes read, each
+ * parameter once, in the arena's alignment. */
+static size_t gathered_total(const Sched *s)
+{
+    bool *seen = xcalloc((size_t)s->g->module->nvars + 1, sizeof(bool));
+    size_t total = 0;
+    for (int v = 0; v < s->n; v++) {
+        const IrNode *n = node(s, v);
+        if (n->op != IR_GATHER_SHARDS || seen[n->attr.var])
+            continue;
+        seen[n->attr.var] = true;
+        total += value_bytes(n, 1);
+    }
+    free(seen);
+    return total;
+}
+
 /* Assigns arena offsets to every arena storage the drafts use. Inputs and
  * outputs live for the whole program; everything else from the step that
- * writes it to the last step that reads it. */
+ * writes it to the last step that reads it. Sets *gathered to the most
+ * bytes that gathered parameters hold at once. */
 static size_t plan_memory(Sched *s, Draft *drafts, int ndrafts, int64_t max_batch,
-                          size_t *offsets)
+                          size_t *offsets, size_t *gathered)
 {
     int n = s->n;
     int *first = xmalloc(size_mul((size_t)n + 1, sizeof(int)));
@@ -1360,17 +1383,31 @@ static size_t plan_memory(Sched *s, Draft *drafts, int ndrafts, int64_t max_batc
     }
 
     Planner p = {0};
+    size_t gathered_now = 0;
+    *gathered = 0;
     /* Inputs first, at the bottom of the arena. */
     for (int v = 0; v < n; v++)
         if (node(s, v)->op == IR_INPUT)
             offsets[v] = plan_alloc(&p, value_bytes(node(s, v), max_batch));
     for (int d = 0; d < ndrafts; d++) {
-        for (int v = 0; v < n; v++)
-            if (first[v] == d && node(s, v)->op != IR_INPUT)
-                offsets[v] = plan_alloc(&p, value_bytes(node(s, v), max_batch));
-        for (int v = 0; v < n; v++)
-            if (last[v] == d && node(s, v)->op != IR_INPUT)
-                plan_release(&p, offsets[v], value_bytes(node(s, v), max_batch));
+        for (int v = 0; v < n; v++) {
+            if (first[v] != d || node(s, v)->op == IR_INPUT)
+                continue;
+            size_t bytes = value_bytes(node(s, v), max_batch);
+            offsets[v] = plan_alloc(&p, bytes);
+            if (node(s, v)->op == IR_GATHER_SHARDS)
+                gathered_now += bytes;
+        }
+        if (gathered_now > *gathered)
+            *gathered = gathered_now;
+        for (int v = 0; v < n; v++) {
+            if (last[v] != d || node(s, v)->op == IR_INPUT)
+                continue;
+            size_t bytes = value_bytes(node(s, v), max_batch);
+            plan_release(&p, offsets[v], bytes);
+            if (node(s, v)->op == IR_GATHER_SHARDS)
+                gathered_now -= bytes;
+        }
     }
     VEC_FREE(&p.free_blocks);
     free(first);
@@ -1464,7 +1501,8 @@ void schedule_graph(const IrGraph *g, int64_t max_batch, Schedule *out)
     RtProgram *p = &out->program;
     p->name = g->name;
     p->max_batch = max_batch;
-    p->arena_bytes = plan_memory(&s, drafts, nu, max_batch, offsets);
+    p->arena_bytes = plan_memory(&s, drafts, nu, max_batch, offsets, &p->gathered_bytes);
+    p->gathered_total = gathered_total(&s);
 
     p->nsteps = nu;
     p->steps = xcalloc((size_t)nu + 1, sizeof(RtStep));
@@ -1561,11 +1599,18 @@ static void print_slot(FILE *out, RtSlot slot)
 void schedule_print(FILE *out, const Schedule *s)
 {
     const RtProgram *p = &s->program;
-    fprintf(out, "program %s: %d steps, %d kernels, arena %zu bytes at batch %lld\n",
+    fprintf(out, "program %s: %d steps, %d kernels, arena %zu bytes at batch %lld",
             p->name, p->nsteps, p->nkernels, p->arena_bytes, (long long)p->max_batch);
+    if (p->gathered_bytes > 0)
+        fprintf(out, ", gathered parameters at most %zu of %zu bytes", p->gathered_bytes,
+                p->gathered_total);
+    fputc('\n', out);
     for (int i = 0; i < p->nsteps; i++) {
         const RtStep *st = &p->steps[i];
-        fprintf(out, "  step %d: %s(", i, st->label);
+        fprintf(out, "  step %d: %s", i, st->label);
+        if (st->kind == RT_STEP_GATHER_SHARDS || st->kind == RT_STEP_REDUCE_SHARDS)
+            fprintf(out, "[var%d]", st->attr.var);
+        fputc('(', out);
         for (int a = 0; a < st->nargs; a++) {
             if (a)
                 fputs(", ", out);

@@ -102,6 +102,15 @@ typedef struct Shards {
     uint8_t **iterate_codes; /* per parameter: the encoding of the own shard */
     bool iterate_started;    /* the initial weights have been quantized */
     char **grad_names;
+    /* The step that the training graph runs, for its gather and reduce
+     * steps (gather_hook, reduce_hook). */
+    int *param_index;  /* module variable -> parameter k, or -1 */
+    int64_t gathered;  /* gather steps run in this step */
+    int64_t gathers_per_step; /* gather steps of the training graph */
+    float **acc;       /* per parameter: the update graph's gradient input */
+    uint32_t step;
+    int64_t batch;     /* samples in the global batch */
+    int rank;          /* the rank whose gradient the graph computes */
 } Shards;
 
 static int64_t valid_len(const QsdpShards *l, int k, int shard)
@@ -190,9 +199,10 @@ static void quantize_own_shard(Shards *s, int k, QsdpKind kind, uint32_t step)
     rt_quant_decode(&q, DT_F32, len, s->iterate_codes[k], shard);
 }
 
-/* All-gathers the shards of parameter k into its full copy, quantized
- * with the weight setting unless `raw`. */
-static void gather_weights(Shards *s, int k, bool raw, uint32_t step)
+/* All-gathers the shards of parameter k, encoded with the weight setting
+ * unless `raw`, into `recv`, and sets s->sizes and s->offsets to the
+ * received blocks. */
+static void send_weights(Shards *s, int k, bool raw, uint32_t step, uint8_t *recv)
 {
     const QuantSetting *w = s->sc->weights;
     bool on = w->on && !raw;
@@ -205,12 +215,30 @@ static void gather_weights(Shards *s, int k, bool raw, uint32_t step)
         memcpy(s->send, s->iterate_codes[k], s->sizes[s->own]);
     else
         encode_block(&q, on, first, valid_len(s->layout, k, s->own), shard, s->send);
+    rt_comm_allgatherv(s->sc->comm, s->send, recv, s->sizes, s->offsets);
+}
 
-    rt_comm_allgatherv(s->sc->comm, s->send, s->recv, s->sizes, s->offsets);
-    float *full = rt_var_data(s->vars, s->layout->params[k]);
+/* Decodes the blocks of parameter k that send_weights received into
+ * `recv` into its full value `full`. */
+static void decode_weights(Shards *s, int k, bool raw, uint32_t step, const uint8_t *recv,
+                           float *full)
+{
+    const QuantSetting *w = s->sc->weights;
+    bool on = w->on && !raw;
+    QuantSetting off = {0};
+    shard_sizes(s, on ? w : &off, k, s->sizes, s->offsets);
+    RtQuantizer q = on ? quantizer_for(s, w, k, QSDP_WEIGHTS, 0, step) : (RtQuantizer){0};
     for (int r = 0; r < s->procs; r++)
-        decode_block(&q, on, valid_len(s->layout, k, r), s->recv + s->offsets[r],
+        decode_block(&q, on, valid_len(s->layout, k, r), recv + s->offsets[r],
                      full + (int64_t)r * s->layout->chunk[k]);
+}
+
+/* All-gathers the shards of parameter k at full precision into its full
+ * copy, which the evaluation graph reads. */
+static void gather_raw_weights(Shards *s, int k)
+{
+    send_weights(s, k, true, 0, s->recv);
+    decode_weights(s, k, true, 0, s->recv, rt_var_data(s->vars, s->layout->params[k]));
 }
 
 /* Sends the slice of rank `rank`'s gradient of parameter k that each
@@ -251,6 +279,49 @@ static void accumulate_gradient(Shards *s, int k, const uint8_t *block, float we
         acc[i] = acc[i] + weight * s->decoded[i];
 }
 
+/* ---- the steps of the training graph ------------------------------------------ */
+
+/* The part of a global batch of n samples that rank r trains on. */
+static void rank_part(int64_t n, int ranks, int r, int64_t *first, int64_t *len)
+{
+    int64_t base = n / ranks, extra = n % ranks;
+    *first = r * base + (r < extra ? r : extra);
+    *len = base + (r < extra);
+}
+
+/* Runs a gather step of parameter `var`: all-gathers its shards,
+ * quantized with the weight setting, and decodes them into `out`. The
+ * owners encode with the draws of the step, so the backward pass's gather
+ * gives the very values of the forward pass's. */
+static void gather_hook(void *context, int var, void *out)
+{
+    Shards *s = context;
+    int k = s->param_index[var];
+    BOCB_ASSERT(k >= 0);
+    send_weights(s, k, false, s->step, s->recv);
+    decode_weights(s, k, false, s->step, s->recv, out);
+    s->gathered++;
+}
+
+/* Runs the reduce step of parameter `var`: sends the slices of the
+ * gradient of s->rank to their owners and adds the received ones into the
+ * update graph's input, in rank order, each weighted by its rank's share
+ * of the global batch. */
+static void reduce_hook(void *context, int var, const void *grad)
+{
+    Shards *s = context;
+    int k = s->param_index[var];
+    BOCB_ASSERT(k >= 0);
+    exchange_gradient(s, k, grad, s->rank, s->step);
+    for (int r = 0; r < s->procs; r++) {
+        int from = s->procs == 1 ? s->rank : r;
+        int64_t first, from_len;
+        rank_part(s->batch, s->ranks, from, &first, &from_len);
+        float weight = (float)((double)from_len / (double)s->batch);
+        accumulate_gradient(s, k, s->recv + s->offsets[r], weight, s->acc[k]);
+    }
+}
+
 /* ---- traffic ----------------------------------------------------------------- */
 
 /* Adds what all ranks send in one collective over a parameter of numel
@@ -276,10 +347,21 @@ static void count_collective(ShardTraffic *t, bool gradients, const QuantSetting
     t->metadata += copies * meta;
 }
 
-/* The traffic of one training step and of one evaluation gather, with
- * the shards an MPI run of sc->ranks ranks would have. */
-static void step_traffic(const ShardConfig *sc, const QsdpShards *l, ShardTraffic *step,
-                         ShardTraffic *eval)
+/* Returns the number of gather steps of variable `var` in the training
+ * step: one before its forward readers, and one before its backward
+ * readers when it has some. */
+static int gathers_of(const IrGraph *train, int var)
+{
+    int n = 0;
+    for (int i = 0; i < train->nnodes; i++)
+        n += train->nodes[i].op == IR_GATHER_SHARDS && train->nodes[i].attr.var == var;
+    return n;
+}
+
+/* The traffic of one training step (`train`) and of one evaluation
+ * gather, with the shards an MPI run of sc->ranks ranks would have. */
+static void step_traffic(const ShardConfig *sc, const QsdpShards *l, const IrGraph *train,
+                         ShardTraffic *step, ShardTraffic *eval)
 {
     memset(step, 0, sizeof *step);
     memset(eval, 0, sizeof *eval);
@@ -287,13 +369,15 @@ static void step_traffic(const ShardConfig *sc, const QsdpShards *l, ShardTraffi
     int64_t align = qsdp_alignment(sc->weights, sc->gradients);
     for (int k = 0; k < l->nparams; k++) {
         int64_t chunk = qsdp_chunk(l->numel[k], sc->ranks, align);
-        count_collective(step, false, sc->weights, l->numel[k], chunk, sc->ranks);
+        for (int g = gathers_of(train, l->params[k]); g > 0; g--)
+            count_collective(step, false, sc->weights, l->numel[k], chunk, sc->ranks);
         count_collective(step, true, sc->gradients, l->numel[k], chunk, sc->ranks);
         count_collective(eval, false, &raw, l->numel[k], chunk, sc->ranks);
     }
-    /* Each rank's loss and correct count, as two doubles to every other
-     * rank, and with clip its partial sum of squares, as one more. */
-    int doubles = sc->clip > 0 ? 3 : 2;
+    /* Each rank's loss, correct count and stop flag, as three doubles to
+     * every other rank, and with clip its partial sum of squares, as one
+     * more. */
+    int doubles = sc->clip > 0 ? 4 : 3;
     step->metadata += (double)sc->ranks * (sc->ranks - 1) * doubles * sizeof(double);
 }
 
@@ -328,14 +412,6 @@ char *shard_check_data(int64_t batch, int64_t train_count, int ranks)
                      "whose last batch has at least %d samples", ranks,
                      (long long)train_count, (long long)batch,
                      (long long)(last ? last : batch), ranks, ranks);
-}
-
-/* The part of a global batch of n samples that rank r trains on. */
-static void rank_part(int64_t n, int ranks, int r, int64_t *first, int64_t *len)
-{
-    int64_t base = n / ranks, extra = n % ranks;
-    *first = r * base + (r < extra ? r : extra);
-    *len = base + (r < extra);
 }
 
 /* Loads samples first .. first + n - 1 of the global batch `batch`
@@ -414,12 +490,14 @@ static bool clip_gradient(Shards *s, float *const *acc)
 }
 
 /* One training step on the global batch indices[0..n): returns the
- * global mean loss and the correct count, and whether the update was
- * applied (with clip, a non-finite gradient norm skips it). `step` counts
- * applied updates, as the optimizer's step input does in rt_train. */
+ * global mean loss, the correct count, whether a signal asked some rank
+ * to stop (then every rank stops after this step), and whether the
+ * update was applied (with clip, a non-finite gradient norm skips it).
+ * `step` counts applied updates, as the optimizer's step input does in
+ * rt_train. */
 static bool train_step(Shards *s, UpdateExec *u, const DataSplits *data,
                        const int64_t *indices, int64_t n, int64_t taken, uint32_t step,
-                       double lr, double *loss, double *correct)
+                       double lr, double *loss, double *correct, bool *stop)
 {
     const QsdpShards *l = s->layout;
     const QuantSetting *w = s->sc->weights;
@@ -428,48 +506,42 @@ static bool train_step(Shards *s, UpdateExec *u, const DataSplits *data,
             quantize_own_shard(s, k, QSDP_WEIGHTS, step);
         s->iterate_started = true;
     }
-    for (int k = 0; k < l->nparams; k++)
-        gather_weights(s, k, false, step);
-
-    float **acc = xcalloc((size_t)l->nparams + 1, sizeof *acc);
     for (int k = 0; k < l->nparams; k++) {
-        acc[k] = update_input(u, s->grad_names[k]);
-        memset(acc[k], 0, (size_t)l->chunk[k] * sizeof(float));
+        s->acc[k] = update_input(u, s->grad_names[k]);
+        memset(s->acc[k], 0, (size_t)l->chunk[k] * sizeof(float));
     }
-    double *metrics = xcalloc((size_t)s->ranks * 2 + 2, sizeof(double));
+    s->step = step;
+    s->batch = n;
+    s->gathered = 0;
+    /* Each rank's loss, correct count and stop flag (a signal asked it to
+     * stop), so that every rank stops after the same step. */
+    enum { METRICS = 3 };
+    double *metrics = xcalloc((size_t)s->ranks * METRICS + METRICS, sizeof(double));
     int simulated = s->procs == 1 ? s->ranks : 1;
     for (int v = 0; v < simulated; v++) {
-        int rank = s->procs == 1 ? v : s->own;
+        s->rank = s->procs == 1 ? v : s->own;
         int64_t first, len;
-        rank_part(n, s->ranks, rank, &first, &len);
-        double part[2];
+        rank_part(n, s->ranks, s->rank, &first, &len);
+        double part[METRICS] = {0, 0, s->cfg->stop && *s->cfg->stop ? 1 : 0};
+        /* The graph's gather and reduce steps call gather_hook and
+         * reduce_hook. */
         run_gradient(s, data, indices, first, len, taken, step, &part[0], &part[1]);
-        rt_comm_allgather(s->sc->comm, part, sizeof part, metrics + 2 * v);
-        for (int k = 0; k < l->nparams; k++) {
-            const float *grad = s->runner->runner.output(s->runner->runner.self, true,
-                                                         s->grad_names[k]);
-            exchange_gradient(s, k, grad, rank, step);
-            for (int r = 0; r < s->procs; r++) {
-                int from = s->procs == 1 ? v : r;
-                int64_t f, from_len;
-                rank_part(n, s->ranks, from, &f, &from_len);
-                float weight = (float)((double)from_len / (double)n);
-                accumulate_gradient(s, k, s->recv + s->offsets[r], weight, acc[k]);
-            }
-        }
+        rt_comm_allgather(s->sc->comm, part, sizeof part, metrics + METRICS * v);
     }
+    /* The traffic that step_traffic counts is the traffic sent. */
+    BOCB_ASSERT(s->gathered == simulated * s->gathers_per_step);
     *loss = 0;
     *correct = 0;
+    *stop = false;
     for (int r = 0; r < s->ranks; r++) {
         int64_t f, len;
         rank_part(n, s->ranks, r, &f, &len);
-        *loss += (double)len / (double)n * metrics[2 * r];
-        *correct += metrics[2 * r + 1];
+        *loss += (double)len / (double)n * metrics[METRICS * r];
+        *correct += metrics[METRICS * r + 1];
+        *stop |= metrics[METRICS * r + 2] != 0;
     }
     free(metrics);
-    bool apply = s->sc->clip <= 0 || clip_gradient(s, acc);
-    free(acc);
-    if (!apply)
+    if (s->sc->clip > 0 && !clip_gradient(s, s->acc))
         return false;
 
     *(float *)update_input(u, "lr") = (float)lr;
@@ -487,7 +559,7 @@ static void evaluate(Shards *s, const RtTrainConfig *cfg, const DataSplits *data
                      double *loss, double *accuracy)
 {
     for (int k = 0; k < s->layout->nparams; k++)
-        gather_weights(s, k, true, 0);
+        gather_raw_weights(s, k);
     double result[2] = {0, 0};
     if (s->sc->comm->rank == 0)
         rt_evaluate(&s->runner->runner, data, &data->test, cfg->eval_batch, &result[0],
@@ -516,6 +588,10 @@ static void shards_init(Shards *s, ShardConfig *sc, const RtTrainConfig *cfg,
     int64_t largest_chunk = 1;
     s->iterate_codes = xcalloc((size_t)l->nparams + 1, sizeof(uint8_t *));
     s->grad_names = xcalloc((size_t)l->nparams + 1, sizeof(char *));
+    s->acc = xcalloc((size_t)l->nparams + 1, sizeof(float *));
+    s->param_index = xmalloc(size_mul((size_t)s->vars->nvars + 1, sizeof(int)));
+    for (int v = 0; v < s->vars->nvars; v++)
+        s->param_index[v] = -1;
     QuantSetting raw = {0};
     for (int k = 0; k < l->nparams; k++) {
         size_t most = block_bytes(s, &raw, k);
@@ -527,6 +603,8 @@ static void shards_init(Shards *s, ShardConfig *sc, const RtTrainConfig *cfg,
         if (sc->weights->iterate)
             s->iterate_codes[k] = xcalloc(w, 1);
         s->grad_names[k] = xasprintf("grad.%d", k);
+        s->param_index[l->params[k]] = k;
+        s->gathers_per_step += gathers_of(runner->cell->train, l->params[k]);
 
         /* The full copy starts from the seed like on every rank; the own
          * shard is a slice of it, padded with zeros. */
@@ -551,6 +629,8 @@ static void shards_free(Shards *s)
     }
     free(s->iterate_codes);
     free(s->grad_names);
+    free(s->acc);
+    free(s->param_index);
     free(s->sizes);
     free(s->offsets);
     free(s->send);
@@ -592,8 +672,10 @@ bool shard_train(ShardConfig *sc, CellRunner *runner, Jit *jit, const RtTrainCon
         return false;
     Shards s;
     shards_init(&s, sc, cfg, runner);
+    RtShardHooks hooks = {.gather = gather_hook, .reduce = reduce_hook, .context = &s};
+    cell_runner_set_shard_hooks(runner, &hooks);
     ShardTraffic step_bytes, eval_bytes;
-    step_traffic(sc, s.layout, &step_bytes, &eval_bytes);
+    step_traffic(sc, s.layout, runner->cell->train, &step_bytes, &eval_bytes);
     sc->per_step = step_bytes;
     memset(&sc->per_run, 0, sizeof sc->per_run);
 
@@ -620,8 +702,9 @@ bool shard_train(ShardConfig *sc, CellRunner *runner, Jit *jit, const RtTrainCon
             if (cfg->schedule)
                 lr = rt_schedule_lr(cfg->schedule, step + 1, steps_per_epoch, total_steps);
             double loss, c;
+            bool stop;
             if (train_step(&s, &u, data, perm + first, n, step, (uint32_t)(applied + 1), lr,
-                           &loss, &c))
+                           &loss, &c, &stop))
                 applied++;
             else
                 skipped++;
@@ -634,6 +717,12 @@ bool shard_train(ShardConfig *sc, CellRunner *runner, Jit *jit, const RtTrainCon
                 result->diverged_step = step;
                 snprintf(result->diverged_reason, sizeof result->diverged_reason,
                          "the training loss is %g", loss);
+                break;
+            }
+            if (stop) {
+                /* Sharded runs keep no checkpoint, so the partial epoch
+                 * is not recorded. */
+                result->interrupted = true;
                 break;
             }
             loss_sum += loss;
@@ -653,6 +742,8 @@ bool shard_train(ShardConfig *sc, CellRunner *runner, Jit *jit, const RtTrainCon
                 log_steps = 0;
             }
         }
+        if (result->interrupted)
+            break;
         RtEpochResult *er = &result->epochs[result->nepochs++];
         er->epoch = epoch;
         er->steps = step;
@@ -683,6 +774,7 @@ bool shard_train(ShardConfig *sc, CellRunner *runner, Jit *jit, const RtTrainCon
         log_line(cfg, sc->comm, "%s  diverged at step %lld: %s; this cell stops here\n",
                  cfg->label, (long long)result->diverged_step, result->diverged_reason);
     free(perm);
+    cell_runner_set_shard_hooks(runner, &(RtShardHooks){0});
     shards_free(&s);
     update_destroy(&u);
     return true;
@@ -716,7 +808,7 @@ int shard_run_cell(const RtComm *comm, int ranks, const ExperimentSpec *spec,
     QuantSetting off = {0};
     ShardConfig fp32 = {.ranks = ranks, .weights = &off, .gradients = &off, .clip = spec->clip};
     ShardTraffic fp32_step, fp32_eval;
-    step_traffic(&fp32, runner->cell->shards, &fp32_step, &fp32_eval);
+    step_traffic(&fp32, runner->cell->shards, runner->cell->train, &fp32_step, &fp32_eval);
 
     record->ranks = ranks;
     record->per_step = sc.per_step;

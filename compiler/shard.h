@@ -1,31 +1,42 @@
 /* shard.h - sharded data-parallel training (QSDP) over MPI.
  *
  * Every rank owns one shard of every parameter and the optimizer state of
- * that shard (qsdp.h gives the layout). A step:
+ * that shard (qsdp.h gives the layout). A step runs the training program,
+ * whose gather and reduce steps call back into this loop (RtShardHooks):
  *
- *   1. all-gather: each rank sends its shards, encoded with the weight
- *      quantizer when one is set, and decodes everyone's into its full
- *      copy of the weights;
- *   2. each rank runs forward and backward on its part of the global
- *      batch (contiguous parts, sizes differing by at most one);
- *   3. reduce-scatter as an all-to-all: each rank encodes the slice of
- *      its gradient that rank j owns and sends it to j; j decodes the
- *      slices and sums them in rank order, each weighted by its rank's
- *      share of the batch, so codes with different scales are never
- *      added and the sum does not depend on MPI's reduction order;
+ *   1. all-gather: just before a layer's first forward step, a gather
+ *      step gives it the full value of each of its parameters. Each rank
+ *      sends its shards, encoded with the weight quantizer when one is
+ *      set, and decodes everyone's. A second gather step just before the
+ *      parameter's first backward reader all-gathers it again, so the
+ *      memory plan frees the full weights in between, as FSDP does. The
+ *      owners encode with the step's draws, so both gathers give the
+ *      same values;
+ *   2. forward and backward run on this rank's part of the global batch
+ *      (contiguous parts, sizes differing by at most one);
+ *   3. reduce-scatter as an all-to-all: as soon as the gradient of a
+ *      parameter exists, a reduce step encodes the slice of it that rank
+ *      j owns and sends it to j. Rank j decodes the slices and adds them
+ *      into the update graph's input in rank order, each weighted by its
+ *      rank's share of the batch. So codes with different scales are
+ *      never added, the sum does not depend on MPI's reduction order,
+ *      and the full gradients are freed one by one;
  *   4. with `clip`, every rank sums the squares of its reduced shards
  *      and the ranks all-gather these partial sums, so each one scales
  *      its shards by min(1, clip / (norm + 1e-6)) of the global norm, or
  *      skips the update when the norm is not finite;
  *   5. each rank applies the optimizer to its shards (the update graph).
  *
- * One process can also simulate `ranks` ranks: the gradient of every
- * simulated rank is computed in turn and goes through the same encoding
- * and the same weighted sum, and the process owns the whole of every
- * parameter. The update is elementwise, so it gives the same values on
- * one shard as on many, and the norm of `clip` adds the partial sums of
- * the simulated ranks' shards in rank order; the simulation therefore
- * equals an MPI run with that many ranks bit for bit.
+ * One process can also simulate `ranks` ranks: the program runs once per
+ * simulated rank, and its gradients go through the same encoding and the
+ * same weighted sum. That process owns the whole of every parameter. The
+ * update is elementwise, so it gives the same values on one shard as on
+ * many, and the norm of `clip` adds the partial sums of the simulated
+ * ranks' shards in rank order. The simulation therefore equals an MPI
+ * run with that many ranks bit for bit.
+ *
+ * Evaluation reads the full-copy variables of the parameters, which the
+ * loop all-gathers at full precision before each evaluation.
  *
  * Each shard travels at its encoded size (MPI_Allgatherv and
  * MPI_Alltoallv), so no padding is sent. Bytes are counted over all
@@ -42,8 +53,9 @@
 typedef struct ShardTraffic {
     double weights;   /* codes (or raw values) of the weight all-gather */
     double gradients; /* codes (or raw values) of the gradient all-to-all */
-    double metadata;  /* bucket bases and scales, each step's loss and
-                         correct count, and with clip the partial norms */
+    double metadata;  /* bucket bases and scales, each step's loss,
+                         correct count and stop flag, and with clip the
+                         partial norms */
 } ShardTraffic;
 
 /* The communication of one sharded run, for reports. */

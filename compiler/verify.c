@@ -52,7 +52,8 @@ static int arity(IrOp op)
         if (ir_is_spatial(op))
             return rt_spatial_arity(ir_spatial_kind(op));
         switch (op) {
-        case IR_MAXPOOL2D: return 1;
+        case IR_GATHER_SHARDS: return 0;
+        case IR_MAXPOOL2D: case IR_REDUCE_SHARDS: return 1;
         case IR_CROSS_ENTROPY_GRAD: return 3;
         default: return 2;
         }
@@ -110,6 +111,25 @@ static void check_elementwise(Verifier *v, const IrNode *n)
     }
 }
 
+/* gather_shards has the type of its parameter; reduce_shards reads a
+ * value of that type and gives a rank-0 token. */
+static void check_shards(Verifier *v, const IrNode *n)
+{
+    const IrModule *m = v->g->module;
+    int var = n->attr.var;
+    if (var < 0 || var >= m->nvars || m->vars[var].kind != IR_VAR_PARAM) {
+        fail(v, "%s names %d, which is not a parameter", ir_op_name(n->op), var);
+        return;
+    }
+    const IrVar *p = &m->vars[var];
+    const IrNode *value = n->op == IR_GATHER_SHARDS ? n : &v->g->nodes[n->in[0]];
+    expect_shape(v, &p->shape, &value->shape);
+    if (value->dtype != p->dtype)
+        fail(v, "dtype %s, expected %s", dtype_name(value->dtype), dtype_name(p->dtype));
+    if (n->op == IR_REDUCE_SHARDS && n->shape.rank != 0)
+        fail(v, "reduce_shards must be rank 0");
+}
+
 static void check_library(Verifier *v, const IrNode *n)
 {
     const IrGraph *g = v->g;
@@ -117,6 +137,10 @@ static void check_library(Verifier *v, const IrNode *n)
         const char *why;
         if (!ir_spatial_check(g, n, &why))
             fail(v, "%s", why);
+        return;
+    }
+    if (n->op == IR_GATHER_SHARDS || n->op == IR_REDUCE_SHARDS) {
+        check_shards(v, n);
         return;
     }
     const IrNode *a = &g->nodes[n->in[0]];

@@ -13,6 +13,7 @@ struct RtExec {
     unsigned char *arena;
     void *workspace;
     void ***pointers; /* per step, its resolved argument pointers */
+    RtShardHooks shard_hooks;
 };
 
 void rt_program_free(RtProgram *p)
@@ -248,8 +249,22 @@ static void run_step(RtExec *e, const RtStep *s, void **p, int64_t batch)
     case RT_STEP_SPATIAL:
         rt_spatial_run(dt, &s->attr.spatial, sh, p, batch);
         return;
+    case RT_STEP_GATHER_SHARDS:
+        BOCB_ASSERT(e->shard_hooks.gather && "gather step without shard hooks");
+        e->shard_hooks.gather(e->shard_hooks.context, s->attr.var, p[0]);
+        return;
+    case RT_STEP_REDUCE_SHARDS:
+        BOCB_ASSERT(e->shard_hooks.reduce && "reduce step without shard hooks");
+        e->shard_hooks.reduce(e->shard_hooks.context, s->attr.var, p[0]);
+        memset(p[1], 0, dtype_size(dt));
+        return;
     }
     BOCB_UNREACHABLE("step kind");
+}
+
+void rt_exec_set_shard_hooks(RtExec *e, const RtShardHooks *hooks)
+{
+    e->shard_hooks = *hooks;
 }
 
 void rt_exec_run(RtExec *e, int64_t batch)

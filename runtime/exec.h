@@ -55,6 +55,8 @@ typedef enum RtStepKind {
     RT_STEP_REDUCE_SUM,
     RT_STEP_COPY,
     RT_STEP_SPATIAL, /* rt_spatial_run with attr.spatial */
+    RT_STEP_GATHER_SHARDS, /* -> full parameter attr.var, by RtShardHooks.gather */
+    RT_STEP_REDUCE_SHARDS, /* gradient -> token, by RtShardHooks.reduce */
 } RtStepKind;
 
 /* One step. args are the operand slots then the result slot; shapes[i]
@@ -77,6 +79,8 @@ typedef struct RtStep {
             int64_t kernel[2], stride[2], pad[2];
         } pool;
         uint32_t axes; /* RT_STEP_REDUCE_SUM */
+        int var;       /* RT_STEP_GATHER_SHARDS, RT_STEP_REDUCE_SHARDS: the
+                          parameter's variable */
         RtLoss loss;   /* RT_STEP_CROSS_ENTROPY(_GRAD) */
         RtSpatialAttr spatial; /* RT_STEP_SPATIAL */
         struct {
@@ -113,6 +117,9 @@ typedef struct RtProgram {
     int noutputs;
     int64_t max_batch;
     size_t arena_bytes;     /* planned peak of the activation arena */
+    size_t gathered_bytes;  /* planned peak of the parameters that gather
+                               steps hold in the arena at once */
+    size_t gathered_total;  /* bytes of all the parameters gathered, each once */
     size_t workspace_bytes; /* scratch for convolutions */
     RtKernelFn *kernels;    /* filled by the JIT (or the AOT loader) */
     int nkernels;
@@ -125,6 +132,16 @@ void rt_program_free(RtProgram *p);
  * counts as two, and elementwise work is not counted. */
 double rt_program_flops(const RtProgram *p, int64_t batch);
 
+/* The communication of sharded training (compiler/shard.h), which the
+ * gather and reduce steps call. gather writes the full value of parameter
+ * `var` into `out`, and reduce sends `grad`, the gradient of `var`, to
+ * the owners of its shards. */
+typedef struct RtShardHooks {
+    void (*gather)(void *context, int var, void *out);
+    void (*reduce)(void *context, int var, const void *grad);
+    void *context;
+} RtShardHooks;
+
 typedef struct RtExec RtExec;
 
 /* Prepares `prog` to run on `vars`. Both must outlive the executor. */
@@ -135,6 +152,9 @@ void rt_exec_destroy(RtExec *e);
 void *rt_exec_input(RtExec *e, const char *name);
 /* Returns the buffer of output `name` (valid after rt_exec_run). */
 const void *rt_exec_output(const RtExec *e, const char *name);
+/* Sets the hooks that gather and reduce steps call. A program with such
+ * steps must not run before this. */
+void rt_exec_set_shard_hooks(RtExec *e, const RtShardHooks *hooks);
 /* Runs every step for `batch` samples (1 <= batch <= max_batch). */
 void rt_exec_run(RtExec *e, int64_t batch);
 
