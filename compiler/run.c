@@ -1,5 +1,6 @@
 /* run.c - the JIT and interpreter executors behind RtRunner. */
 #include "run.h"
+#include "qsdp.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -315,6 +316,13 @@ bool cell_runner_create(CellRunner *r, const CompiledCell *cell, Backend backend
             stats->eval_arena_bytes);
         stats->variable_bytes = r->vars.bytes;
         stats->parameters = rt_vars_trainable_count(&r->vars);
+        if (cell->shards) {
+            /* The shard variables train too, but the model's parameters
+             * are the full ones. */
+            stats->parameters = 0;
+            for (int k = 0; k < cell->shards->nparams; k++)
+                stats->parameters += cell->shards->numel[k];
+        }
     }
     if (backend == BACKEND_JIT) {
         if (!create_jit(r, jit, stats, error)) {
