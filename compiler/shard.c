@@ -107,6 +107,7 @@ typedef struct Shards {
     int *param_index;  /* module variable -> parameter k, or -1 */
     int64_t gathered;  /* gather steps run in this step */
     int64_t gathers_per_step; /* gather steps of the training graph */
+    char fault[96];    /* the first fault that --check-numerics found here */
     float **acc;       /* per parameter: the update graph's gradient input */
     uint32_t step;
     int64_t batch;     /* samples in the global batch */
@@ -374,9 +375,9 @@ static void step_traffic(const ShardConfig *sc, const QsdpShards *l, const IrGra
         count_collective(step, true, sc->gradients, l->numel[k], chunk, sc->ranks);
         count_collective(eval, false, &raw, l->numel[k], chunk, sc->ranks);
     }
-    /* Each rank's loss, correct count and stop flag, as three doubles to
-     * every other rank, and with clip its partial sum of squares, as one
-     * more. */
+    /* Each rank's loss, correct count and flags (stop, numerics fault),
+     * as three doubles to every other rank, and with clip its partial sum
+     * of squares, as one more. */
     int doubles = sc->clip > 0 ? 4 : 3;
     step->metadata += (double)sc->ranks * (sc->ranks - 1) * doubles * sizeof(double);
 }
@@ -489,15 +490,25 @@ static bool clip_gradient(Shards *s, float *const *acc)
     return true;
 }
 
-/* One training step on the global batch indices[0..n): returns the
- * global mean loss, the correct count, whether a signal asked some rank
- * to stop (then every rank stops after this step), and whether the
- * update was applied (with clip, a non-finite gradient norm skips it).
- * `step` counts applied updates, as the optimizer's step input does in
- * rt_train. */
-static bool train_step(Shards *s, UpdateExec *u, const DataSplits *data,
+/* What one training step found, the same on every rank. */
+typedef struct StepOutcome {
+    double loss;     /* global mean */
+    double correct;  /* over the global batch */
+    bool stop;       /* a signal asked some rank to stop after this step */
+    int fault_rank;  /* the first rank whose --check-numerics found a
+                        fault (the update is then not applied), or -1 */
+    bool applied;    /* the update ran (with clip, a non-finite gradient
+                        norm skips it) */
+} StepOutcome;
+
+/* Flags that each rank sends with its loss, so all ranks act alike. */
+enum { FLAG_STOP = 1, FLAG_FAULT = 2 };
+
+/* One training step on the global batch indices[0..n). `step` counts
+ * applied updates, as the optimizer's step input does in rt_train. */
+static void train_step(Shards *s, UpdateExec *u, const DataSplits *data,
                        const int64_t *indices, int64_t n, int64_t taken, uint32_t step,
-                       double lr, double *loss, double *correct, bool *stop)
+                       double lr, StepOutcome *out)
 {
     const QsdpShards *l = s->layout;
     const QuantSetting *w = s->sc->weights;
@@ -513,8 +524,7 @@ static bool train_step(Shards *s, UpdateExec *u, const DataSplits *data,
     s->step = step;
     s->batch = n;
     s->gathered = 0;
-    /* Each rank's loss, correct count and stop flag (a signal asked it to
-     * stop), so that every rank stops after the same step. */
+    /* Each rank's loss, correct count and flags. */
     enum { METRICS = 3 };
     double *metrics = xcalloc((size_t)s->ranks * METRICS + METRICS, sizeof(double));
     int simulated = s->procs == 1 ? s->ranks : 1;
@@ -522,27 +532,34 @@ static bool train_step(Shards *s, UpdateExec *u, const DataSplits *data,
         s->rank = s->procs == 1 ? v : s->own;
         int64_t first, len;
         rank_part(n, s->ranks, s->rank, &first, &len);
-        double part[METRICS] = {0, 0, s->cfg->stop && *s->cfg->stop ? 1 : 0};
+        double part[METRICS] = {0};
         /* The graph's gather and reduce steps call gather_hook and
          * reduce_hook. */
         run_gradient(s, data, indices, first, len, taken, step, &part[0], &part[1]);
+        RtRunner *r = &s->runner->runner;
+        const char *fault = r->fault ? r->fault(r->self, true) : NULL;
+        if (fault && !s->fault[0])
+            snprintf(s->fault, sizeof s->fault, "%s", fault);
+        part[2] = (s->cfg->stop && *s->cfg->stop ? FLAG_STOP : 0) | (fault ? FLAG_FAULT : 0);
         rt_comm_allgather(s->sc->comm, part, sizeof part, metrics + METRICS * v);
     }
     /* The traffic that step_traffic counts is the traffic sent. */
     BOCB_ASSERT(s->gathered == simulated * s->gathers_per_step);
-    *loss = 0;
-    *correct = 0;
-    *stop = false;
+    memset(out, 0, sizeof *out);
+    out->fault_rank = -1;
     for (int r = 0; r < s->ranks; r++) {
         int64_t f, len;
         rank_part(n, s->ranks, r, &f, &len);
-        *loss += (double)len / (double)n * metrics[METRICS * r];
-        *correct += metrics[METRICS * r + 1];
-        *stop |= metrics[METRICS * r + 2] != 0;
+        out->loss += (double)len / (double)n * metrics[METRICS * r];
+        out->correct += metrics[METRICS * r + 1];
+        int flags = (int)metrics[METRICS * r + 2];
+        out->stop |= (flags & FLAG_STOP) != 0;
+        if ((flags & FLAG_FAULT) && out->fault_rank < 0)
+            out->fault_rank = r;
     }
     free(metrics);
-    if (s->sc->clip > 0 && !clip_gradient(s, s->acc))
-        return false;
+    if (out->fault_rank >= 0 || (s->sc->clip > 0 && !clip_gradient(s, s->acc)))
+        return;
 
     *(float *)update_input(u, "lr") = (float)lr;
     *(float *)update_input(u, "step") = (float)step;
@@ -550,7 +567,7 @@ static bool train_step(Shards *s, UpdateExec *u, const DataSplits *data,
     if (w->on && w->iterate)
         for (int k = 0; k < l->nparams; k++)
             quantize_own_shard(s, k, QSDP_ITERATE, step);
-    return true;
+    out->applied = true;
 }
 
 /* Evaluates on rank 0 with the full-precision weights, and gives every
@@ -701,32 +718,40 @@ bool shard_train(ShardConfig *sc, CellRunner *runner, Jit *jit, const RtTrainCon
             int64_t n = train->count - first < cfg->batch ? train->count - first : cfg->batch;
             if (cfg->schedule)
                 lr = rt_schedule_lr(cfg->schedule, step + 1, steps_per_epoch, total_steps);
-            double loss, c;
-            bool stop;
-            if (train_step(&s, &u, data, perm + first, n, step, (uint32_t)(applied + 1), lr,
-                           &loss, &c, &stop))
+            StepOutcome out;
+            train_step(&s, &u, data, perm + first, n, step, (uint32_t)(applied + 1), lr, &out);
+            double loss = out.loss;
+            if (out.applied)
                 applied++;
-            else
+            else if (out.fault_rank < 0)
                 skipped++;
             add_traffic(&sc->per_run, &step_bytes);
             result->step_lrs[step] = lr;
             result->step_losses[step++] = (float)loss;
             result->nsteps = step;
-            if (!isfinite(loss)) {
+            if (out.fault_rank >= 0 || !isfinite(loss)) {
                 result->diverged = true;
                 result->diverged_step = step;
-                snprintf(result->diverged_reason, sizeof result->diverged_reason,
-                         "the training loss is %g", loss);
+                if (s.fault[0])
+                    snprintf(result->diverged_reason, sizeof result->diverged_reason, "%s",
+                             s.fault);
+                else if (out.fault_rank >= 0)
+                    snprintf(result->diverged_reason, sizeof result->diverged_reason,
+                             "rank %d found a NaN or an infinity (--check-numerics)",
+                             out.fault_rank);
+                else
+                    snprintf(result->diverged_reason, sizeof result->diverged_reason,
+                             "the training loss is %g", loss);
                 break;
             }
-            if (stop) {
+            if (out.stop) {
                 /* Sharded runs keep no checkpoint, so the partial epoch
                  * is not recorded. */
                 result->interrupted = true;
                 break;
             }
             loss_sum += loss;
-            correct += c;
+            correct += out.correct;
             seen += n;
             epoch_steps++;
             log_steps++;
