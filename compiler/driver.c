@@ -996,7 +996,8 @@ static const char **aot_arguments(const Options *opts, const SearchPath *search,
 }
 
 /* Writes the executable of -c: the kernels of every cell of every job,
- * both graphs, and the program's sources. Returns an exit status. */
+ * of its evaluation and training graphs and, for sharded training, its
+ * update graph, and the program's sources. Returns an exit status. */
 static int build_aot_binary(const Options *opts, const SearchPath *search,
                             const Program *program, Job *jobs, int njobs)
 {
@@ -1012,6 +1013,11 @@ static int build_aot_binary(const Options *opts, const SearchPath *search,
             schedule_graph(cc->train, batch, &train);
             VEC_PUSH(&schedules, eval);
             VEC_PUSH(&schedules, train);
+            if (cc->update) {
+                Schedule update;
+                schedule_graph(cc->update, 1, &update);
+                VEC_PUSH(&schedules, update);
+            }
         }
     }
     for (int i = 0; i < schedules.len; i++)
