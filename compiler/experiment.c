@@ -1101,6 +1101,12 @@ bool compile_cell_with(Lower *l, const Configured *model, const Configured *opt,
         if (l->stage_hook)
             l->stage_hook(l->stage_hook_context, CELL_STAGE_FORWARD, train);
     }
+    if (ok && options->zo && options->zo->enabled && options->shards > 0) {
+        diag_error(options->zo->loc, "gradient = zo does not support sharded training "
+                   "(--ranks or mpirun), because its estimate perturbs whole parameters; "
+                   "train it in one process");
+        ok = false;
+    }
     if (ok && options->zo && options->zo->enabled) {
         ok = zo_compile(l, opt, options, out);
     } else if (ok) {

@@ -481,6 +481,18 @@ bool qsdp_build_update(Lower *l, const Configured *opt, const CellOptions *optio
                        const int *params, const int *grads, int nparams, int backward_start,
                        CompiledCell *out)
 {
+    const QuantSetting *qw = &options->quantize_weights, *qg = &options->quantize_gradients;
+    if (qw->on && qg->on && qw->bucket % qg->bucket != 0 && qg->bucket % qw->bucket != 0) {
+        /* Shards start on a multiple of both bucket sizes, so sizes that
+         * do not divide one another would pad every shard to their least
+         * common multiple. */
+        diag_error(qg->loc, "sharded training needs bucket sizes that divide one another, "
+                   "because every shard starts on a bucket boundary of both; the weights "
+                   "have buckets of %lld elements and the gradients of %lld",
+                   (long long)qw->bucket, (long long)qg->bucket);
+        diag_note(qw->loc, "the weights' bucket size is set here");
+        return false;
+    }
     IrModule *m = &out->module;
     IrGraph *train = out->train;
     QsdpShards *s = arena_calloc(l->arena, 1, sizeof *s);
