@@ -108,6 +108,12 @@ typedef struct Shards {
     int64_t gathered;  /* gather steps run in this step */
     int64_t gathers_per_step; /* gather steps of the training graph */
     char fault[96];    /* the first fault that --check-numerics found here */
+    /* The variables that the training program assigns (running batch-norm
+     * statistics), with room for a copy: a simulation keeps rank 0's
+     * values, as rank 0 of an MPI run, which evaluates, has them. */
+    int *assigned;
+    int nassigned;
+    void **saved;
     float **acc;       /* per parameter: the update graph's gradient input */
     uint32_t step;
     int64_t batch;     /* samples in the global batch */
@@ -490,6 +496,21 @@ static bool clip_gradient(Shards *s, float *const *acc)
     return true;
 }
 
+/* Copies the variables that simulated rank v's training program assigned
+ * aside after rank 0, and back after every other rank. */
+static void keep_rank0_state(Shards *s, int v)
+{
+    for (int i = 0; i < s->nassigned; i++) {
+        void *data = rt_var_data(s->vars, s->assigned[i]);
+        size_t bytes = (size_t)s->vars->vars[s->assigned[i]].numel *
+                       dtype_size(s->vars->vars[s->assigned[i]].dtype);
+        if (v == 0)
+            memcpy(s->saved[i], data, bytes);
+        else
+            memcpy(data, s->saved[i], bytes);
+    }
+}
+
 /* What one training step found, the same on every rank. */
 typedef struct StepOutcome {
     double loss;     /* global mean */
@@ -536,6 +557,8 @@ static void train_step(Shards *s, UpdateExec *u, const DataSplits *data,
         /* The graph's gather and reduce steps call gather_hook and
          * reduce_hook. */
         run_gradient(s, data, indices, first, len, taken, step, &part[0], &part[1]);
+        if (s->procs == 1)
+            keep_rank0_state(s, v);
         RtRunner *r = &s->runner->runner;
         const char *fault = r->fault ? r->fault(r->self, true) : NULL;
         if (fault && !s->fault[0])
@@ -631,6 +654,17 @@ static void shards_init(Shards *s, ShardConfig *sc, const RtTrainConfig *cfg,
         memcpy(shard, full + (int64_t)s->own * l->chunk[k],
                (size_t)valid_len(l, k, s->own) * sizeof(float));
     }
+    const IrGraph *train = runner->cell->train;
+    s->assigned = xcalloc((size_t)train->nnodes + 1, sizeof(int));
+    s->saved = xcalloc((size_t)train->nnodes + 1, sizeof(void *));
+    for (int i = 0; i < train->nnodes; i++) {
+        if (train->nodes[i].op != IR_ASSIGN)
+            continue;
+        const RtVar *var = &s->vars->vars[train->nodes[i].attr.var];
+        s->assigned[s->nassigned] = train->nodes[i].attr.var;
+        s->saved[s->nassigned++] = xmalloc(size_mul((size_t)var->numel,
+                                                    dtype_size(var->dtype)) + 1);
+    }
     s->sizes = xcalloc(2 * (size_t)s->procs, sizeof(size_t));
     s->offsets = xcalloc(2 * (size_t)s->procs, sizeof(size_t));
     s->send = xmalloc(size_mul(largest, (size_t)s->procs));
@@ -645,6 +679,10 @@ static void shards_free(Shards *s)
         free(s->grad_names[k]);
     }
     free(s->iterate_codes);
+    for (int i = 0; i < s->nassigned; i++)
+        free(s->saved[i]);
+    free(s->saved);
+    free(s->assigned);
     free(s->grad_names);
     free(s->acc);
     free(s->param_index);
