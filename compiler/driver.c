@@ -780,7 +780,9 @@ static int run_job(const Options *opts, Job *job, Jit *jit)
         settings = with;
     }
     GridProgress progress;
-    if (!grid_progress_start(&progress, spec->name, nruns, spec->report_dir,
+    /* Only the rank that writes reports keeps the run log. */
+    if (!grid_progress_start(&progress, spec->name, nruns,
+                             writes_reports ? spec->report_dir : NULL,
                              opts->quiet ? NULL : stdout))
         status = BOCB_EXIT_RUNTIME;
     RunMetadata meta = {
