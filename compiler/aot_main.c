@@ -8,7 +8,9 @@
  * user's after them, so a user's -D KEY=VALUE replaces a compiled-in one.
  * The standard library and -I directories point into the copy, and
  * BOCB_PATH is emptied, so the binary never reads .bocb files from the
- * machine it runs on. The directory is removed when bocbc_main returns.
+ * machine it runs on. BOCB_AOT_SOURCE_ROOT names the directory, so data
+ * and report paths relative to a source file resolve where the file was
+ * compiled (paths.c). The directory is removed when bocbc_main returns.
  *
  * NOTE: a binary killed by a signal leaves its directory behind in
  * $TMPDIR (default /tmp), named bocb-aot-XXXXXX.
@@ -26,6 +28,7 @@
 #include "../runtime/base.h"
 #include "../runtime/cpu.h"
 #include "../runtime/report.h"
+#include "paths.h"
 
 /* Defined by the object file that aot.c writes. */
 extern const int bocb_aot_file_count;
@@ -96,6 +99,7 @@ int main(int argc, char **argv)
                                        : xasprintf("%s/no-standard-library", root);
     setenv("BOCB_STDLIB", stdlib, 1);
     setenv("BOCB_PATH", "", 1);
+    setenv(AOT_SOURCE_ROOT_ENV, root, 1);
     free(stdlib);
 
     /* argv[0], compile-time options, the user's options, the main file. */
