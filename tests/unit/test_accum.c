@@ -9,25 +9,12 @@
 
 #include "base.h"
 #include "codegen.h"
+#include "jit_suite.h"
 #include "kernel.h"
 
 enum { ROWS = 37, COLS = 29 };
 
-static Jit *jit;
-
-static void setup(void)
-{
-    char *error = NULL;
-    jit = jit_create(&error);
-    cr_assert_not_null(jit, "jit_create failed: %s", error ? error : "(no message)");
-}
-
-static void teardown(void)
-{
-    jit_destroy(jit);
-}
-
-TestSuite(accum, .init = setup, .fini = teardown);
+JIT_SUITE(accum);
 
 /* A [rows, COLS] kernel that stores x^2 to a2 and accumulates x^2 into a1
  * and x into a3; rows scale with the batch size when per_batch is set. */

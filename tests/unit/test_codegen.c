@@ -24,26 +24,13 @@
 
 #include "base.h"
 #include "codegen.h"
+#include "jit_suite.h"
 #include "kernel.h"
 #include "philox.h"
 
 enum { MAX_ARGS = 16 };
 
-static Jit *jit;
-
-static void setup(void)
-{
-    char *error = NULL;
-    jit = jit_create(&error);
-    cr_assert_not_null(jit, "jit_create failed: %s", error ? error : "(no message)");
-}
-
-static void teardown(void)
-{
-    jit_destroy(jit);
-}
-
-TestSuite(codegen, .init = setup, .fini = teardown);
+JIT_SUITE(codegen);
 
 /* ---- values ------------------------------------------------------------- */
 

@@ -22,26 +22,13 @@
 
 #include "base.h"
 #include "codegen.h"
+#include "jit_suite.h"
 #include "kcache.h"
 #include "kernel.h"
 #include "quant.h"
 #include "spatial.h"
 
-static Jit *jit;
-
-static void setup(void)
-{
-    char *error = NULL;
-    jit = jit_create(&error);
-    cr_assert_not_null(jit, "jit_create failed: %s", error ? error : "(no message)");
-}
-
-static void teardown(void)
-{
-    jit_destroy(jit);
-}
-
-TestSuite(qkernel, .init = setup, .fini = teardown);
+JIT_SUITE(qkernel);
 
 static const RtRounding roundings[] = {RT_ROUND_NEAREST, RT_ROUND_STOCHASTIC, RT_ROUND_SHIFT};
 /* 8 puts every bucket on a byte boundary, 12 does with even widths, and
