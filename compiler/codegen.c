@@ -434,8 +434,8 @@ static void emit_philox(Codegen *cg, LLVMValueRef *c, LLVMValueRef k0, LLVMValue
     }
 }
 
-/* The double in [0, 1) from the top 53 bits of the words (hi, lo), as
- * runtime/philox.c and runtime/quant.c convert them. */
+/* Emits the double in [0, 1) from the top 53 bits of the words (hi, lo),
+ * as runtime/philox.c and runtime/quant.c convert them. */
 static LLVMValueRef emit_unit_f64(Codegen *cg, LLVMValueRef hi_word, LLVMValueRef lo_word,
                                   const char *name)
 {
@@ -456,8 +456,8 @@ static void split_words(Codegen *cg, LLVMValueRef v, LLVMValueRef *lo, LLVMValue
     *hi = LLVMBuildTrunc(b, LLVMBuildLShr(b, v, const_i64(cg, 32), ""), cg->t_i32, "");
 }
 
-/* A rank-0 step value as a counter word: saturated to [0, 2^32 - 1], with
- * NaN as 0, as philox.c and rt_quant_step convert it. */
+/* Emits a rank-0 step value as a counter word: saturated to [0, 2^32 - 1],
+ * with NaN as 0, as philox.c and rt_quant_step convert it. */
 static LLVMValueRef emit_step_word(Codegen *cg, LLVMValueRef step)
 {
     LLVMTypeRef overloads[2] = {cg->t_i32, LLVMTypeOf(step)};
@@ -957,9 +957,9 @@ static LLVMValueRef to_f64(QuantGen *qg, LLVMValueRef v)
     return qg->q->dtype == DT_F64 ? v : LLVMBuildFPExt(cg->builder, v, cg->t_f64, "");
 }
 
-/* bucket_grid of runtime/quant.c for x[start, stop) of bucket `bucket`:
- * the minimum, maximum and finiteness in one pass in element order, then
- * the base and the scale. */
+/* Emits bucket_grid of runtime/quant.c for x[start, stop) of bucket
+ * `bucket`: the minimum, maximum and finiteness in one pass in element
+ * order, then the base and the scale. */
 static void emit_bucket_grid(QuantGen *qg, LLVMValueRef bucket, LLVMValueRef start,
                              LLVMValueRef stop, LLVMValueRef *base, LLVMValueRef *scale)
 {
@@ -1005,8 +1005,8 @@ static void emit_bucket_grid(QuantGen *qg, LLVMValueRef bucket, LLVMValueRef sta
                              nan, "scale");
 }
 
-/* element_code and code_of of runtime/quant.c: the code of x[i] on the
- * grid (base, scale), 0 when the scale is not positive. */
+/* Emits element_code and code_of of runtime/quant.c: the code of x[i] on
+ * the grid (base, scale), 0 when the scale is not positive. */
 static LLVMValueRef emit_code(QuantGen *qg, LLVMValueRef i, LLVMValueRef base,
                               LLVMValueRef scale, LLVMValueRef scale_positive)
 {

@@ -444,10 +444,11 @@ static void run_gradient(Shards *s, const DataSplits *data, const int64_t *batch
                                         train->num_classes);
 }
 
-/* The sum of squares, in f64 and element order parameter by parameter,
- * of the reduced gradient elements that rank r owns in a run of s->ranks
- * ranks. acc[k] is the own shard under MPI (r is then this process), or
- * the whole of parameter k when this process simulates the ranks. */
+/* Returns the sum of squares, in f64 and element order parameter by
+ * parameter, of the reduced gradient elements that rank r owns in a run of
+ * s->ranks ranks. acc[k] is the own shard under MPI (r is then this
+ * process), or the whole of parameter k when this process simulates the
+ * ranks. */
 static double rank_squares(const Shards *s, float *const *acc, int r)
 {
     int64_t align = qsdp_alignment(s->sc->weights, s->sc->gradients);

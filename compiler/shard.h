@@ -21,8 +21,8 @@
  *      rank's share of the batch. So codes with different scales are
  *      never added, the sum does not depend on MPI's reduction order,
  *      and the full gradients are freed one by one;
- *   4. with `clip`, every rank sums the squares of its reduced shards
- *      and the ranks all-gather these partial sums, so each one scales
+ *   4. with `clip`, every rank sums the squares of its reduced shards,
+ *      and the ranks all-gather these partial sums. Each rank then scales
  *      its shards by min(1, clip / (norm + 1e-6)) of the global norm, or
  *      skips the update when the norm is not finite;
  *   5. each rank applies the optimizer to its shards (the update graph).

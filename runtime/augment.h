@@ -48,9 +48,10 @@ void rt_augment_image(const RtAugment *aug, RtAugmentDraw draw, DType dtype, voi
                       int64_t channels, int64_t height, int64_t width, double fill,
                       void *scratch);
 
-/* Augments n samples of a training batch in place: `x` [n, ...sample_dims]
- * holds the batch's samples first .. first + n - 1, so a part of a batch
- * (one rank's, in sharded training) gets the draws it has in the whole.
+/* Augments n samples of a training batch in place. `x` [n, ...sample_dims]
+ * contains the batch's samples first .. first + n - 1, so a part of a
+ * batch (one rank's, in sharded training) gets the draws it has in the
+ * whole.
  * The last two sample axes are height and width and the axes before them
  * are channels; a sample of rank 1 is left alone. */
 void rt_augment_batch(const RtAugment *aug, uint64_t seed, int64_t step, DType dtype, void *x,

@@ -252,9 +252,9 @@ Test(augment, train_batches_only)
     rt_train_result_free(&r);
 }
 
-/* A batch augmented in parts, each told the position of its first
+/* A batch augmented in parts, each given the position of its first
  * sample (the parts of a sharded run's ranks), equals the batch augmented
- * whole; a part that claimed position 0 would get other draws. */
+ * whole. A part that passed position 0 would get other draws. */
 Test(augment, parts_of_a_batch_get_the_draws_of_the_whole)
 {
     enum { N = 5, FIRST_PART = 3 };
